@@ -1,0 +1,606 @@
+"""The few-shot engine: SAM2's memory mechanism driven directly, with an explicit memory bank.
+
+:class:`Engine` wraps one loaded SAM2 model. It
+
+* encodes each slice once: image features are cached by slice content (and image size), so a
+  slice is encoded once however many settings, orders, plans or queries use it;
+* turns (support image, support mask) pairs into conditioning memories through SAM2's
+  mask-prompt path, once per support (cached);
+* runs SAM2's tracking step for a query slice against a chosen set of memories
+  (:class:`~fsm2kit.memory.MemorySelection`), computing the memory tensors from a typed
+  :class:`~fsm2kit.memory.MemoryBank` instead of SAM2's inference-state dicts;
+* executes :class:`~fsm2kit.ordering.Plan` s, which is how the four settings and the orders of
+  FS-MedSAM2 are expressed.
+
+It reproduces SAM2's video predictor driven the published way (tested against
+``SAM2VideoPredictor``): the same preprocessing (per-slice min-max, bilinear resize without
+antialias, ImageNet mean/std), the same mask-prompt resize (bilinear + antialias, >= 0.5), spatial
+memories stored in bfloat16, conditioning memories encoded from the hole-filled low-resolution
+mask, and hole filling on every device.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .episode import Episode, Support
+from .memory import MemoryBank, MemoryEntry, MemoryPolicy, MemorySelection, select_memories
+from .models import SAM2Model, fill_holes
+from .ordering import Plan, build_plans, normalize_setting
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "preprocess_slice",
+    "prompt_mask",
+    "SliceFeatures",
+    "SupportMemory",
+    "TrackOutput",
+    "SliceResult",
+    "EpisodeResult",
+    "EngineStats",
+    "Engine",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+# ----------------------------------------------------------------------------- preprocessing
+def _as_2d_float(image: np.ndarray, what: str) -> np.ndarray:
+    a = np.asarray(image)
+    if a.ndim == 3 and a.shape[0] in (1, 3) and all((a[i] == a[0]).all() for i in range(a.shape[0])):
+        a = a[0]  # (C, H, W) with identical channels, as in the published npz dumps
+    if a.ndim != 2:
+        raise ValueError(f"{what}: expected a 2D (H, W) slice, got shape {a.shape}.")
+    a = a.astype(np.float32, copy=False)
+    if not np.isfinite(a).all():
+        raise ValueError(f"{what} contains NaN or inf values; clean or mask them first.")
+    return a
+
+
+def preprocess_slice(image: np.ndarray, image_size: int) -> torch.Tensor:
+    """A slice as SAM2's input, exactly as the published FS-MedSAM2 code prepares it.
+
+    Per-slice min-max to [0, 1], three identical channels, bilinear resize to
+    ``image_size`` (``align_corners=False``, no antialias), ImageNet mean/std.
+    A constant slice maps to 0 (the published code would divide by zero).
+
+    Returns
+    -------
+    Tensor, (1, 3, image_size, image_size) float32 (CPU)
+    """
+    a = _as_2d_float(image, "image")
+    lo, hi = a.min(), a.max()
+    a = (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
+    x = torch.from_numpy(np.ascontiguousarray(a))[None, None].expand(1, 3, *a.shape).contiguous()
+    x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False)
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32)[:, None, None]
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float32)[:, None, None]
+    x -= mean
+    x /= std
+    return x
+
+
+def prompt_mask(mask: np.ndarray, image_size: int) -> torch.Tensor:
+    """A binary mask as SAM2's mask prompt: bilinear + antialias resize, threshold >= 0.5.
+
+    Returns
+    -------
+    Tensor, (1, 1, image_size, image_size) float32 of 0/1 (CPU)
+    """
+    m = np.asarray(mask)
+    if m.ndim != 2:
+        raise ValueError(f"mask: expected a 2D (H, W) mask, got shape {m.shape}.")
+    t = torch.from_numpy(m.astype(bool)).float()[None, None]
+    if t.shape[-2:] != (image_size, image_size):
+        t = F.interpolate(t, size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=True)
+        t = (t >= 0.5).float()
+    return t
+
+
+def _content_key(a: np.ndarray, *extra) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    a = np.ascontiguousarray(a)
+    h.update(str((a.shape, a.dtype.str) + extra).encode())
+    h.update(a.tobytes())
+    return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------- typed state
+@dataclass(frozen=True, eq=False)
+class SliceFeatures:
+    """A slice encoded by SAM2's image encoder (the FPN levels SAM2 uses), cached by content."""
+
+    key: str
+    backbone_fpn: tuple[torch.Tensor, ...]
+    feat_sizes: tuple[tuple[int, int], ...]
+    input_shape: tuple[int, int]
+
+    @property
+    def vision_feats(self) -> list[torch.Tensor]:
+        """Flattened (HW, 1, C) features per level, as SAM2's ``_prepare_backbone_features``."""
+        return [x.flatten(2).permute(2, 0, 1) for x in self.backbone_fpn]
+
+    def __repr__(self) -> str:
+        sizes = ", ".join(f"{c}x{h}x{w}" for c, h, w in (x.shape[1:] for x in self.backbone_fpn))
+        return f"SliceFeatures({self.input_shape[0]}x{self.input_shape[1]} slice -> [{sizes}])"
+
+
+@dataclass(frozen=True, eq=False)
+class SupportMemory:
+    """A support slice turned into a conditioning memory, and SAM2's output on it (the echo)."""
+
+    entry: MemoryEntry
+    logits: np.ndarray
+
+    def __repr__(self) -> str:
+        return f"SupportMemory({self.entry!r}, output {self.logits.shape})"
+
+
+@dataclass(frozen=True, eq=False)
+class TrackOutput:
+    """SAM2's tracking step on one frame."""
+
+    low_res_logits: torch.Tensor  # (1, 1, S/4, S/4), hole-filled
+    logits: np.ndarray  # (H, W) at the input resolution
+    object_score: float
+    iou: float
+    obj_ptr: torch.Tensor
+    memory: MemoryEntry | None
+
+
+@dataclass(frozen=True, eq=False)
+class SliceResult:
+    """The prediction for one query slice.
+
+    ``logits`` are at the slice's input resolution; the prediction is ``logits > 0``.
+    ``step`` is the processing position within its plan, ``selection`` the memories it used.
+    """
+
+    position: int
+    z: int
+    logits: np.ndarray
+    object_score: float
+    iou: float
+    plan_index: int
+    step: int
+    selection: MemorySelection
+
+    @property
+    def prediction(self) -> np.ndarray:
+        return self.logits > 0
+
+    def __repr__(self) -> str:
+        return (
+            f"SliceResult(z={self.z}, fg={int(self.prediction.sum())} px, "
+            f"object_score={self.object_score:+.2f}, iou={self.iou:.3f}, "
+            f"memories={len(self.selection.spatial)}+{len(self.selection.pointers)} ptrs)"
+        )
+
+
+@dataclass(eq=False)
+class EpisodeResult:
+    """All query slices of one episode under one setting (and order)."""
+
+    case_id: str
+    label: int
+    label_name: str
+    setting: str
+    order: str | None
+    slices: list[SliceResult]
+    provenance: dict
+    seconds: float
+    encoder_passes: int
+    plans: list[Plan] = field(repr=False, default_factory=list)
+    banks: list[MemoryBank] | None = field(repr=False, default=None)
+
+    @property
+    def z(self) -> np.ndarray:
+        return np.array([s.z for s in self.slices], dtype=int)
+
+    def logits(self) -> np.ndarray:
+        """(M, H, W) float32 logits in ascending z."""
+        return np.stack([s.logits for s in self.slices]).astype(np.float32, copy=False)
+
+    def prediction(self) -> np.ndarray:
+        return self.logits() > 0
+
+    def to_frame(self, labels: np.ndarray | None = None):
+        """A tidy table, one row per query slice (with TP/FP/FN when ``labels`` are given)."""
+        import pandas as pd
+
+        rows = []
+        for i, s in enumerate(self.slices):
+            row = {
+                "case_id": self.case_id,
+                "label": self.label,
+                "label_name": self.label_name,
+                "setting": self.setting,
+                "order": self.order if self.order else "n/a",
+                "z": s.z,
+                "step": s.step,
+                "plan": s.plan_index,
+                "object_score": s.object_score,
+                "iou_pred": s.iou,
+                "n_memories": len(s.selection.spatial),
+                "n_pointers": len(s.selection.pointers),
+                "pred_px": int(s.prediction.sum()),
+            }
+            if labels is not None:
+                p, t = s.prediction, np.asarray(labels[i]).astype(bool)
+                row.update(
+                    tp=int(np.count_nonzero(p & t)),
+                    fp=int(np.count_nonzero(p & ~t)),
+                    fn=int(np.count_nonzero(~p & t)),
+                )
+            rows.append(row)
+        df = pd.DataFrame(rows)
+        df["model"] = self.provenance.get("model")
+        df["weights"] = self.provenance.get("weights")
+        return df
+
+    def __repr__(self) -> str:
+        order = f"-{self.order}" if self.order else ""
+        return (
+            f"EpisodeResult({self.case_id}/{self.label_name}, {self.setting}{order}, "
+            f"{len(self.slices)} slices, {self.encoder_passes} encoder passes, "
+            f"{self.seconds:.1f} s, {self.provenance.get('weights')})"
+        )
+
+
+@dataclass
+class EngineStats:
+    """Counters: image-encoder passes, memory-encoder passes, tracking steps."""
+
+    encoder_passes: int = 0
+    memory_encoder_passes: int = 0
+    tracking_steps: int = 0
+
+
+# ----------------------------------------------------------------------------- the engine
+class Engine:
+    """Few-shot segmentation with one SAM2 model; encodes each slice once.
+
+    Parameters
+    ----------
+    model : SAM2Model
+        From :func:`fsm2kit.load_sam2`.
+    progress : bool
+        Show progress bars for encoding and propagation.
+    max_cached_slices : int or None
+        Bound on cached slice features (least recently used are dropped); None: unbounded.
+
+    Examples
+    --------
+    >>> model = load_sam2("sam2-tiny", "random", image_size=256)   # doctest: +SKIP
+    >>> engine = Engine(model)                                      # doctest: +SKIP
+    >>> result = engine.segment(episode, "S1SFQ", order="middle")   # doctest: +SKIP
+    """
+
+    def __init__(self, model: SAM2Model, *, progress: bool = True, max_cached_slices: int | None = None):
+        self.model = model
+        self.module = model.module
+        self.device = model.device
+        self.image_size = model.image_size
+        self.policy = MemoryPolicy.from_module(self.module)
+        self.progress = progress
+        self.max_cached_slices = max_cached_slices
+        self.stats = EngineStats()
+        self._features: OrderedDict[str, SliceFeatures] = OrderedDict()
+        self._supports: dict[str, SupportMemory] = {}
+        self._vision_pos: list[torch.Tensor] | None = None
+        self._maskmem_pos: torch.Tensor | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"Engine({self.model!r}, {len(self._features)} cached slices, "
+            f"{len(self._supports)} support memories, {self.stats})"
+        )
+
+    def clear_cache(self) -> None:
+        """Forget cached slice features and support memories."""
+        self._features.clear()
+        self._supports.clear()
+
+    # ------------------------------------------------------------------ encoding
+    @torch.inference_mode()
+    def encode(self, image: np.ndarray) -> SliceFeatures:
+        """The image features of a slice (computed once per distinct slice content)."""
+        a = _as_2d_float(image, "image")
+        key = _content_key(a, self.image_size)
+        feats = self._features.get(key)
+        if feats is not None:
+            self._features.move_to_end(key)
+            return feats
+        x = preprocess_slice(a, self.image_size).to(self.device)
+        with self.model.autocast():
+            out = self.module.forward_image(x)
+        self.stats.encoder_passes += 1
+        n = self.module.num_feature_levels
+        fpn = tuple(out["backbone_fpn"][-n:])
+        if self._vision_pos is None:  # identical for every slice: one shared copy
+            self._vision_pos = [p.flatten(2).permute(2, 0, 1) for p in out["vision_pos_enc"][-n:]]
+        sizes = tuple((int(p.shape[-2]), int(p.shape[-1])) for p in out["vision_pos_enc"][-n:])
+        feats = SliceFeatures(key, fpn, sizes, a.shape)
+        self._features[key] = feats
+        if self.max_cached_slices is not None:
+            while len(self._features) > self.max_cached_slices:
+                self._features.popitem(last=False)
+        return feats
+
+    def encode_all(self, images: Sequence[np.ndarray], *, desc: str = "encode") -> list[SliceFeatures]:
+        """Encode slices (cached ones are skipped), with a progress bar."""
+        todo = [im for im in images]
+        it = tqdm(todo, desc=desc, disable=not self.progress, leave=False)
+        return [self.encode(im) for im in it]
+
+    def _high_res(self, feats: SliceFeatures) -> list[torch.Tensor]:
+        return list(feats.backbone_fpn[:-1])
+
+    # ------------------------------------------------------------------ memories
+    def _store_maskmem(self, maskmem: torch.Tensor, pos: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._maskmem_pos is None:  # identical for every frame: one shared copy
+            self._maskmem_pos = pos[-1][0:1].clone()
+        return maskmem.to(torch.bfloat16), self._maskmem_pos
+
+    def _to_video_res(self, low_res: torch.Tensor, shape: tuple[int, int]) -> np.ndarray:
+        x = low_res.float()
+        if tuple(x.shape[-2:]) != tuple(shape):
+            x = F.interpolate(x, size=shape, mode="bilinear", align_corners=False)
+        return x[0, 0].to("cpu").numpy().astype(np.float32)
+
+    @torch.inference_mode()
+    def support_memory(self, support: Support | tuple[np.ndarray, np.ndarray], *, index: int = 0) -> SupportMemory:
+        """A support slice and its mask as a conditioning memory (SAM2's mask-prompt path).
+
+        As in SAM2's video predictor: the mask prompt becomes the frame's output (+-10 logits,
+        downsampled with antialias), holes are filled, and the memory encoder encodes the
+        low-resolution output upsampled to image size and binarised.
+        """
+        if isinstance(support, Support):
+            image, mask, z = support.image, support.mask, support.z
+        else:
+            image, mask = support
+            z = None
+        mask = np.asarray(mask)
+        if mask.shape != np.shape(image)[-2:]:
+            raise ValueError(f"support mask shape {mask.shape} differs from its image {np.shape(image)}.")
+        if not mask.astype(bool).any():
+            raise ValueError("support mask is empty: a support slice must contain the class.")
+        feats = self.encode(image)
+        key = feats.key + _content_key(mask.astype(bool))
+        cached = self._supports.get(key)
+        if cached is not None:
+            if cached.entry.index == index and cached.entry.z == z:
+                return cached
+            return SupportMemory(replace(cached.entry, index=index, z=z), cached.logits)
+        m = self.module
+        mask_in = prompt_mask(mask, self.image_size).to(self.device)
+        vf = feats.vision_feats
+        h, w = feats.feat_sizes[-1]
+        pix = vf[-1].permute(1, 2, 0).view(-1, m.hidden_dim, h, w)
+        with self.model.autocast():
+            _, _, _, low_res, _, obj_ptr, score = m._use_mask_as_output(pix, self._high_res(feats), mask_in)
+            low_res = fill_holes(low_res, m.fill_hole_area)
+            high = F.interpolate(low_res.float(), size=(self.image_size,) * 2, mode="bilinear", align_corners=False)
+            maskmem, pos = m._encode_new_memory(vf, list(feats.feat_sizes), high, score, is_mask_from_pts=True)
+        self.stats.memory_encoder_passes += 1
+        maskmem, pos = self._store_maskmem(maskmem, pos)
+        entry = MemoryEntry("support", True, index, maskmem, pos, obj_ptr, float(score.float().item()), z)
+        sm = SupportMemory(entry, self._to_video_res(low_res, mask.shape))
+        self._supports[key] = sm
+        return sm
+
+    # ------------------------------------------------------------------ tracking
+    def _condition(self, feats: SliceFeatures, selection: MemorySelection, bank: MemoryBank) -> torch.Tensor:
+        """The frame's top-level features fused with its selected memories (memory attention)."""
+        from sam2.modeling.sam2_utils import get_1d_sine_pe
+
+        m = self.module
+        dev = self.device
+        C, mem_dim = m.hidden_dim, m.mem_dim
+        h, w = feats.feat_sizes[-1]
+        to_cat, to_cat_pos = [], []
+        for ref in selection.spatial:
+            e = bank[ref.frame_idx]
+            to_cat.append(e.maskmem_features.to(dev, non_blocking=True).flatten(2).permute(2, 0, 1))
+            enc = e.maskmem_pos_enc.to(dev).flatten(2).permute(2, 0, 1)
+            to_cat_pos.append(enc + m.maskmem_tpos_enc[ref.tpos_index])
+        n_ptr_tokens = 0
+        if selection.pointers:
+            ptrs = torch.stack([bank[p.frame_idx].obj_ptr for p in selection.pointers], dim=0)
+            if m.add_tpos_enc_to_obj_ptrs:
+                t_diff_max = selection.max_obj_ptrs - 1
+                tpos_dim = C if m.proj_tpos_enc_in_obj_ptrs else mem_dim
+                obj_pos = torch.tensor([p.t_diff for p in selection.pointers]).to(device=dev)
+                obj_pos = get_1d_sine_pe(obj_pos / t_diff_max, dim=tpos_dim)
+                obj_pos = m.obj_ptr_tpos_proj(obj_pos)
+                obj_pos = obj_pos.unsqueeze(1).expand(-1, 1, mem_dim)
+            else:
+                obj_pos = ptrs.new_zeros(len(selection.pointers), 1, mem_dim)
+            if mem_dim < C:
+                ptrs = ptrs.reshape(-1, 1, C // mem_dim, mem_dim).permute(0, 2, 1, 3).flatten(0, 1)
+                obj_pos = obj_pos.repeat_interleave(C // mem_dim, dim=0)
+            to_cat.append(ptrs)
+            to_cat_pos.append(obj_pos)
+            n_ptr_tokens = ptrs.shape[0]
+        memory = torch.cat(to_cat, dim=0)
+        memory_pos = torch.cat(to_cat_pos, dim=0)
+        out = m.memory_attention(
+            curr=feats.vision_feats[-1:],
+            curr_pos=self._vision_pos[-1:],
+            memory=memory,
+            memory_pos=memory_pos,
+            num_obj_ptr_tokens=n_ptr_tokens,
+        )
+        return out.permute(1, 2, 0).view(1, C, h, w)
+
+    @torch.inference_mode()
+    def track(
+        self,
+        image: np.ndarray,
+        selection: MemorySelection,
+        bank: MemoryBank,
+        *,
+        store: bool = False,
+        index: int = 0,
+        z: int | None = None,
+    ) -> TrackOutput:
+        """SAM2's tracking step for one query slice against the selected memories.
+
+        Parameters
+        ----------
+        image : ndarray, (H, W)
+            The query slice.
+        selection : MemorySelection
+            Which memories of ``bank`` to attend to (see :func:`fsm2kit.memory.select_memories`).
+        bank : MemoryBank
+        store : bool
+            Also encode the prediction into a (non-conditioning) memory entry.
+        """
+        m = self.module
+        feats = self.encode(image)
+        with self.model.autocast():
+            pix = self._condition(feats, selection, bank)
+            multimask = m._use_multimask(False, None)
+            _, _, ious, low_res, high_res, obj_ptr, score = m._forward_sam_heads(
+                backbone_features=pix,
+                point_inputs=None,
+                mask_inputs=None,
+                high_res_features=self._high_res(feats),
+                multimask_output=multimask,
+            )
+            entry = None
+            if store:
+                maskmem, pos = m._encode_new_memory(
+                    feats.vision_feats, list(feats.feat_sizes), high_res, score, is_mask_from_pts=False
+                )
+                self.stats.memory_encoder_passes += 1
+                maskmem, pos = self._store_maskmem(maskmem, pos)
+                entry = MemoryEntry("query", False, index, maskmem, pos, obj_ptr, float(score.float().item()), z)
+        self.stats.tracking_steps += 1
+        low_res = fill_holes(low_res.float(), m.fill_hole_area)
+        iou = float(ious.float().max().item()) if multimask else float(ious.float()[0, 0].item())
+        return TrackOutput(
+            low_res_logits=low_res,
+            logits=self._to_video_res(low_res, feats.input_shape),
+            object_score=float(score.float().item()),
+            iou=iou,
+            obj_ptr=obj_ptr,
+            memory=entry,
+        )
+
+    # ------------------------------------------------------------------ plans
+    def run_plan(
+        self,
+        plan: Plan,
+        queries: Sequence[np.ndarray],
+        supports: Sequence[Support],
+        *,
+        z: Sequence[int] | None = None,
+        plan_index: int = 0,
+        progress: bool | None = None,
+    ) -> tuple[list[SliceResult], MemoryBank]:
+        """Run one plan: supports become conditioning memories, query steps run in order.
+
+        Returns the slice results in processing order and the final memory bank.
+        """
+        bank = MemoryBank(plan.num_frames)
+        for frame_idx, s in plan.support_frames:
+            bank.add(frame_idx, self.support_memory(supports[s], index=s).entry)
+        show = self.progress if progress is None else progress
+        results = []
+        steps = tqdm(plan.steps, desc="propagate", disable=not show, leave=False)
+        for k, step in enumerate(steps):
+            q = plan.frames[step.frame_idx].index
+            zq = int(z[q]) if z is not None else q
+            sel = select_memories(
+                step.frame_idx,
+                cond_frames=list(bank.cond),
+                non_cond_frames=bank.non_cond.keys(),
+                num_frames=plan.num_frames,
+                reverse=step.reverse,
+                policy=self.policy,
+            )
+            out = self.track(queries[q], sel, bank, store=plan.store_predictions, index=q, z=zq)
+            if out.memory is not None:
+                bank.add(step.frame_idx, out.memory)
+            results.append(SliceResult(q, zq, out.logits, out.object_score, out.iou, plan_index, k, sel))
+        return results, bank
+
+    def segment(
+        self,
+        episode: Episode,
+        setting: str,
+        *,
+        order: str = "middle",
+        plans: Sequence[Plan] | None = None,
+        keep_banks: bool = False,
+    ) -> EpisodeResult:
+        """Segment an episode's query slices under a setting (and order, for the FQ settings).
+
+        Parameters
+        ----------
+        episode : Episode
+        setting : {"1S1Q", "3S1Q", "S1SFQ", "3SFQ"}
+        order : {"middle", "top"}
+            Processing order of the FQ settings; ignored by the 1Q settings.
+        plans : sequence of Plan, optional
+            Custom plans (e.g. :func:`fsm2kit.ordering.custom_plan`) instead of the setting's.
+        keep_banks : bool
+            Keep each plan's final memory bank in the result (for inspection).
+        """
+        setting = normalize_setting(setting)
+        fq = setting.endswith("FQ")
+        if plans is None:
+            plans = build_plans(
+                setting,
+                chunks=[int(c) for c in episode.chunks],
+                support_chunks=[s.chunk for s in episode.supports],
+                npart=episode.npart,
+                order=order,
+            )
+            label_order = order if fq else None
+        else:
+            label_order = "custom"
+        t0 = time.perf_counter()
+        passes0 = self.stats.encoder_passes
+        # encode every distinct slice once, up front (the progress bar shows the real cost)
+        needed_supports = sorted({i for p in plans for _, i in p.support_frames})
+        self.encode_all([episode.supports[i].image for i in needed_supports], desc="encode supports")
+        needed_queries = sorted({f.index for p in plans for f in p.frames if f.kind == "query"})
+        self.encode_all([episode.images[q] for q in needed_queries], desc="encode queries")
+        results: list[SliceResult] = []
+        banks: list[MemoryBank] = []
+        many = len(plans) > 1
+        it = tqdm(list(enumerate(plans)), desc=setting, disable=not (self.progress and many), leave=False)
+        for i, plan in it:
+            res, bank = self.run_plan(plan, episode.images, episode.supports, z=episode.z, plan_index=i,
+                                      progress=None if not many else False)
+            results.extend(res)
+            if keep_banks:
+                banks.append(bank)
+        results.sort(key=lambda r: r.position)
+        return EpisodeResult(
+            case_id=episode.case_id,
+            label=episode.label,
+            label_name=episode.label_name,
+            setting=setting,
+            order=label_order,
+            slices=results,
+            provenance=self.model.provenance(),
+            seconds=time.perf_counter() - t0,
+            encoder_passes=self.stats.encoder_passes - passes0,
+            plans=list(plans),
+            banks=banks if keep_banks else None,
+        )
