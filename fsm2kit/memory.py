@@ -184,22 +184,23 @@ def select_closest_cond_frames(
     """SAM2's choice of conditioning frames (all when ``max_cond_frames`` is -1).
 
     Otherwise the closest before and after ``frame_idx`` and then the others by distance.
-    Returns (selected, unselected), each in the order of ``cond_frames``.
+    Returns (selected, unselected): selected in SAM2's order (all: insertion order; limited:
+    closest before, closest after, then by distance), unselected in insertion order.
     """
     if max_cond_frames == -1 or len(cond_frames) <= max_cond_frames:
         return list(cond_frames), []
     if max_cond_frames < 2:
         raise ValueError("max_cond_frames must be -1 or at least 2")
-    chosen: set[int] = set()
+    chosen: list[int] = []  # SAM2's order: closest before, closest after, then by distance
     before = [t for t in cond_frames if t < frame_idx]
     if before:
-        chosen.add(max(before))
+        chosen.append(max(before))
     after = [t for t in cond_frames if t >= frame_idx]
     if after:
-        chosen.add(min(after))
+        chosen.append(min(after))
     rest = sorted((t for t in cond_frames if t not in chosen), key=lambda t: abs(t - frame_idx))
-    chosen.update(rest[: max_cond_frames - len(chosen)])
-    return [t for t in cond_frames if t in chosen], [t for t in cond_frames if t not in chosen]
+    chosen.extend(rest[: max_cond_frames - len(chosen)])
+    return chosen, [t for t in cond_frames if t not in chosen]
 
 
 def select_memories(

@@ -186,7 +186,9 @@ def custom_plan(query_order: Sequence[int], supports: Sequence[int], n_queries: 
     order = [int(q) for q in query_order]
     if len(set(order)) != len(order):
         raise ValueError("query_order lists a slice twice")
-    if n_queries is not None and any(not 0 <= q < n_queries for q in order):
+    if any(q < 0 for q in order):
+        raise ValueError(f"query_order has positions outside 0..n-1: {[q for q in order if q < 0]}")
+    if n_queries is not None and any(q >= n_queries for q in order):
         raise ValueError(f"query_order has positions outside 0..{n_queries - 1}")
     sup = tuple(Frame("support", i) for i in supports)
     frames = sup + tuple(Frame("query", q) for q in order)

@@ -1,0 +1,111 @@
+"""The ``fsm2kit`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import warnings
+
+__all__ = ["main", "build_parser"]
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    from .models import MODELS
+
+    p.add_argument("--model", default="sam2-tiny", help=f"SAM2 model: {', '.join(MODELS)} (default sam2-tiny)")
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        help="checkpoint file, or 'random' for random weights (smoke runs); omitted: download "
+        "the released checkpoint by model name (needs internet; cached)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of random weights (default 0)")
+    p.add_argument("--image-size", type=int, default=1024, help="SAM2 input size (default 1024, as published)")
+    p.add_argument("--device", default=None, choices=["cpu", "cuda", "mps"], help="default: cuda, mps, cpu")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+    from .ordering import ORDERS, SETTINGS
+
+    parser = argparse.ArgumentParser(
+        prog="fsm2kit",
+        description="Training-free few-shot medical image segmentation with SAM2 (FS-MedSAM2).",
+    )
+    parser.add_argument("--version", action="version", version=f"fsm2kit {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser(
+        "run",
+        help="run one FS-MedSAM2 setting over episodes and write logits, Dice and provenance",
+        description="Run one FS-MedSAM2 setting over npz episodes or an SSL-ALPNet dataset folder.",
+    )
+    run.add_argument("--episodes", required=True, help="npz episode folder, or SSL-ALPNet preprocessed folder")
+    run.add_argument("--setting", required=True, choices=SETTINGS, type=str.upper)
+    run.add_argument("--order", default="middle", choices=ORDERS, help="FQ settings only (default middle)")
+    run.add_argument("--dataset", default=None, choices=["SABS", "CHAOST2"], type=str.upper)
+    run.add_argument("--fold", type=int, default=None, help="fold (dataset folders)")
+    run.add_argument("--label", default=None, help="class name or id (dataset folders), e.g. liver")
+    run.add_argument("--variant", default="ALP", choices=["ALP", "GMRD"], type=str.upper,
+                     help="protocol variant (default ALP, as FS-MedSAM2)")
+    run.add_argument("--out", required=True, help="output folder")
+    _add_model_args(run)
+    return parser
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import torch
+
+    from .engine import Engine
+    from .models import load_sam2
+    from .runner import format_dice, load_episodes, run_episodes, write_run
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    episodes = load_episodes(args.episodes, dataset=args.dataset, fold=args.fold, label=args.label,
+                             variant=args.variant)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        model = load_sam2(args.model, args.checkpoint, seed=args.seed, image_size=args.image_size,
+                          device=args.device, progress=not args.no_progress)
+    if model.random_weights:
+        print(f"WARNING: {model.name} has RANDOM WEIGHTS (seed {model.seed}): a smoke run; "
+              "the numbers mean nothing.", file=sys.stderr)
+    engine = Engine(model, progress=not args.no_progress)
+    n = sum(e.n_slices for e in episodes)
+    print(f"{len(episodes)} episode(s), {n} query slices; {args.setting}"
+          f"{'-' + args.order if args.setting.endswith('FQ') else ''}; {model!r}", file=sys.stderr)
+    run = run_episodes(engine, episodes, args.setting, order=args.order)
+    paths = write_run(run, args.out, extra={
+        "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
+        "episodes_path": os.path.abspath(args.episodes),
+        "dataset": args.dataset, "fold": args.fold, "label": args.label,
+        "total_seconds": round(time.perf_counter() - t0, 3),
+    })
+    print(format_dice(run))
+    print(f"\n{run.encoder_passes} image-encoder passes, {run.seconds:.1f} s. Outputs:")
+    for p in paths.values():
+        print(f"  {p}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "run":
+            return _cmd_run(args)
+    except (ValueError, FileNotFoundError, NotADirectoryError, OSError, RuntimeError) as e:
+        print(f"fsm2kit {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

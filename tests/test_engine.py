@@ -1,0 +1,146 @@
+"""The engine against SAM2's own video predictor driven the published way, and its bookkeeping."""
+
+import numpy as np
+import pytest
+import torch
+
+from fsm2kit.engine import Engine
+from fsm2kit.models import install_cpu_connected_components
+from fsm2kit.ordering import custom_plan
+from published_oracle import published_logits
+
+pytestmark = pytest.mark.slow
+
+
+def _rel(a, b):
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-12))
+
+
+def _present(model, bias=4.0):
+    """Shift the object-score head so random weights predict 'object present'.
+
+    With random weights the object score is negative and every mask is the constant
+    NO_OBJ_SCORE, which would make the comparison trivial. The shift applies to the one model
+    both sides use.
+    """
+    head = model.module.sam_mask_decoder.pred_obj_score_head
+    lin = head.layers[-1] if hasattr(head, "layers") else head
+    with torch.no_grad():
+        lin.bias += bias
+    return model
+
+
+@pytest.fixture(scope="module")
+def present256(load_random):
+    install_cpu_connected_components()
+    return _present(load_random("sam2-tiny", 256))
+
+
+def _oracle(model, ep, setting, order):
+    return published_logits(
+        model.module, setting, list(ep.images), ep.chunks,
+        [s.image for s in ep.supports], [s.mask for s in ep.supports], order=order,
+    )
+
+
+CASES = [("1S1Q", None), ("3S1Q", None), ("S1SFQ", "top"), ("S1SFQ", "middle"), ("3SFQ", "top"), ("3SFQ", "middle")]
+
+
+@pytest.mark.parametrize("setting,order", CASES, ids=[f"{s}-{o or 'na'}" for s, o in CASES])
+def test_faithful_to_published_video_predictor(present256, example_episode, setting, order):
+    ep = example_episode
+    res = Engine(present256, progress=False).segment(ep, setting, order=order or "middle")
+    ours = res.logits()
+    ref = _oracle(present256, ep, setting, order or "middle")
+    assert ours.shape == ref.shape == (24, 256, 256)
+    assert (ref > 0).any() and (ref <= 0).any(), "the oracle must predict a non-trivial mask"
+    assert _rel(ours, ref) < 1e-3
+    np.testing.assert_array_equal(ours > 0, ref > 0)
+
+
+def test_faithful_when_no_object_is_predicted(load_random, example_episode):
+    install_cpu_connected_components()
+    model = load_random("sam2-tiny", 256)  # untouched random weights: object scores < 0
+    ours = Engine(model, progress=False).segment(example_episode, "S1SFQ").logits()
+    ref = _oracle(model, example_episode, "S1SFQ", "middle")
+    assert _rel(ours, ref) < 1e-3
+
+
+def test_faithful_sam21_middle(load_random, example_episode):
+    """SAM 2.1 adds signed temporal encodings to object pointers: check them too."""
+    install_cpu_connected_components()
+    model = _present(load_random("sam2.1-tiny", 256))
+    ours = Engine(model, progress=False).segment(example_episode, "S1SFQ", order="middle").logits()
+    ref = _oracle(model, example_episode, "S1SFQ", "middle")
+    assert _rel(ours, ref) < 1e-3
+
+
+def test_faithful_at_512(load_random, example_episode):
+    """A reduced size other than 256 (video resolution 256 != low-res 128: output is resized)."""
+    install_cpu_connected_components()
+    model = _present(load_random("sam2-tiny", 512))
+    ep = example_episode
+    ours = Engine(model, progress=False).segment(ep, "S1SFQ", order="top").logits()
+    ref = _oracle(model, ep, "S1SFQ", "top")
+    assert _rel(ours, ref) < 1e-3
+
+
+def test_each_slice_is_encoded_once_across_settings(tiny256, example_episode):
+    eng = Engine(tiny256, progress=False)
+    r = eng.segment(example_episode, "3S1Q")
+    assert r.encoder_passes == 27  # 24 query slices + 3 supports
+    for setting in ("1S1Q", "S1SFQ", "3SFQ"):
+        assert eng.segment(example_episode, setting).encoder_passes == 0
+    assert eng.stats.encoder_passes == 27
+
+
+def test_cached_and_uncached_logits_are_identical(tiny256, example_episode):
+    warm = Engine(tiny256, progress=False)
+    warm.segment(example_episode, "3S1Q")
+    a = warm.segment(example_episode, "S1SFQ").logits()
+    b = Engine(tiny256, progress=False).segment(example_episode, "S1SFQ").logits()
+    np.testing.assert_array_equal(a, b)
+
+
+def test_memory_bank_is_explicit(tiny256, example_episode):
+    res = Engine(tiny256, progress=False).segment(example_episode, "S1SFQ", order="middle", keep_banks=True)
+    (bank,) = res.banks
+    assert list(bank.cond) == [12]  # queries[:12] + support + queries[12:]
+    assert len(bank.non_cond) == 24
+    entry = bank.cond[12]
+    assert entry.kind == "support" and entry.is_cond and entry.maskmem_features.dtype == torch.bfloat16
+    first = res.slices[12]  # z=24, the first forward step after the support
+    assert first.step == 0 and first.selection.frames == (12,)
+    # the backward pass's first step (z=23, frame 11) sees the support and forward-pass predictions
+    back = res.slices[11]
+    assert back.step == 12
+    assert back.selection.frames[0] == 12
+    assert all(f > 12 for f in back.selection.frames[1:])
+    assert "bfloat16" in repr(entry) and "cond" in repr(bank)
+
+
+def test_custom_plan_runs(tiny256, example_episode):
+    plan = custom_plan([5, 4, 3], supports=[1], n_queries=24)
+    res = Engine(tiny256, progress=False).segment(example_episode, "S1SFQ", plans=[plan])
+    assert [s.position for s in res.slices] == [3, 4, 5]
+    assert res.order == "custom"
+
+
+def test_support_echo(tiny256, example_episode):
+    """SAM2 outputs the mask prompt itself on a support frame (use_mask_input_as_output)."""
+    eng = Engine(tiny256, progress=False)
+    sup = example_episode.middle_support
+    sm = eng.support_memory(sup)
+    assert sm.logits.shape == sup.mask.shape
+    agree = np.mean((sm.logits > 0) == sup.mask)
+    assert agree > 0.99
+    assert sm.entry.object_score == pytest.approx(10.0)
+
+
+def test_result_table(tiny256, example_episode):
+    res = Engine(tiny256, progress=False).segment(example_episode, "1S1Q")
+    df = res.to_frame(example_episode.labels)
+    assert len(df) == 24 and set(df["order"]) == {"n/a"}
+    assert {"tp", "fp", "fn", "object_score", "iou_pred", "weights"} <= set(df.columns)
+    assert df["weights"].iloc[0].startswith("random weights")
+    assert (df["tp"] + df["fn"]).sum() == int(example_episode.labels.sum())
