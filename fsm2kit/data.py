@@ -47,7 +47,7 @@ import numpy as np
 from nibabel import orientations as nio
 
 from .episode import Episode, Support
-from .protocol import DATASET_LABELS
+from .protocol import DATASET_LABELS, alp_chunk_index
 
 __all__ = [
     "CANONICAL_AXCODES",
@@ -1102,13 +1102,6 @@ def parse_npz_name(name: str | os.PathLike) -> NpzName:
     return NpzName(int(m["k"]), int(m["t"]), m["scan"], int(m["z"]))
 
 
-def _alp_chunk(z: int, z_min: int, z_max: int, npart: int) -> int:
-    """[ALP] chunk of query slice z: min(floor(npart (z - z_min) / (z_max - z_min)), npart - 1)."""
-    if z_max == z_min:
-        return 0
-    return min((npart * (z - z_min)) // (z_max - z_min), npart - 1)
-
-
 def _first_channel(a: np.ndarray, what: str, fname: str) -> np.ndarray:
     if a.ndim != 4 or a.shape[0] != 1 or a.shape[1] < 1:
         raise ValueError(f"{fname}: {what} should have shape (1, 3, H, W), got {a.shape}.")
@@ -1258,7 +1251,7 @@ def load_npz_episodes(
                 "per folder."
             )
         z_min, z_max = zs[0], zs[-1]
-        chunks = [_alp_chunk(z, z_min, z_max, int(npart)) for z in zs]
+        chunks = [alp_chunk_index(z, z_min, z_max, int(npart)) for z in zs]
 
         sup_chunks: dict[str, set[int]] = {}
         sup_first: dict[str, _NpzSlice] = {}

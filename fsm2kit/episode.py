@@ -159,6 +159,7 @@ class Episode:
         return (
             f"Episode(case={self.case_id!r}, class={self.label_name}({self.label}), "
             f"z={int(self.z[0])}..{int(self.z[-1])} ({self.n_slices} slices), {h}x{w}, "
-            f"supports={[s.z for s in self.supports]}, dataset={self.dataset!r}, "
+            f"supports={[f'chunk {s.chunk}' + (f' z={s.z}' if s.z is not None else '') for s in self.supports]}, "
+            f"dataset={self.dataset!r}, "
             f"fold={self.fold}, variant={self.variant})"
         )

@@ -7,7 +7,7 @@ import torch
 from fsm2kit.engine import Engine
 from fsm2kit.models import install_cpu_connected_components
 from fsm2kit.ordering import custom_plan
-from published_oracle import published_logits
+from fsm2kit.reference import published_logits
 
 pytestmark = pytest.mark.slow
 

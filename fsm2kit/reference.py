@@ -1,6 +1,7 @@
 """The published FS-MedSAM2 inference, driven literally through sam2's own SAM2VideoPredictor.
 
-This is the test oracle for fsm2kit's engine. It transcribes what the published scripts do
+This is the reference for fsm2kit's engine (its faithfulness tests) and for the benchmarks (the
+published per-query loop). It transcribes what the published scripts do
 (``infer_fsmedsam2_by_slice.py``, ``infer_fsmedsam2_by_volume.py``,
 ``infer_fsmedsam2_by_volume_from_middle.py``, and ``load_video_frames_by_np_data`` /
 ``init_state_by_np_data``; PROTOCOL.md section 6): per-slice min-max of the (1, 3, H, W) npz
@@ -10,10 +11,13 @@ sam2 1.1.0's ``init_state`` only reads JPEG folders or mp4 files, so the in-memo
 handed to it by replacing ``load_video_frames`` for the duration of the call (the published
 code added ``init_state_by_np_data`` to do the same).
 
-It shares nothing with fsm2kit's engine except the model object.
+It shares nothing with fsm2kit's engine except the model object. Give it the same CPU hole
+filling with :func:`fsm2kit.models.install_cpu_connected_components`.
 """
 
 from __future__ import annotations
+
+__all__ = ["normalize_img", "frames_from_np", "run_video", "published_logits"]
 
 import contextlib
 from unittest import mock

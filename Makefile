@@ -1,0 +1,31 @@
+# fsm2kit: the two commands of the README do all set-up on a fresh machine.
+#   make demo    S1SFQ-middle with sam2-tiny on the bundled CHAOS case (WEIGHTS=random offline)
+#   make test    the test suite (what CI runs)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+MODEL ?= sam2-tiny
+WEIGHTS ?=
+IMAGE_SIZE ?= 1024
+DEMO_OUT ?= outputs/demo
+PYTEST_ARGS ?=
+
+.PHONY: install demo test bench clean
+
+install: $(VENV)/.fsm2kit-installed
+
+$(VENV)/.fsm2kit-installed: pyproject.toml scripts/install.sh
+	bash scripts/install.sh $(VENV)
+
+demo: install
+	$(VENV)/bin/fsm2kit run --episodes data/examples/chaos_t2spir_case1_liver \
+		--setting S1SFQ --order middle --model $(MODEL) \
+		$(if $(WEIGHTS),--checkpoint $(WEIGHTS),) --image-size $(IMAGE_SIZE) --out $(DEMO_OUT)
+
+test: install
+	TQDM_DISABLE=1 $(PY) -m pytest -q $(PYTEST_ARGS)
+
+bench: install
+	$(PY) benchmarks/encode_once.py
+
+clean:
+	rm -rf outputs .pytest_cache

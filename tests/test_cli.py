@@ -1,0 +1,82 @@
+"""The `fsm2kit run` command on the bundled case: all four settings, outputs, provenance."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fsm2kit.cli import main
+from fsm2kit.models import save_checkpoint
+
+from conftest import EXAMPLE_NPZ
+
+pytestmark = pytest.mark.slow
+
+
+def _run(out, setting, checkpoint="random", order="middle", extra=()):
+    argv = ["run", "--episodes", str(EXAMPLE_NPZ), "--setting", setting, "--order", order,
+            "--model", "sam2-tiny", "--checkpoint", str(checkpoint), "--image-size", "256",
+            "--device", "cpu", "--no-progress", "--out", str(out), *extra]
+    return main(argv)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory, tiny256):
+    return save_checkpoint(tiny256, tmp_path_factory.mktemp("ckpt") / "random_sam2_tiny.pt")
+
+
+@pytest.mark.parametrize("setting", ["1S1Q", "3S1Q", "S1SFQ", "3SFQ"])
+def test_run_all_settings_random_and_from_file(tmp_path, ckpt, setting, capsys):
+    assert _run(tmp_path / "random", setting) == 0
+    printed = capsys.readouterr()
+    assert "RANDOM WEIGHTS" in printed.out and "pooled" in printed.out and "mean_per_volume" in printed.out
+    assert _run(tmp_path / "file", setting, checkpoint=ckpt) == 0
+
+    a = np.load(tmp_path / "random" / "logits.npz")
+    b = np.load(tmp_path / "file" / "logits.npz")
+    assert sorted(a.files) == sorted(f"z{z}" for z in range(12, 36))
+    for k in a.files:
+        assert a[k].dtype == np.float32 and a[k].shape == (256, 256)
+        np.testing.assert_array_equal(a[k], b[k])
+
+    dice = pd.read_csv(tmp_path / "random" / "dice.csv")
+    assert set(dice["metric"]) == {"pooled", "mean_per_volume", "volume"}
+    assert set(dice["weights"]) == {"random weights (seed 0)"}
+    assert set(dice["label_name"]) == {"LIVER"}
+
+    run = json.loads((tmp_path / "random" / "run.json").read_text())
+    assert run["setting"] == setting
+    assert run["order"] == ("middle" if setting.endswith("FQ") else None)
+    assert run["random_weights"] is True and "RANDOM WEIGHTS" in run["note"]
+    assert run["model"]["checkpoint_sha256"] == "random weights"
+    assert run["protocol_variant"] == ["ALP"]
+    assert run["sam2_version"] == "1.1.0" and run["fsm2kit_version"]
+    assert run["encoder_passes"] == (25 if setting == "S1SFQ" else 27)
+
+    run_file = json.loads((tmp_path / "file" / "run.json").read_text())
+    assert run_file["random_weights"] is False and run_file["note"] == ""
+    assert len(run_file["model"]["checkpoint_sha256"]) == 64
+
+
+def test_cli_errors_exit_2_with_a_message(tmp_path, capsys):
+    assert _run(tmp_path / "o", "S1SFQ", checkpoint=tmp_path / "missing.pt") == 2
+    assert "does not exist" in capsys.readouterr().err
+    argv = ["run", "--episodes", str(tmp_path / "nowhere"), "--setting", "1S1Q", "--checkpoint", "random",
+            "--image-size", "256", "--out", str(tmp_path / "o")]
+    assert main(argv) == 2
+    assert "does not exist" in capsys.readouterr().err
+    bad = ["run", "--episodes", str(EXAMPLE_NPZ), "--setting", "S1SFQ", "--model", "sam3-x",
+           "--checkpoint", "random", "--out", str(tmp_path / "o")]
+    assert main(bad) == 2
+    assert "Unknown model name" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["run", "--episodes", str(EXAMPLE_NPZ), "--setting", "4S4Q", "--out", str(tmp_path)])
+
+
+def test_dataset_folder_needs_fold_and_label(tmp_path, capsys):
+    (tmp_path / "image_1.nii.gz").write_bytes(b"")
+    argv = ["run", "--episodes", str(tmp_path), "--setting", "1S1Q", "--checkpoint", "random",
+            "--image-size", "256", "--out", str(tmp_path / "o")]
+    assert main(argv) == 2
+    assert "--dataset, --fold, --label" in capsys.readouterr().err
