@@ -8,10 +8,15 @@ import sys
 import time
 import warnings
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "add_model_args"]
 
 
-def _add_model_args(p: argparse.ArgumentParser) -> None:
+#: Modules that add subcommands with ``register_cli(subparsers)`` (each sets ``func``).
+_SUBCOMMAND_MODULES: tuple[str, ...] = ()
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    """The model options every subcommand that runs SAM2 shares."""
     from .models import MODELS
 
     p.add_argument("--model", default="sam2-tiny", help=f"SAM2 model: {', '.join(MODELS)} (default sam2-tiny)")
@@ -53,7 +58,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--variant", default="ALP", choices=["ALP", "GMRD"], type=str.upper,
                      help="protocol variant (default ALP, as FS-MedSAM2)")
     run.add_argument("--out", required=True, help="output folder")
-    _add_model_args(run)
+    add_model_args(run)
+    run.set_defaults(func=_cmd_run)
+
+    import importlib
+
+    for mod in _SUBCOMMAND_MODULES:  # subcommands that live with their feature
+        try:
+            module = importlib.import_module(mod)
+        except ImportError:  # an optional feature whose dependencies are missing
+            continue
+        module.register_cli(sub)
     return parser
 
 
@@ -98,13 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        if args.command == "run":
-            return _cmd_run(args)
+        return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError, NotADirectoryError, OSError, RuntimeError) as e:
         print(f"fsm2kit {args.command}: error: {e}", file=sys.stderr)
         return 2
-    parser.error(f"unknown command {args.command}")
-    return 2
 
 
 if __name__ == "__main__":  # pragma: no cover
