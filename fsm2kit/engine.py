@@ -22,9 +22,11 @@ mask, and hole filling on every device.
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -260,9 +262,10 @@ class EpisodeResult:
 
 @dataclass
 class EngineStats:
-    """Counters: image-encoder passes, memory-encoder passes, tracking steps."""
+    """Counters: image-encoder passes, on-disk cache hits, memory-encoder passes, tracking steps."""
 
     encoder_passes: int = 0
+    disk_hits: int = 0
     memory_encoder_passes: int = 0
     tracking_steps: int = 0
 
@@ -278,7 +281,16 @@ class Engine:
     progress : bool
         Show progress bars for encoding and propagation.
     max_cached_slices : int or None
-        Bound on cached slice features (least recently used are dropped); None: unbounded.
+        Bound on slice features held in memory (least recently used are dropped); None:
+        unbounded. With a bound smaller than a run's slices, slices are encoded when needed.
+    cache_dir : path or None
+        On-disk feature cache (one subfolder per model, checkpoint and image size; files keyed
+        by slice content), reused across engines, processes and notebook runs.
+    encode_batch_size : int or None
+        Slices per image-encoder call when encoding up front (default 8 on CUDA, 1 elsewhere).
+    storage_device : str or None
+        Where cached features and memories live (e.g. ``"cpu"`` to keep only the active step's
+        tensors on the GPU); default: the compute device.
 
     Examples
     --------
@@ -287,14 +299,28 @@ class Engine:
     >>> result = engine.segment(episode, "S1SFQ", order="middle")   # doctest: +SKIP
     """
 
-    def __init__(self, model: SAM2Model, *, progress: bool = True, max_cached_slices: int | None = None):
+    def __init__(
+        self,
+        model: SAM2Model,
+        *,
+        progress: bool = True,
+        max_cached_slices: int | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        encode_batch_size: int | None = None,
+        storage_device: str | torch.device | None = None,
+    ):
         self.model = model
         self.module = model.module
         self.device = model.device
         self.image_size = model.image_size
         self.policy = MemoryPolicy.from_module(self.module)
         self.progress = progress
+        if max_cached_slices is not None and max_cached_slices < 1:
+            raise ValueError(f"max_cached_slices must be None or >= 1, got {max_cached_slices}")
         self.max_cached_slices = max_cached_slices
+        self.encode_batch_size = int(encode_batch_size or (8 if self.device.type == "cuda" else 1))
+        self.storage_device = torch.device(storage_device) if storage_device is not None else self.device
+        self.cache_dir = Path(cache_dir) / model.feature_key if cache_dir is not None else None
         self.stats = EngineStats()
         self._features: OrderedDict[str, SliceFeatures] = OrderedDict()
         self._supports: dict[str, SupportMemory] = {}
@@ -308,50 +334,130 @@ class Engine:
         )
 
     def clear_cache(self) -> None:
-        """Forget cached slice features and support memories."""
+        """Forget cached slice features and support memories (the on-disk cache stays)."""
         self._features.clear()
         self._supports.clear()
 
     # ------------------------------------------------------------------ encoding
+    def _remember(self, feats: SliceFeatures) -> SliceFeatures:
+        self._features[feats.key] = feats
+        self._features.move_to_end(feats.key)
+        if self.max_cached_slices is not None:
+            while len(self._features) > self.max_cached_slices:
+                self._features.popitem(last=False)
+        return feats
+
+    def _disk_path(self, key: str) -> Path | None:
+        return self.cache_dir / key[:2] / f"{key}.pt" if self.cache_dir is not None else None
+
+    def _load_disk(self, key: str, shape: tuple[int, int]) -> SliceFeatures | None:
+        path = self._disk_path(key)
+        if path is None or not path.is_file():
+            return None
+        try:
+            obj = torch.load(path, map_location=self.storage_device, weights_only=True)
+            fpn = tuple(obj["backbone_fpn"])
+            sizes = tuple(tuple(int(v) for v in s) for s in obj["feat_sizes"])
+        except Exception:  # a corrupt or foreign file: recompute (and overwrite it)
+            return None
+        self.stats.disk_hits += 1
+        return SliceFeatures(key, fpn, sizes, shape)
+
+    def _save_disk(self, feats: SliceFeatures) -> None:
+        path = self._disk_path(feats.key)
+        if path is None:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        torch.save({"backbone_fpn": [x.to("cpu") for x in feats.backbone_fpn],
+                    "feat_sizes": [list(s) for s in feats.feat_sizes]}, tmp)
+        os.replace(tmp, path)
+
+    def _encode_batch(self, slices: list[np.ndarray], keys: list[str]) -> list[SliceFeatures]:
+        x = torch.cat([preprocess_slice(a, self.image_size) for a in slices]).to(self.device)
+        with self.model.autocast():
+            out = self.module.forward_image(x)
+        self.stats.encoder_passes += len(slices)
+        n = self.module.num_feature_levels
+        levels = out["backbone_fpn"][-n:]
+        sizes = tuple((int(p.shape[-2]), int(p.shape[-1])) for p in out["vision_pos_enc"][-n:])
+        if self._vision_pos is None:  # identical for every slice: one shared copy
+            self._vision_pos = [p[0:1].flatten(2).permute(2, 0, 1) for p in out["vision_pos_enc"][-n:]]
+        result = []
+        for i, (a, key) in enumerate(zip(slices, keys)):
+            fpn = tuple(
+                (lvl if len(slices) == 1 else lvl[i:i + 1].clone()).to(self.storage_device) for lvl in levels
+            )
+            feats = SliceFeatures(key, fpn, sizes, a.shape)
+            self._save_disk(feats)
+            result.append(self._remember(feats))
+        return result
+
     @torch.inference_mode()
     def encode(self, image: np.ndarray) -> SliceFeatures:
-        """The image features of a slice (computed once per distinct slice content)."""
+        """The image features of a slice, computed once per distinct slice content.
+
+        Looked up in memory, then in the on-disk cache (``cache_dir``), else computed.
+        """
         a = _as_2d_float(image, "image")
         key = _content_key(a, self.image_size)
         feats = self._features.get(key)
         if feats is not None:
             self._features.move_to_end(key)
             return feats
-        x = preprocess_slice(a, self.image_size).to(self.device)
-        with self.model.autocast():
-            out = self.module.forward_image(x)
-        self.stats.encoder_passes += 1
-        n = self.module.num_feature_levels
-        fpn = tuple(out["backbone_fpn"][-n:])
-        if self._vision_pos is None:  # identical for every slice: one shared copy
-            self._vision_pos = [p.flatten(2).permute(2, 0, 1) for p in out["vision_pos_enc"][-n:]]
-        sizes = tuple((int(p.shape[-2]), int(p.shape[-1])) for p in out["vision_pos_enc"][-n:])
-        feats = SliceFeatures(key, fpn, sizes, a.shape)
-        self._features[key] = feats
-        if self.max_cached_slices is not None:
-            while len(self._features) > self.max_cached_slices:
-                self._features.popitem(last=False)
-        return feats
+        feats = self._load_disk(key, a.shape)
+        if feats is not None:
+            return self._remember(feats)
+        return self._encode_batch([a], [key])[0]
 
+    @torch.inference_mode()
     def encode_all(self, images: Sequence[np.ndarray], *, desc: str = "encode") -> list[SliceFeatures]:
-        """Encode slices (cached ones are skipped), with a progress bar."""
-        todo = [im for im in images]
-        it = tqdm(todo, desc=desc, disable=not self.progress, leave=False)
-        return [self.encode(im) for im in it]
+        """Encode slices in batches of ``encode_batch_size`` (cached ones are skipped)."""
+        arrays = [_as_2d_float(im, "image") for im in images]
+        keys = [_content_key(a, self.image_size) for a in arrays]
+        todo: dict[str, np.ndarray] = {}
+        for a, k in zip(arrays, keys):
+            if k in self._features or k in todo:
+                continue
+            feats = self._load_disk(k, a.shape)
+            if feats is not None:
+                self._remember(feats)
+            else:
+                todo[k] = a
+        bs = self.encode_batch_size
+        items = list(todo.items())
+        bar = tqdm(total=len(items), desc=desc, disable=not self.progress or not items, leave=False)
+        for i in range(0, len(items), bs):
+            chunk = items[i:i + bs]
+            self._encode_batch([a for _, a in chunk], [k for k, _ in chunk])
+            bar.update(len(chunk))
+        bar.close()
+        return [self.encode(a) for a in arrays]
+
+    def _positions(self, feats: SliceFeatures) -> list[torch.Tensor]:
+        """Image position encodings (depend on the feature size only; computed once)."""
+        if self._vision_pos is None:
+            neck = self.module.image_encoder.neck
+            self._vision_pos = [
+                neck.position_encoding(torch.zeros(1, 1, h, w, device=self.device)).to(x.dtype).flatten(2).permute(2, 0, 1)
+                for (h, w), x in zip(feats.feat_sizes, feats.backbone_fpn)
+            ]
+        return self._vision_pos
 
     def _high_res(self, feats: SliceFeatures) -> list[torch.Tensor]:
         return list(feats.backbone_fpn[:-1])
 
+    def _on_device(self, feats: SliceFeatures) -> SliceFeatures:
+        if self.storage_device == self.device:
+            return feats
+        fpn = tuple(x.to(self.device, non_blocking=True) for x in feats.backbone_fpn)
+        return SliceFeatures(feats.key, fpn, feats.feat_sizes, feats.input_shape)
+
     # ------------------------------------------------------------------ memories
     def _store_maskmem(self, maskmem: torch.Tensor, pos: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         if self._maskmem_pos is None:  # identical for every frame: one shared copy
-            self._maskmem_pos = pos[-1][0:1].clone()
-        return maskmem.to(torch.bfloat16), self._maskmem_pos
+            self._maskmem_pos = pos[-1][0:1].clone().to(self.storage_device)
+        return maskmem.to(torch.bfloat16).to(self.storage_device), self._maskmem_pos
 
     def _to_video_res(self, low_res: torch.Tensor, shape: tuple[int, int]) -> np.ndarray:
         x = low_res.float()
@@ -385,6 +491,7 @@ class Engine:
                 return cached
             return SupportMemory(replace(cached.entry, index=index, z=z), cached.logits)
         m = self.module
+        feats = self._on_device(feats)
         mask_in = prompt_mask(mask, self.image_size).to(self.device)
         vf = feats.vision_feats
         h, w = feats.feat_sizes[-1]
@@ -438,7 +545,7 @@ class Engine:
         memory_pos = torch.cat(to_cat_pos, dim=0)
         out = m.memory_attention(
             curr=feats.vision_feats[-1:],
-            curr_pos=self._vision_pos[-1:],
+            curr_pos=self._positions(feats)[-1:],
             memory=memory,
             memory_pos=memory_pos,
             num_obj_ptr_tokens=n_ptr_tokens,
@@ -469,7 +576,7 @@ class Engine:
             Also encode the prediction into a (non-conditioning) memory entry.
         """
         m = self.module
-        feats = self.encode(image)
+        feats = self._on_device(self.encode(image))
         with self.model.autocast():
             pix = self._condition(feats, selection, bank)
             multimask = m._use_multimask(False, None)
@@ -575,11 +682,14 @@ class Engine:
             label_order = "custom"
         t0 = time.perf_counter()
         passes0 = self.stats.encoder_passes
-        # encode every distinct slice once, up front (the progress bar shows the real cost)
+        # encode every distinct slice once, up front and batched, when the cache can hold them
+        # all; otherwise slices are encoded when a step needs them (bounded memory)
         needed_supports = sorted({i for p in plans for _, i in p.support_frames})
-        self.encode_all([episode.supports[i].image for i in needed_supports], desc="encode supports")
         needed_queries = sorted({f.index for p in plans for f in p.frames if f.kind == "query"})
-        self.encode_all([episode.images[q] for q in needed_queries], desc="encode queries")
+        bound = self.max_cached_slices
+        if bound is None or len(needed_supports) + len(needed_queries) <= bound:
+            self.encode_all([episode.supports[i].image for i in needed_supports], desc="encode supports")
+            self.encode_all([episode.images[q] for q in needed_queries], desc="encode queries")
         results: list[SliceResult] = []
         banks: list[MemoryBank] = []
         many = len(plans) > 1

@@ -340,6 +340,29 @@ class SAM2Model:
         return contextlib.nullcontext()
 
     @property
+    def feature_key(self) -> str:
+        """Names this model's image features: model, image size and a hash of the weights that
+        make them (checkpoint sha256, or a hash of the image encoder's weights for random or
+        modified weights). Used by on-disk feature caches."""
+        cached = self.extra.get("feature_key")
+        if cached:
+            return cached
+        h = hashlib.blake2b(digest_size=8)
+        mod = self.module
+        parts = [mod.image_encoder]
+        dec = getattr(mod, "sam_mask_decoder", None)
+        for name in ("conv_s0", "conv_s1"):
+            if dec is not None and getattr(dec, name, None) is not None:
+                parts.append(getattr(dec, name))
+        for part in parts:
+            for k, v in sorted(part.state_dict().items()):
+                h.update(k.encode())
+                h.update(v.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
+        key = f"{self.spec.name}-{self.image_size}px-{h.hexdigest()}"
+        self.extra["feature_key"] = key
+        return key
+
+    @property
     def low_res_size(self) -> int:
         return self.image_size // 4
 

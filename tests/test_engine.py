@@ -144,3 +144,34 @@ def test_result_table(tiny256, example_episode):
     assert {"tp", "fp", "fn", "object_score", "iou_pred", "weights"} <= set(df.columns)
     assert df["weights"].iloc[0].startswith("random weights")
     assert (df["tp"] + df["fn"]).sum() == int(example_episode.labels.sum())
+
+
+def test_disk_cache_reused_across_engines(tiny256, example_episode, tmp_path):
+    first = Engine(tiny256, progress=False, cache_dir=tmp_path)
+    a = first.segment(example_episode, "S1SFQ").logits()
+    assert first.stats.encoder_passes == 25 and first.stats.disk_hits == 0
+    files = list(tmp_path.rglob("*.pt"))
+    assert len(files) == 25 and all(tiny256.feature_key in str(f) for f in files)
+    second = Engine(tiny256, progress=False, cache_dir=tmp_path)
+    b = second.segment(example_episode, "S1SFQ").logits()
+    assert second.stats.encoder_passes == 0 and second.stats.disk_hits == 25
+    np.testing.assert_array_equal(a, b)
+
+
+def test_bounded_cache_and_cpu_storage_give_identical_logits(tiny256, example_episode):
+    ref = Engine(tiny256, progress=False).segment(example_episode, "S1SFQ", order="top").logits()
+    small = Engine(tiny256, progress=False, max_cached_slices=4, storage_device="cpu")
+    out = small.segment(example_episode, "S1SFQ", order="top").logits()
+    np.testing.assert_array_equal(out, ref)
+    assert len(small._features) <= 4
+
+
+def test_batched_encoding_matches_single(tiny256, example_episode):
+    one = Engine(tiny256, progress=False)
+    many = Engine(tiny256, progress=False, encode_batch_size=4)
+    fa = one.encode_all(list(example_episode.images[:4]))
+    fb = many.encode_all(list(example_episode.images[:4]))
+    assert many.stats.encoder_passes == 4
+    for x, y in zip(fa, fb):
+        for u, v in zip(x.backbone_fpn, y.backbone_fpn):
+            torch.testing.assert_close(u, v, rtol=1e-4, atol=1e-4)

@@ -1,0 +1,50 @@
+"""Shared bits of the benchmark scripts (not part of the library)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import time
+import warnings
+
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+import torch
+
+from fsm2kit import __version__
+
+
+def header(title: str, threads: int) -> str:
+    return (
+        f"# {title}\n# machine: {platform.machine()}, {os.cpu_count()} cores, "
+        f"{'CUDA ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU only'}; "
+        f"torch {torch.__version__}, fsm2kit {__version__}, {threads} threads; "
+        f"{time.strftime('%Y-%m-%d %H:%M')}; random weights (speed only)"
+    )
+
+
+def random_model(name: str, image_size: int, device: str | None = None):
+    from fsm2kit.models import load_sam2
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return load_sam2(name, "random", image_size=image_size, device=device, progress=False)
+
+
+def peak_rss_gb() -> float:
+    """Peak resident set size of this process so far (Linux: ru_maxrss is in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+class Timer:
+    def __enter__(self):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        self.t = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        self.seconds = time.perf_counter() - self.t

@@ -1,0 +1,56 @@
+"""Four organs in one engine vs one by one (fresh engine per organ), on the bundled CT.
+
+The CT (122x101x30, TotalSegmentator masks) is its own support scan here (speed only).
+S1SFQ-middle per organ: spleen, right kidney, left kidney, liver.
+
+    python benchmarks/organs.py [--image-size 1024]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from _common import Timer, header, random_model
+from fsm2kit.data import example_dir, load_nifti
+from fsm2kit.engine import Engine
+from fsm2kit.protocol import build_episode
+
+ORGANS = {"spleen": 1, "right kidney": 2, "left kidney": 3, "liver": 5}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="sam2-tiny")
+    ap.add_argument("--image-size", type=int, default=1024)
+    ap.add_argument("--setting", default="S1SFQ")
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    d = example_dir() / "totalseg_ct_small"
+    ct = load_nifti(d / "example_ct_sm.nii.gz", label_path=d / "example_seg.nii.gz", modality="CT")
+    eps = [build_episode(ct.array, ct.labels.array, ct.array, ct.labels.array, lab, case_id="ct",
+                         support_case_id="ct", label_name=name) for name, lab in ORGANS.items()]
+    model = random_model(args.model, args.image_size)
+    with Timer() as t_one:
+        passes_one = 0
+        for ep in eps:
+            eng = Engine(model, progress=False)
+            eng.segment(ep, args.setting)
+            passes_one += eng.stats.encoder_passes
+    eng = Engine(model, progress=False)
+    with Timer() as t_all:
+        for ep in eps:
+            eng.segment(ep, args.setting)
+    print(header(f"{len(eps)} organs, {args.setting}-middle, {args.model}, image_size {args.image_size}, bundled CT",
+                 args.threads))
+    print(f"slices per organ: {[e.n_slices for e in eps]}")
+    print(f"{'mode':<28} {'encoder passes':>15} {'wall s':>9}")
+    print(f"{'one by one (fresh engines)':<28} {passes_one:>15} {t_one.seconds:>9.1f}")
+    print(f"{'all organs, one engine':<28} {eng.stats.encoder_passes:>15} {t_all.seconds:>9.1f}")
+    print(f"speed-up: {t_one.seconds / t_all.seconds:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
