@@ -12,7 +12,7 @@ __all__ = ["main", "build_parser", "add_model_args"]
 
 
 #: Modules that add subcommands with ``register_cli(subparsers)`` (each sets ``func``).
-_SUBCOMMAND_MODULES: tuple[str, ...] = ()
+_SUBCOMMAND_MODULES: tuple[str, ...] = ("fsm2kit.segment", "fsm2kit.prepare", "fsm2kit.batch", "fsm2kit.inspect_views")
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:

@@ -55,7 +55,11 @@ __all__ = [
     "LabelVolume",
     "Volume",
     "load_nifti",
+    "load_label_nifti",
+    "volume_from_nifti_image",
     "save_mask",
+    "label_dtype",
+    "array_axes_in_file",
     "ALPDataset",
     "load_alp_folder",
     "NpzName",
@@ -832,6 +836,177 @@ def save_mask(
     img = like.mask_to_nifti(mask, dtype=dtype)
     _atomic_save(img, path, suffix)
     return path
+
+
+def label_dtype(max_id: int) -> np.dtype:
+    """The smallest unsigned type for a label volume whose largest id is ``max_id``.
+
+    uint8 up to 255, uint16 up to 65535; larger ids raise ValueError.
+    """
+    m = int(max_id)
+    if m < 0:
+        raise ValueError(f"Label ids must be >= 0, got {m}.")
+    if m <= np.iinfo(np.uint8).max:
+        return np.dtype(np.uint8)
+    if m <= np.iinfo(np.uint16).max:
+        return np.dtype(np.uint16)
+    raise ValueError(f"Label id {m} does not fit uint16 (max 65535); use smaller ids.")
+
+
+def array_axes_in_file(volume: Volume) -> tuple[tuple[int, bool], ...]:
+    """Where each axis of ``volume.array`` lies in its source file.
+
+    Returns
+    -------
+    tuple of 3 (file_axis, reversed)
+        For array axes (Z, H, W): the voxel axis of the file (0, 1, 2 = i, j, k) and whether
+        the array runs against it. E.g. for a RAS file read by :func:`load_nifti`, ``Z`` is
+        file axis 2, not reversed, so array slice ``z`` is file index ``k = z``; when
+        ``reversed`` it is ``k = n - 1 - z``.
+    """
+    g = volume._grid
+    assert g is not None
+    out = []
+    for a in range(3):
+        (i,) = [int(k) for k in range(3) if int(g.to_array[k, 0]) == a]
+        out.append((i, bool(g.to_array[i, 1] < 0)))
+    return tuple(out)
+
+
+def volume_from_nifti_image(
+    img: nib.spatialimages.SpatialImage,
+    *,
+    modality: str = "",
+    case_id: str = "",
+    path: str | os.PathLike | None = None,
+) -> Volume:
+    """A :class:`Volume` from an in-memory NIfTI image, exactly as :func:`load_nifti` reads files.
+
+    Used for images that never were a file (e.g. a DICOM series, :mod:`fsm2kit.dicom`): the
+    array is reoriented to :data:`CANONICAL_AXCODES` and :meth:`Volume.mask_to_nifti` writes
+    masks back into ``img``'s grid (shape, affine, qform/sform).
+
+    Parameters
+    ----------
+    img : nibabel image
+        A 3D image (4D with trailing singleton axes is squeezed).
+    modality, case_id : str, keyword-only
+    path : path-like, optional, keyword-only
+        Recorded as the volume's source (e.g. the DICOM folder).
+    """
+    where = Path(path) if path is not None else Path(case_id or "<in-memory image>")
+    data = np.asarray(img.dataobj)
+    raw = _as_3d(data, where)
+    affine = np.asarray(img.affine, dtype=float)
+    if not np.isfinite(affine).all():
+        raise ValueError(f"{where}: the image's affine is not finite:\n{affine}")
+    src = nio.io_orientation(affine)
+    if np.isnan(src).any():
+        raise ValueError(f"{where}: cannot tell the voxel axes' directions from the affine:\n{affine}")
+    to_array = nio.ornt_transform(src, nio.axcodes2ornt(CANONICAL_AXCODES))
+    array = nio.apply_orientation(raw.astype(np.float32), to_array)
+    vox = nib.affines.voxel_sizes(affine)
+    spacing = [0.0, 0.0, 0.0]
+    for i in range(3):
+        spacing[int(to_array[i, 0])] = float(vox[i])
+    header, klass = _header_of(img)
+    grid = _SourceGrid(
+        file_shape=tuple(int(n) for n in data.shape),
+        to_array=to_array,
+        full_shape=tuple(int(n) for n in array.shape),  # type: ignore[arg-type]
+        header=header,  # type: ignore[arg-type]
+        image_class=klass,
+    )
+    return Volume(
+        array=np.ascontiguousarray(array),
+        spacing=tuple(spacing),  # type: ignore[arg-type]
+        affine=affine,
+        orientation=_axcodes(affine),
+        modality=modality,
+        case_id=str(case_id),
+        path=Path(path) if path is not None else None,
+        _grid=grid,
+    )
+
+
+def load_label_nifti(
+    path: str | os.PathLike,
+    *,
+    like: Volume,
+    label_map: LabelMap | str | Mapping[int, str] | None = None,
+    what: str = "Label file",
+) -> LabelVolume:
+    """Read a label (or mask) file that must lie on the voxel grid of ``like``, strictly.
+
+    Unlike ``load_nifti(..., label_path=...)``, which rounds float labels, values that are not
+    whole numbers are refused (a probability map or a resampled mask is not a label map).
+
+    Parameters
+    ----------
+    path : path-like
+        NIfTI label file.
+    like : Volume, keyword-only
+        The image the labels belong to (from :func:`load_nifti` or
+        :func:`volume_from_nifti_image`): same shape and affine required.
+    label_map : LabelMap, dataset name or {id: name}, optional, keyword-only
+    what : str, keyword-only
+        How to call the file in messages (e.g. "Support mask").
+
+    Returns
+    -------
+    LabelVolume
+        In ``like.array``'s (Z, H, W) layout, integer ids (int32).
+
+    Raises
+    ------
+    FileNotFoundError
+        No such file.
+    ValueError
+        Damaged file, another grid (shape or affine), NaN/inf, non-integer or negative values.
+    """
+    if not isinstance(like, Volume):
+        raise TypeError(f"load_label_nifti: like= must be a Volume, got {type(like).__name__}.")
+    path = Path(path)
+    img, data = _read_image(path, what)
+    raw = _as_3d(data, path)
+    grid = like._grid
+    assert grid is not None
+    file_shape = tuple(int(n) for n in grid.file_shape[:3])
+    src = f"the image {like.path}" if like.path is not None else f"the image {like.case_id!r}"
+    if raw.shape != file_shape:
+        raise ValueError(
+            f"{what} {path} has shape {raw.shape} but {src} has {file_shape}: they must share one "
+            "voxel grid. Draw the mask on this image, or resample it onto the image first."
+        )
+    laff = np.asarray(img.affine, dtype=float)
+    if not np.allclose(laff, like.affine, rtol=1e-4, atol=1e-3):
+        diff = float(np.abs(laff - like.affine).max())
+        raise ValueError(
+            f"{what} {path} and {src} have different affines (max difference {diff:.4g}); they "
+            f"must share one voxel grid.\nimage:\n{like.affine}\nmask:\n{laff}\nResample the "
+            "mask onto the image first."
+        )
+    if not (np.issubdtype(raw.dtype, np.integer) or raw.dtype == bool):
+        if not np.isfinite(raw).all():
+            raise ValueError(f"{what} {path} contains NaN or inf values; it is not a label map.")
+        frac = raw != np.round(raw)
+        if frac.any():
+            vals = np.unique(raw[frac])[:5].tolist()
+            raise ValueError(
+                f"{what} {path} is not a label map: {int(frac.sum())} voxels hold non-integer "
+                f"values such as {vals}. Expected a binary mask (0/1) or integer label ids; "
+                "threshold probabilities first (e.g. p > 0.5)."
+            )
+    lab = np.asarray(raw)
+    if lab.size and lab.min() < 0:
+        raise ValueError(f"{what} {path} has negative values (min {lab.min()}); label ids are >= 0.")
+    lab = lab.astype(np.int64)
+    if lab.size and lab.max() > np.iinfo(np.int32).max:
+        raise ValueError(f"{what} {path} has label ids beyond int32.")
+    arr = nio.apply_orientation(lab.astype(np.int32), grid.to_array)
+    z, h, w = like.shape
+    arr = arr[:z, :h, :w]
+    return LabelVolume(np.ascontiguousarray(arr), LabelMap.coerce(label_map))
 
 
 def _atomic_save(img: nib.spatialimages.SpatialImage, path: Path, suffix: str) -> None:

@@ -1,0 +1,229 @@
+"""An ipywidgets memory inspector for JupyterLab (works offline).
+
+:class:`MemoryInspectorWidget` shows one :class:`~fsm2kit.inspect.Inspection`:
+
+* a slider over the query slices in processing order and a layer selector;
+* the query slice with its prediction (yellow), ground truth (green) and the chosen pixel:
+  click on the slice (an anywidget image) or type the pixel's y and x; "follow foreground"
+  puts the pixel at the centre of each slice's predicted foreground;
+* the memory entries with the pixel's attention map over each (:func:`memory_panels`);
+* the stacked attention-mass chart with the current slice marked (PNG via vl-convert).
+
+All drawing happens in Python (PNG images), so nothing is fetched from the internet.
+Attention maps for a new pixel cost one tracking step (cached).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+
+import ipywidgets as W
+import traitlets
+
+from .inspect import Inspection
+from .inspect_views import chart_png, mass_chart, memory_panels, query_image
+
+__all__ = ["ClickImage", "MemoryInspectorWidget", "show_inspector"]
+
+try:  # a clickable image; anywidget ships its JupyterLab extension, no CDN needed
+    import anywidget
+
+    class ClickImage(anywidget.AnyWidget):
+        """A PNG image that reports clicks as relative (y, x) in [0, 1) (trait ``click``)."""
+
+        _esm = """
+        function render({ model, el }) {
+          const img = document.createElement("img");
+          img.style.cursor = "crosshair";
+          img.style.display = "block";
+          img.className = "fsm2-click-image";
+          const update = () => {
+            img.src = "data:image/png;base64," + model.get("png_b64");
+            img.style.width = model.get("width") + "px";
+          };
+          update();
+          model.on("change:png_b64", update);
+          model.on("change:width", update);
+          img.addEventListener("click", (ev) => {
+            const r = img.getBoundingClientRect();
+            const y = (ev.clientY - r.top) / r.height, x = (ev.clientX - r.left) / r.width;
+            model.set("click", [y, x, Date.now()]);
+            model.save_changes();
+          });
+          el.appendChild(img);
+        }
+        export default { render };
+        """
+        png_b64 = traitlets.Unicode("").tag(sync=True)
+        width = traitlets.Int(256).tag(sync=True)
+        click = traitlets.List([]).tag(sync=True)
+
+        def set_png(self, data: bytes) -> None:
+            self.png_b64 = base64.b64encode(data).decode("ascii")
+
+    _HAVE_ANYWIDGET = True
+except ImportError:  # pragma: no cover - anywidget is part of the notebooks extra
+    ClickImage = None  # type: ignore[assignment]
+    _HAVE_ANYWIDGET = False
+
+
+def _png(img) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+class MemoryInspectorWidget(W.VBox):
+    """Slider over query slices, layer selector, pixel chooser; query, memories and mass chart.
+
+    Parameters
+    ----------
+    inspection : Inspection
+        From :func:`fsm2kit.inspect.inspect_episode` (needs its engine and episode).
+    layer : int, optional
+        Initial layer (default: the last captured one).
+    size : int
+        Display size of the query slice (px); memory tiles are ``size * 3 // 4``.
+    chart : bool
+        Show the mass chart (a vl-convert render per slider move, ~0.2 s).
+    """
+
+    def __init__(self, inspection: Inspection, *, layer: int | None = None, size: int = 256, chart: bool = True):
+        if not inspection.steps:
+            raise ValueError("the inspection has no steps to show.")
+        if inspection.episode is None or inspection.engine is None:
+            raise ValueError("the widget needs an Inspection with its episode and engine "
+                             "(build it with fsm2kit.inspect.inspect_episode).")
+        self.inspection = insp = inspection
+        self.size = int(size)
+        self.show_chart = bool(chart)
+        n = len(insp.steps)
+        layers = list(insp.layers)
+        layer = layers[-1] if layer is None else int(layer)
+        if layer not in layers:
+            raise ValueError(f"layer {layer} was not captured; captured layers: {layers}.")
+        self.slider = W.IntSlider(value=0, min=0, max=n - 1, step=1, description="slice #",
+                                  continuous_update=False, layout=W.Layout(width="420px"))
+        self.slider.add_class("fsm2-slider")
+        self.layer = W.Dropdown(options=[(f"layer {l}", l) for l in layers], value=layer,
+                                description="layer", layout=W.Layout(width="180px"))
+        self.layer.add_class("fsm2-layer")
+        h, w = insp.steps[0].image_shape
+        self.py = W.BoundedIntText(value=0, min=0, max=h - 1, description="pixel y", style={"description_width": "initial"},
+                                   layout=W.Layout(width="150px"))
+        self.px = W.BoundedIntText(value=0, min=0, max=w - 1, description="x", style={"description_width": "initial"},
+                                   layout=W.Layout(width="110px"))
+        self.follow = W.Checkbox(value=True, description="follow foreground", indent=False,
+                                 layout=W.Layout(width="160px"))
+        self.status = W.HTML()
+        self.status.add_class("fsm2-status")
+        if _HAVE_ANYWIDGET:
+            self.query = ClickImage(width=self.size)
+            self.query.observe(self._on_click, names="click")
+        else:  # pragma: no cover
+            self.query = W.Image(format="png", layout=W.Layout(width=f"{self.size}px"))
+        self.query.add_class("fsm2-query")
+        self.memories = W.Image(format="png")
+        self.memories.add_class("fsm2-memories")
+        self.chart = W.Image(format="png")
+        self.chart.add_class("fsm2-chart")
+        self._busy = False
+        warn = ""
+        if insp.random_weights:
+            warn = ("<div style='color:#b00;font-weight:bold'>RANDOM WEIGHTS: a smoke run; the attention "
+                    "content is meaningless.</div>")
+        head = W.HTML(f"<b>Memory inspector</b>: {html.escape(repr(insp))}" + warn)
+        controls = W.HBox([self.slider, self.layer])
+        pixel_box = W.HBox([self.py, self.px, self.follow])
+        left = W.VBox([self.query, pixel_box])
+        super().__init__([head, controls, self.status, W.HBox([left, self.memories]), self.chart])
+        self.add_class("fsm2-inspector")
+        self.slider.observe(self._on_change, names="value")
+        self.layer.observe(self._on_change, names="value")
+        self.py.observe(self._on_pixel, names="value")
+        self.px.observe(self._on_pixel, names="value")
+        self.follow.observe(self._on_change, names="value")
+        self.refresh()
+
+    # ------------------------------------------------------------------ state
+    @property
+    def step(self) -> int:
+        return int(self.slider.value)
+
+    @property
+    def pixel(self) -> tuple[int, int]:
+        return int(self.py.value), int(self.px.value)
+
+    def _set_pixel(self, y: int, x: int) -> None:
+        self._busy = True
+        try:
+            self.py.value, self.px.value = int(y), int(x)
+        finally:
+            self._busy = False
+
+    # ------------------------------------------------------------------ events
+    def _on_change(self, change=None) -> None:
+        if not self._busy:
+            self.refresh()
+
+    def _on_pixel(self, change=None) -> None:
+        if self._busy:
+            return
+        self._busy = True
+        self.follow.value = False
+        self._busy = False
+        self.refresh()
+
+    def _on_click(self, change) -> None:
+        v = change["new"]
+        if not v or len(v) < 2:
+            return
+        h, w = self.inspection.steps[self.step].image_shape
+        y = min(max(int(float(v[0]) * h), 0), h - 1)
+        x = min(max(int(float(v[1]) * w), 0), w - 1)
+        self._busy = True
+        self.follow.value = False
+        self._busy = False
+        self._set_pixel(y, x)
+        self.refresh()
+
+    # ------------------------------------------------------------------ drawing
+    def refresh(self) -> None:
+        """Redraw everything for the current slice, layer and pixel."""
+        insp = self.inspection
+        k, layer = self.step, int(self.layer.value)
+        s = insp.steps[k]
+        if self.follow.value:
+            self._set_pixel(*insp.default_pixel(k))
+        y, x = self.pixel
+        h, w = s.image_shape
+        y, x = min(y, h - 1), min(x, w - 1)
+        qimg = query_image(insp, k, pixel=(y, x), size=self.size)
+        if _HAVE_ANYWIDGET:
+            self.query.set_png(_png(qimg))
+        else:  # pragma: no cover
+            self.query.value = _png(qimg)
+        mem = memory_panels(insp, k, (y, x), layer=layer, size=max(96, self.size * 3 // 4))
+        self.memories.value = _png(mem)
+        if self.show_chart:
+            self.chart.value = chart_png(mass_chart(insp, layer=layer, highlight=k, width=480, height=180))
+        m = s.mass(layer=layer)
+        share = {}
+        for e in s.layout:
+            share[e.group] = share.get(e.group, 0.0) + float(m[e.position])
+        shares = ", ".join(f"{g} {v:.2f}" for g, v in share.items())
+        self.status.value = (
+            f"<span class='fsm2-status-text'>slice #{k} of {len(insp.steps)}: <b>z={s.z}</b> "
+            f"(plan {s.plan_index}, step {s.step}{', reverse' if s.reverse else ''}); layer {layer}; "
+            f"pixel y={y} x={x}; predicted {s.fg_pixels} px; mass: {shares}</span>"
+        )
+
+    def __repr__(self) -> str:
+        return f"MemoryInspectorWidget({self.inspection!r}, slice #{self.step}, layer {self.layer.value})"
+
+
+def show_inspector(inspection: Inspection, **kwargs) -> MemoryInspectorWidget:
+    """Build a :class:`MemoryInspectorWidget` (display it as the cell's last expression)."""
+    return MemoryInspectorWidget(inspection, **kwargs)

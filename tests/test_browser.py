@@ -1,0 +1,232 @@
+"""The memory-inspector notebook in a real browser: JupyterLab + Debian's Chromium via Playwright.
+
+Starts JupyterLab on 127.0.0.1 (random free port, a token, news and autosave off) serving a
+parameterised copy of ``notebooks/05_memory_inspector.ipynb`` (random weights, 256 px, a few
+slices), runs all cells (``runmenu:run-all``), moves the slice slider and checks that the
+displayed query slice, the attention panel and the status line change; clicks on the query
+slice and checks that the pixel changes. Screenshots go to ``tests/artifacts/``.
+
+Skipped where ``/usr/bin/chromium`` or playwright is missing (``scripts/install_browser.sh``
+installs Chromium; never ``playwright install``). CI installs Chromium, so it runs there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOK = REPO / "notebooks" / "05_memory_inspector.ipynb"
+ARTIFACTS = REPO / "tests" / "artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+]
+
+
+def _skip_reason() -> str | None:
+    if not os.path.exists(CHROMIUM):
+        return f"no browser at {CHROMIUM} (install it with: bash scripts/install_browser.sh)"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "playwright is not installed (pip install playwright; never `playwright install`)"
+    try:
+        import jupyterlab  # noqa: F401
+        import papermill  # noqa: F401
+    except ImportError:
+        return "jupyterlab / papermill not installed (pip install -e .[notebooks])"
+    return None
+
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.skipif(_skip_reason() is not None, reason=str(_skip_reason()))]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _prepare(tmp: Path) -> Path:
+    """A parameterised copy of the notebook (papermill prepare_only: parameters injected, not run)."""
+    import papermill as pm
+
+    out = tmp / "work" / NOTEBOOK.name
+    out.parent.mkdir(parents=True)
+    pm.execute_notebook(
+        str(NOTEBOOK), str(out), kernel_name="python3", prepare_only=True, progress_bar=False,
+        parameters={"checkpoint": "random", "image_size": 256, "max_slices": 5, "setting": "S1SFQ",
+                    "order": "middle", "output_dir": str(tmp / "out")},
+    )
+    return out
+
+
+def _settings(tmp: Path) -> Path:
+    """User settings: no news, no update checks, no autosave."""
+    d = tmp / "settings"
+    (d / "@jupyterlab" / "apputils-extension").mkdir(parents=True)
+    (d / "@jupyterlab" / "docmanager-extension").mkdir(parents=True)
+    (d / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings").write_text(
+        json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+    (d / "@jupyterlab" / "docmanager-extension" / "plugin.jupyterlab-settings").write_text(
+        json.dumps({"autosave": False}))
+    return d
+
+
+def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 90) -> None:
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if proc.poll() is not None:
+            raise RuntimeError(f"JupyterLab exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError(f"JupyterLab did not answer {url} within {timeout} s:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture
+def lab(tmp_path):
+    nb = _prepare(tmp_path)
+    port, token = _free_port(), secrets.token_hex(16)
+    env = dict(os.environ)
+    env.update(
+        JUPYTERLAB_SETTINGS_DIR=str(_settings(tmp_path)),
+        JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "workspaces"),
+        JUPYTER_CONFIG_DIR=str(tmp_path / "config"),
+        JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
+        TQDM_DISABLE="1",
+    )
+    log = tmp_path / "lab.log"
+    cmd = [
+        sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+        "--allow-root", f"--IdentityProvider.token={token}", "--LabApp.news_url=",
+        "--LabApp.extension_manager=readonly", "--LabApp.expose_app_in_browser=True",
+        f"--ServerApp.root_dir={nb.parent}", "--ServerApp.open_browser=False",
+    ]
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=nb.parent)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_http(f"{base}/api/status?token={token}", proc, log)
+        yield base, token, nb
+    finally:
+        try:  # clean shutdown: the server stops its kernels
+            req = urllib.request.Request(f"{base}/api/shutdown?token={token}", method="POST", data=b"")
+            urllib.request.urlopen(req, timeout=10).close()
+            proc.wait(timeout=20)
+        except Exception:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+
+
+def _src(page, selector: str) -> str:
+    return page.locator(selector).first.get_attribute("src") or ""
+
+
+def test_inspector_in_jupyterlab(lab):
+    from playwright.sync_api import sync_playwright
+
+    base, token, nb = lab
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shots = {}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1500, "height": 1100})
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(f"{base}/lab/tree/{nb.name}?token={token}", wait_until="domcontentloaded")
+            n_cells = len(json.loads(nb.read_text())["cells"])
+            # the notebook fully loaded and its kernel idle (through the app, exposed for tests)
+            page.wait_for_function(
+                """(n) => { const app = window.jupyterapp; if (!app) return false;
+                    const w = app.shell.currentWidget;
+                    if (!w || !w.context || !w.sessionContext || !w.content) return false;
+                    const s = w.sessionContext.session; const k = s && s.kernel;
+                    return w.context.isReady && k && k.status === 'idle' && w.content.widgets.length === n; }""",
+                arg=n_cells, timeout=120_000)
+            # Run All (not awaited: the command resolves only when every cell has run)
+            page.evaluate("() => { window.jupyterapp.commands.execute('runmenu:run-all'); return true; }")
+            # the widget appears in the last cell once everything above has run
+            status = page.locator(".fsm2-status").first
+            try:
+                status.wait_for(state="visible", timeout=240_000)
+                page.wait_for_function(
+                    "() => { const s = document.querySelector('.fsm2-status'); return s && s.innerText.includes('z='); }",
+                    timeout=60_000)
+                page.wait_for_function(
+                    "() => { const i = document.querySelector('.fsm2-memories'); return i && i.naturalWidth > 0; }",
+                    timeout=60_000)
+            except Exception:
+                page.screenshot(path=str(ARTIFACTS / "inspector_failure.png"), full_page=True)
+                errs = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']").all_inner_texts()
+                raise AssertionError(f"the inspector widget did not render; stderr outputs: {errs[-3:]}; "
+                                     f"page errors: {errors[-3:]}")
+            widget = page.locator(".fsm2-inspector").first
+            widget.scroll_into_view_if_needed()
+            before = dict(text=status.inner_text(), query=_src(page, ".fsm2-query img"),
+                          memories=_src(page, "img.fsm2-memories"), chart=_src(page, "img.fsm2-chart"))
+            shots["before"] = ARTIFACTS / "inspector_before.png"
+            widget.screenshot(path=str(shots["before"]))
+            mem_before = page.locator("img.fsm2-memories").first.screenshot()
+
+            # move the slider one slice to the right (keyboard on the noUiSlider handle)
+            handle = page.locator(".fsm2-slider .noUi-handle").first
+            handle.focus()
+            handle.press("ArrowRight")
+            page.wait_for_function(
+                "(t) => { const s = document.querySelector('.fsm2-status'); return s && s.innerText !== t; }",
+                arg=before["text"], timeout=60_000)
+            page.wait_for_function(
+                "(src) => { const i = document.querySelector('img.fsm2-memories'); return i && i.src !== src && i.naturalWidth > 0; }",
+                arg=before["memories"], timeout=60_000)
+            page.wait_for_timeout(300)
+            after = dict(text=status.inner_text(), query=_src(page, ".fsm2-query img"),
+                         memories=_src(page, "img.fsm2-memories"), chart=_src(page, "img.fsm2-chart"))
+            shots["after"] = ARTIFACTS / "inspector_after.png"
+            widget.screenshot(path=str(shots["after"]))
+            mem_after = page.locator("img.fsm2-memories").first.screenshot()
+            assert "slice #0" in before["text"] and "slice #1" in after["text"], (before["text"], after["text"])
+            assert before["query"] != after["query"], "the displayed query slice did not change"
+            assert before["memories"] != after["memories"], "the attention panel did not change"
+            assert mem_before != mem_after, "the attention panel looks the same after moving the slider"
+
+            # click on the query slice: the pixel follows the click
+            img = page.locator(".fsm2-query img").first
+            box = img.bounding_box()
+            img.click(position={"x": box["width"] * 0.25, "y": box["height"] * 0.75})
+            page.wait_for_function(
+                "(t) => { const s = document.querySelector('.fsm2-status'); return s && s.innerText !== t; }",
+                arg=after["text"], timeout=60_000)
+            clicked = status.inner_text()
+            m = re.search(r"pixel y=(\d+) x=(\d+)", clicked)
+            assert m, clicked
+            # clicked at (0.75, 0.25) of a 256 px slice: about (192, 64), up to sub-pixel rounding
+            assert abs(int(m.group(1)) - 192) <= 2 and abs(int(m.group(2)) - 64) <= 2, clicked
+            shots["page"] = ARTIFACTS / "inspector_page.png"
+            page.screenshot(path=str(shots["page"]), full_page=False)
+            assert not [e for e in errors if "fsm2" in e.lower()], errors
+        finally:
+            browser.close()
+    for path in shots.values():
+        assert path.stat().st_size > 10_000, path
+    print("screenshots:", ", ".join(str(p.relative_to(REPO)) for p in shots.values()))

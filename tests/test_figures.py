@@ -1,0 +1,136 @@
+"""Figures: overlay panels on a synthetic episode, altair charts from hand-made tables, offline saving."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fsm2kit.episode import Episode, Support
+from fsm2kit.figures import (
+    class_panels,
+    dice_bars,
+    save_chart,
+    save_figure,
+    slice_dice_curves,
+    slice_overlays,
+    weights_label,
+)
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _episode(label_name="LIVER", case="s1"):
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(5, 32, 32)).astype(np.float32)
+    labels = np.zeros((5, 32, 32), bool)
+    labels[:, 8:20, 10:22] = True
+    sups = tuple(Support(rng.normal(size=(32, 32)).astype(np.float32), labels[0].copy(), c) for c in range(3))
+    return Episode(case, 1, label_name, np.arange(10, 15), images, labels, np.array([0, 0, 1, 2, 2]), sups)
+
+
+def _result(ep, setting="S1SFQ", order="middle", shift=0):
+    """An EpisodeResult stand-in: slice i predicts the ground truth shifted by ``shift`` columns."""
+    slices = [SimpleNamespace(prediction=np.roll(ep.labels[i], shift, axis=1)) for i in range(ep.n_slices)]
+    return SimpleNamespace(slices=slices, setting=setting, order=order, case_id=ep.case_id,
+                           label_name=ep.label_name,
+                           provenance={"model": "sam2-tiny", "weights": "random weights (seed 0)"})
+
+
+def _titles(fig):
+    return [ax.get_title() for ax in fig.axes]
+
+
+def test_weights_label():
+    assert weights_label("random weights (seed 3)") == "RANDOM WEIGHTS (numbers mean nothing) (seed 3)"
+    assert weights_label("sha256:" + "ab" * 32) == "sha256:abababababab…"
+    assert weights_label(pd.Series(["x", "x", "y"])) == "x; y"
+    assert weights_label(None) == ""
+
+
+def test_slice_overlays_layout_and_dice(tmp_path):
+    ep = _episode()
+    fig = slice_overlays(ep, _result(ep), n=3)
+    assert len(fig.axes) == 9  # 3 slices x (support, prediction, ground truth)
+    t = _titles(fig)
+    assert t[0] == "support (chunk 1)"  # S1SFQ: the middle chunk's support
+    assert t[1] == "prediction z=10, Dice 1.000" and t[2] == "ground truth z=10"
+    assert t[4] == "prediction z=12, Dice 1.000"  # positions 0, 2, 4
+    assert "RANDOM WEIGHTS" in fig.get_suptitle()
+    # 1S1Q shows each slice's own chunk support; a shift of 6 of 12 columns: Dice = 2*72/(144+144) = 0.5
+    fig2 = slice_overlays(ep, _result(ep, "1S1Q", None, shift=6), positions=[3])
+    assert _titles(fig2) == ["support (chunk 2)", "prediction z=13, Dice 0.500", "ground truth z=13"]
+    out = save_figure(fig2, tmp_path / "o")
+    assert out.name == "o.png" and out.read_bytes()[:8] == PNG
+    with pytest.raises(ValueError, match="outside the episode"):
+        slice_overlays(ep, _result(ep), positions=[7])
+    with pytest.raises(ValueError, match="pass the episode the result was computed on"):
+        slice_overlays(_episode(), SimpleNamespace(slices=[1, 2]))
+
+
+def test_class_panels_one_row_per_class():
+    ep1, ep2 = _episode("LIVER"), _episode("SPLEEN", case="s2")
+    ep2.labels[:] = False
+    ep2.labels[3, 0:4, 0:4] = True  # the largest ground truth is at position 3 (z=13)
+    fig = class_panels([(ep1, _result(ep1)), SimpleNamespace(episode=ep2, result=_result(ep2))])
+    t = _titles(fig)
+    assert len(fig.axes) == 6
+    assert t[0] == "support: LIVER (sam2-tiny, S1SFQ-middle)" and t[3].startswith("support: SPLEEN")
+    assert t[4] == "query s2 z=13, Dice 1.000"
+    fig_mid = class_panels([(ep1, _result(ep1))], position="middle")
+    assert _titles(fig_mid)[1].startswith("query s1 z=12")
+    with pytest.raises(ValueError, match="at least one prediction"):
+        class_panels([])
+
+
+def _summary():
+    rows = []
+    for setting, order, d in (("1S1Q", "n/a", 0.5), ("S1SFQ", "top", 0.6), ("S1SFQ", "middle", 0.7)):
+        for metric in ("mean_per_volume", "pooled"):
+            rows.append(dict(dataset="CHAOST2", model="sam2-tiny", setting=setting, order=order, label=1,
+                             label_name="LIVER", metric=metric, dice=d, n_volumes=1,
+                             weights="random weights (seed 0)"))
+    return pd.DataFrame(rows)
+
+
+def test_dice_bars_groups_runs_and_marks_random_weights():
+    s = _summary()
+    s.loc[s["order"] == "n/a", "order"] = np.nan  # as pd.read_csv returns it
+    spec = dice_bars(s, metric="pooled").to_dict()
+    assert spec["title"]["subtitle"] == "RANDOM WEIGHTS (numbers mean nothing) (seed 0)"
+    enc = spec["spec"]["encoding"]
+    assert enc["x"]["field"] == "label_name" and enc["xOffset"]["field"] == "run" and enc["y"]["field"] == "dice"
+    assert spec["facet"]["column"]["field"] == "model"
+    data = next(iter(spec["datasets"].values()))
+    assert sorted(r["run"] for r in data) == ["1S1Q", "S1SFQ-middle", "S1SFQ-top"]
+    assert len(data) == 3  # only the pooled rows
+    with pytest.raises(ValueError, match="No 'x' rows"):
+        dice_bars(s, metric="x")
+    with pytest.raises(ValueError, match="missing \\['dice'\\]"):
+        dice_bars(s.drop(columns="dice"))
+
+
+def test_slice_curves_one_series_per_case_class_order():
+    rows = [dict(case_id=1, label_name="LIVER", setting="S1SFQ", order=o, model="sam2-tiny", z=z, dice=d,
+                 weights="sha256:" + "0" * 64)
+            for o in ("top", "middle") for z, d in ((10, 0.9), (11, 0.8))]
+    spec = slice_dice_curves(pd.DataFrame(rows)).to_dict()
+    assert spec["facet"]["row"]["field"] == "setting" and spec["facet"]["column"]["field"] == "model"
+    assert spec["spec"]["encoding"]["color"]["field"] == "order"
+    data = next(iter(spec["datasets"].values()))
+    assert sorted({r["series"] for r in data}) == ["1/LIVER/middle", "1/LIVER/top"]
+    assert "weights" not in data[0]  # only the needed columns travel into the chart
+    with pytest.raises(ValueError, match="missing \\['z'\\]"):
+        slice_dice_curves(pd.DataFrame(rows).drop(columns="z"))
+
+
+def test_save_chart_offline_png_svg_inline_html(tmp_path):
+    written = save_chart(dice_bars(_summary()), tmp_path / "bars.png")
+    assert sorted(written) == ["html", "png", "svg"]
+    assert written["png"].name == "bars.png" and written["png"].read_bytes()[:8] == PNG
+    assert written["svg"].read_text().lstrip().startswith("<svg")
+    page = written["html"].read_text()
+    assert "vega-embed" in page.lower() and "cdn.jsdelivr.net" not in page  # Vega inlined: opens offline
+    assert not list(tmp_path.glob(".*tmp"))
+    with pytest.raises(ValueError, match="unknown"):
+        save_chart(dice_bars(_summary()), tmp_path / "x", formats=["gif"])

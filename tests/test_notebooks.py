@@ -1,0 +1,178 @@
+"""The notebooks: committed clean (kernel python3, a parameters cell, no outputs, no library code),
+and each one executes through papermill with smoke parameters and writes its tables and figures."""
+
+import ast
+import json
+import os
+import sys
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = REPO / "notebooks"
+EXPECTED = ["00_quickstart", "01_table1_settings", "02_support_memory", "03_inference_order", "04_figures"]
+PNG = b"\x89PNG\r\n\x1a\n"
+
+#: Smoke parameters: random tiny model at 256 px on 3 slices of the bundled CHAOS case.
+SMOKE = dict(checkpoint="random", image_size=256, device="cpu", max_slices=3)
+EXTRA = {
+    "00_quickstart": dict(n_panels=2),
+    "02_support_memory": dict(models=["sam2-tiny"]),
+    "03_inference_order": dict(models=["sam2-tiny"]),
+}
+SLICE_COLUMNS = {"dataset", "case_id", "label", "label_name", "model", "setting", "order", "z", "tp", "fp", "fn",
+                 "dice", "weights", "checkpoint_sha256", "sam2_version", "fsm2kit_version", "protocol_variant"}
+
+
+def _code(nb):
+    return [c for c in nb.cells if c.cell_type == "code"]
+
+
+ALL = sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_every_committed_notebook_is_clean(name):
+    """Every notebook in notebooks/: kernel python3, one parameters cell, no stored outputs."""
+    nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    nbformat.validate(nb)
+    assert nb.metadata["kernelspec"]["name"] == "python3", "papermill runs kernel 'python3'; a custom name fails in CI"
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1 and tagged[0].cell_type == "code", "one code cell tagged 'parameters'"
+    for c in _code(nb):
+        assert c.outputs == [] and c.execution_count is None, "strip outputs before committing"
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_experiment_notebooks_are_thin(name):
+    path = NOTEBOOKS / f"{name}.ipynb"
+    assert path.is_file(), f"{path} missing"
+    nb = nbformat.read(path, as_version=4)
+    for c in _code(nb):
+        tree = ast.parse(c.source)  # thin: calls into the library, no functions or classes of its own
+        assert not [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.Lambda))]
+    assert any("from fsm2kit" in c.source for c in _code(nb))
+    import papermill as pm
+
+    params = pm.inspect_notebook(str(path))
+    assert "output_dir" in params and "checkpoint" in params and "image_size" in params
+    assert set(SMOKE) <= set(params) and set(EXTRA.get(name, {})) <= set(params)
+
+
+def test_python3_kernel_is_this_environment():
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    spec = KernelSpecManager().get_kernel_spec("python3")
+    exe = spec.argv[0]
+    ok = exe in ("python", "python3", f"python{sys.version_info[0]}.{sys.version_info[1]}") or (
+        Path(exe).resolve() == Path(sys.executable).resolve())
+    assert ok, (
+        f"the 'python3' kernelspec at {spec.resource_dir} runs {exe}, not this environment's Python "
+        f"({sys.executable}); install one into the venv: {sys.executable} -m ipykernel install "
+        "--sys-prefix --name python3"
+    )
+
+
+@pytest.fixture()
+def kernel_env(monkeypatch):
+    # one torch thread per kernel: on a busy 2-core machine two threads are many times slower
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+
+
+def _execute(name, tmp_path):
+    import papermill as pm
+
+    out = tmp_path / "out"
+    params = {**SMOKE, **EXTRA.get(name, {}), "output_dir": str(out)}
+    executed = tmp_path / f"{name}.ipynb"
+    pm.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(executed), parameters=params, kernel_name="python3",
+                        cwd=str(tmp_path), progress_bar=False)
+    nb = nbformat.read(executed, as_version=4)
+    text = json.dumps([c.get("outputs", []) for c in nb.cells])
+    assert "random weights" in text.lower(), "random-weights runs must say so in their outputs"
+    return out, nb
+
+
+def _check_result_files(out):
+    slices = pd.read_csv(out / "slices.csv", keep_default_na=False, na_values=[""])
+    assert SLICE_COLUMNS <= set(slices.columns)
+    assert (slices["weights"] == "random weights (seed 0)").all()
+    summary = pd.read_csv(out / "summary.csv")
+    assert set(summary["metric"]) == {"pooled", "mean_per_volume"}
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["random_weights"] and prov["models"][0]["provenance"]["image_size"] == 256
+    return slices
+
+
+def _png(path):
+    assert path.is_file(), f"{path} not written"
+    assert path.read_bytes()[:8] == PNG
+
+
+def _has_image_output(nb, mime):
+    return any(mime in o.get("data", {}) for c in _code(nb) for o in c.outputs)
+
+
+@pytest.mark.slow
+def test_00_quickstart(tmp_path, kernel_env):
+    out, nb = _execute("00_quickstart", tmp_path)
+    slices = _check_result_files(out)
+    assert len(slices) == 3 and set(slices["setting"]) == {"S1SFQ"} and set(slices["order"]) == {"middle"}
+    _png(out / "overlays.png")
+    assert _has_image_output(nb, "image/png")
+
+
+@pytest.mark.slow
+def test_01_table1_settings(tmp_path, kernel_env):
+    out, nb = _execute("01_table1_settings", tmp_path)
+    slices = _check_result_files(out)
+    assert sorted(set(slices["setting"])) == ["1S1Q", "3S1Q", "3SFQ", "S1SFQ"]
+    for metric in ("mean_per_volume", "pooled"):
+        t = pd.read_csv(out / f"table1_{metric}.csv", header=[0, 1], index_col=[0, 1])
+        assert list(t.columns) == [("CHAOST2", "LIVER"), ("CHAOST2", "Mean")]  # organs, Mean last
+        sources = list(dict.fromkeys(t.index.get_level_values(0)))
+        assert sources == ["quoted (fill from paper)", "computed here (random weights (seed 0))"]
+        methods = list(t.index.get_level_values(1))
+        assert methods[:4] == ["SSL-ALPNet", "ADNet", "Q-Net", "GMRD"]
+        assert methods[-4:] == ["sam2-tiny 1S1Q", "sam2-tiny S1SFQ-middle", "sam2-tiny 3S1Q", "sam2-tiny 3SFQ-middle"]
+    _png(out / "dice_bars.png")
+    assert _has_image_output(nb, "image/svg+xml")  # altair's offline svg renderer
+
+
+@pytest.mark.slow
+def test_02_support_memory(tmp_path, kernel_env):
+    out, _ = _execute("02_support_memory", tmp_path)
+    slices = _check_result_files(out)
+    assert sorted(set(slices["setting"])) == ["1S1Q", "3S1Q"]
+    t = pd.read_csv(out / "table2_mean_per_volume.csv", header=[0, 1], index_col=[0, 1])
+    assert list(t.index.get_level_values(1)) == ["sam2-tiny 1S1Q", "sam2-tiny 3S1Q"]
+    _png(out / "dice_bars.png")
+
+
+@pytest.mark.slow
+def test_03_inference_order(tmp_path, kernel_env):
+    out, _ = _execute("03_inference_order", tmp_path)
+    slices = _check_result_files(out)
+    assert set(zip(slices["setting"], slices["order"])) == {(s, o) for s in ("S1SFQ", "3SFQ") for o in ("top", "middle")}
+    for s in ("S1SFQ", "3SFQ"):
+        t = pd.read_csv(out / f"table_{s}_mean_per_volume.csv", header=[0, 1], index_col=[0, 1])
+        assert list(t.index) == [("sam2-tiny", "top"), ("sam2-tiny", "middle")]
+    _png(out / "slice_dice_curves.png")
+    assert (out / "slice_dice_curves.svg").read_text().lstrip().startswith("<svg")
+
+
+@pytest.mark.slow
+def test_04_figures(tmp_path, kernel_env):
+    out, nb = _execute("04_figures", tmp_path)
+    _check_result_files(out)
+    _png(out / "panels.png")
+    for stem in ("dice_bars", "slice_dice_curves"):
+        _png(out / f"{stem}.png")
+        assert (out / f"{stem}.svg").is_file()
+        page = (out / f"{stem}.html").read_text()
+        assert "cdn.jsdelivr.net" not in page and os.path.getsize(out / f"{stem}.html") > 100_000  # inlined
+    assert _has_image_output(nb, "image/png") and _has_image_output(nb, "image/svg+xml")
