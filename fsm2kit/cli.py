@@ -8,7 +8,7 @@ import sys
 import time
 import warnings
 
-__all__ = ["main", "build_parser", "add_model_args"]
+__all__ = ["main", "build_parser", "add_model_args", "model_from_args"]
 
 
 #: Modules that add subcommands with ``register_cli(subparsers)`` (each sets ``func``).
@@ -31,6 +31,28 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, choices=["cpu", "cuda", "mps"], help="default: cuda, mps, cpu")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def model_from_args(args: argparse.Namespace, *, meaningless: str = "the numbers mean nothing"):
+    """Load the SAM2 model the options of :func:`add_model_args` ask for.
+
+    Sets the torch thread count when ``--threads`` is given, and says on stderr when the
+    weights are random.
+    """
+    import torch
+
+    from .models import load_sam2
+
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        model = load_sam2(args.model, args.checkpoint, seed=args.seed, image_size=args.image_size,
+                          device=args.device, progress=not args.no_progress)
+    if model.random_weights:
+        print(f"WARNING: {model.name} has RANDOM WEIGHTS (seed {model.seed}): a smoke run; {meaningless}.",
+              file=sys.stderr)
+    return model
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,24 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    import torch
-
     from .engine import Engine
-    from .models import load_sam2
     from .runner import format_dice, load_episodes, run_episodes, write_run
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     episodes = load_episodes(args.episodes, dataset=args.dataset, fold=args.fold, label=args.label,
                              variant=args.variant)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        model = load_sam2(args.model, args.checkpoint, seed=args.seed, image_size=args.image_size,
-                          device=args.device, progress=not args.no_progress)
-    if model.random_weights:
-        print(f"WARNING: {model.name} has RANDOM WEIGHTS (seed {model.seed}): a smoke run; "
-              "the numbers mean nothing.", file=sys.stderr)
+    model = model_from_args(args)
     engine = Engine(model, progress=not args.no_progress)
     n = sum(e.n_slices for e in episodes)
     print(f"{len(episodes)} episode(s), {n} query slices; {args.setting}"

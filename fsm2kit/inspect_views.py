@@ -542,15 +542,11 @@ def register_cli(subparsers) -> None:
 
 
 def _cmd_inspect(args) -> int:
-    import sys
-    import warnings
-
     import torch
 
     from .data import example_episodes
     from .engine import Engine
     from .inspect import episode_subset, inspect_episode
-    from .models import load_sam2
     from .runner import load_episodes
 
     if args.threads:
@@ -569,13 +565,9 @@ def _cmd_inspect(args) -> int:
         if args.max_slices < episode.n_slices:
             start = (episode.n_slices - args.max_slices) // 2
             episode = episode_subset(episode, slice(start, start + args.max_slices))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        model = load_sam2(args.model, args.checkpoint, seed=args.seed, image_size=args.image_size,
-                          device=args.device, progress=not args.no_progress)
-    if model.random_weights:
-        print(f"WARNING: {model.name} has RANDOM WEIGHTS (seed {model.seed}): a smoke run; the attention "
-              "content is meaningless.", file=sys.stderr)
+    from .cli import model_from_args
+
+    model = model_from_args(args, meaningless="the attention content is meaningless")
     engine = Engine(model, progress=not args.no_progress)
     insp = inspect_episode(engine, episode, args.setting, order=args.order, layers=args.layers,
                            verify=not args.no_verify)

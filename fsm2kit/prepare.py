@@ -40,7 +40,6 @@ records the inputs, the mapping from raw files to ids and the parameters.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import re
@@ -55,6 +54,8 @@ import nibabel as nib
 import numpy as np
 from tqdm.auto import tqdm
 
+from .fileio import atomic_write
+from .models import file_sha256
 from .protocol import CHAOS_GRAY_VALUES, CT_WINDOW, SABS_BORDER, chaos_gray_to_label, ct_window
 
 __all__ = [
@@ -521,26 +522,8 @@ def find_chaos_scans(raw_dir: str | os.PathLike) -> list[RawScan]:
 # =====================================================================================
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _atomic(path: Path, write: Callable[[str], None]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + "".join(path.suffixes), dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
+    atomic_write(path, write, keep_suffix=True)  # nibabel picks the format from the suffix
 
 
 def _zyx_to_nifti(array_zyx: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
@@ -554,7 +537,7 @@ def _zyx_to_nifti(array_zyx: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
 
 
 def _save_nifti(img: nib.Nifti1Image, path: Path) -> None:
-    _atomic(path, lambda tmp: nib.save(img, tmp))
+    _atomic_write(path, lambda tmp: nib.save(img, tmp))
 
 
 def _prepare_out(out_dir: Path, overwrite: bool) -> Path:
@@ -591,10 +574,10 @@ def _finish(
     from . import __version__
 
     cm_path = out_dir / "classmap_1.json"
-    _atomic(cm_path, lambda tmp: Path(tmp).write_text(json.dumps(classmap)))
+    _atomic_write(cm_path, lambda tmp: Path(tmp).write_text(json.dumps(classmap)))
     files = [p for s in scans for p in (s.image, s.label)] + [cm_path]
-    sums = {p.name: _sha256(p) for p in files}
-    _atomic(out_dir / "SHA256SUMS", lambda tmp: Path(tmp).write_text("".join(f"{h}  {n}\n" for n, h in sums.items())))
+    sums = {p.name: file_sha256(p) for p in files}
+    _atomic_write(out_dir / "SHA256SUMS", lambda tmp: Path(tmp).write_text("".join(f"{h}  {n}\n" for n, h in sums.items())))
     manifest = {
         "tool": "fsm2kit prepare",
         "fsm2kit_version": __version__,
@@ -623,7 +606,7 @@ def _finish(
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     man_path = out_dir / "prepare.json"
-    _atomic(man_path, lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=2)))
+    _atomic_write(man_path, lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=2)))
     return PrepareReport(dataset, raw_dir, out_dir, scans, cm_path, sums, man_path,
                          time.perf_counter() - t0, notes)
 

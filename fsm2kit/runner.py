@@ -12,7 +12,6 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from tqdm.auto import tqdm
 
 from .engine import Engine, EpisodeResult
 from .episode import Episode
+from .fileio import atomic_write as _atomic_write
 from .metrics import summarize_dice
 
 __all__ = [
@@ -189,21 +189,6 @@ def run_episodes(
         seconds=time.perf_counter() - t0,
         encoder_passes=engine.stats.encoder_passes - passes0,
     )
-
-
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def logits_arrays(run: RunResult) -> dict[str, np.ndarray]:

@@ -51,7 +51,6 @@ import platform
 import sys
 import tempfile
 import time
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -1285,7 +1284,6 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
     from .data import load_label_nifti
     from .engine import Engine
-    from .models import load_sam2
     from .runner import RANDOM_NOTE
 
     t0 = time.perf_counter()
@@ -1306,13 +1304,9 @@ def cmd_segment(args: argparse.Namespace) -> int:
                   image_size=args.image_size)
     if args.start_slice is not None and not 0 <= args.start_slice < query.shape[0]:
         raise ValueError(f"--start-slice {args.start_slice} is outside the query's {query.shape[0]} slices.")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        model = load_sam2(args.model, args.checkpoint, seed=args.seed, image_size=args.image_size,
-                          device=args.device, progress=not args.no_progress)
-    if model.random_weights:
-        print(f"WARNING: {model.name} has RANDOM WEIGHTS (seed {model.seed}): a smoke run; "
-              "the masks mean nothing.", file=sys.stderr)
+    from .cli import model_from_args
+
+    model = model_from_args(args, meaningless="the masks mean nothing")
     engine = Engine(model, progress=not args.no_progress)
     res = segment_volume(
         query, sup, mask, engine=engine, labels=list(organs), label_map=lm,
