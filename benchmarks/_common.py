@@ -48,3 +48,21 @@ class Timer:
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         self.seconds = time.perf_counter() - self.t
+
+
+def synthetic_volume(length: int):
+    """An episode of ``length`` distinct slices: the bundled CHAOS slices repeated with small
+    perturbations, its supports, and protocol-like chunks (speed benchmarks only)."""
+    import numpy as np
+
+    from fsm2kit.data import example_episodes
+    from fsm2kit.episode import Episode
+
+    (ep,) = example_episodes()
+    rng = np.random.default_rng(0)
+    reps = int(np.ceil(length / ep.n_slices))
+    images = np.concatenate([ep.images + rng.normal(0, 1e-3, ep.images.shape).astype(np.float32)
+                             for _ in range(reps)])[:length]
+    labels = np.concatenate([ep.labels] * reps)[:length]
+    chunks = np.minimum(3 * np.arange(length) // max(length - 1, 1), 2)
+    return Episode("synthetic", ep.label, ep.label_name, np.arange(length), images, labels, chunks, ep.supports)

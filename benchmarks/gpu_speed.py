@@ -9,24 +9,9 @@ from __future__ import annotations
 import argparse
 import time
 
-import numpy as np
 import torch
 
-from _common import header, random_model
-
-
-def volume(length: int):
-    from fsm2kit.data import example_episodes
-    from fsm2kit.episode import Episode
-
-    (ep,) = example_episodes()
-    rng = np.random.default_rng(0)
-    reps = int(np.ceil(length / ep.n_slices))
-    images = np.concatenate([ep.images + rng.normal(0, 1e-3, ep.images.shape).astype(np.float32)
-                             for _ in range(reps)])[:length]
-    labels = np.concatenate([ep.labels] * reps)[:length]
-    chunks = np.minimum(3 * np.arange(length) // max(length - 1, 1), 2)
-    return Episode("synthetic", ep.label, ep.label_name, np.arange(length), images, labels, chunks, ep.supports)
+from _common import header, random_model, synthetic_volume as volume
 
 
 def main() -> None:

@@ -22,22 +22,11 @@ from _common import header
 def one(length: int, size: int, model: str, threads: int, bound: int | None) -> dict:
     import time
 
-    import numpy as np
-
-    from _common import peak_rss_gb, random_model
-    from fsm2kit.data import example_episodes
+    from _common import peak_rss_gb, random_model, synthetic_volume
     from fsm2kit.engine import Engine
-    from fsm2kit.episode import Episode
 
     torch.set_num_threads(threads)
-    (ep,) = example_episodes()
-    rng = np.random.default_rng(0)
-    reps = int(np.ceil(length / ep.n_slices))
-    images = np.concatenate([ep.images + rng.normal(0, 1e-3, ep.images.shape).astype(np.float32)
-                             for _ in range(reps)])[:length]
-    labels = np.concatenate([ep.labels] * reps)[:length]
-    vol = Episode("synthetic", ep.label, ep.label_name, np.arange(length), images, labels,
-                  np.minimum(3 * np.arange(length) // max(length - 1, 1), 2), ep.supports)
+    vol = synthetic_volume(length)
     m = random_model(model, size)
     eng = Engine(m, progress=False, max_cached_slices=bound)
     t = time.perf_counter()
