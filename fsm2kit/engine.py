@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .episode import Episode, Support
-from .memory import MemoryBank, MemoryEntry, MemoryPolicy, MemorySelection, select_memories
+from .memory import MemoryBank, MemoryEntry, MemoryPolicy, MemorySelection
 from .models import SAM2Model, fill_holes
 from .ordering import Plan, build_plans, normalize_setting
 
@@ -631,14 +631,7 @@ class Engine:
         for k, step in enumerate(steps):
             q = plan.frames[step.frame_idx].index
             zq = int(z[q]) if z is not None else q
-            sel = select_memories(
-                step.frame_idx,
-                cond_frames=list(bank.cond),
-                non_cond_frames=bank.non_cond.keys(),
-                num_frames=plan.num_frames,
-                reverse=step.reverse,
-                policy=self.policy,
-            )
+            sel = bank.select(step.frame_idx, reverse=step.reverse, policy=self.policy)
             out = self.track(queries[q], sel, bank, store=plan.store_predictions, index=q, z=zq)
             if out.memory is not None:
                 bank.add(step.frame_idx, out.memory)

@@ -133,6 +133,17 @@ class MemoryBank:
     def __len__(self) -> int:
         return len(self.cond) + len(self.non_cond)
 
+    def select(self, frame_idx: int, *, reverse: bool = False, policy: MemoryPolicy | None = None) -> "MemorySelection":
+        """The memories SAM2 attends to for ``frame_idx`` given this bank (:func:`select_memories`)."""
+        return select_memories(
+            frame_idx,
+            cond_frames=list(self.cond),
+            non_cond_frames=self.non_cond.keys(),
+            num_frames=self.num_frames,
+            reverse=reverse,
+            policy=policy if policy is not None else MemoryPolicy(),
+        )
+
     def __repr__(self) -> str:
         return (
             f"MemoryBank({self.num_frames} frames, cond at {list(self.cond)}, "

@@ -61,7 +61,7 @@ from tqdm.auto import tqdm
 
 from .data import LabelMap, LabelVolume, Volume, array_axes_in_file, label_dtype
 from .episode import Support
-from .memory import MemoryBank, select_memories
+from .memory import MemoryBank
 from .ordering import Frame, Plan, Step
 
 __all__ = [
@@ -478,14 +478,7 @@ def propagate_volume(
                 continue
             q = plan.frames[step.frame_idx].index
             z = query_z[q]
-            sel = select_memories(
-                step.frame_idx,
-                cond_frames=list(bank.cond),
-                non_cond_frames=bank.non_cond.keys(),
-                num_frames=plan.num_frames,
-                reverse=step.reverse,
-                policy=engine.policy,
-            )
+            sel = bank.select(step.frame_idx, reverse=step.reverse, policy=engine.policy)
             out = engine.track(imgs[z], sel, bank, store=True, index=q, z=z)
             if out.memory is not None:
                 bank.add(step.frame_idx, out.memory)
