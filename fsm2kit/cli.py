@@ -8,7 +8,7 @@ import sys
 import time
 import warnings
 
-__all__ = ["main", "build_parser", "add_model_args", "model_from_args"]
+__all__ = ["main", "build_parser", "add_model_args", "model_from_args", "engine_from_args"]
 
 
 #: Modules that add subcommands with ``register_cli(subparsers)`` (each sets ``func``).
@@ -31,6 +31,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, choices=["cpu", "cuda", "mps"], help="default: cuda, mps, cpu")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--object-batch-size", type=int, default=None,
+                   help="tracking steps of independent runs (organs, per-query plans) per SAM2 forward "
+                   "(default 16 on CUDA, 1 on CPU)")
 
 
 def model_from_args(args: argparse.Namespace, *, meaningless: str = "the numbers mean nothing"):
@@ -54,6 +57,13 @@ def model_from_args(args: argparse.Namespace, *, meaningless: str = "the numbers
               file=sys.stderr)
     return model
 
+
+
+def engine_from_args(model, args: argparse.Namespace):
+    """An :class:`~fsm2kit.engine.Engine` with the options of :func:`add_model_args`."""
+    from .engine import Engine
+
+    return Engine(model, progress=not args.no_progress, object_batch_size=getattr(args, "object_batch_size", None))
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
@@ -95,14 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .engine import Engine
     from .runner import format_dice, load_episodes, run_episodes, write_run
 
     t0 = time.perf_counter()
     episodes = load_episodes(args.episodes, dataset=args.dataset, fold=args.fold, label=args.label,
                              variant=args.variant)
     model = model_from_args(args)
-    engine = Engine(model, progress=not args.no_progress)
+    engine = engine_from_args(model, args)
     n = sum(e.n_slices for e in episodes)
     print(f"{len(episodes)} episode(s), {n} query slices; {args.setting}"
           f"{'-' + args.order if args.setting.endswith('FQ') else ''}; {model!r}", file=sys.stderr)

@@ -27,7 +27,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Generator, Hashable, Sequence
 
 import numpy as np
 import torch
@@ -46,7 +46,11 @@ __all__ = [
     "prompt_mask",
     "SliceFeatures",
     "SupportMemory",
+    "TrackRequest",
     "TrackOutput",
+    "request_signature",
+    "batch_groups",
+    "TrackJob",
     "SliceResult",
     "EpisodeResult",
     "EngineStats",
@@ -162,6 +166,48 @@ class TrackOutput:
 
 
 @dataclass(frozen=True, eq=False)
+class TrackRequest:
+    """One tracking step to run: a query slice, the memories it attends to, and its bank."""
+
+    image: np.ndarray
+    selection: MemorySelection
+    bank: MemoryBank
+    store: bool = False
+    index: int = 0
+    z: int | None = None
+
+
+#: A tracking job: a generator that yields :class:`TrackRequest` s, receives each one's
+#: :class:`TrackOutput`, and returns its result (see :meth:`Engine.drive`).
+TrackJob = Generator[TrackRequest, TrackOutput, object]
+
+
+def request_signature(request: TrackRequest) -> tuple[int, int, bool]:
+    """What must agree for steps to share one SAM2 forward.
+
+    Memory attention concatenates a step's memories into one key sequence and takes the
+    number of object-pointer tokens as a scalar, so batched steps need the same number of
+    spatial memories and of pointers; and all of them store a memory or none does.
+    """
+    sel = request.selection
+    return (len(sel.spatial), len(sel.pointers), bool(request.store))
+
+
+def batch_groups(signatures: Sequence[Hashable], max_batch: int) -> list[list[int]]:
+    """Indices grouped by equal signature (first-appearance order), in chunks of ``max_batch``.
+
+    >>> batch_groups(["a", "b", "a", "a"], 2)
+    [[0, 2], [3], [1]]
+    """
+    if max_batch < 1:
+        raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+    by_sig: dict[Hashable, list[int]] = {}
+    for i, sig in enumerate(signatures):
+        by_sig.setdefault(sig, []).append(i)
+    return [ids[k:k + max_batch] for ids in by_sig.values() for k in range(0, len(ids), max_batch)]
+
+
+@dataclass(frozen=True, eq=False)
 class SliceResult:
     """The prediction for one query slice.
 
@@ -262,12 +308,14 @@ class EpisodeResult:
 
 @dataclass
 class EngineStats:
-    """Counters: image-encoder passes, on-disk cache hits, memory-encoder passes, tracking steps."""
+    """Counters: image-encoder passes, on-disk cache hits, memory-encoder passes, tracking steps,
+    and SAM2 forwards that ran them (fewer than steps when steps were batched)."""
 
     encoder_passes: int = 0
     disk_hits: int = 0
     memory_encoder_passes: int = 0
     tracking_steps: int = 0
+    tracking_forwards: int = 0
 
 
 # ----------------------------------------------------------------------------- the engine
@@ -291,6 +339,11 @@ class Engine:
     storage_device : str or None
         Where cached features and memories live (e.g. ``"cpu"`` to keep only the active step's
         tensors on the GPU); default: the compute device.
+    object_batch_size : int or None
+        Tracking steps of independent runs (organs, episodes, the per-query plans of 1S1Q and
+        3S1Q) that share one SAM2 forward (default 16 on CUDA, 1 elsewhere: on CPU batching
+        barely changes throughput, and one step per forward is bit-identical to SAM2's video
+        predictor; batched steps agree with it to float rounding).
 
     Examples
     --------
@@ -308,6 +361,7 @@ class Engine:
         cache_dir: str | os.PathLike | None = None,
         encode_batch_size: int | None = None,
         storage_device: str | torch.device | None = None,
+        object_batch_size: int | None = None,
     ):
         self.model = model
         self.module = model.module
@@ -320,6 +374,9 @@ class Engine:
         self.max_cached_slices = max_cached_slices
         self.encode_batch_size = int(encode_batch_size or (8 if self.device.type == "cuda" else 1))
         self.storage_device = torch.device(storage_device) if storage_device is not None else self.device
+        self.object_batch_size = int(object_batch_size or (16 if self.device.type == "cuda" else 1))
+        if self.object_batch_size < 1:
+            raise ValueError(f"object_batch_size must be >= 1, got {object_batch_size}")
         self.cache_dir = Path(cache_dir) / model.feature_key if cache_dir is not None else None
         self.stats = EngineStats()
         self._features: OrderedDict[str, SliceFeatures] = OrderedDict()
@@ -509,14 +566,16 @@ class Engine:
         return sm
 
     # ------------------------------------------------------------------ tracking
-    def _condition(self, feats: SliceFeatures, selection: MemorySelection, bank: MemoryBank) -> torch.Tensor:
-        """The frame's top-level features fused with its selected memories (memory attention)."""
+    def _memory_tokens(self, selection: MemorySelection, bank: MemoryBank) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """A step's memory keys (spatial memories, then object pointers) as SAM2 assembles them.
+
+        Returns (memory, memory_pos, number of pointer tokens), each tensor (tokens, 1, mem_dim).
+        """
         from sam2.modeling.sam2_utils import get_1d_sine_pe
 
         m = self.module
         dev = self.device
         C, mem_dim = m.hidden_dim, m.mem_dim
-        h, w = feats.feat_sizes[-1]
         to_cat, to_cat_pos = [], []
         for ref in selection.spatial:
             e = bank[ref.frame_idx]
@@ -541,16 +600,32 @@ class Engine:
             to_cat.append(ptrs)
             to_cat_pos.append(obj_pos)
             n_ptr_tokens = ptrs.shape[0]
-        memory = torch.cat(to_cat, dim=0)
-        memory_pos = torch.cat(to_cat_pos, dim=0)
+        return torch.cat(to_cat, dim=0), torch.cat(to_cat_pos, dim=0), n_ptr_tokens
+
+    def _condition(self, feats: Sequence[SliceFeatures], requests: Sequence[TrackRequest]) -> torch.Tensor:
+        """Each frame's top-level features fused with its selected memories (memory attention).
+
+        Frames are batched along SAM2's batch axis; returns (B, C, h, w).
+        """
+        m = self.module
+        C = m.hidden_dim
+        h, w = feats[0].feat_sizes[-1]
+        parts = [self._memory_tokens(r.selection, r.bank) for r in requests]
+        n_ptr_tokens = parts[0][2]
+        if any(p[2] != n_ptr_tokens for p in parts):
+            raise ValueError("batched tracking steps must have the same number of object-pointer tokens")
+        B = len(requests)
+        curr = feats[0].vision_feats[-1] if B == 1 else torch.cat([f.vision_feats[-1] for f in feats], dim=1)
+        memory = parts[0][0] if B == 1 else torch.cat([p[0] for p in parts], dim=1)
+        memory_pos = parts[0][1] if B == 1 else torch.cat([p[1] for p in parts], dim=1)
         out = m.memory_attention(
-            curr=feats.vision_feats[-1:],
-            curr_pos=self._positions(feats)[-1:],
+            curr=[curr],
+            curr_pos=[self._positions(feats[0])[-1].expand(-1, B, -1)],
             memory=memory,
             memory_pos=memory_pos,
             num_obj_ptr_tokens=n_ptr_tokens,
         )
-        return out.permute(1, 2, 0).view(1, C, h, w)
+        return out.permute(1, 2, 0).reshape(B, C, h, w)
 
     @torch.inference_mode()
     def track(
@@ -575,39 +650,151 @@ class Engine:
         store : bool
             Also encode the prediction into a (non-conditioning) memory entry.
         """
+        return self.track_batch([TrackRequest(image, selection, bank, store, index, z)])[0]
+
+    @torch.inference_mode()
+    def track_batch(self, requests: Sequence[TrackRequest]) -> list[TrackOutput]:
+        """Several tracking steps in one SAM2 forward (steps of independent runs).
+
+        All requests must have the same :func:`request_signature`; each attends only to its own
+        memories. Equivalent to calling :meth:`track` on each (up to float rounding for more
+        than one request).
+        """
+        requests = list(requests)
+        if not requests:
+            return []
+        sigs = {request_signature(r) for r in requests}
+        if len(sigs) > 1:
+            raise ValueError(
+                f"track_batch: steps differ in (spatial memories, pointers, store): {sorted(sigs)}; "
+                "group them with batch_groups(...) or use Engine.drive."
+            )
         m = self.module
-        feats = self._on_device(self.encode(image))
+        B = len(requests)
+        feats = self.encode_all([r.image for r in requests], desc="encode") if B > 1 else [self.encode(requests[0].image)]
+        feats = [self._on_device(f) for f in feats]
+        n_hr = len(feats[0].backbone_fpn) - 1
+        high_res = [feats[0].backbone_fpn[i] if B == 1 else torch.cat([f.backbone_fpn[i] for f in feats])
+                    for i in range(n_hr)]
+        store = requests[0].store
         with self.model.autocast():
-            pix = self._condition(feats, selection, bank)
+            pix = self._condition(feats, requests)
             multimask = m._use_multimask(False, None)
-            _, _, ious, low_res, high_res, obj_ptr, score = m._forward_sam_heads(
+            _, _, ious, low_res, high_res_masks, obj_ptr, score = m._forward_sam_heads(
                 backbone_features=pix,
                 point_inputs=None,
                 mask_inputs=None,
-                high_res_features=self._high_res(feats),
+                high_res_features=high_res,
                 multimask_output=multimask,
             )
+            if store:
+                vf = feats[0].vision_feats if B == 1 else [
+                    torch.cat(level, dim=1) for level in zip(*(f.vision_feats for f in feats))
+                ]
+                maskmem, pos = m._encode_new_memory(
+                    vf, list(feats[0].feat_sizes), high_res_masks, score, is_mask_from_pts=False
+                )
+                self.stats.memory_encoder_passes += B
+        self.stats.tracking_steps += B
+        self.stats.tracking_forwards += 1
+        low_res = fill_holes(low_res.float(), m.fill_hole_area)
+        ious = ious.float()
+        scores = score.float().view(-1).tolist()
+        outs = []
+        for i, (r, f) in enumerate(zip(requests, feats)):
             entry = None
             if store:
-                maskmem, pos = m._encode_new_memory(
-                    feats.vision_feats, list(feats.feat_sizes), high_res, score, is_mask_from_pts=False
-                )
-                self.stats.memory_encoder_passes += 1
-                maskmem, pos = self._store_maskmem(maskmem, pos)
-                entry = MemoryEntry("query", False, index, maskmem, pos, obj_ptr, float(score.float().item()), z)
-        self.stats.tracking_steps += 1
-        low_res = fill_holes(low_res.float(), m.fill_hole_area)
-        iou = float(ious.float().max().item()) if multimask else float(ious.float()[0, 0].item())
-        return TrackOutput(
-            low_res_logits=low_res,
-            logits=self._to_video_res(low_res, feats.input_shape),
-            object_score=float(score.float().item()),
-            iou=iou,
-            obj_ptr=obj_ptr,
-            memory=entry,
-        )
+                mm, mp = self._store_maskmem(maskmem[i:i + 1], pos)
+                entry = MemoryEntry("query", False, r.index, mm, mp, obj_ptr[i:i + 1], scores[i], r.z)
+            iou = float(ious[i].max().item()) if multimask else float(ious[i, 0].item())
+            outs.append(TrackOutput(
+                low_res_logits=low_res[i:i + 1],
+                logits=self._to_video_res(low_res[i:i + 1], f.input_shape),
+                object_score=scores[i],
+                iou=iou,
+                obj_ptr=obj_ptr[i:i + 1],
+                memory=entry,
+            ))
+        return outs
+
+    def drive(
+        self,
+        jobs: Sequence[TrackJob],
+        *,
+        progress: bool | None = None,
+        total: int | None = None,
+        desc: str = "propagate",
+    ) -> list:
+        """Run tracking jobs side by side, batching their steps into shared SAM2 forwards.
+
+        Each job is a generator that yields :class:`TrackRequest` s and is sent back each
+        request's :class:`TrackOutput`; its return value is its result. Every round, each
+        unfinished job's pending step is run: steps with equal :func:`request_signature` share
+        a forward (at most ``object_batch_size`` per forward, :func:`batch_groups`). A job's
+        own steps stay in order and its memory bank is its own, so results do not depend on
+        which jobs run together.
+
+        Returns
+        -------
+        list
+            Each job's return value, in the order of ``jobs``.
+        """
+        jobs = list(jobs)
+        results: list = [None] * len(jobs)
+        pending: dict[int, TrackRequest] = {}
+
+        def advance(i: int, out: TrackOutput | None) -> None:
+            try:
+                pending[i] = jobs[i].send(out) if out is not None else next(jobs[i])
+            except StopIteration as stop:
+                pending.pop(i, None)
+                results[i] = stop.value
+
+        for i in range(len(jobs)):
+            advance(i, None)
+        show = self.progress if progress is None else progress
+        bar = tqdm(total=total, desc=desc, disable=not show or not pending, leave=False)
+        while pending:
+            ids = list(pending)
+            for group in batch_groups([request_signature(pending[i]) for i in ids], self.object_batch_size):
+                chosen = [ids[g] for g in group]
+                reqs = [pending[i] for i in chosen]
+                if len(reqs) == 1:  # through track(): what MemoryInspector.capture wraps
+                    r = reqs[0]
+                    outs = [self.track(r.image, r.selection, r.bank, store=r.store, index=r.index, z=r.z)]
+                else:
+                    outs = self.track_batch(reqs)
+                for i, out in zip(chosen, outs):
+                    advance(i, out)
+                bar.update(len(chosen))
+        bar.close()
+        return results
 
     # ------------------------------------------------------------------ plans
+    def plan_job(
+        self,
+        plan: Plan,
+        queries: Sequence[np.ndarray],
+        supports: Sequence[Support],
+        *,
+        z: Sequence[int] | None = None,
+        plan_index: int = 0,
+    ) -> TrackJob:
+        """One plan as a tracking job for :meth:`drive` (returns (results, bank) when done)."""
+        bank = MemoryBank(plan.num_frames)
+        for frame_idx, s in plan.support_frames:
+            bank.add(frame_idx, self.support_memory(supports[s], index=s).entry)
+        results = []
+        for k, step in enumerate(plan.steps):
+            q = plan.frames[step.frame_idx].index
+            zq = int(z[q]) if z is not None else q
+            sel = bank.select(step.frame_idx, reverse=step.reverse, policy=self.policy)
+            out = yield TrackRequest(queries[q], sel, bank, plan.store_predictions, q, zq)
+            if out.memory is not None:
+                bank.add(step.frame_idx, out.memory)
+            results.append(SliceResult(q, zq, out.logits, out.object_score, out.iou, plan_index, k, sel))
+        return results, bank
+
     def run_plan(
         self,
         plan: Plan,
@@ -622,21 +809,8 @@ class Engine:
 
         Returns the slice results in processing order and the final memory bank.
         """
-        bank = MemoryBank(plan.num_frames)
-        for frame_idx, s in plan.support_frames:
-            bank.add(frame_idx, self.support_memory(supports[s], index=s).entry)
-        show = self.progress if progress is None else progress
-        results = []
-        steps = tqdm(plan.steps, desc="propagate", disable=not show, leave=False)
-        for k, step in enumerate(steps):
-            q = plan.frames[step.frame_idx].index
-            zq = int(z[q]) if z is not None else q
-            sel = bank.select(step.frame_idx, reverse=step.reverse, policy=self.policy)
-            out = self.track(queries[q], sel, bank, store=plan.store_predictions, index=q, z=zq)
-            if out.memory is not None:
-                bank.add(step.frame_idx, out.memory)
-            results.append(SliceResult(q, zq, out.logits, out.object_score, out.iou, plan_index, k, sel))
-        return results, bank
+        job = self.plan_job(plan, queries, supports, z=z, plan_index=plan_index)
+        return self.drive([job], progress=progress, total=len(plan.steps))[0]
 
     def segment(
         self,
@@ -660,50 +834,93 @@ class Engine:
         keep_banks : bool
             Keep each plan's final memory bank in the result (for inspection).
         """
+        return self.segment_many([episode], setting, order=order, plans=None if plans is None else [plans],
+                                 keep_banks=keep_banks)[0]
+
+    def segment_many(
+        self,
+        episodes: Sequence[Episode],
+        setting: str,
+        *,
+        order: str = "middle",
+        plans: Sequence[Sequence[Plan]] | None = None,
+        keep_banks: bool = False,
+    ) -> list[EpisodeResult]:
+        """Segment several episodes (e.g. the organs of one scan) side by side.
+
+        Like :meth:`segment` on each, but slices shared between episodes are encoded once and
+        the episodes' tracking steps share SAM2 forwards (``object_batch_size``). Each
+        episode's memory bank is its own: its results are those of :meth:`segment` (up to
+        float rounding when steps are batched).
+
+        Parameters
+        ----------
+        episodes : sequence of Episode
+        setting, order, keep_banks
+            As in :meth:`segment`.
+        plans : sequence of sequences of Plan, optional
+            Custom plans per episode.
+
+        Returns
+        -------
+        list of EpisodeResult
+            In the order of ``episodes``; ``seconds`` and ``encoder_passes`` are those of the
+            whole call.
+        """
         setting = normalize_setting(setting)
         fq = setting.endswith("FQ")
-        if plans is None:
-            plans = build_plans(
-                setting,
-                chunks=[int(c) for c in episode.chunks],
-                support_chunks=[s.chunk for s in episode.supports],
-                npart=episode.npart,
-                order=order,
-            )
-            label_order = order if fq else None
-        else:
-            label_order = "custom"
+        episodes = list(episodes)
+        if plans is not None and len(plans) != len(episodes):
+            raise ValueError(f"plans: expected one sequence of plans per episode ({len(episodes)}), got {len(plans)}.")
+        all_plans: list[list[Plan]] = []
+        for i, ep in enumerate(episodes):
+            if plans is None:
+                all_plans.append(list(build_plans(
+                    setting,
+                    chunks=[int(c) for c in ep.chunks],
+                    support_chunks=[s.chunk for s in ep.supports],
+                    npart=ep.npart,
+                    order=order,
+                )))
+            else:
+                all_plans.append(list(plans[i]))
+        label_order = ("custom" if plans is not None else order) if fq or plans is not None else None
         t0 = time.perf_counter()
         passes0 = self.stats.encoder_passes
         # encode every distinct slice once, up front and batched, when the cache can hold them
         # all; otherwise slices are encoded when a step needs them (bounded memory)
-        needed_supports = sorted({i for p in plans for _, i in p.support_frames})
-        needed_queries = sorted({f.index for p in plans for f in p.frames if f.kind == "query"})
+        support_imgs = [ep.supports[i].image for ep, ps in zip(episodes, all_plans)
+                        for i in sorted({i for p in ps for _, i in p.support_frames})]
+        query_imgs = [ep.images[q] for ep, ps in zip(episodes, all_plans)
+                      for q in sorted({f.index for p in ps for f in p.frames if f.kind == "query"})]
         bound = self.max_cached_slices
-        if bound is None or len(needed_supports) + len(needed_queries) <= bound:
-            self.encode_all([episode.supports[i].image for i in needed_supports], desc="encode supports")
-            self.encode_all([episode.images[q] for q in needed_queries], desc="encode queries")
-        results: list[SliceResult] = []
-        banks: list[MemoryBank] = []
-        many = len(plans) > 1
-        it = tqdm(list(enumerate(plans)), desc=setting, disable=not (self.progress and many), leave=False)
-        for i, plan in it:
-            res, bank = self.run_plan(plan, episode.images, episode.supports, z=episode.z, plan_index=i,
-                                      progress=None if not many else False)
-            results.extend(res)
-            if keep_banks:
-                banks.append(bank)
-        results.sort(key=lambda r: r.position)
-        return EpisodeResult(
-            case_id=episode.case_id,
-            label=episode.label,
-            label_name=episode.label_name,
-            setting=setting,
-            order=label_order,
-            slices=results,
-            provenance=self.model.provenance(),
-            seconds=time.perf_counter() - t0,
-            encoder_passes=self.stats.encoder_passes - passes0,
-            plans=list(plans),
-            banks=banks if keep_banks else None,
-        )
+        if bound is None or len(support_imgs) + len(query_imgs) <= bound:
+            self.encode_all(support_imgs, desc="encode supports")
+            self.encode_all(query_imgs, desc="encode queries")
+        jobs, owner = [], []
+        for e, (ep, ps) in enumerate(zip(episodes, all_plans)):
+            for i, plan in enumerate(ps):
+                jobs.append(self.plan_job(plan, ep.images, ep.supports, z=ep.z, plan_index=i))
+                owner.append(e)
+        total = sum(len(p.steps) for ps in all_plans for p in ps)
+        done = self.drive(jobs, total=total, desc=setting if len(episodes) == 1 else f"{setting} x{len(episodes)}")
+        seconds = time.perf_counter() - t0
+        passes = self.stats.encoder_passes - passes0
+        out = []
+        for e, ep in enumerate(episodes):
+            mine = [d for d, o in zip(done, owner) if o == e]
+            results = sorted((r for res, _ in mine for r in res), key=lambda r: r.position)
+            out.append(EpisodeResult(
+                case_id=ep.case_id,
+                label=ep.label,
+                label_name=ep.label_name,
+                setting=setting,
+                order=label_order,
+                slices=results,
+                provenance=self.model.provenance(),
+                seconds=seconds,
+                encoder_passes=passes,
+                plans=all_plans[e],
+                banks=[bank for _, bank in mine] if keep_banks else None,
+            ))
+        return out

@@ -659,6 +659,8 @@ class MemoryInspector:
         track._fsm2kit_capture = True
         handles = []
         self._active = True
+        batch_size = engine.object_batch_size
+        engine.object_batch_size = 1  # one step per forward: every step goes through engine.track
         try:
             for l in layer_ids:
                 attn = mods[l].cross_attn_image
@@ -668,6 +670,7 @@ class MemoryInspector:
         finally:
             for h in handles:
                 h.remove()
+            engine.object_batch_size = batch_size
             if original is None:
                 engine.__dict__.pop("track", None)
             else:

@@ -545,7 +545,6 @@ def _cmd_inspect(args) -> int:
     import torch
 
     from .data import example_episodes
-    from .engine import Engine
     from .inspect import episode_subset, inspect_episode
     from .runner import load_episodes
 
@@ -565,10 +564,10 @@ def _cmd_inspect(args) -> int:
         if args.max_slices < episode.n_slices:
             start = (episode.n_slices - args.max_slices) // 2
             episode = episode_subset(episode, slice(start, start + args.max_slices))
-    from .cli import model_from_args
+    from .cli import engine_from_args, model_from_args
 
     model = model_from_args(args, meaningless="the attention content is meaningless")
-    engine = Engine(model, progress=not args.no_progress)
+    engine = engine_from_args(model, args)
     insp = inspect_episode(engine, episode, args.setting, order=args.order, layers=args.layers,
                            verify=not args.no_verify)
     pixel = tuple(args.pixel) if args.pixel else None

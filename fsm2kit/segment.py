@@ -13,8 +13,10 @@ real scans come without it. :func:`segment_volume` (and ``fsm2kit segment``) the
    consecutive slices whose object score is not positive (SAM2's own "object absent" test,
    ``score > 0``); slices beyond are background (:func:`should_stop`, :func:`absent_after`);
 4. runs every label with the same :class:`~fsm2kit.engine.Engine`, whose content cache encodes
-   each slice once for all labels, and resolves overlaps by the highest logit
-   (:func:`resolve_overlaps`);
+   each slice once for all labels; the labels' propagations run side by side
+   (:func:`propagation_job`, :meth:`Engine.drive <fsm2kit.engine.Engine.drive>`), so their
+   steps share SAM2 forwards (``object_batch_size``); overlaps are resolved by the highest
+   logit (:func:`resolve_overlaps`);
 5. with ground truth, also runs the paper's **oracle range** (propagation restricted to the
    ground-truth slice range of each label, no stopping rule) and reports the 3D Dice of both
    modes (:func:`dice_table`), so the price of not knowing the range is visible.
@@ -57,7 +59,6 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from .data import LabelMap, LabelVolume, Volume, array_axes_in_file, label_dtype
 from .episode import Support
@@ -77,6 +78,7 @@ __all__ = [
     "propagation_plan",
     "resolve_overlaps",
     "Propagation",
+    "propagation_job",
     "propagate_volume",
     "OrganResult",
     "SegmentResult",
@@ -415,6 +417,38 @@ def propagate_volume(
     Parameters
     ----------
     engine : fsm2kit.engine.Engine
+        Supplies ``support_memory``, ``drive``, ``policy`` (its cache encodes each slice once).
+    images, supports, start, patience, z_range
+        As in :func:`propagation_job`.
+    progress : bool, optional, keyword-only
+        Progress bar (default: the engine's setting).
+
+    Returns
+    -------
+    Propagation
+    """
+    job = propagation_job(engine, images, supports, start=start, patience=patience, z_range=z_range)
+    return engine.drive([job], progress=progress, desc=desc)[0]
+
+
+def propagation_job(
+    engine,
+    images: np.ndarray,
+    supports: Sequence[Support],
+    *,
+    start: int,
+    patience: int | None = DEFAULT_PATIENCE,
+    z_range: tuple[int, int] | None = None,
+):
+    """A whole-volume propagation as a tracking job for :meth:`Engine.drive <fsm2kit.engine.Engine.drive>`.
+
+    Arguments are checked at once; the returned generator runs the steps (its return value is
+    the :class:`Propagation`). Several such jobs driven together (the organs of one scan)
+    share SAM2 forwards; :func:`propagate_volume` runs one.
+
+    Parameters
+    ----------
+    engine : fsm2kit.engine.Engine
         Supplies ``support_memory``, ``track``, ``policy`` (its cache encodes each slice once).
     images : ndarray, (Z, H, W)
         Query slices.
@@ -427,14 +461,12 @@ def propagate_volume(
         (:func:`should_stop`); None or 0: run to the end of ``z_range``.
     z_range : (lo, hi), optional, keyword-only
         Only visit ``lo..hi`` (inclusive); the oracle-range mode. Default: the whole volume.
-    progress : bool, optional, keyword-only
-        Progress bar (default: the engine's setting).
 
     Returns
     -------
-    Propagation
+    generator
+        Yields :class:`~fsm2kit.engine.TrackRequest` s, returns a :class:`Propagation`.
     """
-    t0 = time.perf_counter()
     imgs = np.asarray(images)
     if imgs.ndim != 3:
         raise ValueError(f"images: expected a (Z, H, W) volume, got shape {imgs.shape}.")
@@ -448,6 +480,15 @@ def propagate_volume(
         raise ValueError(f"start slice {start} is outside the range {lo}..{hi}.")
     if patience is not None and patience < 0:
         raise ValueError(f"patience must be >= 0 or None, got {patience}.")
+    return _propagation_steps(engine, imgs, supports, int(start), patience, lo, hi)
+
+
+def _propagation_steps(engine, imgs: np.ndarray, supports: Sequence[Support], start: int,
+                       patience: int | None, lo: int, hi: int):
+    from .engine import TrackRequest
+
+    t0 = time.perf_counter()
+    n = imgs.shape[0]
     echo = _echo_slices(imgs, supports, lo, hi)
     query_z = [z for z in range(lo, hi + 1) if z not in echo]
 
@@ -470,16 +511,15 @@ def propagate_volume(
         bank = MemoryBank(plan.num_frames)
         for frame_idx, si in plan.support_frames:
             bank.add(frame_idx, mems[si].entry)
-        show = engine.progress if progress is None else progress
         run_scores: dict[bool, list[float]] = {False: [], True: []}
         stopped = {False: False, True: False}
-        for step in tqdm(plan.steps, desc=desc, disable=not show, leave=False):
+        for step in plan.steps:
             if stopped[step.reverse]:
                 continue
             q = plan.frames[step.frame_idx].index
             z = query_z[q]
             sel = bank.select(step.frame_idx, reverse=step.reverse, policy=engine.policy)
-            out = engine.track(imgs[z], sel, bank, store=True, index=q, z=z)
+            out = yield TrackRequest(imgs[z], sel, bank, True, q, z)
             if out.memory is not None:
                 bank.add(step.frame_idx, out.memory)
             logits[z] = out.logits
@@ -497,7 +537,7 @@ def propagate_volume(
         object_scores=scores,
         processed=processed,
         order=tuple(order),
-        start=int(start),
+        start=start,
         z_range=(lo, hi),
         echo_z=tuple(sorted(echo)),
         echo_exact=tuple(echo_exact),
@@ -1128,21 +1168,27 @@ def segment_volume(
         gt = gt_arr
     passes0 = engine.stats.encoder_passes
 
-    results, oracle = [], []
+    # every label's propagations (whole volume, and the oracle range with ground truth) run
+    # side by side: their steps share SAM2 forwards (engine.object_batch_size)
+    jobs, made = [], []
     for organ in organs:
         zs, how, sim, mask3d = _choose_support(engine, organ, lab, sarr, qarr, method, support_slices, start, npart)
         supports = [Support(image=sarr[z], mask=mask3d[z], chunk=0, z=z, case_id=svol.case_id) for z in zs]
         s0 = int(start) if start is not None else relative_start(sorted(zs)[len(zs) // 2], zs_n, zq)
-        prop = propagate_volume(engine, qarr, supports, start=s0, patience=patience, progress=progress,
-                                desc=f"{organ.name}")
-        results.append(OrganResult(organ, "whole_volume", tuple(zs), how, prop, sim))
+        jobs.append(propagation_job(engine, qarr, supports, start=s0, patience=patience))
+        made.append((organ, "whole_volume", tuple(zs), how, sim))
         if gt is not None:
             tz = np.flatnonzero((gt == organ.label_id).any(axis=(1, 2)))
             if tz.size:
                 lo, hi = int(tz[0]), int(tz[-1])
-                po = propagate_volume(engine, qarr, supports, start=min(max(s0, lo), hi), patience=None,
-                                      z_range=(lo, hi), progress=progress, desc=f"{organ.name} (oracle)")
-                oracle.append(OrganResult(organ, "oracle_range", tuple(zs), how, po, sim))
+                jobs.append(propagation_job(engine, qarr, supports, start=min(max(s0, lo), hi), patience=None,
+                                            z_range=(lo, hi)))
+                made.append((organ, "oracle_range", tuple(zs), how, sim))
+    names = ", ".join(o.name for o in organs)
+    props = engine.drive(jobs, progress=progress, desc=names if len(names) <= 40 else f"{len(organs)} labels")
+    results, oracle = [], []
+    for (organ, mode, zs, how, sim), prop in zip(made, props):
+        (results if mode == "whole_volume" else oracle).append(OrganResult(organ, mode, zs, how, prop, sim))
 
     def combine(group: list[OrganResult]) -> np.ndarray:
         if not group:
@@ -1276,7 +1322,6 @@ def cmd_segment(args: argparse.Namespace) -> int:
     import torch
 
     from .data import load_label_nifti
-    from .engine import Engine
     from .runner import RANDOM_NOTE
 
     t0 = time.perf_counter()
@@ -1297,10 +1342,10 @@ def cmd_segment(args: argparse.Namespace) -> int:
                   image_size=args.image_size)
     if args.start_slice is not None and not 0 <= args.start_slice < query.shape[0]:
         raise ValueError(f"--start-slice {args.start_slice} is outside the query's {query.shape[0]} slices.")
-    from .cli import model_from_args
+    from .cli import engine_from_args, model_from_args
 
     model = model_from_args(args, meaningless="the masks mean nothing")
-    engine = Engine(model, progress=not args.no_progress)
+    engine = engine_from_args(model, args)
     res = segment_volume(
         query, sup, mask, engine=engine, labels=list(organs), label_map=lm,
         support_select=args.support_select, support_slices=args.support_slice, start=args.start_slice,

@@ -175,3 +175,21 @@ def test_batched_encoding_matches_single(tiny256, example_episode):
     for x, y in zip(fa, fb):
         for u, v in zip(x.backbone_fpn, y.backbone_fpn):
             torch.testing.assert_close(u, v, rtol=1e-4, atol=1e-4)
+
+
+def test_batched_steps_are_faithful(present256, example_episode):
+    """3S1Q's per-query plans and two S1SFQ runs side by side, several steps per SAM2 forward."""
+    ep = example_episode
+    eng = Engine(present256, progress=False, object_batch_size=4)
+    res = eng.segment(ep, "3S1Q")
+    assert eng.stats.tracking_forwards == 6 and eng.stats.tracking_steps == 24
+    ref = _oracle(present256, ep, "3S1Q", "middle")
+    assert _rel(res.logits(), ref) < 1e-3
+    np.testing.assert_array_equal(res.logits() > 0, ref > 0)
+    eng = Engine(present256, progress=False, object_batch_size=4)
+    a, b = eng.segment_many([ep, ep], "S1SFQ", order="middle")
+    assert eng.stats.tracking_forwards == 24 and eng.stats.tracking_steps == 48
+    ref = _oracle(present256, ep, "S1SFQ", "middle")
+    for r in (a, b):
+        assert _rel(r.logits(), ref) < 1e-3
+        np.testing.assert_array_equal(r.logits() > 0, ref > 0)

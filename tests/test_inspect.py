@@ -441,3 +441,15 @@ def test_cli_inspect_writes_tables_charts_and_panels(tmp_path, capsys):
                              "--image-size", "256", "--out", str(tmp_path / "x")])
     with pytest.raises(ValueError, match="episode-index 5"):
         bad.func(bad)
+
+
+@pytest.mark.slow
+def test_capture_runs_batching_engines_one_step_per_forward(tiny256, example_episode):
+    """An engine that batches steps still yields one record per query slice, then batches again."""
+    eng = Engine(tiny256, progress=False, object_batch_size=8)
+    sub = episode_subset(example_episode, slice(0, 6))
+    insp = inspect_episode(eng, sub, "3S1Q")
+    assert len(insp) == 6 and eng.stats.tracking_forwards == 6
+    assert eng.object_batch_size == 8 and "track" not in eng.__dict__
+    eng.segment(sub, "3S1Q")
+    assert eng.stats.tracking_forwards == 7 and eng.stats.tracking_steps == 12

@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from fsm2kit.data import LabelMap, Volume, example_ct, example_dir, load_label_nifti, load_nifti
-from fsm2kit.engine import EngineStats, SupportMemory, TrackOutput
+from fsm2kit.engine import Engine, EngineStats, SupportMemory, TrackOutput
 from fsm2kit.episode import Support
 from fsm2kit.memory import MemoryEntry, MemoryPolicy
 from fsm2kit.ordering import fq_plan
@@ -122,6 +122,8 @@ class ScriptedEngine:
     """Stands in for Engine: object score of slice z is scores[z]; logits +5 / NO_OBJ accordingly."""
 
     image_size = 256
+    object_batch_size = 1
+    drive = Engine.drive  # the real scheduler, one step per forward (through track below)
 
     def __init__(self, scores):
         self.scores = scores
@@ -494,6 +496,14 @@ def test_multi_organ_encodes_once_and_matches_single_runs(tiny256):
     expected = resolve_overlaps([liver.logits, kidney.logits], [5, 2])
     expected[1][liver.logits[1] > 0] = 5
     np.testing.assert_array_equal(res.labels, expected)
+
+    # the labels' propagations batched in shared SAM2 forwards: same masks, logits to rounding
+    batched = Engine(tiny256, progress=False, object_batch_size=4)
+    rb = segment_volume(q, ct, ct.labels, engine=batched, labels=labels, patience=None, ground_truth=gt)
+    assert batched.stats.tracking_forwards < batched.stats.tracking_steps == engine.stats.tracking_steps
+    np.testing.assert_array_equal(rb.labels, res.labels)
+    for a, b in zip(rb.organs + rb.oracle, res.organs + res.oracle):
+        np.testing.assert_allclose(a.logits, b.logits, rtol=1e-4, atol=1e-3)
 
     # oracle range: kidney_right is on query slices 0..4 only
     o_liver, o_kidney = res.oracle
