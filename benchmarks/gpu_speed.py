@@ -34,7 +34,7 @@ def main() -> None:
         for comp in modes:
             model = random_model(name, args.image_size, device="cuda")
             if comp:
-                model.module.image_encoder = torch.compile(model.module.image_encoder, dynamic=False)
+                model.compile_encoder()
             eng = Engine(model, progress=False, encode_batch_size=8)
             warm = volume(8)  # warm-up (and compilation) on other slices
             eng.segment(warm, "S1SFQ")

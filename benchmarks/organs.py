@@ -50,7 +50,8 @@ def main() -> None:
     bat = Engine(model, progress=False, object_batch_size=args.batch)
     with Timer() as t_bat:
         bat.segment_many(eps, args.setting)
-    print(header(f"{len(eps)} organs, {args.setting}-middle, {args.model}, image_size {args.image_size}, bundled CT",
+    order = "-middle" if args.setting.upper().endswith("FQ") else ""
+    print(header(f"{len(eps)} organs, {args.setting}{order}, {args.model}, image_size {args.image_size}, bundled CT",
                  args.threads))
     print(f"slices per organ: {[e.n_slices for e in eps]}")
     print(f"{'mode':<40} {'encoder passes':>15} {'SAM2 forwards':>14} {'wall s':>9} {'speed-up':>9}")

@@ -688,6 +688,39 @@ def _header_of(img: nib.spatialimages.SpatialImage) -> tuple[object | None, type
     return None, nib.Nifti1Image  # another format: write a fresh NIfTI header
 
 
+def _canonical_grid(img, data: np.ndarray, where: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[float], _SourceGrid]:
+    """Reorient an image's voxels to :data:`CANONICAL_AXCODES` (permutations and flips only).
+
+    Returns (raw 3D data, canonical float32 array, affine, orientation transform, spacing in
+    array axis order, the source grid that lets masks be written back exactly).
+    """
+    raw = _as_3d(data, where)
+    affine = np.asarray(img.affine, dtype=float)
+    if not np.isfinite(affine).all():
+        raise ValueError(f"{where}: the affine is not finite:\n{affine}")
+    src = nio.io_orientation(affine)
+    if np.isnan(src).any():
+        raise ValueError(
+            f"{where}: cannot tell the voxel axes' directions from the affine (degenerate "
+            f"matrix):\n{affine}\nFix the image's qform/sform."
+        )
+    to_array = nio.ornt_transform(src, nio.axcodes2ornt(CANONICAL_AXCODES))
+    array = nio.apply_orientation(raw.astype(np.float32), to_array)
+    vox = nib.affines.voxel_sizes(affine)
+    spacing = [0.0, 0.0, 0.0]
+    for i in range(3):
+        spacing[int(to_array[i, 0])] = float(vox[i])
+    header, klass = _header_of(img)
+    grid = _SourceGrid(
+        file_shape=tuple(int(n) for n in data.shape),
+        to_array=to_array,
+        full_shape=tuple(int(n) for n in array.shape),  # type: ignore[arg-type]
+        header=header,  # type: ignore[arg-type]
+        image_class=klass,
+    )
+    return raw, np.ascontiguousarray(array), affine, to_array, spacing, grid
+
+
 def load_nifti(
     path: str | os.PathLike,
     *,
@@ -728,22 +761,7 @@ def load_nifti(
     """
     path = Path(path)
     img, data = _read_image(path, "Image file")
-    raw = _as_3d(data, path)
-    affine = np.asarray(img.affine, dtype=float)
-    if not np.isfinite(affine).all():
-        raise ValueError(f"{path}: the header's affine is not finite:\n{affine}")
-    src = nio.io_orientation(affine)
-    if np.isnan(src).any():
-        raise ValueError(
-            f"{path}: cannot tell the voxel axes' directions from the affine (degenerate "
-            f"matrix):\n{affine}\nFix the file's qform/sform."
-        )
-    to_array = nio.ornt_transform(src, nio.axcodes2ornt(CANONICAL_AXCODES))
-    array = nio.apply_orientation(raw.astype(np.float32), to_array)
-    vox = nib.affines.voxel_sizes(affine)
-    spacing = [0.0, 0.0, 0.0]
-    for i in range(3):
-        spacing[int(to_array[i, 0])] = float(vox[i])
+    raw, array, affine, to_array, spacing, grid = _canonical_grid(img, data, path)
 
     labels = None
     if label_path is not None:
@@ -768,16 +786,8 @@ def load_nifti(
             LabelMap.coerce(label_map),
         )
 
-    header, klass = _header_of(img)
-    grid = _SourceGrid(
-        file_shape=tuple(int(n) for n in data.shape),
-        to_array=to_array,
-        full_shape=tuple(int(n) for n in array.shape),  # type: ignore[arg-type]
-        header=header,  # type: ignore[arg-type]
-        image_class=klass,
-    )
     return Volume(
-        array=np.ascontiguousarray(array),
+        array=array,
         spacing=tuple(spacing),  # type: ignore[arg-type]
         affine=affine,
         orientation=_axcodes(affine),
@@ -895,30 +905,9 @@ def volume_from_nifti_image(
         Recorded as the volume's source (e.g. the DICOM folder).
     """
     where = Path(path) if path is not None else Path(case_id or "<in-memory image>")
-    data = np.asarray(img.dataobj)
-    raw = _as_3d(data, where)
-    affine = np.asarray(img.affine, dtype=float)
-    if not np.isfinite(affine).all():
-        raise ValueError(f"{where}: the image's affine is not finite:\n{affine}")
-    src = nio.io_orientation(affine)
-    if np.isnan(src).any():
-        raise ValueError(f"{where}: cannot tell the voxel axes' directions from the affine:\n{affine}")
-    to_array = nio.ornt_transform(src, nio.axcodes2ornt(CANONICAL_AXCODES))
-    array = nio.apply_orientation(raw.astype(np.float32), to_array)
-    vox = nib.affines.voxel_sizes(affine)
-    spacing = [0.0, 0.0, 0.0]
-    for i in range(3):
-        spacing[int(to_array[i, 0])] = float(vox[i])
-    header, klass = _header_of(img)
-    grid = _SourceGrid(
-        file_shape=tuple(int(n) for n in data.shape),
-        to_array=to_array,
-        full_shape=tuple(int(n) for n in array.shape),  # type: ignore[arg-type]
-        header=header,  # type: ignore[arg-type]
-        image_class=klass,
-    )
+    _, array, affine, _, spacing, grid = _canonical_grid(img, np.asarray(img.dataobj), where)
     return Volume(
-        array=np.ascontiguousarray(array),
+        array=array,
         spacing=tuple(spacing),  # type: ignore[arg-type]
         affine=affine,
         orientation=_axcodes(affine),

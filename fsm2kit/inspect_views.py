@@ -220,47 +220,11 @@ def layer_heatmap(insp: Inspection, *, step: int | None = None, region: str = "a
     ).properties(width=width, height=height, title=title)
 
 
-def save_chart(chart, path: str | os.PathLike, *, formats=None, scale: float = 2.0) -> dict[str, Path]:
-    """Save an altair chart offline, like the project's other figures (:func:`fsm2kit.figures.save_chart`).
+def save_chart(chart, path: str | os.PathLike, **options) -> dict[str, Path]:
+    """:func:`fsm2kit.figures.save_chart` (imported when first used: ``fsm2kit --help`` stays light)."""
+    from .figures import save_chart as save
 
-    Parameters
-    ----------
-    chart : altair chart
-    path : path-like
-        ``name.png`` (one format) or ``name`` (all of ``formats``).
-    formats : sequence of {"png", "svg", "html", "json"}, optional
-        Default: the path's extension, else png, svg and html (Vega inlined: opens offline).
-    scale : float
-        PNG scale factor.
-
-    Returns
-    -------
-    dict
-        format -> path written.
-    """
-    path = Path(path)
-    ext = path.suffix.lower().lstrip(".")
-    known = ("png", "svg", "html", "json")
-    if formats is None:
-        formats = (ext,) if ext in known else ("png", "svg", "html")
-    bad = [f for f in formats if f not in known]
-    if bad:
-        raise ValueError(f"save_chart: unsupported format(s) {bad} for {path}; use some of {', '.join(known)}.")
-    try:
-        from .figures import save_chart as _save
-    except ImportError:  # pragma: no cover - figures is part of the package
-        _save = None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if _save is not None:
-        return _save(chart, path, formats=tuple(formats), scale=scale)
-    base = path.with_suffix("") if ext in known else path  # pragma: no cover
-    written = {}  # pragma: no cover
-    for fmt in formats:  # pragma: no cover
-        out = base.with_name(f"{base.name}.{fmt}")
-        kw = {"inline": True} if fmt == "html" else ({"scale_factor": scale} if fmt == "png" else {})
-        chart.save(str(out), **kw)
-        written[fmt] = out
-    return written
+    return save(chart, path, **options)
 
 
 def chart_png(chart, *, scale: float = 1.0) -> bytes:

@@ -163,22 +163,34 @@ def run_episodes(
     *,
     order: str = "middle",
 ) -> RunResult:
-    """Segment every episode under ``setting`` (and ``order`` for the FQ settings)."""
+    """Segment every episode under ``setting`` (and ``order`` for the FQ settings).
+
+    With ``engine.object_batch_size`` > 1 (the default on CUDA), that many episodes run side by
+    side (:meth:`Engine.segment_many`), their tracking steps sharing SAM2 forwards.
+    """
     if not episodes:
         raise ValueError("no episodes to run")
-    t0 = time.perf_counter()
-    passes0 = engine.stats.encoder_passes
-    results, frames = [], []
-    for ep in tqdm(episodes, desc="episodes", disable=not engine.progress or len(episodes) < 2, leave=False):
+    for ep in episodes:
         if ep.labels is None:
             raise ValueError(f"episode {ep.case_id}/{ep.label_name} has no ground truth to score")
-        r = engine.segment(ep, setting, order=order)
-        results.append(r)
-        df = r.to_frame(ep.labels)
-        df["fold"] = ep.fold if ep.fold is not None else -1
-        df["dataset"] = ep.dataset
-        df["protocol_variant"] = ep.variant
-        frames.append(df)
+    t0 = time.perf_counter()
+    passes0 = engine.stats.encoder_passes
+    group = max(1, int(getattr(engine, "object_batch_size", 1)))
+    results, frames = [], []
+    bar = tqdm(total=len(episodes), desc="episodes", disable=not engine.progress or len(episodes) < 2, leave=False)
+    for k in range(0, len(episodes), group):
+        chunk = list(episodes[k:k + group])
+        done = engine.segment_many(chunk, setting, order=order) if len(chunk) > 1 else [
+            engine.segment(chunk[0], setting, order=order)]
+        bar.update(len(chunk))
+        for ep, r in zip(chunk, done):
+            results.append(r)
+            df = r.to_frame(ep.labels)
+            df["fold"] = ep.fold if ep.fold is not None else -1
+            df["dataset"] = ep.dataset
+            df["protocol_variant"] = ep.variant
+            frames.append(df)
+    bar.close()
     slices = pd.concat(frames, ignore_index=True)
     return RunResult(
         setting=results[0].setting,

@@ -80,3 +80,15 @@ def test_dataset_folder_needs_fold_and_label(tmp_path, capsys):
             "--image-size", "256", "--out", str(tmp_path / "o")]
     assert main(argv) == 2
     assert "--dataset, --fold, --label" in capsys.readouterr().err
+
+
+def test_engine_options_from_the_command_line(tiny256):
+    from fsm2kit.cli import build_parser, engine_from_args
+
+    base = ["run", "--episodes", "x", "--setting", "1S1Q", "--out", "o"]
+    args = build_parser().parse_args(base + ["--object-batch-size", "3", "--no-progress", "--compile-encoder"])
+    assert args.compile_encoder is True
+    eng = engine_from_args(tiny256, args)
+    assert eng.object_batch_size == 3 and eng.progress is False
+    args = build_parser().parse_args(base)
+    assert engine_from_args(tiny256, args).object_batch_size == 1  # CPU default

@@ -153,3 +153,23 @@ def test_cpu_precision_is_float32(tiny256):
     assert tiny256.dtype == torch.float32
     with tiny256.autocast():
         assert torch.ones(2).dtype == torch.float32
+
+
+@pytest.mark.slow
+def test_compiled_encoder_gives_the_same_features(load_random, example_episode):
+    """compile_encoder wraps the encoder in torch.compile (the eager backend here: the plumbing,
+    not inductor's speed); features, feature key and provenance follow."""
+    from fsm2kit.engine import Engine
+
+    plain = load_random("sam2-tiny", 256)
+    m = load_sam2("sam2-tiny", "random", image_size=256, device="cpu")
+    key = m.feature_key
+    m.compile_encoder(backend="eager")
+    assert m.feature_key == key and m.provenance()["compiled_encoder"] is True
+    assert type(m.module.image_encoder).__name__ == "OptimizedModule"
+    assert m.compile_encoder() is m  # once only
+    img = example_episode.images[3]
+    a = Engine(plain, progress=False).encode(img).backbone_fpn
+    b = Engine(m, progress=False).encode(img).backbone_fpn
+    for x, y in zip(a, b):
+        torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-5)

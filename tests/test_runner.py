@@ -68,3 +68,15 @@ def test_cli_on_dataset_folder(chaos_folder, tmp_path):
     dice = pd.read_csv(tmp_path / "o" / "dice.csv")
     assert set(dice["label_name"]) == {"LIVER"}
     assert json.loads((tmp_path / "o" / "run.json").read_text())["fold"] == 4
+
+
+def test_run_episodes_side_by_side_matches_one_by_one(chaos_folder, tiny256):
+    eps = load_episodes(chaos_folder, dataset="CHAOST2", fold=0, label="RK")
+    one = run_episodes(Engine(tiny256, progress=False, object_batch_size=1), eps, "S1SFQ")
+    eng = Engine(tiny256, progress=False, object_batch_size=4)
+    many = run_episodes(eng, eps, "S1SFQ")
+    assert eng.stats.tracking_forwards < eng.stats.tracking_steps == 12
+    cols = ["case_id", "z", "tp", "fp", "fn"]
+    pd.testing.assert_frame_equal(many.slices[cols], one.slices[cols])
+    for a, b in zip(many.results, one.results):
+        np.testing.assert_allclose(a.logits(), b.logits(), rtol=1e-4, atol=1e-3)
