@@ -162,7 +162,8 @@ def test_compiled_encoder_gives_the_same_features(load_random, example_episode):
     from fsm2kit.engine import Engine
 
     plain = load_random("sam2-tiny", 256)
-    m = load_sam2("sam2-tiny", "random", image_size=256, device="cpu")
+    with pytest.warns(UserWarning, match="RANDOM WEIGHTS"):
+        m = load_sam2("sam2-tiny", "random", image_size=256, device="cpu")
     key = m.feature_key
     m.compile_encoder(backend="eager")
     assert m.feature_key == key and m.provenance()["compiled_encoder"] is True
