@@ -7,6 +7,7 @@ from fsm2kit.data import example_dir, load_nifti
 from fsm2kit.engine import Engine, TrackRequest, batch_groups, request_signature
 from fsm2kit.memory import MemoryBank, MemorySelection, PointerRef, SpatialRef
 from fsm2kit.protocol import build_episode
+from fsm2kit.testing import assert_masks_agree
 
 
 def test_batch_groups_hand_cases():
@@ -60,6 +61,7 @@ def organ_episodes():
 @pytest.mark.slow
 @pytest.mark.parametrize("setting", ["S1SFQ", "1S1Q"])
 def test_organs_batched_match_one_by_one(tiny256, organ_episodes, setting):
+    """Batched vs single steps add up in another order: the shared tolerance rule applies."""
     single = Engine(tiny256, progress=False, object_batch_size=1)
     refs = [single.segment(ep, setting) for ep in organ_episodes]
     assert single.stats.tracking_forwards == single.stats.tracking_steps
@@ -72,7 +74,7 @@ def test_organs_batched_match_one_by_one(tiny256, organ_episodes, setting):
         assert [s.z for s in out.slices] == [s.z for s in ref.slices]
         a, b = out.logits(), ref.logits()
         assert np.linalg.norm(a - b) <= 1e-4 * np.linalg.norm(b)
-        np.testing.assert_array_equal(a > 0, b > 0)
+        assert_masks_agree(a, b)
         np.testing.assert_allclose([s.object_score for s in out.slices],
                                    [s.object_score for s in ref.slices], rtol=1e-4, atol=1e-4)
 

@@ -11,6 +11,7 @@ from fsm2kit.cli import main
 from fsm2kit.engine import Engine
 from fsm2kit.protocol import SCAN_IDS
 from fsm2kit.runner import load_episodes, run_episodes, write_run
+from fsm2kit.testing import assert_masks_agree
 
 pytestmark = pytest.mark.slow
 
@@ -76,7 +77,12 @@ def test_run_episodes_side_by_side_matches_one_by_one(chaos_folder, tiny256):
     eng = Engine(tiny256, progress=False, object_batch_size=4)
     many = run_episodes(eng, eps, "S1SFQ")
     assert eng.stats.tracking_forwards < eng.stats.tracking_steps == 12
-    cols = ["case_id", "z", "tp", "fp", "fn"]
-    pd.testing.assert_frame_equal(many.slices[cols], one.slices[cols])
+    # batched vs single steps add up in another order: the shared tolerance rule; a pixel that
+    # flips under it moves at most one count of TP/FP and one of FN
+    pd.testing.assert_frame_equal(many.slices[["case_id", "z"]], one.slices[["case_id", "z"]])
+    flips = 0
     for a, b in zip(many.results, one.results):
         np.testing.assert_allclose(a.logits(), b.logits(), rtol=1e-4, atol=1e-3)
+        flips += assert_masks_agree(a.logits(), b.logits()).n_differ
+    counts = (many.slices[["tp", "fp", "fn"]].to_numpy() - one.slices[["tp", "fp", "fn"]].to_numpy())
+    assert np.abs(counts).sum() <= 2 * flips

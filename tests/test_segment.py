@@ -26,6 +26,7 @@ from fsm2kit.engine import Engine, EngineStats, SupportMemory, TrackOutput
 from fsm2kit.episode import Support
 from fsm2kit.memory import MemoryEntry, MemoryPolicy
 from fsm2kit.ordering import fq_plan
+from fsm2kit.testing import assert_labels_agree, assert_masks_agree
 from fsm2kit.segment import (
     ECHO_LOGIT,
     NOT_RUN_LOGIT,
@@ -488,6 +489,7 @@ def test_multi_organ_encodes_once_and_matches_single_runs(tiny256):
     assert liver.propagation.start == 3 and kidney.propagation.start == 2  # relative positions
     np.testing.assert_array_equal(res.labels[1] == LIVER, ct.labels.array[15] == LIVER)
 
+    # one step per forward on both sides (same operations, same order): bit-equal
     single = Engine(tiny256, progress=False)
     for organ in (liver, kidney):
         one = segment_volume(q, ct, ct.labels, engine=single, labels=[organ.organ], patience=None)
@@ -501,9 +503,11 @@ def test_multi_organ_encodes_once_and_matches_single_runs(tiny256):
     batched = Engine(tiny256, progress=False, object_batch_size=4)
     rb = segment_volume(q, ct, ct.labels, engine=batched, labels=labels, patience=None, ground_truth=gt)
     assert batched.stats.tracking_forwards < batched.stats.tracking_steps == engine.stats.tracking_steps
-    np.testing.assert_array_equal(rb.labels, res.labels)
+    # (batched steps add up in another order: the shared tolerance rule, not bit-equality)
+    assert_labels_agree(rb.labels, res.labels, [o.logits for o in res.organs])
     for a, b in zip(rb.organs + rb.oracle, res.organs + res.oracle):
         np.testing.assert_allclose(a.logits, b.logits, rtol=1e-4, atol=1e-3)
+        assert_masks_agree(a.logits, b.logits)
 
     # oracle range: kidney_right is on query slices 0..4 only
     o_liver, o_kidney = res.oracle
