@@ -25,7 +25,7 @@ def header(title: str, threads: int) -> str:
 
 
 def random_model(name: str, image_size: int, device: str | None = None):
-    from fsm2kit.models import load_sam2
+    from fsm2kit.core.models import load_sam2
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
@@ -55,8 +55,8 @@ def synthetic_volume(length: int):
     perturbations, its supports, and protocol-like chunks (speed benchmarks only)."""
     import numpy as np
 
-    from fsm2kit.data import example_episodes
-    from fsm2kit.episode import Episode
+    from fsm2kit.io.volumes import example_episodes
+    from fsm2kit.core.episode import Episode
 
     (ep,) = example_episodes()
     rng = np.random.default_rng(0)

@@ -4,7 +4,7 @@ The published ``infer_fsmedsam2_by_slice.py`` builds a new SAM2 video state for 
 slice (frames: the 3 supports, then the query), so supports are encoded again for every query.
 fsm2kit encodes each distinct slice once. Both run here on the same model, frames and thread
 count; the published loop is driven through sam2's own SAM2VideoPredictor
-(:mod:`fsm2kit.reference`). Random weights are fine: speed does not depend on them.
+(:mod:`fsm2kit.testing.reference`). Random weights are fine: speed does not depend on them.
 
     python benchmarks/encode_once.py [--image-size 1024] [--model sam2-tiny] [--queries 24]
 
@@ -26,10 +26,10 @@ import numpy as np
 import torch
 
 from fsm2kit import __version__
-from fsm2kit.data import example_episodes
-from fsm2kit.engine import Engine
-from fsm2kit.models import install_cpu_connected_components, load_sam2
-from fsm2kit.reference import published_logits
+from fsm2kit.io.volumes import example_episodes
+from fsm2kit.core.engine import Engine
+from fsm2kit.core.models import install_cpu_connected_components, load_sam2
+from fsm2kit.testing.reference import published_logits
 
 
 class _CountCalls:

@@ -1,6 +1,6 @@
 """S1SFQ with fsm2kit vs SAM2's own video predictor on the same frames.
 
-The video predictor is driven the published way (``fsm2kit.reference``: numpy frames,
+The video predictor is driven the published way (``fsm2kit.testing.reference``: numpy frames,
 ``add_new_mask`` on the support, ``propagate_in_video``; forward from the top, or forward and
 backward from the middle). Both start from nothing: fsm2kit with a fresh engine (its encoding is
 included), the predictor with a fresh inference state. Bundled CHAOS case, 24 query slices.
@@ -16,10 +16,10 @@ import numpy as np
 import torch
 
 from _common import Timer, header, random_model
-from fsm2kit.data import example_episodes
-from fsm2kit.engine import Engine
-from fsm2kit.models import install_cpu_connected_components
-from fsm2kit.reference import published_logits
+from fsm2kit.io.volumes import example_episodes
+from fsm2kit.core.engine import Engine
+from fsm2kit.core.models import install_cpu_connected_components
+from fsm2kit.testing.reference import published_logits
 
 
 def main() -> None:

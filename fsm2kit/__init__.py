@@ -7,51 +7,30 @@ The main objects::
     engine = Engine(model)
     (episode,) = example_episodes()
     result = engine.segment(episode, "S1SFQ", order="middle")
+
+The package is laid out in rooms (``core``, ``protocol``, ``io``, ``strategies``, ``inspector``,
+``workflows``, ``cli``; see the README's Layout section). Every name below loads lazily:
+``import fsm2kit`` imports no torch.
 """
 
-__version__ = "0.1.0"
+from .core.lazy import lazy_exports
+from .core.version import __version__
 
-from .data import LabelMap, LabelVolume, Volume, example_episodes, load_alp_folder, load_nifti, load_npz_episodes
-from .engine import Engine, EpisodeResult, SliceResult
-from .episode import Episode, Support
-from .memory import MemoryBank, MemoryEntry, MemorySelection, select_memories
-from .metrics import dice, pooled_dice, mean_volume_dice, summarize_dice
-from .models import MODELS, SAM2Model, load_sam2
-from .ordering import SETTINGS, ORDERS, Plan, build_plans, custom_plan, fq_plan
-from .runner import load_episodes, run_episodes, write_run
-
-__all__ = [
-    "__version__",
-    "LabelMap",
-    "LabelVolume",
-    "Volume",
-    "example_episodes",
-    "load_alp_folder",
-    "load_nifti",
-    "load_npz_episodes",
-    "Engine",
-    "EpisodeResult",
-    "SliceResult",
-    "Episode",
-    "Support",
-    "MemoryBank",
-    "MemoryEntry",
-    "MemorySelection",
-    "select_memories",
-    "dice",
-    "pooled_dice",
-    "mean_volume_dice",
-    "summarize_dice",
-    "MODELS",
-    "SAM2Model",
-    "load_sam2",
-    "SETTINGS",
-    "ORDERS",
-    "Plan",
-    "build_plans",
-    "custom_plan",
-    "fq_plan",
-    "load_episodes",
-    "run_episodes",
-    "write_run",
-]
+__getattr__, __dir__, _names = lazy_exports(__name__, {
+    ".io.volumes": ["LabelMap", "LabelVolume", "Volume", "example_episodes", "load_alp_folder", "load_nifti",
+                    "load_npz_episodes"],
+    ".core.engine": ["Engine", "EpisodeResult", "SliceResult"],
+    ".core.episode": ["Episode", "Support"],
+    ".core.memory": ["MemoryBank", "MemoryEntry", "MemorySelection", "select_memories"],
+    ".protocol.metrics": ["dice", "pooled_dice", "mean_volume_dice", "summarize_dice"],
+    ".core.models": ["SAM2Model", "load_sam2"],
+    ".core.specs": ["MODELS"],
+    ".core.plans": ["SETTINGS", "ORDERS", "Plan", "build_plans", "custom_plan", "fq_plan"],
+    ".protocol.rules": ["build_episode"],
+    ".workflows.runner": ["load_episodes", "run_episodes", "write_run"],
+    ".workflows.experiments": ["ExperimentConfig", "ExperimentResult", "run_experiment", "run_experiments"],
+    ".workflows.segment": ["segment_volume"],
+    ".inspector.capture": ["MemoryInspector", "Inspection", "inspect_episode"],
+    ".strategies.selectors": ["select_support_slices"],
+})
+__all__ = ["__version__", *_names]

@@ -15,7 +15,7 @@ EXAMPLE_NPZ = REPO / "data" / "examples" / "chaos_t2spir_case1_liver"
 
 
 def _load(name="sam2-tiny", image_size=256, seed=0):
-    from fsm2kit.models import load_sam2
+    from fsm2kit.core.models import load_sam2
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
@@ -30,7 +30,7 @@ def tiny256():
 
 @pytest.fixture(scope="session")
 def example_episode():
-    from fsm2kit.data import load_npz_episodes
+    from fsm2kit.io.volumes import load_npz_episodes
 
     (ep,) = load_npz_episodes(EXAMPLE_NPZ)
     return ep

@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from fsm2kit.batch import DONE_MARKER, FAILED_MARKER, collect_index, load_sweep, register_cli, run_sweep
+from fsm2kit.cli.batch import register_cli
+from fsm2kit.workflows.sweeps import DONE_MARKER, FAILED_MARKER, collect_index, load_sweep, run_sweep
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE_SWEEP = REPO / "sweeps" / "smoke_2x2.yaml"
@@ -131,7 +132,7 @@ def test_smoke_2x2_killed_half_way_then_resumed(tmp_path, capsys):
     reports = tmp_path / "reports"
     sweep_dir = reports / "smoke_2x2"
     env = {**os.environ, "TQDM_DISABLE": "1"}
-    cmd = [sys.executable, "-m", "fsm2kit.batch", str(SMOKE_SWEEP), "--reports", str(reports), "--workers", "2",
+    cmd = [sys.executable, "-m", "fsm2kit.cli.batch", str(SMOKE_SWEEP), "--reports", str(reports), "--workers", "2",
            "--no-progress"]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)

@@ -1,4 +1,4 @@
-"""Tests of fsm2kit.data: bundled episodes, npz names, NIfTI round trips, ALP folders, labels."""
+"""Tests of fsm2kit.io.volumes: bundled episodes, npz names, NIfTI round trips, ALP folders, labels."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from fsm2kit import data as fd
-from fsm2kit.data import (
+from fsm2kit.io import volumes as fd
+from fsm2kit.io.volumes import (
     ALPDataset,
     LabelMap,
     LabelVolume,
@@ -23,7 +23,7 @@ from fsm2kit.data import (
     parse_npz_name,
     save_mask,
 )
-from fsm2kit.episode import Episode
+from fsm2kit.core.episode import Episode
 
 LIVER_TS = 5  # TotalSegmentator "total" id of the liver
 

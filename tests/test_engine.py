@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from fsm2kit.engine import Engine
-from fsm2kit.models import install_cpu_connected_components
-from fsm2kit.ordering import custom_plan
-from fsm2kit.reference import published_logits
+from fsm2kit.core.engine import Engine
+from fsm2kit.core.models import install_cpu_connected_components
+from fsm2kit.core.plans import custom_plan
+from fsm2kit.testing.reference import published_logits
 from fsm2kit.testing import assert_logits_close, assert_masks_agree
 
 pytestmark = pytest.mark.slow

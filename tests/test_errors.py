@@ -7,8 +7,8 @@ test_models.py; CLI exit codes in test_cli.py.
 import numpy as np
 import pytest
 
-from fsm2kit.engine import Engine, preprocess_slice
-from fsm2kit.episode import Episode, Support
+from fsm2kit.core.engine import Engine, preprocess_slice
+from fsm2kit.core.episode import Episode, Support
 from fsm2kit.protocol import build_episode
 
 
@@ -87,7 +87,7 @@ def test_unknown_setting_and_order(tiny256, example_episode):
 
 
 def test_episode_folder_errors(tmp_path):
-    from fsm2kit.runner import load_episodes
+    from fsm2kit.workflows.runner import load_episodes
 
     with pytest.raises(FileNotFoundError):
         load_episodes(tmp_path / "missing")

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fsm2kit.engine import Engine
-from fsm2kit.experiments import (
+from fsm2kit.core.engine import Engine
+from fsm2kit.workflows.experiments import (
     GROUP_KEYS,
     ORGAN_ORDER,
     PROVENANCE_COLUMNS,

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fsm2kit.episode import Episode, Support
-from fsm2kit.figures import (
+from fsm2kit.core.episode import Episode, Support
+from fsm2kit.workflows.figures import (
     class_panels,
     dice_bars,
     save_chart,

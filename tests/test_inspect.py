@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 import torch
 
-from fsm2kit.engine import Engine
-from fsm2kit.inspect import (
+from fsm2kit.core.engine import Engine
+from fsm2kit.inspector.capture import (
     MASS_COLUMNS,
     KeyLayout,
     MemoryInspector,
@@ -27,7 +27,7 @@ from fsm2kit.inspect import (
     query_token,
     token_weights,
 )
-from fsm2kit.memory import MemoryBank, MemoryEntry, MemoryPolicy, select_memories
+from fsm2kit.core.memory import MemoryBank, MemoryEntry, MemoryPolicy, select_memories
 
 
 # ----------------------------------------------------------------------------- pure, no SAM2
@@ -344,7 +344,7 @@ def test_capture_options_and_errors(engine, example_episode):
 def test_charts_and_panels(s1sfq, tmp_path):
     from PIL import Image
 
-    from fsm2kit.inspect_views import (
+    from fsm2kit.inspector.views import (
         attention_panels, chart_masses, layer_heatmap, mass_chart, save_chart, save_panel, share_chart,
     )
 
@@ -370,7 +370,7 @@ def test_charts_and_panels(s1sfq, tmp_path):
 
 @pytest.mark.slow
 def test_widget_updates_without_a_browser(s1sfq):
-    from fsm2kit.inspect_widget import MemoryInspectorWidget
+    from fsm2kit.inspector.widget import MemoryInspectorWidget
 
     _, insp = s1sfq
     w = MemoryInspectorWidget(insp, size=128, chart=False)
@@ -415,7 +415,7 @@ def test_cli_inspect_writes_tables_charts_and_panels(tmp_path, capsys):
     import argparse
     import json
 
-    from fsm2kit.inspect_views import register_cli
+    from fsm2kit.inspector.views import register_cli
 
     parser = argparse.ArgumentParser(prog="fsm2kit")
     register_cli(parser.add_subparsers(dest="command", required=True))

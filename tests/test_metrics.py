@@ -1,4 +1,4 @@
-"""Tests of fsm2kit.metrics: hand-computed Dice cases and PROTOCOL.md section 8 item 14."""
+"""Tests of fsm2kit.protocol.metrics: hand-computed Dice cases and PROTOCOL.md section 8 item 14."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fsm2kit.metrics import (
+from fsm2kit.protocol.metrics import (
     DiceCounts,
     dice,
     dice_counts,

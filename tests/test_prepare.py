@@ -1,4 +1,4 @@
-"""fsm2kit.prepare: the SSL-ALPNet preprocessing formulas by hand, then both datasets end to end
+"""fsm2kit.io.prepare: the SSL-ALPNet preprocessing formulas by hand, then both datasets end to end
 on synthetic raw data laid out like the real downloads (and SABS on the bundled CT)."""
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fsm2kit.data import example_dir, load_alp_folder
-from fsm2kit.prepare import (
+from fsm2kit.io.volumes import example_dir, load_alp_folder
+from fsm2kit.cli.prepare import register_cli
+from fsm2kit.io.prepare import (
     CHAOST2_CLASSMAP_NAMES,
     SABS_CLASSMAP_NAMES,
     class_slice_index,
@@ -24,7 +25,6 @@ from fsm2kit.prepare import (
     histogram_cut_top,
     prepare_chaos,
     prepare_synapse,
-    register_cli,
     resample_labels,
     resample_linear,
     resampled_shape,

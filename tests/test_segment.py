@@ -1,4 +1,4 @@
-"""fsm2kit.segment: own scans end to end.
+"""fsm2kit.workflows.segment: own scans end to end.
 
 Pure pieces by hand (labels, start, stopping rule, layout, overlaps), the propagation loop with a
 scripted stand-in engine (exact control of object scores), the error catalogue, and SAM2 runs
@@ -21,23 +21,23 @@ import pandas as pd
 import pytest
 import torch
 
-from fsm2kit.data import LabelMap, Volume, example_ct, example_dir, load_label_nifti, load_nifti
-from fsm2kit.engine import Engine, EngineStats, SupportMemory, TrackOutput
-from fsm2kit.episode import Support
-from fsm2kit.memory import MemoryEntry, MemoryPolicy
-from fsm2kit.ordering import fq_plan
+from fsm2kit.io.volumes import LabelMap, Volume, example_ct, example_dir, load_label_nifti, load_nifti
+from fsm2kit.core.engine import Engine, EngineStats, SupportMemory, TrackOutput
+from fsm2kit.core.episode import Support
+from fsm2kit.core.memory import MemoryEntry, MemoryPolicy
+from fsm2kit.core.plans import fq_plan
 from fsm2kit.testing import assert_labels_agree, assert_masks_agree
-from fsm2kit.segment import (
+from fsm2kit.cli.segment import DEFAULT_PATIENCE as CLI_PATIENCE, cmd_segment, register_cli
+from fsm2kit.workflows.segment import (
+    DEFAULT_PATIENCE,
     ECHO_LOGIT,
     NOT_RUN_LOGIT,
     OrganSpec,
     absent_after,
-    cmd_segment,
     load_scan,
     parse_labels,
     propagate_volume,
     propagation_plan,
-    register_cli,
     relative_start,
     resolve_overlaps,
     segment_volume,
@@ -308,12 +308,12 @@ def ct_files(tmp_path):
 
 def test_error_catalogue_files(tmp_path, ct_files, monkeypatch):
     """Bad files fail with a clear message before any model is loaded."""
-    import fsm2kit.models
+    import fsm2kit.core.models
 
     def no_model(*a, **k):  # every case below must fail before loading SAM2
         raise AssertionError("the model was loaded")
 
-    monkeypatch.setattr(fsm2kit.models, "load_sam2", no_model)
+    monkeypatch.setattr(fsm2kit.core.models, "load_sam2", no_model)
     ct, seg = ct_files
     img = nib.load(ct)
     p = _parser()
@@ -430,9 +430,9 @@ def test_cli_grid_and_support_echo(kind, tmp_path, ct_files, tiny256, monkeypatc
     mask_path = tmp_path / f"liver_z15_{kind}.nii.gz"
     nib.save(vol.mask_to_nifti(one), mask_path)
     if kind != "RAS":  # share the session model (the RAS run loads its own, like a user)
-        import fsm2kit.models
+        import fsm2kit.core.models
 
-        monkeypatch.setattr(fsm2kit.models, "load_sam2", lambda *a, **k: tiny256)
+        monkeypatch.setattr(fsm2kit.core.models, "load_sam2", lambda *a, **k: tiny256)
     out = tmp_path / "seg" / "pred.nii.gz"
     args = _parser().parse_args(_argv(src_path, mask_path, out, "--labels", "liver=5"))
     assert cmd_segment(args) == 0
@@ -472,7 +472,7 @@ def _save(path, data, aff):
 
 @pytest.mark.slow
 def test_multi_organ_encodes_once_and_matches_single_runs(tiny256):
-    from fsm2kit.engine import Engine
+    from fsm2kit.core.engine import Engine
 
     ct = example_ct()
     q = Volume(ct.array[14:20], case_id="ct_z14_19")  # 6 slices of the CT
@@ -525,7 +525,7 @@ def test_multi_organ_encodes_once_and_matches_single_runs(tiny256):
 @pytest.mark.slow
 def test_dicom_query_end_to_end(tmp_path, tiny256, monkeypatch, capsys):
     """A DICOM folder in, a NIfTI label volume in the series' grid out."""
-    import fsm2kit.models
+    import fsm2kit.core.models
     from test_dicom import write_series
 
     rng = np.random.default_rng(0)
@@ -536,7 +536,7 @@ def test_dicom_query_end_to_end(tmp_path, tiny256, monkeypatch, capsys):
     lab[2, 10:30, 8:25] = 1
     mask = tmp_path / "mask.nii.gz"
     nib.save(series_vol.mask_to_nifti(lab), mask)
-    monkeypatch.setattr(fsm2kit.models, "load_sam2", lambda *a, **k: tiny256)
+    monkeypatch.setattr(fsm2kit.core.models, "load_sam2", lambda *a, **k: tiny256)
     out = tmp_path / "pred.nii.gz"
     args = _parser().parse_args(_argv(tmp_path / "dcm", mask, out, "--patience", "0",
                                       "--ct-window=-100,2000", "--support-slice", "2", "--ground-truth", str(mask)))
@@ -556,3 +556,7 @@ def test_dicom_query_end_to_end(tmp_path, tiny256, monkeypatch, capsys):
     dice = pd.read_csv(tmp_path / "pred.dice.csv")
     assert set(dice["mode"]) == {"whole_volume", "oracle_range"} and set(dice["weights"]) == {"random weights (seed 0)"}
     assert dice.loc[dice["mode"] == "oracle_range", "dice"].item() == 1.0  # the echo is the annotation
+
+def test_cli_patience_default_matches_the_library():
+    assert CLI_PATIENCE == DEFAULT_PATIENCE
+

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fsm2kit.support import (
+from fsm2kit.strategies.selectors import (
     SimilarityChoice,
     given_slices,
     largest_slice,
@@ -74,8 +74,8 @@ def test_label_volumes_and_errors():
 
 @pytest.mark.slow
 def test_similarity_selectors_with_sam2(tiny256):
-    from fsm2kit.data import example_ct
-    from fsm2kit.engine import Engine
+    from fsm2kit.io.volumes import example_ct
+    from fsm2kit.core.engine import Engine
 
     ct = example_ct()
     liver = ct.labels.mask("liver")

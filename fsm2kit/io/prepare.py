@@ -54,9 +54,9 @@ import nibabel as nib
 import numpy as np
 from tqdm.auto import tqdm
 
-from .fileio import atomic_write
-from .models import file_sha256
-from .protocol import CHAOS_GRAY_VALUES, CT_WINDOW, SABS_BORDER, chaos_gray_to_label, ct_window
+from ..core.fileio import atomic_write
+from ..core.models import file_sha256
+from ..protocol.rules import CHAOS_GRAY_VALUES, CT_WINDOW, SABS_BORDER, chaos_gray_to_label, ct_window
 
 __all__ = [
     "SABS_CLASSMAP_NAMES",
@@ -79,7 +79,6 @@ __all__ = [
     "find_chaos_scans",
     "prepare_synapse",
     "prepare_chaos",
-    "register_cli",
 ]
 
 #: Class names of the SABS ``classmap_1.json`` (``Synapse_abdominal_classmap.ipynb``), by id.
@@ -571,7 +570,7 @@ def _finish(
     notes: list[str],
     t0: float,
 ) -> PrepareReport:
-    from . import __version__
+    from ..core.version import __version__
 
     cm_path = out_dir / "classmap_1.json"
     _atomic_write(cm_path, lambda tmp: Path(tmp).write_text(json.dumps(classmap)))
@@ -612,7 +611,7 @@ def _finish(
 
 
 def _read_nifti(path: Path, what: str) -> tuple[nib.spatialimages.SpatialImage, np.ndarray]:
-    from .data import _read_image  # shared damaged-file handling
+    from .volumes import _read_image  # shared damaged-file handling
 
     img, data = _read_image(path, what)
     if data.ndim > 3 and all(n == 1 for n in data.shape[3:]):
@@ -787,7 +786,7 @@ def prepare_chaos(
     -------
     PrepareReport
     """
-    from .dicom import read_dicom_series, trailing_number
+    from ..io.dicom import read_dicom_series, trailing_number
 
     t0 = time.perf_counter()
     raw = Path(raw_dir)
@@ -833,7 +832,7 @@ def prepare_chaos(
         ordered_files = [series.files[i] for i in by_file]
         n_z, n_r, n_c = arr.shape
         step = (pos[-1] - pos[0]) / (n_z - 1) if n_z > 1 else series.affine[:3, 2] * np.array([-1, -1, 1])
-        from .dicom import dicom_affine
+        from ..io.dicom import dicom_affine
 
         aff = dicom_affine(pos[0], np.array(series.orientation), (series.spacing[1], series.spacing[2]), step)
         aff = _flip_rows_affine(aff, n_r)
@@ -888,33 +887,3 @@ def prepare_chaos(
 # =====================================================================================
 
 
-def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add ``prepare synapse|chaos RAW_DIR OUT_DIR`` to the ``fsm2kit`` command line."""
-    p = subparsers.add_parser(
-        "prepare",
-        help="preprocess Synapse-CT (BTCV) or CHAOS-MR downloads as SSL-ALPNet did (PROTOCOL.md 1)",
-        description=(
-            "Reproduce the SSL-ALPNet preprocessing (PROTOCOL.md section 1). synapse: RAW_DIR holds "
-            "img/imgXXXX.nii.gz and label/labelXXXX.nii.gz. chaos: RAW_DIR holds "
-            "MR/<id>/T2SPIR/{DICOM_anon,Ground}. Writes image_<id>.nii.gz, label_<id>.nii.gz, "
-            "classmap_1.json, SHA256SUMS and prepare.json into OUT_DIR."
-        ),
-    )
-    p.add_argument("dataset", choices=["synapse", "chaos"], type=str.lower, help="which download")
-    p.add_argument("raw_dir", help="the raw download folder")
-    p.add_argument("out_dir", help="output folder (e.g. sabs_CT_normalized / chaos_MR_T2_normalized)")
-    p.add_argument("--overwrite", action="store_true", help="replace prepared files already in OUT_DIR")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_prepare)
-    return p
-
-
-def cmd_prepare(args: argparse.Namespace) -> int:
-    """Handler of ``fsm2kit prepare``."""
-    fn = prepare_synapse if args.dataset == "synapse" else prepare_chaos
-    rep = fn(args.raw_dir, args.out_dir, overwrite=args.overwrite, progress=not args.no_progress)
-    print(f"{rep.dataset}: {len(rep.scans)} scans prepared in {rep.seconds:.1f} s -> {rep.out_dir}")
-    for s in rep.scans:
-        print(f"  {s.image.name} <- {s.raw_id}  shape (x, y, z) {s.shape_xyz}")
-    print(f"  {rep.classmap.name}, SHA256SUMS, {rep.manifest.name}")
-    return 0

@@ -37,10 +37,10 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .engine import Engine, EpisodeResult
-from .episode import Episode
-from .metrics import per_volume_dice, summarize_dice
-from .ordering import ORDERS, normalize_setting
+from ..core.engine import Engine, EpisodeResult
+from ..core.episode import Episode
+from ..protocol.metrics import per_volume_dice, summarize_dice
+from ..core.plans import ORDERS, normalize_setting
 
 __all__ = [
     "METRICS",
@@ -193,8 +193,8 @@ class ExperimentConfig:
     name: str = "experiment"
 
     def __post_init__(self) -> None:
-        from .models import _resolve_spec
-        from .protocol import DATASETS, PROTOCOL_VARIANTS
+        from ..core.specs import resolve_spec
+        from ..protocol.rules import DATASETS, PROTOCOL_VARIANTS
 
         s = object.__setattr__
         if self.episodes is not None:
@@ -217,13 +217,13 @@ class ExperimentConfig:
         if not orders and any(x.endswith("FQ") for x in settings):
             raise ValueError("ExperimentConfig.orders is empty but an FQ setting needs an order (middle or top).")
         s(self, "orders", tuple(dict.fromkeys(orders)))
-        models = tuple(_resolve_spec(m).name for m in _as_tuple("models", self.models))
+        models = tuple(resolve_spec(m).name for m in _as_tuple("models", self.models))
         if not models:
             raise ValueError("ExperimentConfig.models is empty; give at least one model name, e.g. 'sam2-tiny'.")
         s(self, "models", tuple(dict.fromkeys(models)))
         ck = self.checkpoint
         if isinstance(ck, Mapping):
-            ck = tuple(sorted((_resolve_spec(str(k)).name, os.fspath(v)) for k, v in ck.items()))
+            ck = tuple(sorted((resolve_spec(str(k)).name, os.fspath(v)) for k, v in ck.items()))
             missing = [m for m in models if m not in dict(ck)]
             if missing:
                 raise ValueError(
@@ -276,9 +276,9 @@ class ExperimentConfig:
         FileNotFoundError
             A checkpoint folder without the model's released file name.
         """
-        from .models import _resolve_spec
+        from ..core.specs import resolve_spec
 
-        spec = _resolve_spec(model)
+        spec = resolve_spec(model)
         ck = self.checkpoint
         if ck is None or ck == "random":
             return ck
@@ -369,9 +369,9 @@ def subset_episode(episode: Episode, *, max_slices: int | None = None,
 
 def load_config_episodes(config: ExperimentConfig, *, progress: bool = True) -> list[Episode]:
     """The episodes a config names (loaded, filtered by class, subset for smoke runs)."""
-    from .data import example_dir
-    from .protocol import ALP_SEP, EVALUATED_CLASSES, label_name, resolve_label
-    from .runner import load_episodes
+    from ..io.volumes import example_dir
+    from ..protocol.rules import ALP_SEP, EVALUATED_CLASSES, label_name, resolve_label
+    from ..workflows.runner import load_episodes
 
     path = Path(config.episodes).expanduser() if config.episodes else example_dir() / "chaos_t2spir_case1_liver"
     if not path.exists():
@@ -513,7 +513,7 @@ class ExperimentResult:
     @property
     def note(self) -> str:
         """A line to print next to every number of this result."""
-        from .runner import RANDOM_NOTE
+        from ..workflows.runner import RANDOM_NOTE
 
         return RANDOM_NOTE if self.random_weights else f"weights: {self.weights}"
 
@@ -595,7 +595,7 @@ class ExperimentResult:
     # ------------------------------------------------------------------ files
     def provenance(self) -> dict:
         """JSON-able provenance: configs, models, weights, versions, timing."""
-        from . import __version__
+        from ..core.version import __version__
 
         return {
             "tool": "fsm2kit",
@@ -619,7 +619,7 @@ class ExperimentResult:
 
         Each file is written to a temporary name and renamed; ``provenance.json`` comes last.
         """
-        from .runner import _atomic_write
+        from ..workflows.runner import _atomic_write
 
         out = Path(folder)
         paths = {k: out / v for k, v in RESULT_FILES.items()}
@@ -696,7 +696,7 @@ def run_experiments(
     """
     import torch
 
-    from .models import load_sam2
+    from ..core.models import load_sam2
 
     if isinstance(configs, ExperimentConfig):
         configs = [configs]
@@ -861,8 +861,8 @@ def results_table(
 
 
 def _order_rows(table: pd.DataFrame, row_order: Mapping[str, Sequence] | None) -> pd.DataFrame:
-    from .models import MODELS
-    from .ordering import SETTINGS
+    from ..core.models import MODELS
+    from ..core.plans import SETTINGS
 
     known = {"setting": list(SETTINGS), "order": ["n/a", "top", "middle"], "model": list(MODELS)}
     known.update({k: list(v) for k, v in (row_order or {}).items()})

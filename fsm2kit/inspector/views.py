@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 if TYPE_CHECKING:  # imported lazily: ``fsm2kit --help`` stays light
-    from .inspect import Inspection, KeyEntry
+    from .capture import Inspection, KeyEntry
 
 __all__ = [
     "chart_masses",
@@ -45,7 +45,6 @@ __all__ = [
     "attention_panels",
     "save_panel",
     "write_inspection",
-    "register_cli",
     "GROUP_COLORS",
 ]
 
@@ -222,7 +221,7 @@ def layer_heatmap(insp: Inspection, *, step: int | None = None, region: str = "a
 
 def save_chart(chart, path: str | os.PathLike, **options) -> dict[str, Path]:
     """:func:`fsm2kit.figures.save_chart` (imported when first used: ``fsm2kit --help`` stays light)."""
-    from .figures import save_chart as save
+    from ..workflows.figures import save_chart as save
 
     return save(chart, path, **options)
 
@@ -473,76 +472,3 @@ def write_inspection(insp: Inspection, out: str | os.PathLike, *, panels: int = 
     return paths
 
 
-def register_cli(subparsers) -> None:
-    """Add ``fsm2kit inspect``: memory-attention masses, charts and panels of one run."""
-    from .cli import add_model_args
-    from .ordering import ORDERS, SETTINGS
-
-    p = subparsers.add_parser(
-        "inspect",
-        help="record which memories SAM2 attends to (memory-attention masses, charts, attention panels)",
-        description="Segment one episode under a setting while capturing SAM2's memory-attention weights; "
-        "write tidy tables (masses.csv: mass per query slice, layer, head and memory entry), charts and "
-        "attention panels.",
-    )
-    p.add_argument("--episodes", default=None,
-                   help="npz episode folder or SSL-ALPNet folder (default: the bundled CHAOS case)")
-    p.add_argument("--episode-index", type=int, default=0, help="which episode of the folder (default 0)")
-    p.add_argument("--dataset", default=None, choices=["SABS", "CHAOST2"], type=str.upper)
-    p.add_argument("--fold", type=int, default=None)
-    p.add_argument("--label", default=None, help="class name or id (dataset folders)")
-    p.add_argument("--setting", required=True, choices=SETTINGS, type=str.upper)
-    p.add_argument("--order", default="middle", choices=ORDERS, help="FQ settings only (default middle)")
-    p.add_argument("--layers", type=int, nargs="+", default=None, help="memory-attention layers (default all)")
-    p.add_argument("--max-slices", type=int, default=None, help="only the middle N query slices")
-    p.add_argument("--pixel", type=int, nargs=2, metavar=("Y", "X"), default=None,
-                   help="query pixel of the attention panels (default: centre of the predicted foreground)")
-    p.add_argument("--panels", type=int, default=3, help="slices with attention panels (default 3)")
-    p.add_argument("--no-verify", action="store_true",
-                   help="skip recomputing each layer's output from the captured weights")
-    p.add_argument("--out", required=True, help="output folder")
-    add_model_args(p)
-    p.set_defaults(func=_cmd_inspect)
-
-
-def _cmd_inspect(args) -> int:
-    import torch
-
-    from .data import example_episodes
-    from .inspect import episode_subset, inspect_episode
-    from .runner import load_episodes
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.episodes is None:
-        episodes = example_episodes()
-    else:
-        episodes = load_episodes(args.episodes, dataset=args.dataset, fold=args.fold, label=args.label)
-    if not 0 <= args.episode_index < len(episodes):
-        raise ValueError(f"--episode-index {args.episode_index}: the folder has {len(episodes)} episode(s) "
-                         f"(0..{len(episodes) - 1}).")
-    episode = episodes[args.episode_index]
-    if args.max_slices is not None:
-        if args.max_slices < 1:
-            raise ValueError(f"--max-slices must be >= 1, got {args.max_slices}.")
-        if args.max_slices < episode.n_slices:
-            start = (episode.n_slices - args.max_slices) // 2
-            episode = episode_subset(episode, slice(start, start + args.max_slices))
-    from .cli import engine_from_args, model_from_args
-
-    model = model_from_args(args, meaningless="the attention content is meaningless")
-    engine = engine_from_args(model, args)
-    insp = inspect_episode(engine, episode, args.setting, order=args.order, layers=args.layers,
-                           verify=not args.no_verify)
-    pixel = tuple(args.pixel) if args.pixel else None
-    paths = write_inspection(insp, args.out, panels=args.panels, pixel=pixel)
-    print(insp)
-    if insp.max_rel_error is not None:
-        print(f"capture check: max relative error of the recomputed layer outputs {insp.max_rel_error:.1e}")
-    share = insp.shares().groupby("group")["mass"].mean()
-    print("mean attention share (all query tokens, all layers): "
-          + ", ".join(f"{g} {v:.3f}" for g, v in share.items()) + f"  [{insp.weights}]")
-    print("Outputs:")
-    for p in paths.values():
-        print(f"  {p}")
-    return 0

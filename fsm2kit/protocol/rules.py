@@ -25,7 +25,7 @@ from numbers import Integral, Real
 
 import numpy as np
 
-from .episode import Episode, Support
+from ..core.episode import Episode, Support
 
 __all__ = [
     # constants

@@ -19,7 +19,7 @@ real scans come without it. :func:`segment_volume` (and ``fsm2kit segment``) the
    logit (:func:`resolve_overlaps`);
 5. with ground truth, also runs the paper's **oracle range** (propagation restricted to the
    ground-truth slice range of each label, no stopping rule) and reports the 3D Dice of both
-   modes (:func:`dice_table`), so the price of not knowing the range is visible.
+   modes (:func:`modes_dice_table`), so the price of not knowing the range is visible.
 
 The support slice itself. When the support image *is* the query scan (the user annotated a
 slice of the scan being segmented), that slice is not re-predicted: it is SAM2's conditioning
@@ -60,10 +60,11 @@ from typing import Sequence
 
 import numpy as np
 
-from .data import LabelMap, LabelVolume, Volume, array_axes_in_file, label_dtype
-from .episode import Support
-from .memory import MemoryBank
-from .ordering import Frame, Plan, Step
+from ..core.fileio import file_sha256
+from ..io.volumes import LabelMap, LabelVolume, Volume, array_axes_in_file, label_dtype
+from ..core.episode import Support
+from ..core.memory import MemoryBank
+from ..core.plans import Frame, Plan, Step
 
 __all__ = [
     "DEFAULT_PATIENCE",
@@ -84,11 +85,10 @@ __all__ = [
     "SegmentResult",
     "segment_volume",
     "check_request",
-    "dice_table",
+    "modes_dice_table",
     "load_scan",
     "sidecar_path",
-    "register_cli",
-    "cmd_segment",
+    "check_output",
 ]
 
 #: Default number of consecutive slices with a non-positive object score that end the organ.
@@ -485,7 +485,7 @@ def propagation_job(
 
 def _propagation_steps(engine, imgs: np.ndarray, supports: Sequence[Support], start: int,
                        patience: int | None, lo: int, hi: int):
-    from .engine import TrackRequest
+    from ..core.engine import TrackRequest
 
     t0 = time.perf_counter()
     n = imgs.shape[0]
@@ -612,7 +612,7 @@ class SegmentResult:
     oracle_labels : ndarray or None
         The oracle-range label volume.
     dice : pandas.DataFrame or None
-        :func:`dice_table` of both modes (with ground truth).
+        :func:`modes_dice_table` of both modes (with ground truth).
     query : Volume
         The query; :meth:`save` writes into its source grid.
     provenance : dict
@@ -667,8 +667,8 @@ class SegmentResult:
 
     def sidecar(self) -> dict:
         """The JSON sidecar's content (provenance, settings, per-label per-slice scores)."""
-        from . import __version__
-        from .runner import RANDOM_NOTE
+        from ..core.version import __version__
+        from ..workflows.runner import RANDOM_NOTE
 
         axes = array_axes_in_file(self.query)
 
@@ -737,7 +737,7 @@ class SegmentResult:
         """
         path = Path(path)
         side = sidecar_path(path)
-        _check_writable(path)
+        check_output(path)
         meta = self.sidecar()
         meta["output"] = str(path)
         if extra:
@@ -755,7 +755,7 @@ class SegmentResult:
             tmp_img = _tmp_in(path)
             temps.append((tmp_img, path))
             nib.save(img, tmp_img)
-            meta["output_sha256"] = _sha256(Path(tmp_img))
+            meta["output_sha256"] = file_sha256(Path(tmp_img))
             tmp_side = _tmp_in(side)
             temps.append((tmp_side, side))
             Path(tmp_side).write_text(json.dumps(_finite(meta), indent=2, default=_json_default, allow_nan=False))
@@ -811,14 +811,6 @@ def _json_default(o):
     return str(o)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _tmp_in(final: Path) -> str:
     suffix = ".tmp" + ("".join(final.suffixes[-2:]) if final.name.endswith(".nii.gz") else final.suffix)
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=suffix, dir=final.parent)
@@ -835,7 +827,7 @@ def sidecar_path(path: str | os.PathLike) -> Path:
     raise ValueError(f"The output must be a NIfTI file ending in .nii.gz or .nii, got {p.name!r}.")
 
 
-def _check_writable(path: Path) -> None:
+def check_output(path: Path) -> None:
     """Fail early (before any model runs) when ``path`` cannot be written."""
     sidecar_path(path)
     if path.exists() and path.is_dir():
@@ -852,7 +844,7 @@ def _check_writable(path: Path) -> None:
         )
 
 
-def dice_table(
+def modes_dice_table(
     predictions: Mapping[str, np.ndarray],
     truth: np.ndarray,
     organs: Sequence[OrganSpec],
@@ -881,7 +873,7 @@ def dice_table(
     """
     import pandas as pd
 
-    from .metrics import dice_counts
+    from ..protocol.metrics import dice_counts
 
     t = np.asarray(truth)
     rows = []
@@ -959,7 +951,7 @@ def _clip(a: np.ndarray, window: tuple[float, float] | None) -> np.ndarray:
 
 
 def _prompt_survives(mask2d: np.ndarray, image_size: int) -> bool:
-    from .engine import prompt_mask
+    from ..core.engine import prompt_mask
 
     return bool(prompt_mask(mask2d, image_size).any())
 
@@ -975,7 +967,7 @@ def _choose_support(
     start: int | None,
     npart: int,
 ):
-    from . import support as S
+    from ..strategies import selectors as S
 
     mask3d = _organ_mask(lab, organ)
     sim = None
@@ -1025,7 +1017,7 @@ def check_request(
     dict
         ``{label name: support slices}`` (None for ``"similar"``, chosen with the model).
     """
-    from . import support as S
+    from ..strategies import selectors as S
 
     lab = np.asarray(support_labels)
     out: dict[str, list[int] | None] = {}
@@ -1125,7 +1117,7 @@ def segment_volume(
     ct_window : (lo, hi), optional, keyword-only
         Clip intensities of query and support before SAM2 (e.g. (-125, 275) HU).
     ground_truth : ndarray or LabelVolume, optional, keyword-only
-        Query labels with the same ids: adds the oracle-range mode and :func:`dice_table`.
+        Query labels with the same ids: adds the oracle-range mode and :func:`modes_dice_table`.
     npart : int, keyword-only
         Chunks of ``support_select="protocol"``.
     progress : bool, optional, keyword-only
@@ -1134,8 +1126,8 @@ def segment_volume(
     -------
     SegmentResult
     """
-    from .engine import Engine
-    from .models import SAM2Model
+    from ..core.engine import Engine
+    from ..core.models import SAM2Model
 
     t0 = time.perf_counter()
     if isinstance(engine, SAM2Model):
@@ -1228,7 +1220,7 @@ def segment_volume(
         settings=settings,
     )
     if gt is not None:
-        res.dice = dice_table({"whole_volume": label_vol, "oracle_range": oracle_vol}, gt, organs,
+        res.dice = modes_dice_table({"whole_volume": label_vol, "oracle_range": oracle_vol}, gt, organs,
                               case_id=qvol.case_id, provenance=prov)
     return res
 
@@ -1240,11 +1232,11 @@ def segment_volume(
 
 def load_scan(path: str | os.PathLike, *, modality: str = "", case_id: str | None = None) -> Volume:
     """A scan from a NIfTI file or a folder of DICOM slices (:mod:`fsm2kit.dicom`)."""
-    from .data import load_nifti
+    from ..io.volumes import load_nifti
 
     p = Path(path)
     if p.is_dir():
-        from .dicom import read_dicom_series
+        from ..io.dicom import read_dicom_series
 
         series = read_dicom_series(p)
         mod = modality or (series.modality if series.modality in ("CT", "MR") else "")
@@ -1255,131 +1247,3 @@ def load_scan(path: str | os.PathLike, *, modality: str = "", case_id: str | Non
     return load_nifti(p, modality=modality, case_id=case_id)
 
 
-def _parse_window(text: str | None) -> tuple[float, float] | None:
-    if text is None:
-        return None
-    if text.strip().lower() in ("abdomen", "soft-tissue", "soft_tissue"):
-        from .protocol import CT_WINDOW
-
-        return CT_WINDOW
-    try:
-        lo, hi = (float(v) for v in text.split(","))
-    except ValueError:
-        raise ValueError(
-            f"--ct-window expects LO,HI in HU, e.g. --ct-window=-125,275 (note the '='), got {text!r}."
-        ) from None
-    if not lo < hi:
-        raise ValueError(f"--ct-window needs LO < HI, got {text!r}.")
-    return lo, hi
-
-
-def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add ``fsm2kit segment`` (own scans: NIfTI/DICOM in, NIfTI label volume out)."""
-    from .cli import add_model_args
-
-    p = subparsers.add_parser(
-        "segment",
-        help="segment a scan from one annotated support slice; writes a label volume in the scan's grid",
-        description=(
-            "Segment organs of a CT/MR scan (NIfTI file or DICOM folder) from annotated support "
-            "slice(s) of another (or the same) scan, propagating through the whole volume and "
-            "stopping where SAM2's object score says the organ ends. Writes a uint8/uint16 label "
-            "volume with the query's exact grid and a JSON sidecar (provenance, per-slice object "
-            "scores). Slice indices count along the scan's inferior->superior axis."
-        ),
-    )
-    p.add_argument("--image", required=True, help="query scan: NIfTI file or DICOM folder")
-    p.add_argument("--support-image", required=True, help="annotated scan: NIfTI file or DICOM folder")
-    p.add_argument("--support-mask", required=True, help="NIfTI label/mask on the support image's grid")
-    sel = p.add_mutually_exclusive_group()
-    sel.add_argument("--support-slice", type=int, default=None, metavar="K",
-                     help="support slice index K (inferior->superior, 0-based) for every label")
-    sel.add_argument("--support-select", default="middle", choices=["middle", "largest", "protocol", "similar"],
-                     help="how to choose each label's support slice (default middle organ slice)")
-    p.add_argument("--labels", default=None,
-                   help="labels to segment, e.g. liver=6,spleen=1 (name=id in the mask); default all ids")
-    p.add_argument("--label-map", default=None, choices=["SABS", "CHAOST2"], type=str.upper,
-                   help="resolve label names without ids through a dataset's label map")
-    p.add_argument("--start-slice", type=int, default=None, metavar="K",
-                   help="first query slice (default: the support's relative position along z)")
-    p.add_argument("--patience", type=int, default=DEFAULT_PATIENCE,
-                   help=f"stop after N consecutive slices with object score <= 0 (default {DEFAULT_PATIENCE}; "
-                        "0 = whole volume)")
-    p.add_argument("--ct-window", default=None, metavar="LO,HI",
-                   help="clip intensities before SAM2, e.g. --ct-window=-125,275 (or 'abdomen')")
-    p.add_argument("--modality", default="", choices=["CT", "MR"], type=str.upper,
-                   help="modality recorded on the volumes (default: from DICOM, else unknown)")
-    p.add_argument("--ground-truth", default=None,
-                   help="query labels (same ids): adds the oracle-range mode and a Dice table")
-    p.add_argument("--out", required=True, help="output label volume (.nii.gz); the sidecar is <name>.json")
-    add_model_args(p)
-    p.set_defaults(func=cmd_segment)
-    return p
-
-
-def cmd_segment(args: argparse.Namespace) -> int:
-    """Handler of ``fsm2kit segment``."""
-    import torch
-
-    from .data import load_label_nifti
-    from .runner import RANDOM_NOTE
-
-    t0 = time.perf_counter()
-    out = Path(args.out)
-    _check_writable(out)  # before anything slow
-    window = _parse_window(args.ct_window)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    query = load_scan(args.image, modality=args.modality)
-    sup = load_scan(args.support_image, modality=args.modality)
-    lm = LabelMap.from_dataset(args.label_map) if args.label_map else None
-    mask = load_label_nifti(args.support_mask, like=sup, label_map=lm, what="Support mask")
-    gt = None
-    if args.ground_truth:
-        gt = load_label_nifti(args.ground_truth, like=query, label_map=lm, what="Ground truth")
-    organs = parse_labels(args.labels, label_map=lm, present=np.unique(mask.array).tolist())
-    check_request(organs, mask.array, support_select=args.support_select, support_slices=args.support_slice,
-                  image_size=args.image_size)
-    if args.start_slice is not None and not 0 <= args.start_slice < query.shape[0]:
-        raise ValueError(f"--start-slice {args.start_slice} is outside the query's {query.shape[0]} slices.")
-    from .cli import engine_from_args, model_from_args
-
-    model = model_from_args(args, meaningless="the masks mean nothing")
-    engine = engine_from_args(model, args)
-    res = segment_volume(
-        query, sup, mask, engine=engine, labels=list(organs), label_map=lm,
-        support_select=args.support_select, support_slices=args.support_slice, start=args.start_slice,
-        patience=args.patience if args.patience else None, ct_window=window, ground_truth=gt,
-        progress=not args.no_progress,
-    )
-    inputs = {}
-    for key, pth in (("image", args.image), ("support_image", args.support_image),
-                     ("support_mask", args.support_mask), ("ground_truth", args.ground_truth)):
-        if pth is None:
-            continue
-        pp = Path(pth)
-        inputs[key] = {"path": str(pp.absolute()),
-                       "sha256": _sha256(pp) if pp.is_file() else None,
-                       "dicom_files": len(list(pp.iterdir())) if pp.is_dir() else None}
-    img_path, side = res.save(out, extra={
-        "command": " ".join([os.path.basename(sys.argv[0]) or "fsm2kit"] + sys.argv[1:]),
-        "inputs": inputs,
-        "total_seconds": round(time.perf_counter() - t0, 3),
-    })
-    if res.random_weights:
-        print("!" * 78 + f"\n!! {RANDOM_NOTE}\n" + "!" * 78)
-    print(f"{res.query.case_id}: {len(res.organs)} label(s), {res.encoder_passes} encoder passes, "
-          f"{res.seconds:.1f} s ({model.name}, {model.weights})")
-    for o in res.organs:
-        p = o.propagation
-        ext = p.extent()
-        print(f"  {o.name}={o.label_id}: support z {list(o.support_z)} ({o.support_method}), start {p.start}, "
-              f"ran {int(p.processed.sum())}/{p.logits.shape[0]} slices, organ "
-              f"{'z %d..%d' % ext if ext else 'absent'}, {int((res.labels == o.label_id).sum())} voxels")
-    if res.dice is not None:
-        cols = ["label_name", "mode", "dice", "tp", "fp", "fn", "pred_z_first", "pred_z_last",
-                "true_z_first", "true_z_last"]
-        print(f"Dice ({model.name}, {model.weights})")
-        print(res.dice[cols].to_string(index=False, float_format=lambda x: f"{x:.4f}"))
-    print(f"wrote {img_path}\n      {side}")
-    return 0

@@ -27,82 +27,31 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .fileio import file_sha256
+from .holes import connected_components, fill_holes, install_cpu_connected_components
+from .specs import (
+    MODELS,
+    PUBLISHED_OVERRIDES,
+    RANDOM_WEIGHTS,
+    CheckpointDownloadError,
+    CheckpointError,
+    ModelSpec,
+    resolve_spec,
+)
+
 __all__ = [
-    "MODELS",
-    "ModelSpec",
     "SAM2Model",
-    "CheckpointError",
-    "CheckpointDownloadError",
     "load_sam2",
-    "resolve_device",
-    "fill_holes",
-    "connected_components",
-    "install_cpu_connected_components",
-    "file_sha256",
-    "RANDOM_WEIGHTS",
     "save_checkpoint",
+    "resolve_device",
     "download_checkpoint",
     "cache_dir",
 ]
 
-RANDOM_WEIGHTS = "random weights"
-
-_URL_20 = "https://dl.fbaipublicfiles.com/segment_anything_2/072824/"
-_URL_21 = "https://dl.fbaipublicfiles.com/segment_anything_2/092824/"
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    """A row of the model table: sam2 config name, checkpoint file name and its download URL."""
-
-    name: str
-    config: str
-    checkpoint: str
-    url: str
-
-    @property
-    def version(self) -> str:
-        return "2.1" if self.name.startswith("sam2.1") else "2.0"
 
 
-def _spec(name: str, cfg_dir: str, cfg: str, ckpt: str, base: str) -> ModelSpec:
-    return ModelSpec(name, f"configs/{cfg_dir}/{cfg}", ckpt, base + ckpt)
-
-
-#: Model names -> sam2 configs and checkpoints. SAM 2.0 is what FS-MedSAM2 used (PROTOCOL 6.6).
-MODELS: dict[str, ModelSpec] = {
-    s.name: s
-    for s in [
-        _spec("sam2-tiny", "sam2", "sam2_hiera_t.yaml", "sam2_hiera_tiny.pt", _URL_20),
-        _spec("sam2-small", "sam2", "sam2_hiera_s.yaml", "sam2_hiera_small.pt", _URL_20),
-        _spec("sam2-base_plus", "sam2", "sam2_hiera_b+.yaml", "sam2_hiera_base_plus.pt", _URL_20),
-        _spec("sam2-large", "sam2", "sam2_hiera_l.yaml", "sam2_hiera_large.pt", _URL_20),
-        _spec("sam2.1-tiny", "sam2.1", "sam2.1_hiera_t.yaml", "sam2.1_hiera_tiny.pt", _URL_21),
-        _spec("sam2.1-small", "sam2.1", "sam2.1_hiera_s.yaml", "sam2.1_hiera_small.pt", _URL_21),
-        _spec(
-            "sam2.1-base_plus", "sam2.1", "sam2.1_hiera_b+.yaml", "sam2.1_hiera_base_plus.pt",
-            _URL_21,
-        ),
-        _spec("sam2.1-large", "sam2.1", "sam2.1_hiera_l.yaml", "sam2.1_hiera_large.pt", _URL_21),
-    ]
-}
-
-#: The overrides of the published FS-MedSAM2 build (``build_fsmedsam2.py:90-105``).
-PUBLISHED_OVERRIDES = (
-    "++model.sam_mask_decoder_extra_args.dynamic_multimask_via_stability=true",
-    "++model.sam_mask_decoder_extra_args.dynamic_multimask_stability_delta=0.05",
-    "++model.sam_mask_decoder_extra_args.dynamic_multimask_stability_thresh=0.98",
-    "++model.binarize_mask_from_pts_for_mem_enc=true",
-    "++model.fill_hole_area=8",
-)
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file does not fit the model (missing/unexpected keys, wrong shapes)."""
-
-
-class CheckpointDownloadError(RuntimeError):
-    """A checkpoint could not be downloaded (typically: this machine is offline)."""
 
 
 # ----------------------------------------------------------------------------- devices
@@ -128,92 +77,6 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     ):
         raise RuntimeError("device='mps' was requested but MPS is not available; use --device cpu.")
     return dev
-
-
-# ----------------------------------------------------------------------------- hole filling
-def connected_components(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """8-connected components of binary masks, like sam2's CUDA ``get_connected_componnets``.
-
-    Parameters
-    ----------
-    mask : Tensor, (N, 1, H, W)
-        Binary masks (nonzero = in a component).
-
-    Returns
-    -------
-    labels, areas : Tensor, (N, 1, H, W) int32
-        Component label (0 outside the mask) and the area of each pixel's component
-        (0 outside the mask), on the input's device.
-    """
-    from scipy import ndimage
-
-    if mask.ndim != 4 or mask.shape[1] != 1:
-        raise ValueError(f"connected_components expects (N, 1, H, W) masks, got {tuple(mask.shape)}.")
-    m = mask.detach().to("cpu").numpy().astype(bool)
-    labels = np.zeros(m.shape, dtype=np.int32)
-    areas = np.zeros(m.shape, dtype=np.int32)
-    structure = np.ones((3, 3), dtype=bool)
-    for i in range(m.shape[0]):
-        lab, n = ndimage.label(m[i, 0], structure=structure)
-        if n:
-            counts = np.bincount(lab.ravel())
-            counts[0] = 0
-            labels[i, 0] = lab
-            areas[i, 0] = counts[lab]
-    return torch.from_numpy(labels).to(mask.device), torch.from_numpy(areas).to(mask.device)
-
-
-def fill_holes(logits: torch.Tensor, max_area: int = 8) -> torch.Tensor:
-    """SAM2's hole filling, on any device.
-
-    Background connected components (score <= 0, 8-connectivity) with an area of at most
-    ``max_area`` pixels are set to +0.1 (foreground), exactly as sam2's
-    ``fill_holes_in_mask_scores`` does with its CUDA extension.
-
-    Parameters
-    ----------
-    logits : Tensor, (N, 1, H, W)
-        Low-resolution mask logits (H = W = image_size / 4 in SAM2).
-    max_area : int
-        Largest hole area to fill; 0 disables filling.
-    """
-    if max_area <= 0:
-        return logits
-    labels, areas = connected_components(logits <= 0)
-    is_hole = (labels > 0) & (areas <= max_area)
-    return torch.where(is_hole, torch.tensor(0.1, dtype=logits.dtype, device=logits.device), logits)
-
-
-def install_cpu_connected_components() -> None:
-    """Provide ``sam2._C.get_connected_componnets`` (sic) backed by :func:`connected_components`.
-
-    sam2 looks the function up in its CUDA extension and skips hole filling when the extension
-    is missing (always on CPU). After this call sam2's own predictors post-process like
-    fsm2kit does. Used by the faithfulness tests to give the oracle the same post-processing;
-    it changes nothing if the real extension is importable.
-    """
-    try:  # the real extension wins
-        import sam2._C  # noqa: F401
-
-        return
-    except ImportError:
-        pass
-    mod = types.ModuleType("sam2._C")
-    mod.get_connected_componnets = lambda m: connected_components(m)  # type: ignore[attr-defined]
-    sys.modules["sam2._C"] = mod
-    import sam2
-
-    sam2._C = mod  # type: ignore[attr-defined]
-
-
-# ----------------------------------------------------------------------------- checkpoints
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, streamed."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def cache_dir() -> Path:
@@ -421,17 +284,6 @@ def _dist_version(name: str) -> str:
         return "unknown"
 
 
-def _resolve_spec(name: str) -> ModelSpec:
-    key = name.strip().lower().replace("-hiera-", "-").replace("base+", "base_plus")
-    key = key.replace("baseplus", "base_plus").replace("base-plus", "base_plus")
-    if key in MODELS:
-        return MODELS[key]
-    raise ValueError(
-        f"Unknown model name {name!r}. Expected one of: {', '.join(MODELS)} "
-        "(SAM 2.0: sam2-*, as FS-MedSAM2 used; SAM 2.1: sam2.1-*)."
-    )
-
-
 def _check_image_size(image_size: int) -> int:
     if not isinstance(image_size, (int, np.integer)) or image_size < 128 or image_size % 64:
         raise ValueError(
@@ -488,7 +340,7 @@ def load_sam2(
     CheckpointDownloadError
         A download by name failed (offline): pass ``checkpoint=FILE``.
     """
-    spec = _resolve_spec(name)
+    spec = resolve_spec(name)
     image_size = _check_image_size(image_size)
     dev = resolve_device(device)
 

@@ -46,8 +46,8 @@ import nibabel as nib
 import numpy as np
 from nibabel import orientations as nio
 
-from .episode import Episode, Support
-from .protocol import DATASET_LABELS, alp_chunk_index
+from ..core.episode import Episode, Support
+from ..protocol.rules import DATASET_LABELS, alp_chunk_index
 
 __all__ = [
     "CANONICAL_AXCODES",
@@ -1498,7 +1498,7 @@ def example_dir() -> Path:
     Set the environment variable ``FSM2KIT_DATA`` to use another folder with the same layout.
     """
     env = os.environ.get("FSM2KIT_DATA")
-    d = Path(env) if env else Path(__file__).resolve().parent.parent / "data" / "examples"
+    d = Path(env) if env else Path(__file__).resolve().parents[2] / "data" / "examples"
     if not d.is_dir():
         src = "FSM2KIT_DATA" if env else "the repository's data/examples"
         raise FileNotFoundError(

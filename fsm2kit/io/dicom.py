@@ -138,7 +138,7 @@ class DicomSeries:
     def to_volume(self, *, case_id: str | None = None):
         """A :class:`fsm2kit.data.Volume` (canonical axial layout) whose masks write back to
         :meth:`to_nifti`'s grid."""
-        from .data import volume_from_nifti_image
+        from .volumes import volume_from_nifti_image
 
         mod = self.modality if self.modality in ("CT", "MR") else ""
         cid = case_id if case_id is not None else (self.files[0].parent.name if self.files else "")

@@ -22,8 +22,8 @@ import io
 import ipywidgets as W
 import traitlets
 
-from .inspect import Inspection
-from .inspect_views import chart_png, mass_chart, memory_panels, query_image
+from .capture import Inspection
+from ..inspector.views import chart_png, mass_chart, memory_panels, query_image
 
 __all__ = ["ClickImage", "MemoryInspectorWidget", "show_inspector"]
 

@@ -21,10 +21,10 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .engine import Engine, EpisodeResult
-from .episode import Episode
-from .fileio import atomic_write as _atomic_write
-from .metrics import summarize_dice
+from ..core.engine import Engine, EpisodeResult
+from ..core.episode import Episode
+from ..core.fileio import atomic_write as _atomic_write
+from ..protocol.metrics import summarize_dice
 
 __all__ = [
     "load_episodes",
@@ -66,7 +66,7 @@ def load_episodes(
     variant : {"ALP", "GMRD"}
         Protocol variant for folds, scored slices and chunks.
     """
-    from .data import load_alp_folder, load_npz_episodes
+    from ..io.volumes import load_alp_folder, load_npz_episodes
 
     p = Path(path)
     if not p.exists():
@@ -76,7 +76,7 @@ def load_episodes(
     if any(p.glob("*.npz")):
         return load_npz_episodes(p, dataset=dataset or "CHAOST2")
     if any(p.glob("image_*.nii*")):
-        from .protocol import build_episode, fold_split, resolve_label
+        from ..protocol.rules import build_episode, fold_split, resolve_label
 
         missing = [n for n, v in (("--dataset", dataset), ("--fold", fold), ("--label", label)) if v is None]
         if missing:
@@ -142,7 +142,7 @@ def dice_table(slices: pd.DataFrame) -> pd.DataFrame:
     published FS-MedSAM2 code prints), ``mean_per_volume`` (mean of per-volume 3D Dice, what
     the baselines report), ``volume`` (one scan's 3D Dice, ``case_id`` set).
     """
-    from .metrics import per_volume_dice
+    from ..protocol.metrics import per_volume_dice
 
     by = ["setting", "order", "label", "label_name"]
     summary = summarize_dice(slices, by=by)
@@ -222,7 +222,7 @@ def write_run(run: RunResult, out: str | os.PathLike, *, extra: dict | None = No
     """
     import sam2
 
-    from . import __version__
+    from ..core.version import __version__
 
     outdir = Path(out)
     try:

@@ -34,10 +34,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .episode import Episode, Support
-from .memory import MemoryBank, MemoryEntry, MemoryPolicy, MemorySelection
-from .models import SAM2Model, fill_holes
-from .ordering import Plan, build_plans, normalize_setting
+from ..core.episode import Episode, Support
+from ..core.memory import MemoryBank, MemoryEntry, MemoryPolicy, MemorySelection
+from ..core.models import SAM2Model, fill_holes
+from ..core.plans import Plan, build_plans, normalize_setting
 
 __all__ = [
     "IMAGENET_MEAN",

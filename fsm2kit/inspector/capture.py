@@ -46,9 +46,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .engine import Engine, EpisodeResult, TrackOutput
-from .episode import Episode
-from .memory import MemoryBank, MemorySelection
+from ..core.engine import Engine, EpisodeResult, TrackOutput
+from ..core.episode import Episode
+from ..core.memory import MemoryBank, MemorySelection
 
 __all__ = [
     "KeyEntry",

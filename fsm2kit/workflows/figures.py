@@ -92,7 +92,7 @@ def _show(ax, image, mask=None, color=PRED_COLOR, title=""):
 def _slice_dice(pred: np.ndarray, gt: np.ndarray | None) -> str:
     if gt is None:
         return ""
-    from .experiments import slice_dice
+    from ..workflows.experiments import slice_dice
 
     p, t = pred.astype(bool), np.asarray(gt).astype(bool)
     tp = np.count_nonzero(p & t)
@@ -346,7 +346,7 @@ def save_chart(chart, path: str | os.PathLike, *, formats: Sequence[str] = CHART
     dict
         format -> path written.
     """
-    from .runner import _atomic_write
+    from ..workflows.runner import _atomic_write
 
     base = Path(path)
     if base.suffix.lower().lstrip(".") in ("png", "svg", "html", "json"):
@@ -370,7 +370,7 @@ def save_chart(chart, path: str | os.PathLike, *, formats: Sequence[str] = CHART
 
 def save_figure(fig, path: str | os.PathLike, *, dpi: int = 100) -> Path:
     """Save a matplotlib figure as PNG (atomically)."""
-    from .runner import _atomic_write
+    from ..workflows.runner import _atomic_write
 
     out = Path(path)
     if out.suffix.lower() != ".png":

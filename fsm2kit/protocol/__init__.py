@@ -1,0 +1,11 @@
+"""The evaluation protocol of PROTOCOL.md: labels, folds, scored ranges, chunks, support slices, episodes, Dice.
+
+Public names load lazily (PEP 562): importing this package imports no submodule.
+"""
+
+from ..core.lazy import lazy_exports
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    ".metrics": ['DiceCounts', 'dice_counts', 'dice', 'pooled_dice', 'mean_volume_dice', 'per_volume_dice', 'summarize_dice', 'METRIC_POOLED', 'METRIC_MEAN_PER_VOLUME'],
+    ".rules": ['DATASET_LABELS', 'DATASETS', 'PROTOCOL_VARIANTS', 'SCAN_IDS', 'ALP_SEP', 'GMRD_FOLDS', 'PA_ALL', 'LABEL_GROUPS', 'EVALUATED_CLASSES', 'LABEL_ALIASES', 'CT_WINDOW', 'SABS_BORDER', 'SABS_SPACING_FACTOR', 'CHAOS_GRAY_VALUES', 'CHAOS_GRAY_RANGES', 'resolve_label', 'label_name', 'tested_classes', 'FoldSplit', 'fold_split', 'class_slices', 'scored_range', 'alp_support_pcts', 'alp_support_index', 'support_slices', 'alp_chunk_index', 'gmrd_chunk_boundaries', 'chunk_ids', 'build_episode', 'ct_window', 'alp_resampled_size', 'chaos_gray_to_label'],
+})
