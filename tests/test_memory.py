@@ -17,7 +17,7 @@ import torch
 from fsm2kit.core.memory import (
     MemoryBank,
     MemoryEntry,
-    MemoryPolicy,
+    MemorySettings,
     PointerRef,
     SpatialRef,
     select_closest_cond_frames,
@@ -26,7 +26,7 @@ from fsm2kit.core.memory import (
 
 torch.set_num_threads(2)
 
-DEFAULT = MemoryPolicy()  # num_maskmem 7, all cond frames, stride 1, 16 pointers, only past
+DEFAULT = MemorySettings()  # num_maskmem 7, all cond frames, stride 1, 16 pointers, only past
 
 
 def S(frame, t_pos, cond=False, n=7):
@@ -38,10 +38,10 @@ def P(frame, t_diff, cond=False):
     return PointerRef(frame, t_diff, cond)
 
 
-def sel(frame_idx, cond, non_cond, num_frames, reverse=False, policy=DEFAULT):
+def sel(frame_idx, cond, non_cond, num_frames, reverse=False, settings=DEFAULT):
     return select_memories(
         frame_idx, cond_frames=cond, non_cond_frames=non_cond, num_frames=num_frames,
-        reverse=reverse, policy=policy,
+        reverse=reverse, settings=settings,
     )
 
 
@@ -49,7 +49,7 @@ def sel(frame_idx, cond, non_cond, num_frames, reverse=False, policy=DEFAULT):
 
 
 def test_policy_defaults_are_sam2_eval_settings():
-    assert DEFAULT == MemoryPolicy(7, -1, 1, True, 16, True, False)
+    assert DEFAULT == MemorySettings(7, -1, 1, True, 16, True, False)
 
 
 def test_forward_full_history_takes_six_recent_frames_and_all_past_pointers():
@@ -139,67 +139,67 @@ def test_only_past_pointers_reverse_excludes_earlier_cond_frames():
 
 
 def test_all_cond_pointers_when_not_only_past():
-    pol = MemoryPolicy(only_past_ptrs=False)
-    s = sel(2, [0, 5], {1}, num_frames=8, policy=pol)
+    pol = MemorySettings(only_past_ptrs=False)
+    s = sel(2, [0, 5], {1}, num_frames=8, settings=pol)
     assert s.pointers == (P(0, 2, True), P(5, 3, True), P(1, 1))
 
 
 def test_signed_tpos_forward_and_reverse():
-    signed = MemoryPolicy(signed_tpos=True)
+    signed = MemorySettings(signed_tpos=True)
     # forward: (frame - t) * +1
-    s = sel(10, [0], range(1, 10), num_frames=11, policy=signed)
+    s = sel(10, [0], range(1, 10), num_frames=11, settings=signed)
     assert s.pointers[0] == P(0, 10, True)
     # reverse: (frame - t) * -1, positive for a cond frame after the current one
-    s = sel(4, [5], {6, 7}, num_frames=8, reverse=True, policy=signed)
+    s = sel(4, [5], {6, 7}, num_frames=8, reverse=True, settings=signed)
     assert s.pointers == (P(5, 1, True), P(6, 2), P(7, 3))
     # non-cond pointers always carry the positive look-back distance
     assert all(p.t_diff > 0 for p in s.pointers)
 
 
 def test_signed_tpos_negative_offsets_for_future_cond_frames():
-    signed_all = MemoryPolicy(signed_tpos=True, only_past_ptrs=False)
-    s = sel(2, [0, 5], {1}, num_frames=8, policy=signed_all)
+    signed_all = MemorySettings(signed_tpos=True, only_past_ptrs=False)
+    s = sel(2, [0, 5], {1}, num_frames=8, settings=signed_all)
     assert s.pointers == (P(0, 2, True), P(5, -3, True), P(1, 1))
-    s = sel(8, [5, 10], {9}, num_frames=11, reverse=True, policy=signed_all)
+    s = sel(8, [5, 10], {9}, num_frames=11, reverse=True, settings=signed_all)
     # (8 - 5) * -1 = -3 for the cond frame behind, (8 - 10) * -1 = +2 for the one ahead
     assert s.pointers == (P(5, -3, True), P(10, 2, True), P(9, 1))
-    unsigned_all = MemoryPolicy(signed_tpos=False, only_past_ptrs=False)
-    s = sel(8, [5, 10], {9}, num_frames=11, reverse=True, policy=unsigned_all)
+    unsigned_all = MemorySettings(signed_tpos=False, only_past_ptrs=False)
+    s = sel(8, [5, 10], {9}, num_frames=11, reverse=True, settings=unsigned_all)
     assert s.pointers == (P(5, 3, True), P(10, 2, True), P(9, 1))
 
 
 def test_no_pointers_when_obj_ptrs_disabled():
-    s = sel(10, [0], range(1, 10), num_frames=11, policy=MemoryPolicy(use_obj_ptrs=False))
+    s = sel(10, [0], range(1, 10), num_frames=11, settings=MemorySettings(use_obj_ptrs=False))
     assert s.pointers == ()
     assert len(s.spatial) == 7
 
 
 def test_temporal_stride_forward_and_reverse():
-    pol = MemoryPolicy(stride=2)
+    pol = MemorySettings(stride=2)
     # forward frame 10: t_rel 1 -> 9; t_rel >= 2 -> 8, 6, 4, 2, 0 (every 2nd frame)
-    s = sel(10, [0], range(1, 10), num_frames=11, policy=pol)
+    s = sel(10, [0], range(1, 10), num_frames=11, settings=pol)
     assert s.spatial == (S(0, 0, True), S(2, 2), S(4, 3), S(6, 4), S(8, 5), S(9, 6))
     # forward frame 11: base ((11 - 2) // 2) * 2 = 8
-    s = sel(11, [0], range(1, 11), num_frames=12, policy=pol)
+    s = sel(11, [0], range(1, 11), num_frames=12, settings=pol)
     assert s.spatial == (S(0, 0, True), S(2, 2), S(4, 3), S(6, 4), S(8, 5), S(10, 6))
     # reverse frame 3: t_rel 1 -> 4; base ceil(5 / 2) * 2 = 6 -> 6, 8, 10, 12, 14
-    s = sel(3, [20], set(range(4, 20)), num_frames=21, reverse=True, policy=pol)
+    s = sel(3, [20], set(range(4, 20)), num_frames=21, reverse=True, settings=pol)
     assert s.spatial == (S(20, 0, True), S(14, 1), S(12, 2), S(10, 3), S(8, 4), S(6, 5), S(4, 6))
     # the stride does not affect pointers
     assert [p.frame_idx for p in s.pointers] == [20] + list(range(4, 19))
 
 
 def test_smaller_num_maskmem():
-    pol = MemoryPolicy(num_maskmem=3)
-    s = sel(10, [0], range(1, 10), num_frames=11, policy=pol)
+    pol = MemorySettings(num_maskmem=3)
+    s = sel(10, [0], range(1, 10), num_frames=11, settings=pol)
     assert s.spatial == (S(0, 0, True, n=3), S(8, 1, n=3), S(9, 2, n=3))
     assert [r.tpos_index for r in s.spatial] == [2, 1, 0]
 
 
 def test_unselected_cond_frames_act_as_non_cond_memories():
-    pol = MemoryPolicy(max_cond_frames=2)
+    pol = MemorySettings(max_cond_frames=2)
     # cond 0, 5, 8; frame 6: closest before = 5, closest after = 8; 0 is unselected
-    s = sel(6, [0, 5, 8], {1, 2, 3, 4}, num_frames=10, policy=pol)
+    s = sel(6, [0, 5, 8], {1, 2, 3, 4}, num_frames=10, settings=pol)
     # t_pos 1 -> frame 0 (unselected cond, used as a recent memory), 2..5 -> 1..4, 6 -> 5 (selected)
     assert s.spatial == (
         S(5, 0, True), S(8, 0, True), S(0, 1, True), S(1, 2), S(2, 3), S(3, 4), S(4, 5),
@@ -372,7 +372,7 @@ def recording_module(sam2_module, monkeypatch):
 
 
 def test_policy_from_module_reads_sam2_settings(sam2_module):
-    assert MemoryPolicy.from_module(sam2_module) == MemoryPolicy()
+    assert MemorySettings.from_module(sam2_module) == MemorySettings()
 
 
 def test_select_memories_matches_sam2_prepare_memory_conditioned_features(recording_module, monkeypatch):
@@ -388,9 +388,9 @@ def test_select_memories_matches_sam2_prepare_memory_conditioned_features(record
         spatial, pointers, ptr_pos = _run_sam2(m, frame, cond, non_cond, nf, reverse)
         s = select_memories(
             frame, cond_frames=cond, non_cond_frames=non_cond, num_frames=nf, reverse=reverse,
-            policy=MemoryPolicy.from_module(m),
+            settings=MemorySettings.from_module(m),
         )
-        ctx = (case, nf, frame, cond, sorted(non_cond), reverse, MemoryPolicy.from_module(m))
+        ctx = (case, nf, frame, cond, sorted(non_cond), reverse, MemorySettings.from_module(m))
         assert spatial == [(_code(r.frame_idx, r.is_cond), r.tpos_index) for r in s.spatial], ctx
         assert pointers == [_code(p.frame_idx, p.is_cond) for p in s.pointers], ctx
         if s.pointers:
@@ -412,7 +412,7 @@ def test_select_memories_matches_sam2_with_max_cond_frames_up_to_cond_order(reco
         spatial, pointers, _ = _run_sam2(m, frame, cond, non_cond, nf, reverse)
         s = select_memories(
             frame, cond_frames=cond, non_cond_frames=non_cond, num_frames=nf, reverse=reverse,
-            policy=MemoryPolicy.from_module(m),
+            settings=MemorySettings.from_module(m),
         )
         assert s.spatial[0].is_cond
         n_sel = sum(1 for r in s.spatial if r.t_pos == 0)
@@ -438,13 +438,13 @@ def test_sam2_concatenates_limited_cond_frames_in_selection_order(recording_modu
     assert spatial == [(1008, 6), (1003, 6)]
     # pointers: past selected cond 8, 3; then t = 8..1 nothing, t = 0 the unselected cond frame
     assert pointers == [1008, 1003, 1000]
-    s = sel(9, [0, 3, 8], set(), num_frames=12, policy=MemoryPolicy.from_module(m))
+    s = sel(9, [0, 3, 8], set(), num_frames=12, settings=MemorySettings.from_module(m))
     assert sorted(s.frames) == [3, 8]
     assert s.pointers[-1] == P(0, 9, True)
 
 
 def test_select_memories_cond_order_matches_sam2_when_max_cond_frames_limited():
-    s = sel(9, [0, 3, 8], set(), num_frames=12, policy=MemoryPolicy(max_cond_frames=2))
+    s = sel(9, [0, 3, 8], set(), num_frames=12, settings=MemorySettings(max_cond_frames=2))
     assert s.spatial == (S(8, 0, True), S(3, 0, True))
     assert s.pointers == (P(8, 1, True), P(3, 6, True), P(0, 9, True))
 

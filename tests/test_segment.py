@@ -24,7 +24,7 @@ import torch
 from fsm2kit.io.volumes import LabelMap, Volume, example_ct, example_dir, load_label_nifti, load_nifti
 from fsm2kit.core.engine import Engine, EngineStats, SupportMemory, TrackOutput
 from fsm2kit.core.episode import Support
-from fsm2kit.core.memory import MemoryEntry, MemoryPolicy
+from fsm2kit.core.memory import MemoryEntry, MemorySettings
 from fsm2kit.core.plans import fq_plan
 from fsm2kit.testing import assert_labels_agree, assert_masks_agree
 from fsm2kit.cli.segment import DEFAULT_PATIENCE as CLI_PATIENCE, cmd_segment, register_cli
@@ -124,11 +124,11 @@ class ScriptedEngine:
 
     image_size = 256
     object_batch_size = 1
-    drive = Engine.drive  # the real scheduler, one step per forward (through track below)
+    drive = Engine.drive  # the real scheduler, one step per forward (through track_batch below)
 
     def __init__(self, scores):
         self.scores = scores
-        self.policy = MemoryPolicy()
+        self.settings = MemorySettings()
         self.progress = False
         self.calls: list[tuple[int, bool, tuple[int, ...]]] = []
         self.stats = EngineStats()
@@ -152,6 +152,9 @@ class ScriptedEngine:
         logits = np.full(np.shape(image), 5.0 if sc > 0 else -1024.0, np.float32)
         return TrackOutput(torch.zeros(1), logits, sc, 1.0, torch.zeros(1, 4),
                            self._entry("query", False, index, sc, z) if store else None)
+
+    def track_batch(self, requests):
+        return [self.track(r.image, r.selection, r.bank, store=r.store, index=r.index, z=r.z) for r in requests]
 
 
 def _images(n=10, shape=(4, 5)):

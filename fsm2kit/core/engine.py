@@ -24,20 +24,32 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+import contextlib
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Generator, Hashable, Sequence
+from typing import Generator, Hashable, Iterator, Protocol, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..core.episode import Episode, Support
-from ..core.memory import MemoryBank, MemoryEntry, MemoryPolicy, MemorySelection
-from ..core.models import SAM2Model, fill_holes
-from ..core.plans import Plan, build_plans, normalize_setting
+from .episode import Episode, Support
+from .memory import (
+    MemoryBank,
+    MemoryEntry,
+    MemoryPolicy,
+    MemorySelection,
+    MemorySettings,
+    TokenLayout,
+    check_selection,
+    sam2_memory_policy,
+    strategy_name,
+    token_layout,
+)
+from .models import SAM2Model, fill_holes
+from .plans import Plan, build_plans, normalize_setting
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -51,6 +63,7 @@ __all__ = [
     "request_signature",
     "batch_groups",
     "TrackJob",
+    "TrackObserver",
     "SliceResult",
     "EpisodeResult",
     "EngineStats",
@@ -182,6 +195,20 @@ class TrackRequest:
 TrackJob = Generator[TrackRequest, TrackOutput, object]
 
 
+class TrackObserver(Protocol):
+    """Watches the engine's tracking forwards (see :meth:`Engine.observe`).
+
+    ``before_forward`` gets the requests of one SAM2 forward (one or more steps, batched along
+    SAM2's batch axis in this order) and each one's memory-token layout; ``after_forward`` gets
+    the same requests and their outputs. Module hooks an observer registers on the model (e.g.
+    on the memory-attention layers) fire between the two calls.
+    """
+
+    def before_forward(self, requests: Sequence[TrackRequest], layouts: Sequence[TokenLayout]) -> None: ...
+
+    def after_forward(self, requests: Sequence[TrackRequest], outputs: Sequence["TrackOutput"]) -> None: ...
+
+
 def request_signature(request: TrackRequest) -> tuple[int, int, bool]:
     """What must agree for steps to share one SAM2 forward.
 
@@ -251,6 +278,7 @@ class EpisodeResult:
     encoder_passes: int
     plans: list[Plan] = field(repr=False, default_factory=list)
     banks: list[MemoryBank] | None = field(repr=False, default=None)
+    memory_policy: str = "sam2"
 
     @property
     def z(self) -> np.ndarray:
@@ -275,6 +303,7 @@ class EpisodeResult:
                 "label_name": self.label_name,
                 "setting": self.setting,
                 "order": self.order if self.order else "n/a",
+                "memory_policy": self.memory_policy,
                 "z": s.z,
                 "step": s.step,
                 "plan": s.plan_index,
@@ -367,7 +396,7 @@ class Engine:
         self.module = model.module
         self.device = model.device
         self.image_size = model.image_size
-        self.policy = MemoryPolicy.from_module(self.module)
+        self.settings = MemorySettings.from_module(self.module)
         self.progress = progress
         if max_cached_slices is not None and max_cached_slices < 1:
             raise ValueError(f"max_cached_slices must be None or >= 1, got {max_cached_slices}")
@@ -383,6 +412,7 @@ class Engine:
         self._supports: dict[str, SupportMemory] = {}
         self._vision_pos: list[torch.Tensor] | None = None
         self._maskmem_pos: torch.Tensor | None = None
+        self._observers: list[TrackObserver] = []
 
     def __repr__(self) -> str:
         return (
@@ -565,6 +595,37 @@ class Engine:
         self._supports[key] = sm
         return sm
 
+    # ------------------------------------------------------------------ observers
+    @contextlib.contextmanager
+    def observe(self, observer: TrackObserver) -> Iterator[TrackObserver]:
+        """Call ``observer`` around every tracking forward run inside the ``with`` block.
+
+        The hook the memory inspector uses: nothing on the engine is patched, batched forwards
+        are observed as they run, and the observer is removed on exit (also on errors).
+        """
+        if observer in self._observers:
+            raise RuntimeError(f"{observer!r} already observes this engine; leave the first `with` block first.")
+        self._observers.append(observer)
+        try:
+            yield observer
+        finally:
+            self._observers.remove(observer)
+
+    @property
+    def observers(self) -> tuple[TrackObserver, ...]:
+        """The observers now watching this engine's tracking forwards."""
+        return tuple(self._observers)
+
+    @property
+    def tokens_per_pointer(self) -> int:
+        """Key tokens per object pointer: ``hidden_dim // mem_dim`` when ``mem_dim < hidden_dim``."""
+        c, mem_dim = int(self.module.hidden_dim), int(self.module.mem_dim)
+        return c // mem_dim if mem_dim < c else 1
+
+    def layout(self, selection: MemorySelection, bank: MemoryBank) -> TokenLayout:
+        """The memory-token layout of a step (:func:`fsm2kit.core.memory.token_layout`)."""
+        return token_layout(selection, bank, tokens_per_pointer=self.tokens_per_pointer)
+
     # ------------------------------------------------------------------ tracking
     def _memory_tokens(self, selection: MemorySelection, bank: MemoryBank) -> tuple[torch.Tensor, torch.Tensor, int]:
         """A step's memory keys (spatial memories, then object pointers) as SAM2 assembles them.
@@ -602,17 +663,23 @@ class Engine:
             n_ptr_tokens = ptrs.shape[0]
         return torch.cat(to_cat, dim=0), torch.cat(to_cat_pos, dim=0), n_ptr_tokens
 
-    def _condition(self, feats: Sequence[SliceFeatures], requests: Sequence[TrackRequest]) -> torch.Tensor:
+    def _condition(self, feats: Sequence[SliceFeatures], requests: Sequence[TrackRequest],
+                   layouts: Sequence[TokenLayout]) -> torch.Tensor:
         """Each frame's top-level features fused with its selected memories (memory attention).
 
-        Frames are batched along SAM2's batch axis; returns (B, C, h, w).
+        Frames are batched along SAM2's batch axis; returns (B, C, h, w). The memory tensors are
+        checked against each step's token layout (the one definition of where memories sit).
         """
         m = self.module
         C = m.hidden_dim
         h, w = feats[0].feat_sizes[-1]
         parts = [self._memory_tokens(r.selection, r.bank) for r in requests]
-        n_ptr_tokens = parts[0][2]
-        if any(p[2] != n_ptr_tokens for p in parts):
+        for (mem, _, n_ptr), lay in zip(parts, layouts):
+            if mem.shape[0] != lay.n_tokens or n_ptr != lay.n_pointer_tokens:
+                raise RuntimeError(f"memory tensor of {mem.shape[0]} tokens ({n_ptr} pointer tokens) does not match "
+                                   f"its layout ({lay.n_tokens}, {lay.n_pointer_tokens}).")
+        n_ptr_tokens = layouts[0].n_pointer_tokens
+        if any(lay.n_pointer_tokens != n_ptr_tokens for lay in layouts):
             raise ValueError("batched tracking steps must have the same number of object-pointer tokens")
         B = len(requests)
         curr = feats[0].vision_feats[-1] if B == 1 else torch.cat([f.vision_feats[-1] for f in feats], dim=1)
@@ -663,6 +730,7 @@ class Engine:
         requests = list(requests)
         if not requests:
             return []
+        observers = list(self._observers)
         sigs = {request_signature(r) for r in requests}
         if len(sigs) > 1:
             raise ValueError(
@@ -677,8 +745,11 @@ class Engine:
         high_res = [feats[0].backbone_fpn[i] if B == 1 else torch.cat([f.backbone_fpn[i] for f in feats])
                     for i in range(n_hr)]
         store = requests[0].store
+        layouts = [self.layout(r.selection, r.bank) for r in requests]
+        for ob in observers:
+            ob.before_forward(requests, layouts)
         with self.model.autocast():
-            pix = self._condition(feats, requests)
+            pix = self._condition(feats, requests, layouts)
             multimask = m._use_multimask(False, None)
             _, _, ious, low_res, high_res_masks, obj_ptr, score = m._forward_sam_heads(
                 backbone_features=pix,
@@ -715,6 +786,8 @@ class Engine:
                 obj_ptr=obj_ptr[i:i + 1],
                 memory=entry,
             ))
+        for ob in observers:
+            ob.after_forward(requests, outs)
         return outs
 
     def drive(
@@ -758,12 +831,7 @@ class Engine:
             ids = list(pending)
             for group in batch_groups([request_signature(pending[i]) for i in ids], self.object_batch_size):
                 chosen = [ids[g] for g in group]
-                reqs = [pending[i] for i in chosen]
-                if len(reqs) == 1:  # through track(): what MemoryInspector.capture wraps
-                    r = reqs[0]
-                    outs = [self.track(r.image, r.selection, r.bank, store=r.store, index=r.index, z=r.z)]
-                else:
-                    outs = self.track_batch(reqs)
+                outs = self.track_batch([pending[i] for i in chosen])
                 for i, out in zip(chosen, outs):
                     advance(i, out)
                 bar.update(len(chosen))
@@ -779,8 +847,15 @@ class Engine:
         *,
         z: Sequence[int] | None = None,
         plan_index: int = 0,
+        memory_policy: MemoryPolicy | None = None,
     ) -> TrackJob:
-        """One plan as a tracking job for :meth:`drive` (returns (results, bank) when done)."""
+        """One plan as a tracking job for :meth:`drive` (returns (results, bank) when done).
+
+        ``memory_policy`` chooses each step's memories (default SAM2's rule,
+        :func:`~fsm2kit.core.memory.sam2_memory_policy`); its choice is checked
+        (:func:`~fsm2kit.core.memory.check_selection`).
+        """
+        policy = sam2_memory_policy if memory_policy is None else memory_policy
         bank = MemoryBank(plan.num_frames)
         for frame_idx, s in plan.support_frames:
             bank.add(frame_idx, self.support_memory(supports[s], index=s).entry)
@@ -788,7 +863,9 @@ class Engine:
         for k, step in enumerate(plan.steps):
             q = plan.frames[step.frame_idx].index
             zq = int(z[q]) if z is not None else q
-            sel = bank.select(step.frame_idx, reverse=step.reverse, policy=self.policy)
+            sel = policy(bank, step.frame_idx, reverse=step.reverse, settings=self.settings)
+            if policy is not sam2_memory_policy:
+                check_selection(sel, bank, self.settings)
             out = yield TrackRequest(queries[q], sel, bank, plan.store_predictions, q, zq)
             if out.memory is not None:
                 bank.add(step.frame_idx, out.memory)
@@ -804,12 +881,13 @@ class Engine:
         z: Sequence[int] | None = None,
         plan_index: int = 0,
         progress: bool | None = None,
+        memory_policy: MemoryPolicy | None = None,
     ) -> tuple[list[SliceResult], MemoryBank]:
         """Run one plan: supports become conditioning memories, query steps run in order.
 
         Returns the slice results in processing order and the final memory bank.
         """
-        job = self.plan_job(plan, queries, supports, z=z, plan_index=plan_index)
+        job = self.plan_job(plan, queries, supports, z=z, plan_index=plan_index, memory_policy=memory_policy)
         return self.drive([job], progress=progress, total=len(plan.steps))[0]
 
     def segment(
@@ -820,6 +898,7 @@ class Engine:
         order: str = "middle",
         plans: Sequence[Plan] | None = None,
         keep_banks: bool = False,
+        memory_policy: MemoryPolicy | None = None,
     ) -> EpisodeResult:
         """Segment an episode's query slices under a setting (and order, for the FQ settings).
 
@@ -833,9 +912,11 @@ class Engine:
             Custom plans (e.g. :func:`fsm2kit.ordering.custom_plan`) instead of the setting's.
         keep_banks : bool
             Keep each plan's final memory bank in the result (for inspection).
+        memory_policy : MemoryPolicy, optional
+            Which memories each step attends to (default: SAM2's rule); recorded in the result.
         """
         return self.segment_many([episode], setting, order=order, plans=None if plans is None else [plans],
-                                 keep_banks=keep_banks)[0]
+                                 keep_banks=keep_banks, memory_policy=memory_policy)[0]
 
     def segment_many(
         self,
@@ -845,6 +926,7 @@ class Engine:
         order: str = "middle",
         plans: Sequence[Sequence[Plan]] | None = None,
         keep_banks: bool = False,
+        memory_policy: MemoryPolicy | None = None,
     ) -> list[EpisodeResult]:
         """Segment several episodes (e.g. the organs of one scan) side by side.
 
@@ -856,7 +938,7 @@ class Engine:
         Parameters
         ----------
         episodes : sequence of Episode
-        setting, order, keep_banks
+        setting, order, keep_banks, memory_policy
             As in :meth:`segment`.
         plans : sequence of sequences of Plan, optional
             Custom plans per episode.
@@ -900,7 +982,8 @@ class Engine:
         jobs, owner = [], []
         for e, (ep, ps) in enumerate(zip(episodes, all_plans)):
             for i, plan in enumerate(ps):
-                jobs.append(self.plan_job(plan, ep.images, ep.supports, z=ep.z, plan_index=i))
+                jobs.append(self.plan_job(plan, ep.images, ep.supports, z=ep.z, plan_index=i,
+                                          memory_policy=memory_policy))
                 owner.append(e)
         total = sum(len(p.steps) for ps in all_plans for p in ps)
         done = self.drive(jobs, total=total, desc=setting if len(episodes) == 1 else f"{setting} x{len(episodes)}")
@@ -922,5 +1005,6 @@ class Engine:
                 encoder_passes=passes,
                 plans=all_plans[e],
                 banks=[bank for _, bank in mine] if keep_banks else None,
+                memory_policy=strategy_name(sam2_memory_policy if memory_policy is None else memory_policy),
             ))
         return out

@@ -15,12 +15,19 @@ pure function of frame indices (:func:`select_memories`), written to reproduce S
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from typing import Literal, Protocol, Sequence, runtime_checkable
 
 import torch
 
 __all__ = [
+    "MemorySettings",
     "MemoryPolicy",
+    "sam2_memory_policy",
+    "strategy_name",
+    "check_selection",
+    "TokenSpan",
+    "TokenLayout",
+    "token_layout",
     "MemoryEntry",
     "MemoryBank",
     "SpatialRef",
@@ -32,7 +39,7 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class MemoryPolicy:
+class MemorySettings:
     """The memory-selection settings of a SAM2 model (read off the module in eval mode)."""
 
     num_maskmem: int = 7
@@ -44,7 +51,7 @@ class MemoryPolicy:
     signed_tpos: bool = False
 
     @classmethod
-    def from_module(cls, module: torch.nn.Module) -> "MemoryPolicy":
+    def from_module(cls, module: torch.nn.Module) -> "MemorySettings":
         return cls(
             num_maskmem=int(module.num_maskmem),
             max_cond_frames=int(module.max_cond_frames_in_attn),
@@ -133,7 +140,7 @@ class MemoryBank:
     def __len__(self) -> int:
         return len(self.cond) + len(self.non_cond)
 
-    def select(self, frame_idx: int, *, reverse: bool = False, policy: MemoryPolicy | None = None) -> "MemorySelection":
+    def select(self, frame_idx: int, *, reverse: bool = False, settings: MemorySettings | None = None) -> "MemorySelection":
         """The memories SAM2 attends to for ``frame_idx`` given this bank (:func:`select_memories`)."""
         return select_memories(
             frame_idx,
@@ -141,7 +148,7 @@ class MemoryBank:
             non_cond_frames=self.non_cond.keys(),
             num_frames=self.num_frames,
             reverse=reverse,
-            policy=policy if policy is not None else MemoryPolicy(),
+            settings=settings if settings is not None else MemorySettings(),
         )
 
     def __repr__(self) -> str:
@@ -221,7 +228,7 @@ def select_memories(
     non_cond_frames: Sequence[int] | set[int],
     num_frames: int,
     reverse: bool = False,
-    policy: MemoryPolicy = MemoryPolicy(),
+    settings: MemorySettings = MemorySettings(),
 ) -> MemorySelection:
     """The memories SAM2 attends to when it tracks ``frame_idx`` (a pure function).
 
@@ -237,37 +244,37 @@ def select_memories(
         Number of frames in the run's layout (bounds pointer look-back).
     reverse : bool
         Tracking towards lower frame indices.
-    policy : MemoryPolicy
+    settings : MemorySettings
         The model's memory settings.
     """
     if not cond_frames:
         raise ValueError("SAM2 tracking needs at least one conditioning (support) memory.")
     non_cond = set(non_cond_frames)
-    selected, unselected = select_closest_cond_frames(frame_idx, cond_frames, policy.max_cond_frames)
+    selected, unselected = select_closest_cond_frames(frame_idx, cond_frames, settings.max_cond_frames)
     unselected_set = set(unselected)
-    n = policy.num_maskmem
+    n = settings.num_maskmem
     spatial = [SpatialRef(t, 0, n - 1, True) for t in selected]
     for t_pos in range(1, n):
         t_rel = n - t_pos
         if t_rel == 1:
             prev = frame_idx + 1 if reverse else frame_idx - 1
         elif not reverse:
-            prev = ((frame_idx - 2) // policy.stride) * policy.stride - (t_rel - 2) * policy.stride
+            prev = ((frame_idx - 2) // settings.stride) * settings.stride - (t_rel - 2) * settings.stride
         else:
-            prev = -(-(frame_idx + 2) // policy.stride) * policy.stride + (t_rel - 2) * policy.stride
+            prev = -(-(frame_idx + 2) // settings.stride) * settings.stride + (t_rel - 2) * settings.stride
         if prev in non_cond:
             spatial.append(SpatialRef(prev, t_pos, n - t_pos - 1, False))
         elif prev in unselected_set:
             spatial.append(SpatialRef(prev, t_pos, n - t_pos - 1, True))
 
     pointers: list[PointerRef] = []
-    max_ptrs = min(num_frames, policy.max_obj_ptrs)
-    if policy.use_obj_ptrs:
+    max_ptrs = min(num_frames, settings.max_obj_ptrs)
+    if settings.use_obj_ptrs:
         sign = -1 if reverse else 1
         for t in selected:
-            if policy.only_past_ptrs and not (t >= frame_idx if reverse else t <= frame_idx):
+            if settings.only_past_ptrs and not (t >= frame_idx if reverse else t <= frame_idx):
                 continue
-            diff = (frame_idx - t) * sign if policy.signed_tpos else abs(frame_idx - t)
+            diff = (frame_idx - t) * sign if settings.signed_tpos else abs(frame_idx - t)
             pointers.append(PointerRef(t, diff, True))
         for t_diff in range(1, max_ptrs):
             t = frame_idx + t_diff if reverse else frame_idx - t_diff
@@ -278,3 +285,119 @@ def select_memories(
             elif t in unselected_set:
                 pointers.append(PointerRef(t, t_diff, True))
     return MemorySelection(frame_idx, reverse, tuple(spatial), tuple(pointers), max_ptrs)
+
+
+# ----------------------------------------------------------------------------- memory policies
+@runtime_checkable
+class MemoryPolicy(Protocol):
+    """What the engine asks of a memory policy: which memories a frame attends to.
+
+    A memory policy is a pure function of the bank, the frame being segmented, the direction and
+    the model's :class:`MemorySettings`. It may fill fewer than SAM2's ``num_maskmem - 1``
+    non-conditioning slots, never more, and may only name frames that are in the bank. SAM2's own
+    rule (:func:`sam2_memory_policy`) is the default; others live in
+    :mod:`fsm2kit.strategies` with a name in its registry.
+    """
+
+    def __call__(self, bank: "MemoryBank", frame_idx: int, *, reverse: bool,
+                 settings: MemorySettings) -> MemorySelection: ...
+
+
+def sam2_memory_policy(bank: MemoryBank, frame_idx: int, *, reverse: bool, settings: MemorySettings) -> MemorySelection:
+    """SAM2's memory selection (:func:`select_memories` on the bank's frames): the default policy."""
+    return bank.select(frame_idx, reverse=reverse, settings=settings)
+
+
+sam2_memory_policy.strategy_name = "sam2"
+
+
+def strategy_name(strategy: object) -> str:
+    """The name a strategy is recorded under: its ``strategy_name`` / ``name``, else its repr."""
+    for attr in ("strategy_name", "name"):
+        name = getattr(strategy, attr, None)
+        if isinstance(name, str) and name:
+            return name
+    return getattr(strategy, "__name__", None) or repr(strategy)
+
+
+def check_selection(selection: MemorySelection, bank: MemoryBank, settings: MemorySettings) -> MemorySelection:
+    """Refuse a selection the model cannot attend to (what a memory policy must respect).
+
+    Every referenced frame must be in the bank, spatial memories need distinct frames, and at
+    most ``num_maskmem - 1`` non-conditioning temporal slots exist (slot indices 1..num_maskmem-1).
+    """
+    missing = [r.frame_idx for r in (*selection.spatial, *selection.pointers) if r.frame_idx not in bank]
+    if missing:
+        raise ValueError(f"memory selection for frame {selection.frame_idx} names frames {missing} that are "
+                         f"not in the memory bank ({bank!r}).")
+    frames = [r.frame_idx for r in selection.spatial]
+    if len(set(frames)) != len(frames):
+        raise ValueError(f"memory selection for frame {selection.frame_idx} names a spatial memory twice: {frames}.")
+    n = settings.num_maskmem
+    bad = [r for r in selection.spatial if not r.is_cond and not 1 <= r.t_pos <= n - 1]
+    if bad or not selection.spatial:
+        raise ValueError(f"memory selection for frame {selection.frame_idx}: non-conditioning memories need a "
+                         f"temporal slot in 1..{n - 1} (got {[r.t_pos for r in bad]}), and at least one "
+                         "conditioning memory is required.")
+    return selection
+
+
+# ----------------------------------------------------------------------------- token layout
+@dataclass(frozen=True)
+class TokenSpan:
+    """One selected memory on the memory attention's key axis: tokens ``[start, stop)``.
+
+    ``ref`` is the :class:`SpatialRef` (``grid`` = its token grid (h, w)) or the
+    :class:`PointerRef` (``grid`` None) it comes from.
+    """
+
+    ref: SpatialRef | PointerRef
+    start: int
+    stop: int
+    grid: tuple[int, int] | None = None
+
+    @property
+    def is_pointer(self) -> bool:
+        return isinstance(self.ref, PointerRef)
+
+    @property
+    def n_tokens(self) -> int:
+        return self.stop - self.start
+
+
+@dataclass(frozen=True)
+class TokenLayout:
+    """The key axis of one tracking step: spatial memories, then object pointers, in key order."""
+
+    spans: tuple[TokenSpan, ...]
+    n_tokens: int
+    n_pointer_tokens: int
+    tokens_per_pointer: int
+
+
+def token_layout(selection: MemorySelection, bank: MemoryBank, *, tokens_per_pointer: int) -> TokenLayout:
+    """Where each selected memory lands on the key axis, as the engine concatenates them.
+
+    Spatial memories contribute ``h * w`` tokens each (their maskmem grid), in selection order;
+    each object pointer contributes ``tokens_per_pointer`` tokens (``hidden_dim // mem_dim`` when
+    ``mem_dim < hidden_dim``: 4 in SAM2), after all spatial tokens. The one definition of the
+    layout: the engine checks its memory tensor against it and hands it to observers.
+    """
+    if tokens_per_pointer < 1:
+        raise ValueError(f"tokens_per_pointer must be >= 1, got {tokens_per_pointer}.")
+    spans: list[TokenSpan] = []
+    pos = 0
+    for ref in selection.spatial:
+        if ref.frame_idx not in bank:
+            raise KeyError(f"selection refers to frame {ref.frame_idx}, which is not in the memory bank ({bank!r}); "
+                           "pass the bank of the same plan (keep_banks=True).")
+        h, w = (int(x) for x in bank[ref.frame_idx].maskmem_features.shape[-2:])
+        spans.append(TokenSpan(ref, pos, pos + h * w, (h, w)))
+        pos += h * w
+    n_spatial = pos
+    for ref in selection.pointers:
+        if ref.frame_idx not in bank:
+            raise KeyError(f"selection's pointer refers to frame {ref.frame_idx}, not in the bank {bank!r}.")
+        spans.append(TokenSpan(ref, pos, pos + tokens_per_pointer))
+        pos += tokens_per_pointer
+    return TokenLayout(tuple(spans), pos, pos - n_spatial, tokens_per_pointer)

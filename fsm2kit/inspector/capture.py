@@ -10,16 +10,19 @@ memory tokens (keys): the spatial tokens of every selected memory frame, in
 This module captures them, scoped and read-only:
 
 * :meth:`MemoryInspector.capture` is a context manager that registers forward hooks (with
-  ``with_kwargs=True``) on the chosen layers' ``cross_attn_image`` and wraps ``engine.track`` on
-  that one engine instance; both are removed on exit, so with inspection off nothing runs.
+  ``with_kwargs=True``) on the chosen layers' ``cross_attn_image`` and observes the engine
+  through its hook (:meth:`Engine.observe`: each forward's steps and their memory-token
+  layouts); both are removed on exit, so with inspection off nothing runs. Batched forwards
+  (several steps along SAM2's batch axis) are split step by step.
   The hook recomputes the projections, RoPE and ``softmax(q k^T / sqrt(d))`` from the layer's
   inputs (in chunks of query tokens) and reduces them on the fly: attention mass per memory
   entry for every query token (kept until the step's prediction is known, then averaged over
   all tokens and over the predicted foreground), full attention rows only for chosen pixels.
   With ``verify=True`` it also recomputes ``out_proj(softmax(q k^T / sqrt(d)) v)`` and records
   its relative error against the layer's real output: the capture is checked, not assumed.
-* :func:`key_layout` splits the key axis into :class:`KeyEntry` s (support memories,
-  previous-query memories, object pointers), the way ``Engine._condition`` concatenates them.
+* :func:`key_layout` names the spans of the engine's token layout
+  (:func:`fsm2kit.core.memory.token_layout`) as :class:`KeyEntry` s (support memories,
+  previous-query memories, object pointers).
 * :class:`Inspection` holds the typed per-step results (:class:`StepAttention`) and gives tidy
   tables (:attr:`Inspection.masses`, :meth:`Inspection.pixel_frame`) and per-pixel attention
   maps over each memory frame (:class:`PixelAttention`, recomputed on demand for any pixel).
@@ -48,12 +51,13 @@ import torch.nn.functional as F
 
 from ..core.engine import Engine, EpisodeResult, TrackOutput
 from ..core.episode import Episode
-from ..core.memory import MemoryBank, MemorySelection
+from ..core.memory import MemoryBank, MemorySelection, TokenLayout, token_layout
 
 __all__ = [
     "KeyEntry",
     "KeyLayout",
     "key_layout",
+    "layout_entries",
     "query_token",
     "token_weights",
     "PixelAttention",
@@ -249,7 +253,7 @@ def key_layout(
     tokens_per_pointer: int = 4,
     num_maskmem: int = 7,
 ) -> KeyLayout:
-    """Split the memory attention's key axis into entries, as ``Engine._condition`` builds it.
+    """Split the memory attention's key axis into entries (the engine's token layout, named).
 
     Parameters
     ----------
@@ -259,7 +263,7 @@ def key_layout(
         The bank holding them (``EpisodeResult.banks[plan]`` with ``keep_banks=True``).
     tokens_per_pointer : int
         Tokens per object pointer: ``hidden_dim // mem_dim`` when ``mem_dim < hidden_dim``
-        (4 in SAM2: 256 / 64), else 1.
+        (4 in SAM2: 256 / 64), else 1 (``Engine.tokens_per_pointer``).
     num_maskmem : int
         SAM2's ``num_maskmem`` (7), for the distance of query memories.
 
@@ -267,41 +271,26 @@ def key_layout(
     -------
     KeyLayout
     """
-    if tokens_per_pointer < 1:
-        raise ValueError(f"tokens_per_pointer must be >= 1, got {tokens_per_pointer}.")
+    return layout_entries(token_layout(selection, bank, tokens_per_pointer=tokens_per_pointer), bank,
+                          num_maskmem=num_maskmem)
+
+
+def layout_entries(layout: TokenLayout, bank: MemoryBank, *, num_maskmem: int = 7) -> KeyLayout:
+    """Name the spans of a :class:`~fsm2kit.core.memory.TokenLayout` after the bank's entries."""
     entries: list[KeyEntry] = []
-    pos = 0
-    for ref in selection.spatial:
-        if ref.frame_idx not in bank:
-            raise KeyError(
-                f"selection refers to frame {ref.frame_idx}, which is not in the memory bank "
-                f"({bank!r}); pass the bank of the same plan (keep_banks=True)."
-            )
+    for span in layout.spans:
+        ref = span.ref
         e = bank[ref.frame_idx]
-        h, w = (int(s) for s in e.maskmem_features.shape[-2:])
-        entries.append(KeyEntry(
-            len(entries), "support" if e.kind == "support" else "query", e.kind, ref.frame_idx,
-            e.index, e.z, ref.is_cond, ref.t_pos, pos, pos + h * w, (h, w), num_maskmem,
-        ))
-        pos += h * w
-    for ref in selection.pointers:
-        if ref.frame_idx not in bank:
-            raise KeyError(f"selection's pointer refers to frame {ref.frame_idx}, not in the bank {bank!r}.")
-        e = bank[ref.frame_idx]
-        entries.append(KeyEntry(
-            len(entries), "pointer", e.kind, ref.frame_idx, e.index, e.z, ref.is_cond, ref.t_diff,
-            pos, pos + tokens_per_pointer, None, num_maskmem,
-        ))
-        pos += tokens_per_pointer
-    return KeyLayout(tuple(entries), pos, tokens_per_pointer)
+        if span.is_pointer:
+            entries.append(KeyEntry(len(entries), "pointer", e.kind, ref.frame_idx, e.index, e.z, ref.is_cond,
+                                    ref.t_diff, span.start, span.stop, None, num_maskmem))
+        else:
+            entries.append(KeyEntry(len(entries), "support" if e.kind == "support" else "query", e.kind,
+                                    ref.frame_idx, e.index, e.z, ref.is_cond, ref.t_pos, span.start, span.stop,
+                                    span.grid, num_maskmem))
+    return KeyLayout(tuple(entries), layout.n_tokens, layout.tokens_per_pointer)
 
 
-def _tokens_per_pointer(module: torch.nn.Module) -> int:
-    c, mem_dim = int(module.hidden_dim), int(module.mem_dim)
-    return c // mem_dim if mem_dim < c else 1
-
-
-# ----------------------------------------------------------------------------- token geometry
 def query_token(pixel: tuple[int, int], image_shape: tuple[int, int], grid: tuple[int, int]) -> tuple[int, int]:
     """The (row, col) image token that covers ``pixel`` = (y, x) of an image of ``image_shape``.
 
@@ -573,7 +562,7 @@ class MemoryInspector:
     def __init__(self) -> None:
         self.records: list[StepAttention] = []
         self.unattributed_calls = 0
-        self._ctx: _StepContext | None = None
+        self._ctx: list[_StepContext] | None = None
         self._active = False
         self._options: dict = {}
 
@@ -602,7 +591,8 @@ class MemoryInspector:
         Parameters
         ----------
         engine : Engine
-            The engine whose steps to capture (its ``track`` is wrapped on this instance only).
+            The engine whose steps to capture (through :meth:`Engine.observe`; batched forwards
+            are captured step by step).
         layers : sequence of int, optional
             Memory-attention layers (default: all; negative indices count from the end).
         heads : sequence of int, optional
@@ -620,7 +610,7 @@ class MemoryInspector:
             raise TypeError(f"capture(engine): expected an fsm2kit Engine, got {type(engine).__name__}.")
         if self._active:
             raise RuntimeError("this MemoryInspector is already capturing; leave the first `with` block first.")
-        if getattr(engine.__dict__.get("track"), "_fsm2kit_capture", False):
+        if any(isinstance(ob, MemoryInspector) for ob in engine.observers):
             raise RuntimeError("this engine is already being inspected by another MemoryInspector.")
         mods = list(engine.module.memory_attention.layers)
         n_layers = len(mods)
@@ -639,78 +629,79 @@ class MemoryInspector:
         if max_elements < 1:
             raise ValueError(f"max_elements must be >= 1, got {max_elements}.")
         self._options = dict(layers=layer_ids, heads=head_ids, pixels=pix, verify=bool(verify),
-                             max_elements=int(max_elements), tokens_per_pointer=_tokens_per_pointer(engine.module),
-                             num_maskmem=int(engine.policy.num_maskmem))
-
-        original = engine.__dict__.get("track")  # an instance attribute to restore, if any
-        inner = engine.track
-
-        @functools.wraps(inner)
-        def track(image, selection, bank, *args, **kwargs):
-            ctx = self._begin(image, selection, bank, kwargs)
-            self._ctx = ctx
-            try:
-                out = inner(image, selection, bank, *args, **kwargs)
-            finally:
-                self._ctx = None
-            self.records.append(self._finish(ctx, out))
-            return out
-
-        track._fsm2kit_capture = True
+                             max_elements=int(max_elements), tokens_per_pointer=engine.tokens_per_pointer,
+                             num_maskmem=int(engine.settings.num_maskmem))
         handles = []
         self._active = True
-        batch_size = engine.object_batch_size
-        engine.object_batch_size = 1  # one step per forward: every step goes through engine.track
         try:
             for l in layer_ids:
                 attn = mods[l].cross_attn_image
                 handles.append(attn.register_forward_hook(functools.partial(self._hook, l), with_kwargs=True))
-            engine.track = track
-            yield self
+            with engine.observe(self):
+                yield self
         finally:
             for h in handles:
                 h.remove()
-            engine.object_batch_size = batch_size
-            if original is None:
-                engine.__dict__.pop("track", None)
-            else:
-                engine.track = original
             self._active = False
             self._ctx = None
 
+    # ------------------------------------------------------------------ the engine's observer hook
+    def before_forward(self, requests, layouts) -> None:
+        """Engine hook: a tracking forward of ``len(requests)`` steps is about to run."""
+        self._ctx = [self._begin(r, lay) for r, lay in zip(requests, layouts)]
+
+    def after_forward(self, requests, outputs) -> None:
+        """Engine hook: the forward ran; one record per step, in batch order."""
+        ctxs, self._ctx = self._ctx, None
+        for ctx, out in zip(ctxs or (), outputs):
+            self.records.append(self._finish(ctx, out))
+
     # ------------------------------------------------------------------ per step
-    def _begin(self, image, selection: MemorySelection, bank: MemoryBank, kwargs: dict) -> _StepContext:
+    def _begin(self, request, token_layout_: TokenLayout) -> _StepContext:
         o = self._options
-        layout = key_layout(selection, bank, tokens_per_pointer=o["tokens_per_pointer"], num_maskmem=o["num_maskmem"])
+        layout = layout_entries(token_layout_, request.bank, num_maskmem=o["num_maskmem"])
+        image = request.image
         shape = tuple(int(s) for s in np.shape(image)[-2:])
         for y, x in o["pixels"]:
             if not (0 <= y < shape[0] and 0 <= x < shape[1]):
                 raise ValueError(f"pixel (y={y}, x={x}) is outside the {shape[0]}x{shape[1]} query slice.")
-        z = kwargs.get("z")
+        z = request.z
         return _StepContext(
-            call=len(self.records), position=int(kwargs.get("index", 0)), z=None if z is None else int(z),
-            selection=selection, bank=bank, layout=layout, image=image, image_shape=shape, pixels=o["pixels"],
+            call=len(self.records), position=int(request.index), z=None if z is None else int(z),
+            selection=request.selection, bank=request.bank, layout=layout, image=image, image_shape=shape,
+            pixels=o["pixels"],
         )
 
     @torch.no_grad()
     def _hook(self, layer: int, module: torch.nn.Module, args: tuple, kwargs: dict, output: torch.Tensor):
-        ctx = self._ctx
-        if ctx is None:  # the layer ran outside engine.track (e.g. a direct module call)
+        ctxs = self._ctx
+        if ctxs is None:  # the layer ran outside a tracking forward (e.g. a direct module call)
             self.unattributed_calls += 1
             return None
-        o = self._options
         q, k, v, n_excl = _inputs(args, kwargs)
-        lay = ctx.layout
-        if k.shape[-2] != lay.n_tokens or n_excl != lay.n_pointer_tokens:
-            raise RuntimeError(
-                f"memory attention layer {layer} got {k.shape[-2]} key tokens ({n_excl} without RoPE), "
-                f"but the memory selection lays out {lay.n_tokens} ({lay.n_pointer_tokens} pointer "
-                f"tokens): {lay!r}. The engine's memory layout changed; update fsm2kit.inspect.key_layout."
-            )
-        if q.shape[0] != 1:
-            raise RuntimeError(f"memory-attention hook expects a batch of 1 query slice, got {q.shape[0]}.")
+        if q.shape[0] != len(ctxs):
+            raise RuntimeError(f"memory-attention hook: a batch of {q.shape[0]} query slices, but the engine "
+                               f"announced {len(ctxs)} tracking steps for this forward.")
+        for ctx in ctxs:
+            lay = ctx.layout
+            if k.shape[-2] != lay.n_tokens or n_excl != lay.n_pointer_tokens:
+                raise RuntimeError(
+                    f"memory attention layer {layer} got {k.shape[-2]} key tokens ({n_excl} without RoPE), "
+                    f"but the memory selection lays out {lay.n_tokens} ({lay.n_pointer_tokens} pointer "
+                    f"tokens): {lay!r}. The engine's memory layout changed; update fsm2kit.core.memory.token_layout."
+                )
         qh, kh = attention_weights(module, q, k, n_excl)
         qh, kh = qh.float(), kh.float()
+        vh = module._separate_heads(module.v_proj(v), module.num_heads).float() if self._options["verify"] else None
+        for b, ctx in enumerate(ctxs):
+            self._reduce(b, ctx, layer, module, qh, kh, vh, output)
+        return None
+
+    def _reduce(self, b: int, ctx: _StepContext, layer: int, module: torch.nn.Module, qh: torch.Tensor,
+                kh: torch.Tensor, vh: torch.Tensor | None, output: torch.Tensor) -> None:
+        """Attention of batch element ``b`` (one step), reduced to masses per memory entry."""
+        o = self._options
+        lay = ctx.layout
         nq, nk, d = qh.shape[-2], kh.shape[-2], qh.shape[-1]
         side = int(round(math.sqrt(nq)))
         ctx.grid = (side, side)
@@ -719,28 +710,26 @@ class MemoryInspector:
         scale = 1.0 / math.sqrt(d)
         assign = lay.assignment(qh.device)
         heads = list(o["heads"])
-        vh = module._separate_heads(module.v_proj(v), module.num_heads).float() if o["verify"] else None
         chunk = max(1, o["max_elements"] // max(1, nk * qh.shape[1]))
         masses, outs = [], []
         flat_tokens = [r * side + c for r, c in ctx.tokens]
         for c0 in range(0, nq, chunk):
-            a = torch.softmax((qh[0, :, c0:c0 + chunk] @ kh[0].transpose(-1, -2)) * scale, dim=-1)  # (Hd, c, Nk)
+            a = torch.softmax((qh[b, :, c0:c0 + chunk] @ kh[b].transpose(-1, -2)) * scale, dim=-1)  # (Hd, c, Nk)
             m = a[heads] @ assign  # (Hd_sel, c, E)
             ctx.sum_error = max(ctx.sum_error, float((m.sum(-1) - 1).abs().max()))
             masses.append(m)
             for i, t in enumerate(flat_tokens):
                 if c0 <= t < c0 + a.shape[1]:
-                    for hi, h in enumerate(heads):
+                    for h in heads:
                         ctx.rows[(i, layer, h)] = a[h, t - c0].cpu().numpy().astype(np.float32)
             if vh is not None:
-                outs.append(a @ vh[0])  # (Hd, c, dv)
+                outs.append(a @ vh[b])  # (Hd, c, dv)
         ctx.token_mass[layer] = torch.cat(masses, dim=1)
         if vh is not None:
             attn = torch.cat(outs, dim=1)[None]  # (1, Hd, Nq, dv)
             re = module.out_proj(module._recombine_heads(attn).to(module.out_proj.weight.dtype)).float()
-            ref = output.float()
+            ref = output[b:b + 1].float()
             ctx.rel_error[layer] = float((re - ref).norm() / ref.norm().clamp_min(1e-30))
-        return None
 
     def _finish(self, ctx: _StepContext, out: TrackOutput) -> StepAttention:
         o = self._options

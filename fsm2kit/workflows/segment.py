@@ -417,7 +417,7 @@ def propagate_volume(
     Parameters
     ----------
     engine : fsm2kit.engine.Engine
-        Supplies ``support_memory``, ``drive``, ``policy`` (its cache encodes each slice once).
+        Supplies ``support_memory``, ``drive``, ``settings`` (its cache encodes each slice once).
     images, supports, start, patience, z_range
         As in :func:`propagation_job`.
     progress : bool, optional, keyword-only
@@ -449,7 +449,7 @@ def propagation_job(
     Parameters
     ----------
     engine : fsm2kit.engine.Engine
-        Supplies ``support_memory``, ``track``, ``policy`` (its cache encodes each slice once).
+        Supplies ``support_memory``, ``track``, ``settings`` (its cache encodes each slice once).
     images : ndarray, (Z, H, W)
         Query slices.
     supports : sequence of Support
@@ -518,7 +518,7 @@ def _propagation_steps(engine, imgs: np.ndarray, supports: Sequence[Support], st
                 continue
             q = plan.frames[step.frame_idx].index
             z = query_z[q]
-            sel = bank.select(step.frame_idx, reverse=step.reverse, policy=engine.policy)
+            sel = bank.select(step.frame_idx, reverse=step.reverse, settings=engine.settings)
             out = yield TrackRequest(imgs[z], sel, bank, True, q, z)
             if out.memory is not None:
                 bank.add(step.frame_idx, out.memory)
