@@ -25,7 +25,7 @@ def header(title: str, threads: int) -> str:
 
 
 def random_model(name: str, image_size: int, device: str | None = None):
-    from fsm2kit.core.models import load_sam2
+    from fsm2kit.core import load_sam2
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)

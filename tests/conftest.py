@@ -15,7 +15,7 @@ EXAMPLE_NPZ = REPO / "data" / "examples" / "chaos_t2spir_case1_liver"
 
 
 def _load(name="sam2-tiny", image_size=256, seed=0):
-    from fsm2kit.core.models import load_sam2
+    from fsm2kit.core import load_sam2
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from fsm2kit.core.engine import Engine
-from fsm2kit.core.models import install_cpu_connected_components
+from fsm2kit.core import Engine
+from fsm2kit.core import install_cpu_connected_components
 from fsm2kit.core.plans import custom_plan
 from fsm2kit.testing.reference import published_logits
 from fsm2kit.testing import assert_logits_close, assert_masks_agree
@@ -172,7 +172,7 @@ def test_bounded_cache_and_cpu_storage_give_identical_logits(tiny256, example_ep
     small = Engine(tiny256, progress=False, max_cached_slices=4, storage_device="cpu")
     out = small.segment(example_episode, "S1SFQ", order="top").logits()
     np.testing.assert_array_equal(out, ref)
-    assert len(small._features) <= 4
+    assert len(small.features) <= 4
 
 
 def test_batched_encoding_matches_single(tiny256, example_episode):

@@ -7,7 +7,7 @@ test_models.py; CLI exit codes in test_cli.py.
 import numpy as np
 import pytest
 
-from fsm2kit.core.engine import Engine, preprocess_slice
+from fsm2kit.core import Engine, preprocess_slice
 from fsm2kit.core.episode import Episode, Support
 from fsm2kit.protocol import build_episode
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fsm2kit.core.engine import Engine
+from fsm2kit.core import Engine
 from fsm2kit.workflows.experiments import (
     GROUP_KEYS,
     ORGAN_ORDER,

@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 import torch
 
-from fsm2kit.core.engine import Engine
-from fsm2kit.inspector.capture import (
+from fsm2kit.core import Engine
+from fsm2kit.inspector import (
     MASS_COLUMNS,
     KeyLayout,
     MemoryInspector,
@@ -344,9 +344,8 @@ def test_capture_options_and_errors(engine, example_episode):
 def test_charts_and_panels(s1sfq, tmp_path):
     from PIL import Image
 
-    from fsm2kit.inspector.views import (
-        attention_panels, chart_masses, layer_heatmap, mass_chart, save_chart, save_panel, share_chart,
-    )
+    from fsm2kit.inspector import attention_panels, chart_masses, layer_heatmap, mass_chart, save_panel, share_chart
+    from fsm2kit.io import save_chart
 
     _, insp = s1sfq
     cm = chart_masses(insp)

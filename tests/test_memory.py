@@ -269,7 +269,7 @@ def test_select_closest_cond_frames_order_matches_sam2_when_limited():
 
 @pytest.fixture(scope="module")
 def sam2_module():
-    from fsm2kit.core.models import load_sam2
+    from fsm2kit.core import load_sam2
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # random weights

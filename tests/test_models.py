@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from fsm2kit.core.engine import Engine
-from fsm2kit.core.models import (
+from fsm2kit.core import Engine
+from fsm2kit.core import (
     MODELS,
     CheckpointDownloadError,
     CheckpointError,
@@ -159,7 +159,7 @@ def test_cpu_precision_is_float32(tiny256):
 def test_compiled_encoder_gives_the_same_features(load_random, example_episode):
     """compile_encoder wraps the encoder in torch.compile (the eager backend here: the plumbing,
     not inductor's speed); features, feature key and provenance follow."""
-    from fsm2kit.core.engine import Engine
+    from fsm2kit.core import Engine
 
     plain = load_random("sam2-tiny", 256)
     with pytest.warns(UserWarning, match="RANDOM WEIGHTS"):

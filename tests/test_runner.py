@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from fsm2kit.cli import main
-from fsm2kit.core.engine import Engine
+from fsm2kit.core import Engine
 from fsm2kit.protocol import SCAN_IDS
 from fsm2kit.workflows.runner import load_episodes, run_episodes, write_run
 from fsm2kit.testing import assert_masks_agree

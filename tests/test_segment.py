@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from fsm2kit.io.volumes import LabelMap, Volume, example_ct, example_dir, load_label_nifti, load_nifti
-from fsm2kit.core.engine import Engine, EngineStats, SupportMemory, TrackOutput
+from fsm2kit.core import Engine, EngineStats, SupportMemory, TrackOutput
 from fsm2kit.core.episode import Support
 from fsm2kit.core.memory import MemoryEntry, MemorySettings
 from fsm2kit.core.plans import fq_plan
@@ -475,7 +475,7 @@ def _save(path, data, aff):
 
 @pytest.mark.slow
 def test_multi_organ_encodes_once_and_matches_single_runs(tiny256):
-    from fsm2kit.core.engine import Engine
+    from fsm2kit.core import Engine
 
     ct = example_ct()
     q = Volume(ct.array[14:20], case_id="ct_z14_19")  # 6 slices of the CT

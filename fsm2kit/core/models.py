@@ -18,8 +18,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import sys
-import types
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,10 +26,7 @@ import numpy as np
 import torch
 
 from .fileio import file_sha256
-from .holes import connected_components, fill_holes, install_cpu_connected_components
 from .specs import (
-    MODELS,
-    PUBLISHED_OVERRIDES,
     RANDOM_WEIGHTS,
     CheckpointDownloadError,
     CheckpointError,
@@ -165,6 +160,10 @@ class SAM2Model:
         sha256 of the checkpoint file, None for random weights.
     seed : int or None
         Seed of a random initialisation.
+    tf32 : bool
+        Allow TF32 matrix products on CUDA inside :meth:`autocast` (as published on Ampere and
+        newer GPUs). Scoped: torch's global flags are set only while the model computes and
+        restored afterwards, so loading a model changes no process-wide state.
     """
 
     module: torch.nn.Module
@@ -175,6 +174,7 @@ class SAM2Model:
     checkpoint_sha256: str | None = None
     seed: int | None = None
     extra: dict = field(default_factory=dict)
+    tf32: bool = False
 
     @property
     def name(self) -> str:
@@ -197,10 +197,15 @@ class SAM2Model:
         return torch.bfloat16 if self.device.type == "cuda" else torch.float32
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        """The precision policy as a context manager (bf16 autocast on CUDA, no-op elsewhere)."""
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        """The precision policy as a context manager (bf16 autocast, and TF32 when ``tf32``, on
+        CUDA; a no-op elsewhere). Flags it sets are restored on exit."""
+        if self.device.type != "cuda":
+            return contextlib.nullcontext()
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.autocast("cuda", dtype=torch.bfloat16))
+        if self.tf32:
+            stack.enter_context(_tf32_allowed())
+        return stack
 
     @property
     def feature_key(self) -> str:
@@ -248,7 +253,7 @@ class SAM2Model:
         """What a result needs to record about the model."""
         import sam2
 
-        from fsm2kit import __version__
+        from .version import __version__
 
         return {
             "model": self.spec.name,
@@ -266,6 +271,7 @@ class SAM2Model:
             "sam2_version": getattr(sam2, "__version__", _dist_version("sam2")),
             "torch_version": torch.__version__,
             "compiled_encoder": self.extra.get("compiled_encoder") is not None,
+            "tf32": self.tf32,
         }
 
     def __repr__(self) -> str:
@@ -273,6 +279,18 @@ class SAM2Model:
             f"SAM2Model({self.spec.name}, image_size={self.image_size}, device={self.device}, "
             f"dtype={str(self.dtype).replace('torch.', '')}, weights={self.weights[:23]})"
         )
+
+
+@contextlib.contextmanager
+def _tf32_allowed():
+    """TF32 matrix products on CUDA for the duration of the block (flags restored after)."""
+    old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
 
 
 def _dist_version(name: str) -> str:
@@ -302,6 +320,7 @@ def load_sam2(
     device: str | torch.device | None = None,
     progress: bool = True,
     compile_encoder: bool = False,
+    tf32: bool | None = None,
 ) -> SAM2Model:
     """Build a SAM2 model as FS-MedSAM2 does and load its weights.
 
@@ -324,6 +343,9 @@ def load_sam2(
         Progress bar while downloading.
     compile_encoder : bool
         ``torch.compile`` the image encoder (:meth:`SAM2Model.compile_encoder`).
+    tf32 : bool, optional
+        Allow TF32 matrix products on CUDA while the model computes (scoped, see
+        :attr:`SAM2Model.tf32`); default: on for Ampere and newer GPUs, as published.
 
     Returns
     -------
@@ -400,9 +422,8 @@ def load_sam2(
         )
     module.fill_hole_area = 8  # as published; fsm2kit applies it itself (fill_holes)
     module = module.to(dev).eval()
-    if dev.type == "cuda" and torch.cuda.get_device_properties(dev).major >= 8:
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    if tf32 is None:  # as published: TF32 on Ampere and newer GPUs
+        tf32 = dev.type == "cuda" and torch.cuda.get_device_properties(dev).major >= 8
     model = SAM2Model(
         module=module,
         spec=spec,
@@ -411,6 +432,7 @@ def load_sam2(
         checkpoint=str(ckpt_path) if ckpt_path is not None else None,
         checkpoint_sha256=sha,
         seed=None if ckpt_path is not None else seed,
+        tf32=bool(tf32) and dev.type == "cuda",
     )
     return model.compile_encoder() if compile_encoder else model
 

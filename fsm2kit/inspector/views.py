@@ -1,7 +1,7 @@
 """Views of an :class:`~fsm2kit.inspect.Inspection`: altair charts and image panels.
 
-Charts (altair; :func:`save_chart` writes ``.png``/``.svg`` through vl-convert, or a
-self-contained ``.html`` that works offline, like :func:`fsm2kit.figures.save_chart`):
+Charts (altair; :func:`fsm2kit.io.charts.save_chart` writes ``.png``/``.svg`` through vl-convert,
+or a self-contained ``.html`` that works offline):
 
 * :func:`mass_chart`: stacked attention mass per memory entry along the processing order;
 * :func:`share_chart`: support memory vs query memory (vs object pointers) share per slice;
@@ -29,15 +29,18 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from ..core.fileio import atomic_write
+from ..io.charts import save_chart
+
 if TYPE_CHECKING:  # imported lazily: ``fsm2kit --help`` stays light
-    from .capture import Inspection, KeyEntry
+    from .inspection import Inspection
+    from .layout import KeyEntry
 
 __all__ = [
     "chart_masses",
     "mass_chart",
     "share_chart",
     "layer_heatmap",
-    "save_chart",
     "chart_png",
     "query_image",
     "query_panel",
@@ -217,13 +220,6 @@ def layer_heatmap(insp: Inspection, *, step: int | None = None, region: str = "a
         color=alt.Color("mass:Q", title="mass", scale=alt.Scale(scheme="viridis")),
         tooltip=["layer:O", "role:N", alt.Tooltip("mass:Q", format=".3f")],
     ).properties(width=width, height=height, title=title)
-
-
-def save_chart(chart, path: str | os.PathLike, **options) -> dict[str, Path]:
-    """:func:`fsm2kit.figures.save_chart` (imported when first used: ``fsm2kit --help`` stays light)."""
-    from ..workflows.figures import save_chart as save
-
-    return save(chart, path, **options)
 
 
 def chart_png(chart, *, scale: float = 1.0) -> bytes:
@@ -430,9 +426,8 @@ def attention_panels(insp: Inspection, step: int, pixel: tuple[int, int] | None 
 def save_panel(img, path: str | os.PathLike) -> Path:
     """Save a panel image (``.png``, ``.jpg``, ``.webp``...)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
-    return path
+    fmt = path.suffix.lstrip(".").upper().replace("JPG", "JPEG") or "PNG"
+    return atomic_write(path, lambda tmp: img.save(tmp, format=fmt))
 
 
 # ----------------------------------------------------------------------------- command line

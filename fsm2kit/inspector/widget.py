@@ -22,7 +22,7 @@ import io
 import ipywidgets as W
 import traitlets
 
-from .capture import Inspection
+from .inspection import Inspection
 from ..inspector.views import chart_png, mass_chart, memory_panels, query_image
 
 __all__ = ["ClickImage", "MemoryInspectorWidget", "show_inspector"]

@@ -55,7 +55,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..core.fileio import atomic_write
-from ..core.models import file_sha256
+from ..core.fileio import file_sha256
 from ..protocol.rules import CHAOS_GRAY_VALUES, CT_WINDOW, SABS_BORDER, chaos_gray_to_label, ct_window
 
 __all__ = [

@@ -861,7 +861,7 @@ def results_table(
 
 
 def _order_rows(table: pd.DataFrame, row_order: Mapping[str, Sequence] | None) -> pd.DataFrame:
-    from ..core.models import MODELS
+    from ..core.specs import MODELS
     from ..core.plans import SETTINGS
 
     known = {"setting": list(SETTINGS), "order": ["n/a", "top", "middle"], "model": list(MODELS)}
