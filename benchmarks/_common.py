@@ -55,7 +55,7 @@ def synthetic_volume(length: int):
     perturbations, its supports, and protocol-like chunks (speed benchmarks only)."""
     import numpy as np
 
-    from fsm2kit.io.volumes import example_episodes
+    from fsm2kit.io.examples import example_episodes
     from fsm2kit.core.episode import Episode
 
     (ep,) = example_episodes()

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from fsm2kit import __version__
-from fsm2kit.io.volumes import example_episodes
+from fsm2kit.io.examples import example_episodes
 from fsm2kit.core import Engine
 from fsm2kit.core import install_cpu_connected_components, load_sam2
 from fsm2kit.testing.reference import published_logits

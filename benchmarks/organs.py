@@ -16,7 +16,8 @@ import argparse
 import torch
 
 from _common import Timer, header, random_model
-from fsm2kit.io.volumes import example_dir, load_nifti
+from fsm2kit.io.examples import example_dir
+from fsm2kit.io.nifti import load_nifti
 from fsm2kit.core import Engine
 from fsm2kit.protocol import build_episode
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from _common import Timer, header, random_model
-from fsm2kit.io.volumes import example_episodes
+from fsm2kit.io.examples import example_episodes
 from fsm2kit.core import Engine
 from fsm2kit.core import install_cpu_connected_components
 from fsm2kit.testing.reference import published_logits

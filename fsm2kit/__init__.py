@@ -17,8 +17,12 @@ from .core.lazy import lazy_exports
 from .core.version import __version__
 
 __getattr__, __dir__, _names = lazy_exports(__name__, {
-    ".io.volumes": ["LabelMap", "LabelVolume", "Volume", "example_episodes", "load_alp_folder", "load_nifti",
-                    "load_npz_episodes"],
+    ".io.volumes": ["LabelVolume", "Volume"],
+    ".io.nifti": ["load_nifti"],
+    ".io.alp": ["load_alp_folder"],
+    ".io.npz": ["load_npz_episodes"],
+    ".io.examples": ["example_episodes"],
+    ".protocol.labels": ["LabelMap"],
     ".core.engine": ["Engine", "EpisodeResult", "SliceResult"],
     ".core.episode": ["Episode", "Support"],
     ".core.memory": ["MemoryBank", "MemoryEntry", "MemorySelection", "select_memories"],
@@ -26,7 +30,7 @@ __getattr__, __dir__, _names = lazy_exports(__name__, {
     ".core.models": ["SAM2Model", "load_sam2"],
     ".core.specs": ["MODELS"],
     ".core.plans": ["SETTINGS", "ORDERS", "Plan", "build_plans", "custom_plan", "fq_plan"],
-    ".protocol.rules": ["build_episode"],
+    ".protocol.episodes": ["build_episode"],
     ".workflows.runner": ["load_episodes", "run_episodes", "write_run"],
     ".workflows.experiments": ["ExperimentConfig", "ExperimentResult", "run_experiment", "run_experiments"],
     ".workflows.segment": ["segment_volume"],

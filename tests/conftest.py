@@ -30,7 +30,7 @@ def tiny256():
 
 @pytest.fixture(scope="session")
 def example_episode():
-    from fsm2kit.io.volumes import load_npz_episodes
+    from fsm2kit.io.npz import load_npz_episodes
 
     (ep,) = load_npz_episodes(EXAMPLE_NPZ)
     return ep

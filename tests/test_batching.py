@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from fsm2kit.io.volumes import example_dir, load_nifti
+from fsm2kit.io.examples import example_dir
+from fsm2kit.io.nifti import load_nifti
 from fsm2kit.core import Engine, TrackRequest, batch_groups, request_signature
 from fsm2kit.core.memory import MemoryBank, MemorySelection, PointerRef, SpatialRef
 from fsm2kit.protocol import build_episode

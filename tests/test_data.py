@@ -1,4 +1,5 @@
-"""Tests of fsm2kit.io.volumes: bundled episodes, npz names, NIfTI round trips, ALP folders, labels."""
+"""Tests of fsm2kit.io (volumes, nifti, alp, npz, examples): bundled episodes, npz names, NIfTI round
+trips, ALP folders, labels."""
 
 from __future__ import annotations
 
@@ -9,20 +10,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from fsm2kit.io import volumes as fd
-from fsm2kit.io.volumes import (
-    ALPDataset,
-    LabelMap,
-    LabelVolume,
-    Volume,
-    example_dir,
-    example_episodes,
-    load_alp_folder,
-    load_nifti,
-    load_npz_episodes,
-    parse_npz_name,
-    save_mask,
-)
+from fsm2kit.io import nifti as fd
+from fsm2kit.io.alp import ALPDataset, load_alp_folder
+from fsm2kit.io.examples import example_dir, example_episodes
+from fsm2kit.io.nifti import load_nifti, save_mask
+from fsm2kit.io.npz import load_npz_episodes, parse_npz_name
+from fsm2kit.io.volumes import LabelVolume, Volume
+from fsm2kit.protocol.labels import LabelMap
 from fsm2kit.core.episode import Episode
 
 LIVER_TS = 5  # TotalSegmentator "total" id of the liver

@@ -13,7 +13,7 @@ pydicom = pytest.importorskip("pydicom")
 from pydicom.dataset import FileDataset, FileMetaDataset  # noqa: E402
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid  # noqa: E402
 
-from fsm2kit.io.volumes import load_nifti  # noqa: E402
+from fsm2kit.io.nifti import load_nifti  # noqa: E402
 from fsm2kit.io.dicom import dicom_affine, read_dicom_series, trailing_number  # noqa: E402
 
 AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)

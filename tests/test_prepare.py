@@ -1,4 +1,4 @@
-"""fsm2kit.io.prepare: the SSL-ALPNet preprocessing formulas by hand, then both datasets end to end
+"""fsm2kit.io.prepare / prepare_ops / raw_scans: the SSL-ALPNet preprocessing formulas by hand, then both datasets end to end
 on synthetic raw data laid out like the real downloads (and SABS on the bundled CT)."""
 
 from __future__ import annotations
@@ -13,23 +13,22 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fsm2kit.io.volumes import example_dir, load_alp_folder
 from fsm2kit.cli.prepare import register_cli
-from fsm2kit.io.prepare import (
+from fsm2kit.io.alp import load_alp_folder
+from fsm2kit.io.examples import example_dir
+from fsm2kit.io.prepare import prepare_chaos, prepare_synapse
+from fsm2kit.io.prepare_ops import (
     CHAOST2_CLASSMAP_NAMES,
     SABS_CLASSMAP_NAMES,
     class_slice_index,
     crop_or_pad_center,
-    find_chaos_scans,
-    find_synapse_scans,
     histogram_cut_top,
-    prepare_chaos,
-    prepare_synapse,
     resample_labels,
     resample_linear,
     resampled_shape,
     sabs_window,
 )
+from fsm2kit.io.raw_scans import find_chaos_scans, find_synapse_scans
 
 
 # ----------------------------------------------------------------------------- formulas
@@ -127,23 +126,38 @@ def test_class_slice_index_rules():
     assert by_sum["BG"] == {"5": [1, 2]} and by_sum["A"] == {"5": [1]}
 
 
-def test_resampling_agrees_with_simpleitk_if_installed():
-    sitk = pytest.importorskip("SimpleITK")
-    rng = np.random.default_rng(3)
-    arr = rng.normal(size=(4, 60, 70)) * 100
-    img = sitk.GetImageFromArray(arr)
-    img.SetSpacing((0.8, 0.8, 3.0))
-    new = (0.8 * 1.75, 0.8 * 1.75, 3.0)
-    rs = sitk.ResampleImageFilter()
-    rs.SetInterpolator(sitk.sitkLinear)
-    rs.SetOutputSpacing(new)
-    rs.SetOutputOrigin(img.GetOrigin())
-    rs.SetOutputDirection(img.GetDirection())
-    rs.SetSize([int(s + 1) for s in np.array(img.GetSize()) * (np.array((0.8, 0.8, 3.0)) / np.array(new))])
-    ref = sitk.GetArrayFromImage(rs.Execute(img))
-    mine = resample_linear(arr, (3.0, 0.8, 0.8), (3.0, 0.8 * 1.75, 0.8 * 1.75))
-    assert mine.shape == ref.shape
-    np.testing.assert_allclose(mine, ref, atol=1e-9)
+SIMPLEITK_EXPECTED = Path(__file__).parent / "data" / "simpleitk_resample_expected.npz"
+
+
+def test_resampling_matches_stored_simpleitk_output():
+    """fsm2kit's resampling against SimpleITK's own output, stored once.
+
+    ``tests/data/simpleitk_resample_expected.npz`` holds three small inputs and what SimpleITK
+    2.5.7 (ITK 5.4) made of them with the notebooks' ``resample_by_res`` / ``resample_lb_by_res``
+    (linear interpolation, same origin and direction, size ``int(n * old / new + 1)``). It was
+    written by ``tests/data/make_simpleitk_expected.py`` (see ``tests/data/README.md``), so this
+    test runs without SimpleITK installed.
+    """
+    with np.load(SIMPLEITK_EXPECTED, allow_pickle=False) as f:
+        d = {k: f[k] for k in f.files}
+    assert "SimpleITK 2.5.7" in str(d["meta"])
+    # float64 image, SABS geometry (in-plane spacing x 1.75): agrees up to float rounding
+    e = d["image_expected"]
+    mine = resample_linear(d["image_input"], d["image_old_spacing"], d["image_new_spacing"])
+    assert mine.shape == e.shape == (4, 7, 9) and mine.dtype == e.dtype == np.float64
+    np.testing.assert_allclose(mine, e, rtol=0, atol=1e-9)
+    # outside the input (half a voxel around it) SimpleITK writes 0: slice z = 3 and column 8
+    assert not e[3].any() and not e[:, :, 8].any() and e[:3, :, :8].all()
+    # int16 image, CHAOS-like spacing: identical (ITK truncates towards zero)
+    e = d["int16_expected"]
+    mine = resample_linear(d["int16_input"], d["int16_old_spacing"], d["int16_new_spacing"])
+    assert mine.dtype == e.dtype == np.int16
+    np.testing.assert_array_equal(mine, e)
+    # labels one id at a time: identical
+    e = d["labels_expected"]
+    mine = resample_labels(d["labels_input"], d["labels_old_spacing"], d["labels_new_spacing"])
+    assert mine.dtype == e.dtype == np.float32 and set(np.unique(e).tolist()) == {0.0, 1.0, 2.0}
+    np.testing.assert_array_equal(mine, e)
 
 
 # ----------------------------------------------------------------------------- synapse

@@ -311,6 +311,71 @@ def test_resolve_label_errors_list_valid_names():
         resolve_label("SABS", True)
 
 
+# One resolver: ``fsm2kit run`` (resolve_label) and ``fsm2kit segment`` (LabelMap) agree.
+# These four names used to resolve through LabelMap only, so segment accepted what run refused.
+SABS_SPELLINGS = {"vena_cava_inferior": 9, "kidney.right": 2, "portal_splenic_vein": 10, "r_adrenal": 12}
+
+
+@pytest.mark.parametrize("name", sorted(SABS_SPELLINGS))
+def test_run_and_segment_resolve_the_same_id(name):
+    from fsm2kit.protocol.labels import LabelMap
+
+    expected = SABS_SPELLINGS[name]
+    via_run = resolve_label("SABS", name)  # fsm2kit run --label, ExperimentConfig.classes
+    via_segment = LabelMap.from_dataset("SABS").resolve(name)  # fsm2kit segment --label-map SABS
+    assert via_run == via_segment == expected
+    assert P.label_name("SABS", name) == P.DATASET_LABELS["SABS"][expected]
+    # spacing, case and punctuation do not matter, on both paths
+    loud = name.upper().replace("_", " ")
+    assert resolve_label("SABS", loud) == LabelMap.from_dataset("SABS").resolve(loud) == expected
+
+
+def test_every_alias_resolves_identically_on_both_paths():
+    from fsm2kit.protocol.labels import LabelMap
+
+    for ds, names in P.DATASET_LABELS.items():
+        lm = LabelMap.from_dataset(ds)
+        spellings = [*names.values(), *P.LABEL_ALIASES, *(str(i) for i in names)]
+        for sp in spellings:
+            try:
+                via_map = lm.resolve(sp)
+            except ValueError:
+                with pytest.raises(ValueError):
+                    resolve_label(ds, sp)
+                continue
+            if via_map == 0:  # background: a label, never a few-shot target
+                with pytest.raises(ValueError, match="background"):
+                    resolve_label(ds, sp)
+            else:
+                assert resolve_label(ds, sp) == via_map, (ds, sp)
+
+
+@pytest.mark.parametrize("name", ["vena_cava", "kidney", "left", "adrenal", "portal", "liverr"])
+def test_unknown_name_errors_on_both_paths_and_lists_valid_names(name):
+    from fsm2kit.protocol.labels import LabelMap
+
+    with pytest.raises(ValueError, match=r"Valid SABS classes: SPLEEN \(1\), RK \(2\)"):
+        resolve_label("SABS", name)
+    with pytest.raises(ValueError, match=r"valid labels of SABS are: 0 BG, 1 SPLEEN, 2 RK"):
+        LabelMap.from_dataset("SABS").resolve(name)
+    # an organ of the other dataset is not silently mapped to something else
+    with pytest.raises(ValueError, match="Unknown CHAOST2 class name 'aorta'"):
+        resolve_label("CHAOST2", "aorta")
+
+
+def test_label_map_alias_groups_never_pick_among_two_organs():
+    from fsm2kit.protocol.labels import LabelMap
+
+    custom = LabelMap({1: "kidney_right", 2: "right_kidney_cyst"})
+    assert custom.resolve("rk") == 1 and custom.resolve("Right Kidney") == 1
+    with pytest.raises(ValueError, match="Unknown label name 'left_kidney'"):
+        custom.resolve("left_kidney")
+    twice = LabelMap({1: "rk", 2: "kidney_right"})  # two names of one synonym group
+    assert twice.resolve("rk") == 1 and twice.resolve("kidney_right") == 2  # exact names win
+    with pytest.raises(ValueError, match="ambiguous"):
+        twice.resolve("right_kidney")
+
+
 # ------------------------------------------------------------- item 11: tested classes
 
 
@@ -473,6 +538,61 @@ def test_build_episode_npart_1_and_5():
     ep5 = make_episode(range(0, 30), range(0, 30), npart=5)
     assert [s.z for s in ep5.supports] == [3, 9, 15, 21, 27]
     assert np.bincount(ep5.chunks).tolist() == [6, 6, 6, 6, 6]
+
+
+def test_build_episode_support_selector_replaces_the_protocol_rule():
+    calls = []
+
+    def first_last_middle(support_label, label_id, npart):
+        calls.append((support_label.shape, label_id, npart))
+        zs = np.flatnonzero((support_label == label_id).any(axis=(1, 2)))
+        return [int(zs[0]), int(zs[len(zs) // 2]), np.int64(zs[-1])]
+
+    default = make_episode(range(12, 36), range(10, 40))
+    ep = make_episode(range(12, 36), range(10, 40), support_selector=first_last_middle)
+    assert calls == [((40, 8, 8), 1, 3)]
+    assert [s.z for s in default.supports] == [15, 25, 35]  # the protocol rule
+    assert [s.z for s in ep.supports] == [10, 25, 39]
+    assert [s.chunk for s in ep.supports] == [0, 1, 2]
+    assert all(type(s.z) is int for s in ep.supports) and ep.meta["support_z"] == (10, 25, 39)
+    sl = label_volume(range(10, 40), other=5)
+    for s in ep.supports:
+        np.testing.assert_array_equal(s.mask, sl[s.z] == 1)
+    # the query side is untouched by the choice of supports
+    np.testing.assert_array_equal(ep.z, default.z)
+    np.testing.assert_array_equal(ep.chunks, default.chunks)
+    np.testing.assert_array_equal(ep.labels, default.labels)
+    # None keeps the protocol rule
+    none = make_episode(range(12, 36), range(10, 40), support_selector=None)
+    assert [s.z for s in none.supports] == [15, 25, 35]
+    # npart reaches the selector
+    ep5 = make_episode(range(12, 36), range(10, 40), npart=5,
+                       support_selector=lambda lab, c, n: [20] * n)
+    assert [s.z for s in ep5.supports] == [20] * 5
+
+
+@pytest.mark.parametrize(
+    "chosen, message",
+    [
+        ([20, 21], "returned 2 slice indices"),
+        ([20, 21, 22, 23], "returned 4 slice indices"),
+        ([20, 21, 40], "z=40, outside the support scan 8"),
+        ([-1, 21, 22], "z=-1, outside"),
+        ([20, 5, 22], "z=5, does not contain class 1"),
+        ([20, 21.0, 22], "not an integer"),
+        ([20, True, 22], "not an integer"),
+        (7, "sequence of 3 slice indices"),
+        ("abc", "sequence of 3 slice indices"),
+    ],
+)
+def test_build_episode_support_selector_is_validated(chosen, message):
+    with pytest.raises(ValueError, match=message):
+        make_episode(range(12, 36), range(10, 40), support_selector=lambda lab, c, n: chosen)
+
+
+def test_build_episode_support_selector_must_be_callable():
+    with pytest.raises(TypeError, match="callable"):
+        make_episode(range(12, 36), range(10, 40), support_selector=[1, 2, 3])
 
 
 # --------------------------------------------------------------------------- error cases

@@ -21,7 +21,10 @@ import pandas as pd
 import pytest
 import torch
 
-from fsm2kit.io.volumes import LabelMap, Volume, example_ct, example_dir, load_label_nifti, load_nifti
+from fsm2kit.io.examples import example_ct, example_dir
+from fsm2kit.io.nifti import load_label_nifti, load_nifti
+from fsm2kit.io.volumes import Volume
+from fsm2kit.protocol.labels import LabelMap
 from fsm2kit.core import Engine, EngineStats, SupportMemory, TrackOutput
 from fsm2kit.core.episode import Support
 from fsm2kit.core.memory import MemoryEntry, MemorySettings

@@ -74,7 +74,7 @@ def test_label_volumes_and_errors():
 
 @pytest.mark.slow
 def test_similarity_selectors_with_sam2(tiny256):
-    from fsm2kit.io.volumes import example_ct
+    from fsm2kit.io.examples import example_ct
     from fsm2kit.core import Engine
 
     ct = example_ct()

@@ -41,7 +41,7 @@ def register_cli(subparsers) -> None:
 def _cmd_inspect(args) -> int:
     from ..inspector.inspection import episode_subset, inspect_episode
     from ..inspector.views import write_inspection
-    from ..io.volumes import example_episodes
+    from ..io.examples import example_episodes
     from ..workflows.runner import load_episodes
 
     if args.episodes is None:

@@ -22,7 +22,7 @@ def _parse_window(text: str | None) -> tuple[float, float] | None:
     if text is None:
         return None
     if text.strip().lower() in ("abdomen", "soft-tissue", "soft_tissue"):
-        from ..protocol.rules import CT_WINDOW
+        from ..protocol.preprocessing import CT_WINDOW
 
         return CT_WINDOW
     try:
@@ -83,7 +83,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ..core.fileio import file_sha256
-    from ..io.volumes import LabelMap, load_label_nifti
+    from ..io.nifti import load_label_nifti
+    from ..protocol.labels import LabelMap
     from ..workflows.runner import RANDOM_NOTE
     from ..workflows.segment import check_output, check_request, load_scan, parse_labels, segment_volume
 

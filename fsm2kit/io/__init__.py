@@ -1,13 +1,20 @@
-"""Volumes and label maps, NIfTI, DICOM, SSL-ALPNet folders, npz episodes, bundled examples, dataset preparation.
+"""Volumes, NIfTI, DICOM, SSL-ALPNet folders, npz episodes, bundled examples, dataset preparation.
 
+Label maps (:class:`~fsm2kit.protocol.labels.LabelMap`) belong to :mod:`fsm2kit.protocol`.
 Public names load lazily (PEP 562): importing this package imports no submodule.
 """
 
 from ..core.lazy import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
-    ".charts": ['CHART_FORMATS', 'save_chart'],
+    ".volumes": ['CANONICAL_AXCODES', 'SourceGrid', 'LabelVolume', 'Volume', 'label_dtype', 'array_axes_in_file'],
+    ".nifti": ['read_image', 'squeeze_to_3d', 'as_label_ids', 'load_nifti', 'volume_from_nifti_image', 'load_label_nifti', 'save_mask'],
+    ".alp": ['ALPDataset', 'load_alp_folder'],
+    ".npz": ['NpzName', 'parse_npz_name', 'load_npz_episodes'],
+    ".examples": ['example_dir', 'example_episodes', 'example_ct'],
     ".dicom": ['DicomSeries', 'read_dicom_series', 'dicom_affine', 'trailing_number'],
-    ".prepare": ['SABS_CLASSMAP_NAMES', 'CHAOST2_CLASSMAP_NAMES', 'CHAOS_SPACING', 'HIST_CUT_TOP', 'SABS_SPACING_FACTOR', 'CROP_SIZE', 'resampled_shape', 'resample_linear', 'resample_labels', 'sabs_window', 'histogram_cut_top', 'crop_or_pad_center', 'class_slice_index', 'RawScan', 'PreparedScan', 'PrepareReport', 'find_synapse_scans', 'find_chaos_scans', 'prepare_synapse', 'prepare_chaos'],
-    ".volumes": ['CANONICAL_AXCODES', 'LabelMap', 'LabelVolume', 'Volume', 'load_nifti', 'load_label_nifti', 'volume_from_nifti_image', 'save_mask', 'label_dtype', 'array_axes_in_file', 'ALPDataset', 'load_alp_folder', 'NpzName', 'parse_npz_name', 'load_npz_episodes', 'example_dir', 'example_episodes', 'example_ct'],
+    ".raw_scans": ['RawScan', 'find_synapse_scans', 'find_chaos_scans'],
+    ".prepare_ops": ['SABS_CLASSMAP_NAMES', 'CHAOST2_CLASSMAP_NAMES', 'CHAOS_SPACING', 'HIST_CUT_TOP', 'SABS_SPACING_FACTOR', 'CROP_SIZE', 'resampled_shape', 'resample_linear', 'resample_labels', 'sabs_window', 'histogram_cut_top', 'crop_or_pad_center', 'class_slice_index'],
+    ".charts": ['CHART_FORMATS', 'save_chart'],
+    ".prepare": ['PreparedScan', 'PrepareReport', 'prepare_synapse', 'prepare_chaos'],
 })

@@ -15,7 +15,7 @@ The result, :class:`DicomSeries`, keeps the slices as a ``(Z, R, C)`` array (sli
 DICOM column), with ``RescaleSlope`` / ``RescaleIntercept`` applied, and the voxel-to-world
 affine of the NIfTI it converts to (:meth:`DicomSeries.to_nifti`): NIfTI voxel axes
 ``(i, j, k) = (column, row, slice)`` and RAS+ world coordinates in mm, so the written file lands
-at the right place in any viewer and :func:`fsm2kit.data.load_nifti` reorients it like any other
+at the right place in any viewer and :func:`fsm2kit.io.nifti.load_nifti` reorients it like any other
 scan.
 
 pydicom is an optional dependency (``pip install fsm2kit[dicom]``).
@@ -136,9 +136,9 @@ class DicomSeries:
         return path
 
     def to_volume(self, *, case_id: str | None = None):
-        """A :class:`fsm2kit.data.Volume` (canonical axial layout) whose masks write back to
+        """A :class:`fsm2kit.io.volumes.Volume` (canonical axial layout) whose masks write back to
         :meth:`to_nifti`'s grid."""
-        from .volumes import volume_from_nifti_image
+        from .nifti import volume_from_nifti_image
 
         mod = self.modality if self.modality in ("CT", "MR") else ""
         cid = case_id if case_id is not None else (self.files[0].parent.name if self.files else "")

@@ -13,7 +13,7 @@ SABS (PROTOCOL.md 1.1; ``data/SABS/*.ipynb`` of SSL-ALPNet)
     column and slice lie outside the input and are 0, and the loader crops ``[:256, :256]``);
     labels resampled one id at a time (:func:`resample_labels`); class-slice index.
 CHAOST2 (PROTOCOL.md 1.2; ``data/CHAOST2/*``)
-    T2-SPIR DICOM read with :mod:`fsm2kit.dicom` (slices in file-number order; rows flipped,
+    T2-SPIR DICOM read with :mod:`fsm2kit.io.dicom` (slices in file-number order; rows flipped,
     see below); ``Ground`` PNGs sorted by their trailing number, rows flipped, gray values
     0/63/126/189/252 -> 0..4; top 0.5 % of the histogram cut; resampled to (1.25, 1.25, 7.70)
     mm; centre crop / pad to 256 x 256 (image padded with its minimum, labels with 0);
@@ -33,13 +33,16 @@ Other recorded choices: the CHAOS ids are the patient folder names; integer imag
 integer through resampling with truncation towards zero (SimpleITK keeps the pixel type and
 casts with ``static_cast``); output headers keep the source origin after the crop (as the
 notebooks do, so world positions of cropped files are shifted: the arrays are what matter).
-Every output is written atomically and listed with its sha256 in ``SHA256SUMS``; ``prepare.json``
-records the inputs, the mapping from raw files to ids and the parameters.
+Every output is written atomically (:func:`fsm2kit.core.fileio.atomic_write`) and listed with its
+sha256 in ``SHA256SUMS``; ``prepare.json`` records the inputs, the mapping from raw files to ids
+and the parameters.
+
+The formulas are :mod:`fsm2kit.io.prepare_ops` (pure array functions) and the raw layouts
+:mod:`fsm2kit.io.raw_scans`; this module runs them over a download.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -48,302 +51,38 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import nibabel as nib
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..core.fileio import atomic_write
-from ..core.fileio import file_sha256
-from ..protocol.rules import CHAOS_GRAY_VALUES, CT_WINDOW, SABS_BORDER, chaos_gray_to_label, ct_window
+from ..core.fileio import atomic_write, file_sha256
+from ..protocol.preprocessing import CHAOS_GRAY_VALUES, CT_WINDOW, SABS_BORDER, chaos_gray_to_label
+from .nifti import read_image
+from .prepare_ops import (
+    CHAOS_SPACING,
+    CHAOST2_CLASSMAP_NAMES,
+    CROP_SIZE,
+    HIST_CUT_TOP,
+    SABS_CLASSMAP_NAMES,
+    SABS_SPACING_FACTOR,
+    class_slice_index,
+    crop_or_pad_center,
+    histogram_cut_top,
+    resample_labels,
+    resample_linear,
+    resampled_shape,
+    sabs_window,
+)
+from .raw_scans import find_chaos_scans, find_synapse_scans
 
 __all__ = [
-    "SABS_CLASSMAP_NAMES",
-    "CHAOST2_CLASSMAP_NAMES",
-    "CHAOS_SPACING",
-    "HIST_CUT_TOP",
-    "SABS_SPACING_FACTOR",
-    "CROP_SIZE",
-    "resampled_shape",
-    "resample_linear",
-    "resample_labels",
-    "sabs_window",
-    "histogram_cut_top",
-    "crop_or_pad_center",
-    "class_slice_index",
-    "RawScan",
     "PreparedScan",
     "PrepareReport",
-    "find_synapse_scans",
-    "find_chaos_scans",
     "prepare_synapse",
     "prepare_chaos",
 ]
-
-#: Class names of the SABS ``classmap_1.json`` (``Synapse_abdominal_classmap.ipynb``), by id.
-SABS_CLASSMAP_NAMES: tuple[str, ...] = (
-    "BGD", "SPLEEN", "KID_R", "KID_l", "GALLBLADDER", "ESOPHAGUS", "LIVER", "STOMACH", "AORTA",
-    "IVC", "PS_VEIN", "PANCREAS", "AG_R", "AG_L",
-)
-#: Class names of the CHAOST2 ``classmap_1.json`` (``class_slice_index_gen.ipynb``), by id.
-CHAOST2_CLASSMAP_NAMES: tuple[str, ...] = ("BG", "LIVER", "RK", "LK", "SPLEEN")
-#: CHAOST2 target spacing (x, y, z) in mm (``NEW_SPA``).
-CHAOS_SPACING: tuple[float, float, float] = (1.25, 1.25, 7.70)
-#: Percent of the top of the histogram cut from CHAOS images (``HIST_CUT_TOP``).
-HIST_CUT_TOP: float = 0.5
-#: SABS in-plane spacing factor ``(512 - 2 * 32) / 256`` (``SPA_FAC``).
-SABS_SPACING_FACTOR: float = (512 - 2 * SABS_BORDER) / 256
-#: CHAOS in-plane output size.
-CROP_SIZE: int = 256
-
-
-# =====================================================================================
-# Formulas (pure functions on arrays; (z, y, x) = SimpleITK's array order)
-# =====================================================================================
-
-
-def _spacing3(name: str, s: Sequence[float]) -> np.ndarray:
-    a = np.asarray(s, dtype=np.float64).ravel()
-    if a.size != 3 or not np.all(np.isfinite(a)) or np.any(a <= 0):
-        raise ValueError(f"{name} must be 3 positive spacings (z, y, x) in mm, got {s!r}.")
-    return a
-
-
-def resampled_shape(
-    shape: Sequence[int], old_spacing: Sequence[float], new_spacing: Sequence[float]
-) -> tuple[int, ...]:
-    """Output size of SSL-ALPNet's ``resample_by_res``: ``int(n * (old / new) + 1)`` per axis.
-
-    Computed in float64 in the notebook's order (``RES_COE = old / new``, then ``n * RES_COE``).
-    For SABS in-plane (448 pixels, spacing x 1.75) this is 257, and Z + 1 along z.
-    """
-    old = _spacing3("old_spacing", old_spacing)
-    new = _spacing3("new_spacing", new_spacing)
-    n = np.asarray(shape, dtype=np.float64)
-    if n.size != 3:
-        raise ValueError(f"shape must have 3 entries (z, y, x), got {shape!r}.")
-    coe = old * 1.0 / new
-    return tuple(int(v + 1) for v in n * coe)
-
-
-def _axis_weights(n_in: int, n_out: int, ratio: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Neighbour indices, weights and the inside mask of ITK's linear interpolation on one axis."""
-    c = np.arange(n_out, dtype=np.float64) * ratio  # continuous input index of each output voxel
-    inside = (c >= -0.5) & (c < n_in - 0.5)  # ITK's IsInsideBuffer: half a voxel around the grid
-    base = np.floor(c)
-    frac = c - base
-    i0 = np.clip(base, 0, n_in - 1).astype(np.intp)
-    i1 = np.clip(base + 1, 0, n_in - 1).astype(np.intp)
-    frac = np.where(base < 0, 0.0, frac)  # below the first voxel: its value (ITK clamps)
-    return i0, i1, frac, inside
-
-
-def resample_linear(
-    array: np.ndarray,
-    old_spacing: Sequence[float],
-    new_spacing: Sequence[float],
-    *,
-    shape: Sequence[int] | None = None,
-    default: float = 0.0,
-) -> np.ndarray:
-    """SimpleITK's ``ResampleImageFilter`` with linear interpolation, same origin and direction.
-
-    Output voxel ``o`` (per axis) samples the input at the continuous index
-    ``o * new / old``. As in ITK, a point is inside when every continuous index is within
-    ``[-0.5, n - 0.5)`` (half a voxel around the grid; neighbours are clamped to the edge
-    there), and gets ``default`` (0) otherwise. Interpolation is in float64, x first, then y,
-    then z (``a + (b - a) * t``, like ITK), and the result keeps the input's pixel type:
-    floats are rounded to it, integers truncated towards zero and clamped to the type's range
-    (ITK's ``static_cast``).
-
-    Checked against SimpleITK 2.5.7 (ITK 5.4): on SABS geometry (448 px, spacing x 1.75) label
-    resampling is identical and images agree within 1e-11; int16 CHAOS-like input identical.
-    ITK computes sample positions through physical coordinates, which can differ from
-    ``o * new / old`` in the last bit, so a sample exactly on a tie (half a voxel outside the
-    grid, an integer image exactly between two values, a label mask exactly at 0.5) may fall on
-    the other side (``tests/test_prepare.py`` has an optional SimpleITK comparison).
-
-    Parameters
-    ----------
-    array : ndarray, (z, y, x)
-        SimpleITK array order.
-    old_spacing, new_spacing : 3 floats, (z, y, x) order
-    shape : 3 ints, optional, keyword-only
-        Output size (z, y, x); default :func:`resampled_shape`.
-    default : float, keyword-only
-        Value outside the input.
-
-    Returns
-    -------
-    ndarray, (z', y', x'), same dtype as ``array``
-    """
-    a = np.asarray(array)
-    if a.ndim != 3:
-        raise ValueError(f"resample_linear: expected a 3D (z, y, x) array, got shape {a.shape}.")
-    if a.dtype == bool:
-        raise TypeError("resample_linear: cast boolean masks to float32 first (as the notebooks do).")
-    old = _spacing3("old_spacing", old_spacing)
-    new = _spacing3("new_spacing", new_spacing)
-    out_shape = tuple(int(s) for s in (shape if shape is not None else resampled_shape(a.shape, old, new)))
-    if len(out_shape) != 3 or min(out_shape) < 1:
-        raise ValueError(f"resample_linear: output shape must be 3 positive sizes, got {out_shape}.")
-    if min(a.shape) < 1:
-        raise ValueError(f"resample_linear: empty input of shape {a.shape}.")
-    work = a.astype(np.float64)
-    inside_all = np.ones(out_shape, dtype=bool)
-    for axis in (2, 1, 0):  # x, then y, then z (ITK's order)
-        i0, i1, frac, inside = _axis_weights(a.shape[axis], out_shape[axis], new[axis] / old[axis])
-        lo = np.take(work, i0, axis=axis)
-        hi = np.take(work, i1, axis=axis)
-        shp = [1, 1, 1]
-        shp[axis] = -1
-        work = lo + (hi - lo) * frac.reshape(shp)
-        inside_all &= inside.reshape(shp)
-    work[~inside_all] = default
-    if np.issubdtype(a.dtype, np.integer):
-        info = np.iinfo(a.dtype)
-        return np.clip(np.trunc(work), info.min, info.max).astype(a.dtype)
-    return work.astype(a.dtype)
-
-
-def resample_labels(
-    labels: np.ndarray,
-    old_spacing: Sequence[float],
-    new_spacing: Sequence[float],
-    *,
-    shape: Sequence[int] | None = None,
-) -> np.ndarray:
-    """SSL-ALPNet's ``resample_lb_by_res``: each label id resampled linearly on its own.
-
-    For every value ``v`` of ``np.unique(labels)`` (ascending, background first), the float32
-    mask ``labels == v`` is resampled with :func:`resample_linear`, rounded with ``np.rint``
-    (so a voxel gets ``v`` when the interpolated mask exceeds 0.5) and written over the
-    result; where masks overlap the larger id wins.
-
-    Returns
-    -------
-    ndarray of float32, (z', y', x')
-    """
-    lab = np.asarray(labels)
-    if lab.ndim != 3:
-        raise ValueError(f"resample_labels: expected a 3D (z, y, x) label array, got shape {lab.shape}.")
-    out: np.ndarray | None = None
-    for idx, v in enumerate(np.unique(lab)):
-        m = resample_linear((lab == v).astype(np.float32), old_spacing, new_spacing, shape=shape)
-        cur = (np.rint(m) * np.float32(v)).astype(np.float32)
-        if idx == 0:
-            out = cur
-        else:
-            out[cur == v] = v
-    assert out is not None
-    return out
-
-
-def sabs_window(hu: np.ndarray) -> np.ndarray:
-    """SABS step 1: clip to [-125, 275] HU, then min-max of the clipped array to [0, 255] (float64)."""
-    return ct_window(hu, lo=CT_WINDOW[0], hi=CT_WINDOW[1], minmax=True)
-
-
-def histogram_cut_top(array: np.ndarray, cut_percent: float = HIST_CUT_TOP) -> tuple[np.ndarray, float]:
-    """CHAOS step 3a: values above the ``100 - cut_percent`` percentile set to it.
-
-    Done in the array's own type, as the notebook (``array[array > hir] = hir``): an integer
-    image receives the percentile truncated towards zero.
-
-    Returns
-    -------
-    (ndarray, float)
-        The clipped copy and the percentile ``hir``.
-    """
-    a = np.array(array, copy=True)
-    if not 0 <= cut_percent < 100:
-        raise ValueError(f"cut_percent must be in [0, 100), got {cut_percent}.")
-    hir = float(np.percentile(a, 100.0 - cut_percent))
-    a[a > hir] = hir
-    return a, hir
-
-
-def crop_or_pad_center(array: np.ndarray, size: int = CROP_SIZE, *, pad_value: float = 0.0) -> np.ndarray:
-    """CHAOS step 3c: in-plane centre crop or pad to ``size`` x ``size`` (the notebook's ``image_crop``).
-
-    With centre ``(H // 2, W // 2)``, output row ``j`` takes input row ``H // 2 - size // 2 + j``
-    when that row exists and ``pad_value`` otherwise; the same for columns. The result is
-    float64 (the notebook builds it with ``np.ones(...) * padval``).
-
-    Parameters
-    ----------
-    array : ndarray, (z, y, x)
-    size : int
-    pad_value : float, keyword-only
-    """
-    a = np.asarray(array)
-    if a.ndim != 3:
-        raise ValueError(f"crop_or_pad_center: expected (z, y, x), got shape {a.shape}.")
-    z, h, w = a.shape
-    out = np.full((z, size, size), float(pad_value), dtype=np.float64)
-    half = (size + 1) // 2  # int((size + 1) / 2) of the notebook's expanded size
-    rows = np.arange(size) + h // 2 - half
-    cols = np.arange(size) + w // 2 - half
-    rv = (rows >= 0) & (rows < h)
-    cv = (cols >= 0) & (cols < w)
-    out[:, np.flatnonzero(rv)[:, None], np.flatnonzero(cv)[None, :]] = a[:, rows[rv][:, None], cols[cv][None, :]]
-    return out
-
-
-def class_slice_index(
-    labels: dict[str, np.ndarray],
-    names: Sequence[str],
-    *,
-    rule: str = "class",
-    min_tp: int = 1,
-) -> dict[str, dict[str, list[int]]]:
-    """``classmap_1.json``: ``{class name: {scan id: [z with the class]}}`` (PROTOCOL.md 1.1 step 3).
-
-    Parameters
-    ----------
-    labels : dict of scan id -> ndarray (z, y, x)
-        In the order the ids should appear.
-    names : sequence of str
-        Class names by id (``SABS_CLASSMAP_NAMES`` / ``CHAOST2_CLASSMAP_NAMES``).
-    rule : {"class", "sum"}, keyword-only
-        ``"class"`` (SABS notebook): the slice has at least ``min_tp`` voxels of the class.
-        ``"sum"`` (CHAOS notebook, PROTOCOL.md A9): the class occurs in the slice and the sum
-        of *all* label values of the slice is at least ``min_tp`` (so background is listed only
-        on slices that also hold an organ).
-    """
-    if rule not in ("class", "sum"):
-        raise ValueError(f"rule must be 'class' or 'sum', got {rule!r}.")
-    out: dict[str, dict[str, list[int]]] = {n: {str(pid): [] for pid in labels} for n in names}
-    for pid, lab in labels.items():
-        for z in range(lab.shape[0]):
-            sl = lab[z]
-            present = set(np.unique(sl).tolist())
-            for cls, name in enumerate(names):
-                if cls not in present:
-                    continue
-                ok = np.sum(sl == cls) >= min_tp if rule == "class" else np.sum(sl) >= min_tp
-                if ok:
-                    out[name][str(pid)].append(int(z))
-    return out
-
-
-# =====================================================================================
-# Raw layouts
-# =====================================================================================
-
-
-@dataclass(frozen=True)
-class RawScan:
-    """One raw scan found in a download: its output id and source files."""
-
-    scan_id: str
-    image: Path
-    label: Path
-    raw_id: str
-
-    def __repr__(self) -> str:
-        return f"RawScan(id={self.scan_id}, raw={self.raw_id}, image={self.image.name}, label={self.label.name})"
 
 
 @dataclass(frozen=True)
@@ -391,138 +130,9 @@ class PrepareReport:
         )
 
 
-def _listing(folder: Path, limit: int = 10) -> str:
-    try:
-        names = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())
-    except OSError:
-        return "(unreadable)"
-    if not names:
-        return "nothing"
-    return ", ".join(names[:limit]) + (f" ... ({len(names)} entries)" if len(names) > limit else "")
-
-
-def _check_dir(path: Path, what: str) -> Path:
-    if not path.exists():
-        raise FileNotFoundError(f"{what} not found: {path} (absolute: {path.absolute()}).")
-    if not path.is_dir():
-        raise NotADirectoryError(f"{what} must be a folder, got the file {path}.")
-    return path
-
-
-_SYN_IMG = re.compile(r"^img(\d+)\.nii(\.gz)?$")
-_SYN_LAB = re.compile(r"^label(\d+)\.nii(\.gz)?$")
-
-_SYNAPSE_LAYOUT = (
-    "Expected the BTCV 'Abdomen' training data: RAW_DIR/img/imgXXXX.nii.gz and "
-    "RAW_DIR/label/labelXXXX.nii.gz (30 labelled scans, 0001-0010 and 0021-0040; e.g. "
-    "RawData/Training of the Synapse download). See data/README.md."
-)
-
-
-def find_synapse_scans(raw_dir: str | os.PathLike) -> list[RawScan]:
-    """The labelled BTCV scans of ``raw_dir``, re-indexed as SSL-ALPNet does (PROTOCOL.md 1.1).
-
-    Images are sorted lexicographically by file name and numbered 0, 1, ...; each must have
-    the label file with the same number. Anything else is refused with a message saying what
-    was found.
-
-    Returns
-    -------
-    list of RawScan
-        ``scan_id`` "0".."N-1", ``raw_id`` the BTCV number (e.g. "0021").
-    """
-    raw = _check_dir(Path(raw_dir), "Synapse RAW_DIR")
-    img_dir, lab_dir = raw / "img", raw / "label"
-    if not img_dir.is_dir() or not lab_dir.is_dir():
-        nested = [p for p in (raw / "Training", raw / "RawData" / "Training", raw / "Abdomen" / "RawData" / "Training")
-                  if (p / "img").is_dir()]
-        hint = f" Did you mean {nested[0]}?" if nested else ""
-        raise ValueError(f"{raw} is not a BTCV training folder: it holds {_listing(raw)}. {_SYNAPSE_LAYOUT}{hint}")
-    imgs: dict[str, Path] = {}
-    labs: dict[str, Path] = {}
-    strays: list[str] = []
-    for folder, pat, dest in ((img_dir, _SYN_IMG, imgs), (lab_dir, _SYN_LAB, labs)):
-        for p in sorted(folder.iterdir()):
-            if p.name.startswith("."):
-                continue
-            m = pat.match(p.name)
-            if m and p.is_file():
-                dest[m.group(1)] = p
-            else:
-                strays.append(f"{folder.name}/{p.name}")
-    if strays:
-        raise ValueError(
-            f"{raw}: unexpected files {strays[:8]}{' ...' if len(strays) > 8 else ''}. {_SYNAPSE_LAYOUT} "
-            "Remove or move the other files."
-        )
-    if not imgs:
-        raise ValueError(f"{img_dir} holds no imgXXXX.nii.gz files. {_SYNAPSE_LAYOUT}")
-    unpaired = sorted(set(imgs) ^ set(labs))
-    if unpaired:
-        only_img = [f"img{n}" for n in unpaired if n in imgs]
-        only_lab = [f"label{n}" for n in unpaired if n in labs]
-        raise ValueError(
-            f"{raw}: images and labels do not pair up (images without a label: {only_img[:8]}; "
-            f"labels without an image: {only_lab[:8]}). The re-indexing pairs sorted lists, so "
-            f"every image needs its label. Test images have no labels: use only the training folder. "
-            f"{_SYNAPSE_LAYOUT}"
-        )
-    ordered = sorted(imgs, key=lambda n: imgs[n].name)  # lexicographic, as glob + sorted
-    return [RawScan(str(i), imgs[n], labs[n], n) for i, n in enumerate(ordered)]
-
-
-_CHAOS_LAYOUT = (
-    "Expected the CHAOS training data: RAW_DIR/MR/<patient id>/T2SPIR/DICOM_anon/*.dcm and "
-    "RAW_DIR/MR/<patient id>/T2SPIR/Ground/*.png (CHAOS_Train_Sets/Train_Sets of the download). "
-    "See data/README.md."
-)
-
-
-def find_chaos_scans(raw_dir: str | os.PathLike) -> list[RawScan]:
-    """The CHAOS T2-SPIR scans of ``raw_dir`` (``MR/<id>/T2SPIR/{DICOM_anon,Ground}``).
-
-    ``raw_dir`` may be the folder holding ``MR`` or its parent ``Train_Sets``. Scan ids are the
-    patient folder names (numbers), sorted numerically.
-
-    Returns
-    -------
-    list of RawScan
-        ``image`` the DICOM folder, ``label`` the Ground folder.
-    """
-    raw = _check_dir(Path(raw_dir), "CHAOS RAW_DIR")
-    mr = None
-    for cand in (raw / "MR", raw / "Train_Sets" / "MR", raw / "CHAOS_Train_Sets" / "Train_Sets" / "MR"):
-        if cand.is_dir():
-            mr = cand
-            break
-    if mr is None:
-        raise ValueError(f"{raw} holds no MR folder (found {_listing(raw)}). {_CHAOS_LAYOUT}")
-    patients = sorted((p for p in mr.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name)
-    bad_names = [p.name for p in patients if not p.name.isdigit()]
-    if bad_names:
-        raise ValueError(f"{mr}: patient folders must be numbers, found {bad_names[:8]}. {_CHAOS_LAYOUT}")
-    if not patients:
-        raise ValueError(f"{mr} holds no patient folders (found {_listing(mr)}). {_CHAOS_LAYOUT}")
-    scans, problems = [], []
-    for p in sorted(patients, key=lambda p: int(p.name)):
-        dcm, gt = p / "T2SPIR" / "DICOM_anon", p / "T2SPIR" / "Ground"
-        missing = [str(d.relative_to(mr)) for d in (dcm, gt) if not d.is_dir()]
-        if missing:
-            problems.append(f"{p.name}: missing {', '.join(missing)}")
-            continue
-        scans.append(RawScan(str(int(p.name)), dcm, gt, p.name))
-    if problems:
-        raise ValueError(f"{mr}: incomplete patient folders: {'; '.join(problems[:8])}. {_CHAOS_LAYOUT}")
-    return scans
-
-
 # =====================================================================================
 # Writing
 # =====================================================================================
-
-
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    atomic_write(path, write, keep_suffix=True)  # nibabel picks the format from the suffix
 
 
 def _zyx_to_nifti(array_zyx: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
@@ -536,7 +146,7 @@ def _zyx_to_nifti(array_zyx: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
 
 
 def _save_nifti(img: nib.Nifti1Image, path: Path) -> None:
-    _atomic_write(path, lambda tmp: nib.save(img, tmp))
+    atomic_write(path, lambda tmp: nib.save(img, tmp), keep_suffix=True)  # nibabel reads the suffix
 
 
 def _prepare_out(out_dir: Path, overwrite: bool) -> Path:
@@ -573,10 +183,10 @@ def _finish(
     from ..core.version import __version__
 
     cm_path = out_dir / "classmap_1.json"
-    _atomic_write(cm_path, lambda tmp: Path(tmp).write_text(json.dumps(classmap)))
+    atomic_write(cm_path, lambda tmp: Path(tmp).write_text(json.dumps(classmap)))
     files = [p for s in scans for p in (s.image, s.label)] + [cm_path]
     sums = {p.name: file_sha256(p) for p in files}
-    _atomic_write(out_dir / "SHA256SUMS", lambda tmp: Path(tmp).write_text("".join(f"{h}  {n}\n" for n, h in sums.items())))
+    atomic_write(out_dir / "SHA256SUMS", lambda tmp: Path(tmp).write_text("".join(f"{h}  {n}\n" for n, h in sums.items())))
     manifest = {
         "tool": "fsm2kit prepare",
         "fsm2kit_version": __version__,
@@ -605,15 +215,13 @@ def _finish(
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     man_path = out_dir / "prepare.json"
-    _atomic_write(man_path, lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=2)))
+    atomic_write(man_path, lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=2)))
     return PrepareReport(dataset, raw_dir, out_dir, scans, cm_path, sums, man_path,
                          time.perf_counter() - t0, notes)
 
 
 def _read_nifti(path: Path, what: str) -> tuple[nib.spatialimages.SpatialImage, np.ndarray]:
-    from .volumes import _read_image  # shared damaged-file handling
-
-    img, data = _read_image(path, what)
+    img, data = read_image(path, what)  # shared damaged-file handling
     if data.ndim > 3 and all(n == 1 for n in data.shape[3:]):
         data = data.reshape(data.shape[:3])
     if data.ndim != 3:
@@ -786,7 +394,7 @@ def prepare_chaos(
     -------
     PrepareReport
     """
-    from ..io.dicom import read_dicom_series, trailing_number
+    from .dicom import dicom_affine, read_dicom_series, trailing_number
 
     t0 = time.perf_counter()
     raw = Path(raw_dir)
@@ -832,8 +440,6 @@ def prepare_chaos(
         ordered_files = [series.files[i] for i in by_file]
         n_z, n_r, n_c = arr.shape
         step = (pos[-1] - pos[0]) / (n_z - 1) if n_z > 1 else series.affine[:3, 2] * np.array([-1, -1, 1])
-        from ..io.dicom import dicom_affine
-
         aff = dicom_affine(pos[0], np.array(series.orientation), (series.spacing[1], series.spacing[2]), step)
         aff = _flip_rows_affine(aff, n_r)
         img_zyx = arr[:, ::-1, :]  # rows reversed: dcm2nii-like layout
@@ -880,10 +486,3 @@ def prepare_chaos(
               "interpolation": "linear (SimpleITK semantics)", "image_dtype": "float64",
               "label_dtype": "float64", "gray_values": list(CHAOS_GRAY_VALUES)}
     return _finish("CHAOST2", raw, out, done, classmap, params, notes, t0)
-
-
-# =====================================================================================
-# CLI
-# =====================================================================================
-
-

@@ -7,5 +7,10 @@ from ..core.lazy import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     ".metrics": ['DiceCounts', 'dice_counts', 'dice', 'pooled_dice', 'mean_volume_dice', 'per_volume_dice', 'summarize_dice', 'METRIC_POOLED', 'METRIC_MEAN_PER_VOLUME'],
-    ".rules": ['DATASET_LABELS', 'DATASETS', 'PROTOCOL_VARIANTS', 'SCAN_IDS', 'ALP_SEP', 'GMRD_FOLDS', 'PA_ALL', 'LABEL_GROUPS', 'EVALUATED_CLASSES', 'LABEL_ALIASES', 'CT_WINDOW', 'SABS_BORDER', 'SABS_SPACING_FACTOR', 'CHAOS_GRAY_VALUES', 'CHAOS_GRAY_RANGES', 'resolve_label', 'label_name', 'tested_classes', 'FoldSplit', 'fold_split', 'class_slices', 'scored_range', 'alp_support_pcts', 'alp_support_index', 'support_slices', 'alp_chunk_index', 'gmrd_chunk_boundaries', 'chunk_ids', 'build_episode', 'ct_window', 'alp_resampled_size', 'chaos_gray_to_label'],
+    ".checks": ['DATASETS', 'PROTOCOL_VARIANTS', 'canonical_dataset', 'canonical_variant', 'as_int', 'check_npart', 'check_volume'],
+    ".labels": ['DATASET_LABELS', 'PA_ALL', 'LABEL_GROUPS', 'EVALUATED_CLASSES', 'LABEL_ALIASES', 'LabelMap', 'resolve_label', 'label_name', 'tested_classes'],
+    ".folds": ['SCAN_IDS', 'ALP_SEP', 'GMRD_FOLDS', 'FoldSplit', 'fold_split'],
+    ".slices": ['class_slices', 'scored_range', 'alp_support_pcts', 'alp_support_index', 'support_slices', 'alp_chunk_index', 'gmrd_chunk_boundaries', 'chunk_ids'],
+    ".episodes": ['SupportSelector', 'build_episode'],
+    ".preprocessing": ['CT_WINDOW', 'SABS_BORDER', 'SABS_SPACING_FACTOR', 'CHAOS_GRAY_VALUES', 'CHAOS_GRAY_RANGES', 'ct_window', 'alp_resampled_size', 'chaos_gray_to_label'],
 })

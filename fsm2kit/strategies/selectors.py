@@ -24,7 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..protocol.rules import support_slices as _protocol_support_slices
+from ..protocol.slices import support_slices as _protocol_support_slices
 
 __all__ = [
     "SUPPORT_METHODS",

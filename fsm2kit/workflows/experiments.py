@@ -194,7 +194,7 @@ class ExperimentConfig:
 
     def __post_init__(self) -> None:
         from ..core.specs import resolve_spec
-        from ..protocol.rules import DATASETS, PROTOCOL_VARIANTS
+        from ..protocol.checks import DATASETS, PROTOCOL_VARIANTS
 
         s = object.__setattr__
         if self.episodes is not None:
@@ -369,8 +369,9 @@ def subset_episode(episode: Episode, *, max_slices: int | None = None,
 
 def load_config_episodes(config: ExperimentConfig, *, progress: bool = True) -> list[Episode]:
     """The episodes a config names (loaded, filtered by class, subset for smoke runs)."""
-    from ..io.volumes import example_dir
-    from ..protocol.rules import ALP_SEP, EVALUATED_CLASSES, label_name, resolve_label
+    from ..io.examples import example_dir
+    from ..protocol.folds import ALP_SEP
+    from ..protocol.labels import EVALUATED_CLASSES, label_name, resolve_label
     from ..workflows.runner import load_episodes
 
     path = Path(config.episodes).expanduser() if config.episodes else example_dir() / "chaos_t2spir_case1_liver"

@@ -66,7 +66,8 @@ def load_episodes(
     variant : {"ALP", "GMRD"}
         Protocol variant for folds, scored slices and chunks.
     """
-    from ..io.volumes import load_alp_folder, load_npz_episodes
+    from ..io.alp import load_alp_folder
+    from ..io.npz import load_npz_episodes
 
     p = Path(path)
     if not p.exists():
@@ -76,7 +77,9 @@ def load_episodes(
     if any(p.glob("*.npz")):
         return load_npz_episodes(p, dataset=dataset or "CHAOST2")
     if any(p.glob("image_*.nii*")):
-        from ..protocol.rules import build_episode, fold_split, resolve_label
+        from ..protocol.episodes import build_episode
+        from ..protocol.folds import fold_split
+        from ..protocol.labels import resolve_label
 
         missing = [n for n, v in (("--dataset", dataset), ("--fold", fold), ("--label", label)) if v is None]
         if missing:

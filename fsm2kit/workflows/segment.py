@@ -61,7 +61,8 @@ from typing import Sequence
 import numpy as np
 
 from ..core.fileio import file_sha256
-from ..io.volumes import LabelMap, LabelVolume, Volume, array_axes_in_file, label_dtype
+from ..io.volumes import LabelVolume, Volume, array_axes_in_file, label_dtype
+from ..protocol.labels import LabelMap
 from ..core.episode import Support
 from ..core.memory import MemoryBank
 from ..core.plans import Frame, Plan, Step
@@ -1232,7 +1233,7 @@ def segment_volume(
 
 def load_scan(path: str | os.PathLike, *, modality: str = "", case_id: str | None = None) -> Volume:
     """A scan from a NIfTI file or a folder of DICOM slices (:mod:`fsm2kit.dicom`)."""
-    from ..io.volumes import load_nifti
+    from ..io.nifti import load_nifti
 
     p = Path(path)
     if p.is_dir():

@@ -1,0 +1,431 @@
+"""NIfTI files: read any NIfTI scan into a canonical axial :class:`~fsm2kit.io.volumes.Volume`,
+read label files on its grid, and write masks back into exactly the input file's grid.
+
+* :func:`load_nifti` reads any NIfTI file (any orientation, oblique included) into a
+  :class:`~fsm2kit.io.volumes.Volume` in the canonical axial layout of
+  :data:`~fsm2kit.io.volumes.CANONICAL_AXCODES`; :func:`volume_from_nifti_image` does the same
+  for an in-memory image (e.g. a DICOM series).
+* :func:`load_label_nifti` reads a label or mask file that must lie on a volume's grid.
+* :func:`save_mask` (and :meth:`Volume.save_mask <fsm2kit.io.volumes.Volume.save_mask>`) writes
+  a ``(Z, H, W)`` mask back into **exactly** the input file's grid (shape, affine, qform/sform
+  and orientation), atomically.
+* :func:`read_image` is the shared reader: a damaged or non-NIfTI file becomes a ValueError
+  that says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import struct
+import zlib
+from collections.abc import Mapping
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from nibabel import orientations as nio
+
+from ..core.fileio import atomic_write
+from ..protocol.labels import LabelMap
+from .volumes import CANONICAL_AXCODES, LabelVolume, SourceGrid, Volume
+
+__all__ = [
+    "read_image",
+    "squeeze_to_3d",
+    "as_label_ids",
+    "load_nifti",
+    "volume_from_nifti_image",
+    "load_label_nifti",
+    "save_mask",
+]
+
+_NIFTI_SUFFIXES = (".nii.gz", ".nii")
+
+# Errors nibabel / gzip / numpy raise on a damaged or non-NIfTI file.
+_READ_ERRORS = (
+    nib.filebasedimages.ImageFileError,
+    OSError,
+    EOFError,
+    ValueError,
+    zlib.error,
+    struct.error,
+    TypeError,
+)
+
+
+def _check_exists(path: Path, what: str) -> None:
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{what} not found: {path} (absolute: {path.absolute()}). Check the path and that "
+            "the data were downloaded (see data/README.md)."
+        )
+    if path.is_dir():
+        raise IsADirectoryError(f"{what} is a directory, expected a NIfTI file: {path}.")
+
+
+def read_image(
+    path: str | os.PathLike, what: str = "Image file"
+) -> tuple[nib.spatialimages.SpatialImage, np.ndarray]:
+    """Load a NIfTI image and its data array (in file order, not reoriented).
+
+    Parameters
+    ----------
+    path : path-like
+    what : str
+        How to call the file in messages (e.g. ``"Label file"``).
+
+    Returns
+    -------
+    (nibabel image, ndarray)
+        The image and its data in the stored dtype (scaling applied by nibabel, if any).
+
+    Raises
+    ------
+    FileNotFoundError, IsADirectoryError
+        No such file, or a folder.
+    ValueError
+        The file is truncated or not a NIfTI file.
+    """
+    path = Path(path)
+    _check_exists(path, what)
+    try:
+        img = nib.load(str(path))
+        data = np.asarray(img.dataobj)
+    except _READ_ERRORS as exc:
+        raise ValueError(
+            f"Could not read {what} {path} as NIfTI ({type(exc).__name__}: {exc}). The file is "
+            "probably truncated or not a NIfTI file; re-download or re-export it."
+        ) from exc
+    return img, data
+
+
+def squeeze_to_3d(data: np.ndarray, path: str | os.PathLike) -> np.ndarray:
+    """``data`` as a 3D array: trailing singleton axes dropped, anything else refused.
+
+    ``path`` names the file in the error message.
+    """
+    if data.ndim == 3:
+        return data
+    if data.ndim > 3 and data.shape[:3] and all(n == 1 for n in data.shape[3:]):
+        return data.reshape(data.shape[:3])
+    raise ValueError(
+        f"{path}: expected a 3D volume, got data of shape {data.shape}. For 4D files select one "
+        "volume first (e.g. nibabel.funcs.four_to_three)."
+    )
+
+
+def as_label_ids(data: np.ndarray, path: str | os.PathLike) -> np.ndarray:
+    """Label data as int32 ids: integers cast, floats rounded (NaN/inf refused).
+
+    ``path`` names the file in the error message.
+    """
+    if np.issubdtype(data.dtype, np.integer) or data.dtype == bool:
+        return data.astype(np.int32)
+    if not np.isfinite(data).all():
+        raise ValueError(f"Label file {path} contains NaN or inf values.")
+    return np.rint(data).astype(np.int32)
+
+
+def _canonical_grid(img, data: np.ndarray, where: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[float], SourceGrid]:
+    """Reorient an image's voxels to :data:`CANONICAL_AXCODES` (permutations and flips only).
+
+    Returns (raw 3D data, canonical float32 array, affine, orientation transform, spacing in
+    array axis order, the source grid that lets masks be written back exactly).
+    """
+    raw = squeeze_to_3d(data, where)
+    affine = np.asarray(img.affine, dtype=float)
+    if not np.isfinite(affine).all():
+        raise ValueError(f"{where}: the affine is not finite:\n{affine}")
+    src = nio.io_orientation(affine)
+    if np.isnan(src).any():
+        raise ValueError(
+            f"{where}: cannot tell the voxel axes' directions from the affine (degenerate "
+            f"matrix):\n{affine}\nFix the image's qform/sform."
+        )
+    to_array = nio.ornt_transform(src, nio.axcodes2ornt(CANONICAL_AXCODES))
+    array = nio.apply_orientation(raw.astype(np.float32), to_array)
+    vox = nib.affines.voxel_sizes(affine)
+    spacing = [0.0, 0.0, 0.0]
+    for i in range(3):
+        spacing[int(to_array[i, 0])] = float(vox[i])
+    grid = SourceGrid.of_image(
+        img, file_shape=data.shape, to_array=to_array, full_shape=array.shape  # type: ignore[arg-type]
+    )
+    return raw, np.ascontiguousarray(array), affine, to_array, spacing, grid
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suf in _NIFTI_SUFFIXES:
+        if name.endswith(suf):
+            return name[: -len(suf)]
+    return path.stem
+
+
+def volume_from_nifti_image(
+    img: nib.spatialimages.SpatialImage,
+    *,
+    modality: str = "",
+    case_id: str = "",
+    path: str | os.PathLike | None = None,
+    data: np.ndarray | None = None,
+) -> Volume:
+    """A :class:`~fsm2kit.io.volumes.Volume` from a NIfTI image, reoriented as :func:`load_nifti` does.
+
+    Used for images that never were a file (e.g. a DICOM series, :mod:`fsm2kit.io.dicom`) and by
+    :func:`load_nifti` itself: the array is reoriented to
+    :data:`~fsm2kit.io.volumes.CANONICAL_AXCODES` and
+    :meth:`~fsm2kit.io.volumes.Volume.mask_to_nifti` writes masks back into ``img``'s grid
+    (shape, affine, qform/sform).
+
+    Parameters
+    ----------
+    img : nibabel image
+        A 3D image (4D with trailing singleton axes is squeezed).
+    modality, case_id : str, keyword-only
+    path : path-like, optional, keyword-only
+        Recorded as the volume's source (e.g. the DICOM folder), and named in errors.
+    data : ndarray, optional, keyword-only
+        ``img``'s data array when it was already read (as :func:`read_image` returns it), so
+        the file is not read twice. Default: ``np.asarray(img.dataobj)``.
+
+    Returns
+    -------
+    Volume
+        Without labels.
+    """
+    where = Path(path) if path is not None else Path(case_id or "<in-memory image>")
+    raw_data = np.asarray(img.dataobj) if data is None else np.asarray(data)
+    _, array, affine, _, spacing, grid = _canonical_grid(img, raw_data, where)
+    return Volume(
+        array=array,
+        spacing=tuple(spacing),  # type: ignore[arg-type]
+        affine=affine,
+        modality=modality,
+        case_id=str(case_id),
+        path=Path(path) if path is not None else None,
+        source_grid=grid,
+    )
+
+
+def load_nifti(
+    path: str | os.PathLike,
+    *,
+    label_path: str | os.PathLike | None = None,
+    modality: str = "",
+    case_id: str | None = None,
+    label_map: LabelMap | str | Mapping[int, str] | None = None,
+) -> Volume:
+    """Read a NIfTI scan (and optionally its label file) into a canonical axial ``Volume``.
+
+    Parameters
+    ----------
+    path : path-like
+        The image (``.nii`` or ``.nii.gz``; any orientation, oblique affines included).
+    label_path : path-like, optional, keyword-only
+        A label file on the same voxel grid (same shape and affine). Float labels are rounded.
+    modality : {"CT", "MR", ""}, keyword-only
+        Recorded on the volume.
+    case_id : str, optional, keyword-only
+        Default: the file name without ``.nii``/``.nii.gz``.
+    label_map : LabelMap, dataset name, or {id: name}, optional, keyword-only
+        Names of the label ids.
+
+    Returns
+    -------
+    Volume
+        ``array`` is (Z, H, W) float32 with axes closest to
+        :data:`~fsm2kit.io.volumes.CANONICAL_AXCODES` (inferior->superior,
+        anterior->posterior, right->left); only permutations and flips are applied.
+        ``affine`` / ``orientation`` describe the original file;
+        :meth:`~fsm2kit.io.volumes.Volume.mask_to_nifti` inverts the reorientation exactly.
+        Built by :func:`volume_from_nifti_image`, with the labels added.
+
+    Raises
+    ------
+    FileNotFoundError
+        A file does not exist.
+    ValueError
+        A file is damaged or not 3D, contains NaN/inf, or image and labels do not share a grid.
+    """
+    path = Path(path)
+    img, data = read_image(path, "Image file")
+    volume = volume_from_nifti_image(
+        img,
+        modality=modality,
+        case_id=_stem(path) if case_id is None else str(case_id),
+        path=path,
+        data=data,
+    )
+    if label_path is None:
+        return volume
+
+    label_path = Path(label_path)
+    grid = volume.source_grid
+    assert grid is not None
+    raw_shape = tuple(int(n) for n in grid.file_shape[:3])
+    limg, ldata = read_image(label_path, "Label file")
+    lraw = squeeze_to_3d(ldata, label_path)
+    if lraw.shape != raw_shape:
+        raise ValueError(
+            f"Label file {label_path} has shape {lraw.shape}, image {path} has {raw_shape}; "
+            "they must share one voxel grid. Resample the labels onto the image first."
+        )
+    affine = volume.affine
+    laff = np.asarray(limg.affine, dtype=float)
+    if not np.allclose(laff, affine, rtol=1e-4, atol=1e-3):
+        diff = float(np.abs(laff - affine).max())
+        raise ValueError(
+            f"Label file {label_path} and image {path} have different affines (max "
+            f"difference {diff:.4g}):\nimage:\n{affine}\nlabels:\n{laff}\n"
+            "They must share one voxel grid; resample the labels onto the image first."
+        )
+    labels = LabelVolume(
+        nio.apply_orientation(as_label_ids(lraw, label_path), grid.to_array),
+        LabelMap.coerce(label_map),
+    )
+    return dataclasses.replace(volume, labels=labels)
+
+
+def load_label_nifti(
+    path: str | os.PathLike,
+    *,
+    like: Volume,
+    label_map: LabelMap | str | Mapping[int, str] | None = None,
+    what: str = "Label file",
+) -> LabelVolume:
+    """Read a label (or mask) file that must lie on the voxel grid of ``like``, strictly.
+
+    Unlike ``load_nifti(..., label_path=...)``, which rounds float labels, values that are not
+    whole numbers are refused (a probability map or a resampled mask is not a label map).
+
+    Parameters
+    ----------
+    path : path-like
+        NIfTI label file.
+    like : Volume, keyword-only
+        The image the labels belong to (from :func:`load_nifti`,
+        :func:`volume_from_nifti_image` or a DICOM series): same shape and affine required.
+    label_map : LabelMap, dataset name or {id: name}, optional, keyword-only
+    what : str, keyword-only
+        How to call the file in messages (e.g. "Support mask").
+
+    Returns
+    -------
+    LabelVolume
+        In ``like.array``'s (Z, H, W) layout, integer ids (int32).
+
+    Raises
+    ------
+    FileNotFoundError
+        No such file.
+    ValueError
+        Damaged file, another grid (shape or affine), NaN/inf, non-integer or negative values.
+    """
+    if not isinstance(like, Volume):
+        raise TypeError(f"load_label_nifti: like= must be a Volume, got {type(like).__name__}.")
+    path = Path(path)
+    img, data = read_image(path, what)
+    raw = squeeze_to_3d(data, path)
+    grid = like.source_grid
+    assert grid is not None
+    file_shape = tuple(int(n) for n in grid.file_shape[:3])
+    src = f"the image {like.path}" if like.path is not None else f"the image {like.case_id!r}"
+    if raw.shape != file_shape:
+        raise ValueError(
+            f"{what} {path} has shape {raw.shape} but {src} has {file_shape}: they must share one "
+            "voxel grid. Draw the mask on this image, or resample it onto the image first."
+        )
+    laff = np.asarray(img.affine, dtype=float)
+    if not np.allclose(laff, like.affine, rtol=1e-4, atol=1e-3):
+        diff = float(np.abs(laff - like.affine).max())
+        raise ValueError(
+            f"{what} {path} and {src} have different affines (max difference {diff:.4g}); they "
+            f"must share one voxel grid.\nimage:\n{like.affine}\nmask:\n{laff}\nResample the "
+            "mask onto the image first."
+        )
+    if not (np.issubdtype(raw.dtype, np.integer) or raw.dtype == bool):
+        if not np.isfinite(raw).all():
+            raise ValueError(f"{what} {path} contains NaN or inf values; it is not a label map.")
+        frac = raw != np.round(raw)
+        if frac.any():
+            vals = np.unique(raw[frac])[:5].tolist()
+            raise ValueError(
+                f"{what} {path} is not a label map: {int(frac.sum())} voxels hold non-integer "
+                f"values such as {vals}. Expected a binary mask (0/1) or integer label ids; "
+                "threshold probabilities first (e.g. p > 0.5)."
+            )
+    lab = np.asarray(raw)
+    if lab.size and lab.min() < 0:
+        raise ValueError(f"{what} {path} has negative values (min {lab.min()}); label ids are >= 0.")
+    lab = lab.astype(np.int64)
+    if lab.size and lab.max() > np.iinfo(np.int32).max:
+        raise ValueError(f"{what} {path} has label ids beyond int32.")
+    arr = nio.apply_orientation(lab.astype(np.int32), grid.to_array)
+    z, h, w = like.shape
+    arr = arr[:z, :h, :w]
+    return LabelVolume(np.ascontiguousarray(arr), LabelMap.coerce(label_map))
+
+
+def save_mask(
+    mask: np.ndarray,
+    path: str | os.PathLike,
+    *,
+    like: Volume,
+    dtype: np.dtype | type = np.uint8,
+) -> Path:
+    """Write a (Z, H, W) mask as NIfTI in the grid of the file ``like`` was read from.
+
+    The file is written atomically (:func:`fsm2kit.core.fileio.atomic_write`: to a temporary
+    file in the same folder, then renamed over ``path``), so an error never leaves a
+    half-written file. Missing parent folders are created.
+
+    Parameters
+    ----------
+    mask : ndarray, (Z, H, W)
+        In ``like.array``'s layout.
+    path : path-like
+        Output file, ending in ``.nii.gz`` or ``.nii``.
+    like : Volume, keyword-only
+        The volume the mask belongs to.
+    dtype : numpy dtype, keyword-only
+        Stored data type (default uint8).
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    if not isinstance(like, Volume):
+        raise TypeError(f"save_mask: like= must be the Volume the mask belongs to, got {type(like).__name__}.")
+    path = Path(path)
+    if not any(path.name.endswith(s) for s in _NIFTI_SUFFIXES):
+        raise ValueError(
+            f"save_mask writes NIfTI: the path must end in .nii.gz or .nii, got {path.name!r}."
+        )
+    img = like.mask_to_nifti(mask, dtype=dtype)
+    _atomic_save(img, path)
+    return path
+
+
+def _atomic_save(img: nib.spatialimages.SpatialImage, path: Path) -> None:
+    """``nib.save`` through :func:`~fsm2kit.core.fileio.atomic_write`; a folder that cannot be
+    created or written is a PermissionError that says so."""
+    writing = False
+
+    def write(tmp: str) -> None:
+        nonlocal writing
+        writing = True
+        nib.save(img, tmp)
+
+    try:
+        atomic_write(path, write, keep_suffix=True)  # nibabel picks the format from the suffix
+    except OSError as exc:
+        if writing:
+            raise
+        parent = path.parent
+        raise PermissionError(
+            f"Cannot write {path}: the folder {parent} is not writable or cannot be created "
+            f"({type(exc).__name__}: {exc}). Choose another output folder or fix its permissions."
+        ) from exc
