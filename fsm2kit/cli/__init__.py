@@ -14,7 +14,7 @@ import sys
 __all__ = ["main", "build_parser", "SUBCOMMANDS"]
 
 #: Subcommand modules (``fsm2kit.cli.<name>``), each with ``register_cli(subparsers)``.
-SUBCOMMANDS: tuple[str, ...] = ("run", "segment", "inspect", "batch", "prepare")
+SUBCOMMANDS: tuple[str, ...] = ("run", "segment", "inspect", "batch", "prepare", "strategies")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
+from dataclasses import dataclass
 
-__all__ = ["add_model_args", "model_from_args", "engine_from_args"]
+__all__ = ["add_model_args", "model_from_args", "engine_from_args", "STRATEGY_FLAGS", "Strategies",
+           "add_plugins_arg", "add_strategy_args", "strategies_from_args"]
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -60,3 +62,106 @@ def engine_from_args(model, args: argparse.Namespace):
     from ..core.engine import Engine
 
     return Engine(model, progress=not args.no_progress, object_batch_size=getattr(args, "object_batch_size", None))
+
+
+# ----------------------------------------------------------------------------- strategies
+#: The strategy families the command line exposes: family -> (flag, args attribute).
+STRATEGY_FLAGS: dict[str, tuple[str, str]] = {
+    "ordering": ("--order", "order"),
+    "support selector": ("--support-select", "support_select"),
+    "memory policy": ("--memory-policy", "memory_policy"),
+    "stopping rule": ("--stop", "stop"),
+}
+
+
+@dataclass(frozen=True)
+class Strategies:
+    """The strategies a command asked for, resolved (None: the command has no such option)."""
+
+    ordering: object = None
+    support_selector: object = None
+    memory_policy: object = None
+    stopping: object = None
+    plugins: tuple[str, ...] = ()
+
+    def names(self) -> dict[str, str]:
+        """``{"order": ..., "support_select": ..., "memory_policy": ..., "stop": ...}`` for provenance
+        (only the options the command has), plus ``plugins`` when some were loaded."""
+        out: dict = {}
+        for attr, key in (("ordering", "order"), ("support_selector", "support_select"),
+                          ("memory_policy", "memory_policy"), ("stopping", "stop")):
+            obj = getattr(self, attr)
+            if obj is not None:
+                out[key] = getattr(obj, "strategy_name", None) or getattr(obj, "__name__", None) or repr(obj)
+        if self.plugins:
+            out["plugins"] = list(self.plugins)
+        return out
+
+
+def add_plugins_arg(p: argparse.ArgumentParser) -> None:
+    """``--plugins MODULE`` (repeatable): modules (or .py files) imported first, registering strategies."""
+    if any("--plugins" in a.option_strings for a in p._actions):
+        return
+    p.add_argument("--plugins", action="append", default=[], metavar="MODULE",
+                   help="import MODULE (a module name or a .py file) first: it registers your own strategies "
+                        "(repeatable; see fsm2kit strategies)")
+
+
+def add_strategy_args(
+    p: argparse.ArgumentParser,
+    *,
+    ordering: bool = True,
+    selector: bool = True,
+    memory_policy: bool = True,
+    stopping: bool = False,
+    defaults: dict[str, str] | None = None,
+) -> None:
+    """The strategy options: ``--order``, ``--support-select``, ``--memory-policy``, ``--stop``, ``--plugins``.
+
+    Each takes ``NAME`` or ``NAME:ARG`` of its family's registry; the help lists the registered
+    names (built-ins and those registered so far; no entry points, no torch). ``defaults`` maps a
+    family (``"ordering"``, ``"support selector"``, ``"memory policy"``, ``"stopping rule"``) to
+    another default spec. Names are checked by :func:`strategies_from_args`, after the plugins
+    are loaded.
+    """
+    from ..strategies.registry import registries
+
+    regs = registries()
+    wanted = {"ordering": ordering, "support selector": selector, "memory policy": memory_policy,
+              "stopping rule": stopping}
+    defaults = dict(defaults or {})
+    unknown = sorted(set(defaults) - set(STRATEGY_FLAGS))
+    if unknown:
+        raise ValueError(f"add_strategy_args: unknown families {unknown}; expected {list(STRATEGY_FLAGS)}")
+    for family, (flag, dest) in STRATEGY_FLAGS.items():
+        if not wanted[family]:
+            continue
+        reg = regs[family]
+        default = defaults.get(family, reg.default)
+        p.add_argument(flag, dest=dest, default=default, metavar="NAME[:ARG]",
+                       help=f"{family}: {', '.join(reg.usages(plugins=False))} (default {default}); "
+                            "--plugins adds your own")
+    add_plugins_arg(p)
+
+
+def strategies_from_args(args: argparse.Namespace) -> Strategies:
+    """Load ``--plugins``, then resolve the strategy options of :func:`add_strategy_args`.
+
+    Raises
+    ------
+    ValueError
+        One line, for a plugin that fails to import or an unknown name / bad argument (before
+        any model is loaded).
+    """
+    from ..strategies.plugins import load_plugins
+    from ..strategies.registry import registries
+
+    loaded = load_plugins(getattr(args, "plugins", None) or [])
+    regs = registries()
+    found = {}
+    for (family, (_, dest)), attr in zip(STRATEGY_FLAGS.items(),
+                                         ("ordering", "support_selector", "memory_policy", "stopping")):
+        if hasattr(args, dest):
+            spec = getattr(args, dest)
+            found[attr] = regs[family].get(spec)
+    return Strategies(**found, plugins=tuple(loaded))

@@ -26,10 +26,20 @@ Sweep files (YAML)::
       image_size: 256
     export_html: true                    # optional (default true)
     timeout: 1800                        # optional: seconds per cell (default: none)
+    plugins: [my_strategies]             # optional: modules registering your own strategies
 
 Parameter names must be in the notebook's ``parameters`` cell. Strings get ``~`` and
 ``$VARS`` expanded. The kernel runs inside the run's folder, so give data paths absolute (or
 through an environment variable); ``output_dir`` is set to ``"."`` when the notebook has it.
+
+Plugins: each run's notebook gets the parameter ``plugins`` (a list; the notebook must declare
+it) and loads them with ``fsm2kit.strategies.load_plugins(plugins)`` before it asks for a
+strategy by name. An entry is a module name (importable by the kernel: installed, or on
+``PYTHONPATH``) or a ``.py`` file, relative to the sweep file (passed on as an absolute path).
+The plugins are recorded in each run's ``done.json`` and in the index.
+
+The kernels get a copy of this process's environment with ``TQDM_DISABLE=1`` (no widget
+progress bars in reports); the worker's own environment is left alone.
 
 Resuming: a run is finished when ``<run>/done.json`` exists; a rerun skips it. Each run is
 executed in ``<run>.tmp-<id>/`` and renamed to ``<run>/`` only when it succeeded, after its
@@ -63,12 +73,14 @@ __all__ = [
     "DONE_MARKER",
     "FAILED_MARKER",
     "SWEEP_KEYS",
+    "KERNEL_ENV",
     "Sweep",
     "RunSpec",
     "RunOutcome",
     "SweepResult",
     "load_sweep",
     "execute_run",
+    "kernel_manager_class",
     "export_html",
     "collect_index",
     "write_index",
@@ -78,7 +90,10 @@ __all__ = [
 KERNEL_NAME = "python3"
 DONE_MARKER = "done.json"
 FAILED_MARKER = "failed.json"
-SWEEP_KEYS = ("name", "notebook", "run_name", "grid", "parameters", "export_html", "timeout", "description")
+SWEEP_KEYS = ("name", "notebook", "run_name", "grid", "parameters", "export_html", "timeout", "description",
+              "plugins")
+#: Environment variables set for every run's kernel (on a copy of the worker's environment).
+KERNEL_ENV = {"TQDM_DISABLE": "1"}
 _SAFE = re.compile(r"[^A-Za-z0-9._=+-]+")
 
 
@@ -122,6 +137,15 @@ class RunSpec:
     export_html: bool = True
     timeout: float | None = None
     kernel_name: str = KERNEL_NAME
+    plugins: tuple[str, ...] = ()
+
+    @property
+    def notebook_parameters(self) -> dict:
+        """What papermill injects: the run's parameters, plus ``plugins`` when the sweep has some."""
+        params = dict(self.parameters)
+        if self.plugins:
+            params["plugins"] = list(self.plugins)
+        return params
 
     @property
     def folder(self) -> Path:
@@ -136,7 +160,7 @@ class RunSpec:
         return (self.folder / DONE_MARKER).is_file()
 
     def __repr__(self) -> str:
-        params = ", ".join(f"{k}={v!r}" for k, v in self.parameters.items())
+        params = ", ".join(f"{k}={v!r}" for k, v in self.notebook_parameters.items())
         return f"RunSpec({self.sweep}/{self.name}: {Path(self.notebook).name}({params}))"
 
 
@@ -156,6 +180,8 @@ class Sweep:
         Parameters shared by all runs.
     run_name : str or None
         ``str.format`` template of run folder names (default ``k1=v1_k2=v2`` of the grid).
+    plugins : tuple of str
+        Plugin modules (or absolute ``.py`` paths) each run's notebook loads (parameter ``plugins``).
     """
 
     name: str
@@ -168,6 +194,7 @@ class Sweep:
     source: Path | None = None
     description: str = ""
     declared: tuple[str, ...] = field(default=(), repr=False)
+    plugins: tuple[str, ...] = ()
 
     def runs(self, reports: str | os.PathLike = "reports") -> list[RunSpec]:
         """Every run of the grid, with its folder under ``reports/<name>/``."""
@@ -199,7 +226,7 @@ class Sweep:
             if "output_dir" in nb_params:
                 params["output_dir"] = "."
             specs.append(RunSpec(self.name, name, str(self.notebook), _expand(params), str(sweep_dir),
-                                 self.export_html, self.timeout))
+                                 self.export_html, self.timeout, plugins=self.plugins))
         return specs
 
     def __repr__(self) -> str:
@@ -207,7 +234,8 @@ class Sweep:
         for _, v in self.grid:
             n *= len(v)
         grid = " x ".join(f"{k}[{len(v)}]" for k, v in self.grid) or "one run"
-        return f"Sweep({self.name!r}: {self.notebook.name}, {grid} = {n} runs, {len(self.parameters)} fixed)"
+        plugins = f", plugins {list(self.plugins)}" if self.plugins else ""
+        return f"Sweep({self.name!r}: {self.notebook.name}, {grid} = {n} runs, {len(self.parameters)} fixed{plugins})"
 
 
 def _require(module: str):
@@ -278,6 +306,7 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
             f"Sweep {str(path)!r}: parameters {unknown_p} are not in the parameters cell of {nb.name} "
             f"(it declares {sorted(declared)})."
         )
+    plugins = _check_plugins(path, data.get("plugins"), grid_in, fixed_in, declared, nb)
     timeout = data.get("timeout")
     name = _safe_name(data.get("name") or path.stem)
     return Sweep(
@@ -291,7 +320,40 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
         source=path.resolve(),
         description=str(data.get("description") or ""),
         declared=tuple(declared),
+        plugins=plugins,
     )
+
+
+_MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+def _check_plugins(path: Path, plugins, grid_in: dict, fixed_in: dict, declared, nb: Path) -> tuple[str, ...]:
+    """A sweep's ``plugins:``: a list of module names or .py files (made absolute), the notebook declaring ``plugins``."""
+    where = f"Sweep {str(path)!r}"
+    if "plugins" in grid_in or "plugins" in fixed_in:
+        raise ValueError(f"{where}: give plugins as the top-level key 'plugins: [MODULE, ...]', not in grid/parameters.")
+    if plugins is None:
+        return ()
+    if not isinstance(plugins, list) or not all(isinstance(m, str) and m.strip() for m in plugins):
+        raise ValueError(f"{where}: 'plugins' must be a list of module names or .py files, got {plugins!r}.")
+    out = []
+    for m in plugins:
+        m = _expand(m.strip())
+        if m.endswith(".py") or "/" in m or os.sep in m:
+            f = Path(os.path.expanduser(m))
+            f = (f if f.is_absolute() else path.parent / f).resolve()
+            if not f.is_file():
+                raise FileNotFoundError(f"{where}: plugin file {m!r} not found (paths are relative to the sweep file).")
+            out.append(str(f))
+        elif _MODULE_NAME.match(m):
+            out.append(m)
+        else:
+            raise ValueError(f"{where}: plugin {m!r} is neither a module name (a.b.c) nor a .py file.")
+    if out and "plugins" not in declared:
+        raise ValueError(f"{where}: the sweep has plugins but the parameters cell of {nb.name} has no 'plugins' "
+                         "parameter; add plugins = [] there and load them with "
+                         "fsm2kit.strategies.load_plugins(plugins).")
+    return tuple(out)
 
 
 # ============================================================================ one run (on a worker)
@@ -379,6 +441,28 @@ def _remove_tree(path: Path) -> None:
         time.sleep(0.2)
 
 
+def kernel_manager_class(env: dict[str, str], cwd: str | os.PathLike | None = None):
+    """A jupyter kernel manager class whose kernels start with ``env`` in ``cwd`` (for papermill/nbclient).
+
+    Giving the kernel its environment and working directory this way leaves the calling
+    process's ``os.environ`` and working directory alone (a Dask worker runs many runs, and other
+    threads); papermill's own ``cwd=`` would ``chdir`` the whole process while a notebook runs.
+    """
+    from jupyter_client.manager import AsyncKernelManager
+
+    kernel_env = {str(k): str(v) for k, v in env.items()}
+    kernel_cwd = None if cwd is None else str(cwd)
+
+    class RunKernelManager(AsyncKernelManager):
+        async def start_kernel(self, **kw):
+            kw.setdefault("env", dict(kernel_env))
+            if kernel_cwd is not None:
+                kw["cwd"] = kernel_cwd
+            return await super().start_kernel(**kw)
+
+    return RunKernelManager
+
+
 def execute_run(spec: RunSpec) -> RunOutcome:
     """Execute one run with papermill in ``<run>.tmp-<id>/`` and move it into place.
 
@@ -401,14 +485,16 @@ def execute_run(spec: RunSpec) -> RunOutcome:
     nb_out = tmp / Path(spec.notebook).name
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     t0 = time.perf_counter()
-    os.environ["TQDM_DISABLE"] = "1"  # the kernel inherits it: no widget progress bars in reports
     outcome = RunOutcome(spec.name, "done", host=socket.gethostname())
     tb = ""
     try:
         pm.execute_notebook(
-            spec.notebook, str(nb_out), parameters=dict(spec.parameters), kernel_name=spec.kernel_name,
-            cwd=str(tmp), progress_bar=False, log_output=False, execution_timeout=spec.timeout,
+            spec.notebook, str(nb_out), parameters=spec.notebook_parameters, kernel_name=spec.kernel_name,
+            progress_bar=False, log_output=False, execution_timeout=spec.timeout,
             request_save_on_cell_execute=True,
+            # the kernel gets its own environment (a copy) and starts in the run folder: this
+            # process's os.environ and working directory are not touched
+            kernel_manager_class=kernel_manager_class({**os.environ, **KERNEL_ENV}, cwd=tmp),
         )
     except PapermillExecutionError as e:
         outcome.status = "failed"
@@ -435,6 +521,7 @@ def execute_run(spec: RunSpec) -> RunOutcome:
         "run": spec.name,
         "status": outcome.status,
         "parameters": spec.parameters,
+        "plugins": list(spec.plugins),
         "notebook": os.path.relpath(spec.notebook, final),  # from the run folder
         "executed_notebook": nb_out.name,
         "html": nb_out.with_suffix(".html").name if spec.export_html and not html_error else None,
@@ -508,6 +595,8 @@ def collect_index(sweep: Sweep, reports: str | os.PathLike = "reports") -> pd.Da
             csvs = [f for f in rec.get("files", []) if f.lower().endswith(".csv")]
             row["tables"] = " ".join(f"{base}/{f}" for f in csvs)
         row.update({f"param.{k}": _value_text(v) for k, v in spec.parameters.items() if k not in grid_keys})
+        if sweep.plugins or (rec is not None and rec.get("plugins")):
+            row["plugins"] = " ".join(rec["plugins"] if rec is not None and "plugins" in rec else spec.plugins)
         rows.append(row)
     df = pd.DataFrame(rows)
     for c in ("dice_pooled", "dice_mean_per_volume", "weights", "finished", "notebook", "html", "folder",
@@ -555,6 +644,8 @@ def _index_html(sweep: Sweep, index: pd.DataFrame) -> str:
     fixed = ", ".join(f"{k}={_value_text(v)}" for k, v in sweep.parameters)
     if fixed:
         head.append(f"<p>Fixed parameters: <code>{html.escape(fixed)}</code></p>")
+    if sweep.plugins:
+        head.append(f"<p>Plugins: <code>{html.escape(' '.join(sweep.plugins))}</code></p>")
     grid_keys = [k for k, _ in sweep.grid]
     cols = ["run", "status", *grid_keys, "seconds", "dice_pooled", "dice_mean_per_volume", "weights", "error", "links"]
     out = ["<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in cols) + "</tr>"]
