@@ -524,7 +524,7 @@ def plugin_notebook(tmp_path):
 
 
 def test_sweep_plugins_are_validated_and_passed_as_a_parameter(tmp_path, plugin_notebook):
-    from fsm2kit.workflows.sweeps import collect_index, load_sweep
+    from fsm2kit.workflows import collect_index, load_sweep
 
     d = plugin_notebook.parent
     (d / "local_plugin.py").write_text("")
@@ -554,7 +554,7 @@ def test_sweep_plugins_need_a_notebook_that_takes_them(tmp_path):
     import nbformat
     from nbformat.v4 import new_code_cell, new_notebook
 
-    from fsm2kit.workflows.sweeps import load_sweep
+    from fsm2kit.workflows import load_sweep
 
     cell = new_code_cell("x = 1")
     cell.metadata["tags"] = ["parameters"]
@@ -568,7 +568,7 @@ def test_sweep_plugins_need_a_notebook_that_takes_them(tmp_path):
 
 @pytest.mark.slow
 def test_execute_run_passes_plugins_and_leaves_the_worker_environment_alone(tmp_path, plugin_notebook, monkeypatch):
-    from fsm2kit.workflows.sweeps import DONE_MARKER, execute_run, load_sweep
+    from fsm2kit.workflows import DONE_MARKER, execute_run, load_sweep
 
     monkeypatch.delenv("TQDM_DISABLE", raising=False)
     p = plugin_notebook.parent / "s.yaml"

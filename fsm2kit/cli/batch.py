@@ -29,7 +29,9 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
 
 
 def _cmd_batch(args: argparse.Namespace) -> int:
-    from ..workflows.sweeps import collect_index, load_sweep, run_sweep
+    from ..workflows.sweep_index import collect_index
+    from ..workflows.sweep_spec import load_sweep
+    from ..workflows.sweeps import run_sweep
 
     sweep = load_sweep(args.sweep)
     if args.dry_run:

@@ -14,15 +14,11 @@ Public names load lazily (PEP 562): importing this package imports no submodule.
 from ..core.lazy import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
-    ".registry": ['Entry', 'Registry', 'NamedStrategy', 'named', 'parse_spec', 'registries', 'FAMILY_MODULES'],
-    ".plugins": ['ENTRY_POINT_GROUP', 'PluginError', 'load_plugins', 'load_plugin', 'load_entry_points',
-                 'plugin_errors'],
-    ".orderings": ['Ordering', 'PlanOrder', 'ORDERINGS', 'register_ordering', 'get_ordering', 'engine_arguments'],
-    ".support_selectors": ['SupportSelector', 'SUPPORT_SELECTORS', 'register_support_selector',
-                           'get_support_selector', 'check_support_choice', 'chunk_middle_slices',
-                           'chunk_largest_slices', 'protocol_chunk_slices'],
     ".memory_policies": ['MEMORY_POLICIES', 'register_memory_policy', 'get_memory_policy'],
-    ".stopping": ['DEFAULT_PATIENCE', 'StoppingRule', 'Patience', 'NoStop', 'NOSTOP', 'STOPPING_RULES',
-                  'register_stopping_rule', 'get_stopping_rule', 'stop_index', 'from_patience'],
+    ".orderings": ['Ordering', 'PlanOrder', 'ORDERINGS', 'register_ordering', 'get_ordering', 'engine_arguments'],
+    ".plugins": ['ENTRY_POINT_GROUP', 'PluginError', 'load_plugins', 'load_plugin', 'load_entry_points', 'plugin_errors'],
+    ".registry": ['Entry', 'Registry', 'NamedStrategy', 'named', 'parse_spec', 'registries', 'FAMILY_MODULES'],
     ".selectors": ['SUPPORT_METHODS', 'organ_slices', 'protocol_slices', 'middle_slice', 'largest_slice', 'given_slices', 'select_support_slices', 'slice_embedding', 'similarity_matrix', 'SimilarityChoice', 'most_similar_per_query', 'most_similar_per_chunk'],
+    ".stopping": ['DEFAULT_PATIENCE', 'StoppingRule', 'Patience', 'NoStop', 'NOSTOP', 'STOPPING_RULES', 'register_stopping_rule', 'get_stopping_rule', 'stop_index', 'from_patience'],
+    ".support_selectors": ['SupportSelector', 'SUPPORT_SELECTORS', 'register_support_selector', 'get_support_selector', 'check_support_choice', 'chunk_middle_slices', 'chunk_largest_slices', 'protocol_chunk_slices'],
 })

@@ -85,7 +85,7 @@ def _fallback(n: int, p: int, npart: int) -> int:
     """The protocol's position for chunk ``p`` (``int(pcts[p] * n)``), for chunks left empty."""
     if npart == 1:
         return n // 2
-    from ..protocol.rules import alp_support_index
+    from ..protocol.slices import alp_support_index
 
     if npart % 2:
         return alp_support_index(n, p, npart)
@@ -94,7 +94,7 @@ def _fallback(n: int, p: int, npart: int) -> int:
 
 def protocol_chunk_slices(support_label_zhw, label_id: int, npart: int = 3) -> list[int]:
     """The protocol's support slices ``L[int(pcts[p] * n)]`` (:func:`fsm2kit.protocol.support_slices`)."""
-    from ..protocol.rules import support_slices
+    from ..protocol.slices import support_slices
 
     return support_slices(support_label_zhw, label_id, npart=_npart(npart))
 

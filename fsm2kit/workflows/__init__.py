@@ -10,5 +10,8 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     ".figures": ['PRED_COLOR', 'GT_COLOR', 'SUPPORT_COLOR', 'weights_label', 'slice_overlays', 'class_panels', 'dice_bars', 'slice_dice_curves', 'save_chart', 'save_figure', 'CHART_FORMATS'],
     ".runner": ['load_episodes', 'RunResult', 'run_episodes', 'write_run', 'dice_table', 'format_dice', 'logits_arrays', 'RANDOM_NOTE'],
     ".segment": ['DEFAULT_PATIENCE', 'NOT_RUN_LOGIT', 'ECHO_LOGIT', 'MODES', 'OrganSpec', 'parse_labels', 'relative_start', 'should_stop', 'absent_after', 'propagation_plan', 'resolve_overlaps', 'Propagation', 'propagation_job', 'propagate_volume', 'OrganResult', 'SegmentResult', 'segment_volume', 'check_request', 'modes_dice_table', 'load_scan', 'sidecar_path', 'check_output'],
-    ".sweeps": ['KERNEL_NAME', 'DONE_MARKER', 'FAILED_MARKER', 'SWEEP_KEYS', 'Sweep', 'RunSpec', 'RunOutcome', 'SweepResult', 'load_sweep', 'execute_run', 'export_html', 'collect_index', 'write_index', 'run_sweep'],
+    ".sweep_index": ['collect_index', 'write_index'],
+    ".sweep_runs": ['RunOutcome', 'execute_run', 'kernel_manager_class', 'export_html', 'write_json', 'remove_tree'],
+    ".sweep_spec": ['KERNEL_NAME', 'DONE_MARKER', 'FAILED_MARKER', 'SWEEP_KEYS', 'KERNEL_ENV', 'Sweep', 'RunSpec', 'load_sweep', 'safe_name', 'value_text', 'require_module'],
+    ".sweeps": ['SweepResult', 'run_sweep'],
 })
