@@ -403,9 +403,26 @@ def test_notebook_runs_with_papermill(tmp_path):
         str(nb), str(tmp_path / "out.ipynb"), kernel_name="python3", cwd=str(nb.parent), progress_bar=False,
         parameters={"checkpoint": "random", "image_size": 256, "max_slices": 4, "output_dir": str(tmp_path / "o")},
     )
-    assert (tmp_path / "o" / "mass.png").exists() and (tmp_path / "o" / "panels.png").exists()
+    assert (tmp_path / "o" / "mass.png").exists() and list((tmp_path / "o").glob("panels_*.png"))
     masses = pd.read_csv(tmp_path / "o" / "masses.csv")
     assert set(masses["weights"]) == {"random weights (seed 0)"}
+
+
+def test_notebook_05_is_thin():
+    """Notebook 05: a parameters cell and one library call per section; no logic of its own."""
+    import ast
+    import json
+    from pathlib import Path
+
+    nb = json.loads((Path(__file__).resolve().parents[1] / "notebooks" / "05_memory_inspector.ipynb").read_text())
+    code = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+    logic = (ast.FunctionDef, ast.ClassDef, ast.Lambda, ast.If, ast.For, ast.While, ast.With, ast.Try)
+    for src in code:
+        tree = ast.parse(src)
+        assert not [n for n in ast.walk(tree) if isinstance(n, logic)], src
+        assert sum(isinstance(n, ast.Call) and isinstance(n.func, ast.Name) for n in tree.body
+                   if isinstance(n, (ast.Expr, ast.Assign))) <= 2 or "parameters" in src, src
+    assert "inspect_run(" in "".join(code)
 
 
 # ----------------------------------------------------------------------------- command line

@@ -39,31 +39,18 @@ def register_cli(subparsers) -> None:
 
 
 def _cmd_inspect(args) -> int:
-    from ..inspector.inspection import episode_subset, inspect_episode
-    from ..inspector.views import write_inspection
-    from ..io.examples import example_episodes
-    from ..workflows.runner import load_episodes
+    from ..workflows.inspection import inspect_run
 
-    if args.episodes is None:
-        episodes = example_episodes()
-    else:
-        episodes = load_episodes(args.episodes, dataset=args.dataset, fold=args.fold, label=args.label)
-    if not 0 <= args.episode_index < len(episodes):
-        raise ValueError(f"--episode-index {args.episode_index}: the folder has {len(episodes)} episode(s) "
-                         f"(0..{len(episodes) - 1}).")
-    episode = episodes[args.episode_index]
-    if args.max_slices is not None:
-        if args.max_slices < 1:
-            raise ValueError(f"--max-slices must be >= 1, got {args.max_slices}.")
-        if args.max_slices < episode.n_slices:
-            start = (episode.n_slices - args.max_slices) // 2
-            episode = episode_subset(episode, slice(start, start + args.max_slices))
-    model = model_from_args(args, meaningless="the attention content is meaningless")
-    engine = engine_from_args(model, args)
-    insp = inspect_episode(engine, episode, args.setting, order=args.order, layers=args.layers,
-                           verify=not args.no_verify)
-    pixel = tuple(args.pixel) if args.pixel else None
-    paths = write_inspection(insp, args.out, panels=args.panels, pixel=pixel)
+    def engine():
+        model = model_from_args(args, meaningless="the attention content is meaningless")
+        return engine_from_args(model, args)
+
+    insp = inspect_run(
+        setting=args.setting, order=args.order, episodes=args.episodes, episode_index=args.episode_index,
+        dataset=args.dataset, fold=args.fold, label=args.label, engine=engine,
+        max_slices=args.max_slices, layers=args.layers, verify=not args.no_verify, output_dir=args.out,
+        panels=args.panels, pixel=tuple(args.pixel) if args.pixel else None,
+    )
     print(insp)
     if insp.max_rel_error is not None:
         print(f"capture check: max relative error of the recomputed layer outputs {insp.max_rel_error:.1e}")
@@ -71,6 +58,6 @@ def _cmd_inspect(args) -> int:
     print("mean attention share (all query tokens, all layers): "
           + ", ".join(f"{g} {v:.3f}" for g, v in share.items()) + f"  [{insp.weights}]")
     print("Outputs:")
-    for p in paths.values():
+    for p in insp.files.values():
         print(f"  {p}")
     return 0

@@ -10,6 +10,6 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     ".capture": ['MemoryInspector'],
     ".inspection": ['Inspection', 'inspect_episode', 'episode_subset', 'MASS_COLUMNS'],
     ".layout": ['KeyEntry', 'KeyLayout', 'key_layout', 'layout_entries', 'query_token', 'token_weights', 'ENTRY_GROUPS'],
-    ".views": ['chart_masses', 'mass_chart', 'share_chart', 'layer_heatmap', 'chart_png', 'query_image', 'query_panel', 'memory_panels', 'attention_panels', 'save_panel', 'write_inspection', 'GROUP_COLORS'],
+    ".views": ['chart_masses', 'mass_chart', 'share_chart', 'layer_heatmap', 'chart_png', 'query_image', 'query_panel', 'memory_panels', 'attention_panels', 'save_panel', 'write_inspection', 'inspection_charts', 'GROUP_COLORS'],
     ".widget": ['ClickImage', 'MemoryInspectorWidget', 'show_inspector'],
 })

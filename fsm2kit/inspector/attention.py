@@ -195,7 +195,7 @@ def attention_inputs(args: tuple, kwargs: dict) -> tuple[torch.Tensor, torch.Ten
     missing = [n for n in names[:3] if n not in vals]
     if missing:
         raise RuntimeError(f"memory-attention hook: the layer was called without {missing}; "
-                           "fsm2kit.inspect supports sam2 1.1.0's RoPEAttention(q, k, v, num_k_exclude_rope).")
+                           "fsm2kit.inspector supports sam2 1.1.0's RoPEAttention(q, k, v, num_k_exclude_rope).")
     return vals["q"], vals["k"], vals["v"], int(vals.get("num_k_exclude_rope", 0) or 0)
 
 

@@ -48,6 +48,7 @@ class Inspection:
     episode: Episode | None = field(repr=False, default=None)
     engine: Engine | None = field(repr=False, default=None)
     options: dict = field(repr=False, default_factory=dict)
+    files: dict = field(repr=False, default_factory=dict)  # what inspect_run wrote: name -> path
     _masses: object = field(repr=False, default=None)
     _pixel_cache: dict = field(repr=False, default_factory=dict)
 
@@ -63,7 +64,7 @@ class Inspection:
             variant=getattr(ep, "variant", None), dataset=getattr(ep, "dataset", None),
             fold=getattr(ep, "fold", None), layers=list(self.layers), heads=list(self.heads),
             verify=bool(self.options.get("verify")), max_rel_error=self.max_rel_error,
-            inspector="fsm2kit.inspect (forward hooks on memory_attention.layers[i].cross_attn_image)",
+            inspector="fsm2kit.inspector (forward hooks on memory_attention.layers[i].cross_attn_image)",
         )
         return p
 

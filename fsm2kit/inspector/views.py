@@ -48,6 +48,7 @@ __all__ = [
     "attention_panels",
     "save_panel",
     "write_inspection",
+    "inspection_charts",
     "GROUP_COLORS",
 ]
 
@@ -450,10 +451,8 @@ def write_inspection(insp: Inspection, out: str | os.PathLike, *, panels: int = 
     out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
     for name, df in (("masses", insp.masses), ("shares", insp.shares()), ("layouts", insp.layouts())):
-        p = out / f"{name}.csv"
-        df.to_csv(p, index=False)
-        paths[name] = p
-    for name, chart in (("mass", mass_chart(insp)), ("share", share_chart(insp)), ("layers", layer_heatmap(insp))):
+        paths[name] = atomic_write(out / f"{name}.csv", lambda tmp, df=df: df.to_csv(tmp, index=False))
+    for name, chart in inspection_charts(insp).items():
         for fmt, p in save_chart(chart, out / name, formats=tuple(formats)).items():
             paths[f"{name}.{fmt}"] = p
     n = len(insp.steps)
@@ -461,9 +460,13 @@ def write_inspection(insp: Inspection, out: str | os.PathLike, *, panels: int = 
     for k in picks:
         p = save_panel(attention_panels(insp, k, pixel), out / f"panels_{k:02d}_z{insp.steps[k].z}.png")
         paths[p.stem] = p
-    meta = out / "inspect.json"
-    meta.write_text(json.dumps(insp.provenance, indent=2, default=str))
-    paths["inspect.json"] = meta
+    text = json.dumps(insp.provenance, indent=2, default=str)
+    paths["inspect.json"] = atomic_write(out / "inspect.json", lambda tmp: Path(tmp).write_text(text))
     return paths
+
+
+def inspection_charts(insp: Inspection) -> dict:
+    """The inspection's three charts: ``mass`` per entry, support/query ``share``, ``layers`` heatmap."""
+    return {"mass": mass_chart(insp), "share": share_chart(insp), "layers": layer_heatmap(insp)}
 
 
