@@ -27,7 +27,8 @@ def register_cli(subparsers) -> None:
     p.add_argument("--setting", required=True, choices=SETTINGS, type=str.upper)
     p.add_argument("--order", default="middle", choices=ORDERS, help="FQ settings only (default middle)")
     p.add_argument("--layers", type=int, nargs="+", default=None, help="memory-attention layers (default all)")
-    p.add_argument("--max-slices", type=int, default=None, help="only the middle N query slices")
+    p.add_argument("--max-slices", type=int, default=None,
+                   help="at most N query slices, evenly spaced over the range (first and last kept)")
     p.add_argument("--pixel", type=int, nargs=2, metavar=("Y", "X"), default=None,
                    help="query pixel of the attention panels (default: centre of the predicted foreground)")
     p.add_argument("--panels", type=int, default=3, help="slices with attention panels (default 3)")
@@ -39,10 +40,11 @@ def register_cli(subparsers) -> None:
 
 
 def _cmd_inspect(args) -> int:
-    from ..inspector.capture import episode_subset, inspect_episode
+    from ..inspector.capture import inspect_episode
     from ..inspector.views import write_inspection
     from ..io.volumes import example_episodes
-    from ..workflows.runner import load_episodes
+    from ..workflows.episodes import load_episodes, subset_episode
+    from ..workflows.provenance import command_line, inspection_provenance
 
     if args.episodes is None:
         episodes = example_episodes()
@@ -55,15 +57,14 @@ def _cmd_inspect(args) -> int:
     if args.max_slices is not None:
         if args.max_slices < 1:
             raise ValueError(f"--max-slices must be >= 1, got {args.max_slices}.")
-        if args.max_slices < episode.n_slices:
-            start = (episode.n_slices - args.max_slices) // 2
-            episode = episode_subset(episode, slice(start, start + args.max_slices))
+        episode = subset_episode(episode, max_slices=args.max_slices)
     model = model_from_args(args, meaningless="the attention content is meaningless")
     engine = engine_from_args(model, args)
     insp = inspect_episode(engine, episode, args.setting, order=args.order, layers=args.layers,
                            verify=not args.no_verify)
     pixel = tuple(args.pixel) if args.pixel else None
-    paths = write_inspection(insp, args.out, panels=args.panels, pixel=pixel)
+    record = inspection_provenance(insp, command=command_line(getattr(args, "argv", None)))
+    paths = write_inspection(insp, args.out, panels=args.panels, pixel=pixel, provenance=record.to_dict())
     print(insp)
     if insp.max_rel_error is not None:
         print(f"capture check: max relative error of the recomputed layer outputs {insp.max_rel_error:.1e}")

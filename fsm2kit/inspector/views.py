@@ -24,6 +24,7 @@ model: then the content is meaningless).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -437,12 +438,18 @@ def save_panel(img, path: str | os.PathLike) -> Path:
 
 # ----------------------------------------------------------------------------- command line
 def write_inspection(insp: Inspection, out: str | os.PathLike, *, panels: int = 3,
-                     pixel: tuple[int, int] | None = None, formats=("png",)) -> dict[str, Path]:
+                     pixel: tuple[int, int] | None = None, formats=("png",),
+                     provenance: Mapping | None = None) -> dict[str, Path]:
     """Write an inspection's tables, charts and attention panels to a folder.
 
     Files: ``masses.csv``, ``shares.csv``, ``layouts.csv``, ``inspect.json`` (provenance),
     ``mass``/``share``/``layers`` charts in ``formats`` and ``panels_<k>_z<z>.png`` for
     ``panels`` slices spread over the processing order.
+
+    ``provenance`` is what ``inspect.json`` holds (``fsm2kit inspect`` passes the one
+    provenance record of :mod:`fsm2kit.workflows.provenance`, with the capture settings of
+    :attr:`Inspection.provenance` among its details); default :attr:`Inspection.provenance`.
+    ``inspect.json`` is written last, atomically (:func:`fsm2kit.core.fileio.atomic_write`).
 
     Returns
     -------
@@ -451,12 +458,14 @@ def write_inspection(insp: Inspection, out: str | os.PathLike, *, panels: int = 
     """
     import json
 
+    from ..core.fileio import atomic_write
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
     for name, df in (("masses", insp.masses), ("shares", insp.shares()), ("layouts", insp.layouts())):
         p = out / f"{name}.csv"
-        df.to_csv(p, index=False)
+        atomic_write(p, lambda tmp, df=df: df.to_csv(tmp, index=False))
         paths[name] = p
     for name, chart in (("mass", mass_chart(insp)), ("share", share_chart(insp)), ("layers", layer_heatmap(insp))):
         for fmt, p in save_chart(chart, out / name, formats=tuple(formats)).items():
@@ -467,8 +476,7 @@ def write_inspection(insp: Inspection, out: str | os.PathLike, *, panels: int = 
         p = save_panel(attention_panels(insp, k, pixel), out / f"panels_{k:02d}_z{insp.steps[k].z}.png")
         paths[p.stem] = p
     meta = out / "inspect.json"
-    meta.write_text(json.dumps(insp.provenance, indent=2, default=str))
+    text = json.dumps(dict(insp.provenance if provenance is None else provenance), indent=2, default=str)
+    atomic_write(meta, lambda tmp: Path(tmp).write_text(text))
     paths["inspect.json"] = meta
     return paths
-
-
