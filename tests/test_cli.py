@@ -31,32 +31,43 @@ def test_run_all_settings_random_and_from_file(tmp_path, ckpt, setting, capsys):
     assert _run(tmp_path / "random", setting) == 0
     printed = capsys.readouterr()
     assert "RANDOM WEIGHTS" in printed.out and "pooled" in printed.out and "mean_per_volume" in printed.out
+    assert "random weights (seed 0)" in printed.out and "RANDOM WEIGHTS" in printed.err
     assert _run(tmp_path / "file", setting, checkpoint=ckpt) == 0
 
     a = np.load(tmp_path / "random" / "logits.npz")
     b = np.load(tmp_path / "file" / "logits.npz")
-    assert sorted(a.files) == sorted(f"z{z}" for z in range(12, 36))
+    run = f"{setting}-middle" if setting.endswith("FQ") else setting
+    assert sorted(a.files) == sorted(f"sam2-tiny_{run}_case1_label1_z{z}" for z in range(12, 36))
     for k in a.files:
         assert a[k].dtype == np.float32 and a[k].shape == (256, 256)
         np.testing.assert_array_equal(a[k], b[k])
 
-    dice = pd.read_csv(tmp_path / "random" / "dice.csv")
-    assert set(dice["metric"]) == {"pooled", "mean_per_volume", "volume"}
+    dice = pd.read_csv(tmp_path / "random" / "summary.csv")
+    assert set(dice["metric"]) == {"pooled", "mean_per_volume"}
     assert set(dice["weights"]) == {"random weights (seed 0)"}
     assert set(dice["label_name"]) == {"LIVER"}
+    vols = pd.read_csv(tmp_path / "random" / "volumes.csv")
+    assert len(vols) == 1 and set(vols["weights"]) == {"random weights (seed 0)"}
+    slices = pd.read_csv(tmp_path / "random" / "slices.csv", keep_default_na=False, na_values=[""])
+    assert len(slices) == 24 and set(slices["weights"]) == {"random weights (seed 0)"}
 
-    run = json.loads((tmp_path / "random" / "run.json").read_text())
-    assert run["setting"] == setting
-    assert run["order"] == ("middle" if setting.endswith("FQ") else None)
-    assert run["random_weights"] is True and "RANDOM WEIGHTS" in run["note"]
-    assert run["model"]["checkpoint_sha256"] == "random weights"
-    assert run["protocol_variant"] == ["ALP"]
-    assert run["sam2_version"] == "1.1.0" and run["fsm2kit_version"]
-    assert run["encoder_passes"] == (25 if setting == "S1SFQ" else 27)
+    prov = json.loads((tmp_path / "random" / "provenance.json").read_text())
+    assert prov["kind"] == "experiment" and prov["command"].startswith("fsm2kit run --episodes ")
+    assert f"--setting {setting}" in prov["command"] and "--checkpoint random" in prov["command"]
+    assert prov["settings"] == [setting]
+    assert prov["orders"] == (["middle"] if setting.endswith("FQ") else ["n/a"])
+    assert prov["random_weights"] is True and "RANDOM WEIGHTS" in prov["note"]
+    assert prov["weights"] == "random weights (seed 0)"
+    assert prov["models"][0]["checkpoint_sha256"] == "random weights"
+    assert prov["protocol_variant"] == ["ALP"] and prov["memory_policy"] == ["sam2"]
+    assert prov["versions"]["sam2"] == "1.1.0" and prov["versions"]["fsm2kit"] and prov["versions"]["python"]
+    assert prov["encoder_passes"] == (25 if setting == "S1SFQ" else 27)
+    assert prov["configs"][0]["settings"] == [setting] and prov["episodes"][0]["z"] == list(range(12, 36))
 
-    run_file = json.loads((tmp_path / "file" / "run.json").read_text())
-    assert run_file["random_weights"] is False and run_file["note"] == ""
-    assert len(run_file["model"]["checkpoint_sha256"]) == 64
+    prov_file = json.loads((tmp_path / "file" / "provenance.json").read_text())
+    assert prov_file["random_weights"] is False and prov_file["note"] == ""
+    assert len(prov_file["models"][0]["checkpoint_sha256"]) == 64
+    assert prov_file["weights"] == "sha256:" + prov_file["models"][0]["checkpoint_sha256"]
 
 
 def test_cli_errors_exit_2_with_a_message(tmp_path, capsys):
@@ -83,7 +94,8 @@ def test_dataset_folder_needs_fold_and_label(tmp_path, capsys):
 
 
 def test_engine_options_from_the_command_line(tiny256):
-    from fsm2kit.cli import build_parser, engine_from_args
+    from fsm2kit.cli import build_parser
+    from fsm2kit.cli.common import engine_from_args
 
     base = ["run", "--episodes", "x", "--setting", "1S1Q", "--out", "o"]
     args = build_parser().parse_args(base + ["--object-batch-size", "3", "--no-progress", "--compile-encoder"])
@@ -92,3 +104,17 @@ def test_engine_options_from_the_command_line(tiny256):
     assert eng.object_batch_size == 3 and eng.progress is False
     args = build_parser().parse_args(base)
     assert engine_from_args(tiny256, args).object_batch_size == 1  # CPU default
+
+
+def test_run_builds_the_notebooks_config():
+    """`fsm2kit run` runs an ExperimentConfig, the object the notebooks use, through the one runner."""
+    from fsm2kit.cli import build_parser
+    from fsm2kit.cli.run import config_from_args
+
+    args = build_parser().parse_args(["run", "--episodes", str(EXAMPLE_NPZ), "--setting", "s1sfq", "--order", "top",
+                                      "--fold", "2", "--label", "liver", "--checkpoint", "random", "--seed", "3",
+                                      "--image-size", "256", "--object-batch-size", "3", "--out", "o"])
+    cfg = config_from_args(args)
+    assert cfg.settings == ("S1SFQ",) and cfg.orders == ("top",) and cfg.models == ("sam2-tiny",)
+    assert cfg.checkpoint == "random" and cfg.seed == 3 and cfg.image_size == 256 and cfg.object_batch_size == 3
+    assert cfg.folds == () and cfg.classes == ()  # an npz folder is one fold's episodes already

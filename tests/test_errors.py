@@ -87,7 +87,7 @@ def test_unknown_setting_and_order(tiny256, example_episode):
 
 
 def test_episode_folder_errors(tmp_path):
-    from fsm2kit.workflows.runner import load_episodes
+    from fsm2kit.workflows.episodes import load_episodes
 
     with pytest.raises(FileNotFoundError):
         load_episodes(tmp_path / "missing")

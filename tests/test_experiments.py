@@ -8,24 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fsm2kit.core import Engine
-from fsm2kit.workflows.experiments import (
-    GROUP_KEYS,
-    ORGAN_ORDER,
-    PROVENANCE_COLUMNS,
-    PUBLISHED_BASELINES,
-    QUOTED_PLACEHOLDER,
-    ExperimentConfig,
-    QuotedRow,
-    baseline_table,
-    load_config_episodes,
-    read_results,
-    results_table,
-    run_experiment,
-    slice_dice,
-    subset_episode,
-    table_with_baselines,
-)
+from fsm2kit.core.engine import Engine
+from fsm2kit.workflows.baselines import PUBLISHED_BASELINES, QUOTED_PLACEHOLDER, QuotedRow, baseline_table, table_with_baselines
+from fsm2kit.workflows.config import ExperimentConfig
+from fsm2kit.workflows.episodes import load_config_episodes, subset_episode
+from fsm2kit.workflows.experiments import run_experiment
+from fsm2kit.workflows.results import (GROUP_KEYS, PROVENANCE_COLUMNS, format_dice, logits_key, read_results,
+                                      slice_dice)
+from fsm2kit.workflows.tables import ORGAN_ORDER, results_table
 
 SMOKE = dict(checkpoint="random", image_size=256, device="cpu")
 
@@ -54,6 +44,7 @@ def test_config_normalizes_lists_and_names():
         (dict(models=["sam3"]), "Unknown model name"),
         (dict(max_slices=0), "max_slices"),
         (dict(z_range=(5, 1)), "z_range"),
+        (dict(object_batch_size=0), "object_batch_size"),
         (dict(models=["sam2-tiny", "sam2-small"], checkpoint="/nonexistent/sam2_hiera_tiny.pt"), "one file"),
         (dict(models=["sam2-tiny", "sam2-small"], checkpoint={"sam2-tiny": "a.pt"}), "not ['sam2-small']"),
     ],
@@ -97,6 +88,11 @@ def test_subset_episode_keeps_supports_and_chunks(example_episode):
     assert subset_episode(ep, max_slices=100) is ep
     with pytest.raises(ValueError, match="leaves no query slice"):
         subset_episode(ep, z_range=(100, 200))
+    with pytest.raises(ValueError, match="max_slices must be >= 1"):
+        subset_episode(ep, max_slices=0)
+    # explicit positions first, then max_slices over what they keep (one meaning everywhere)
+    pos = subset_episode(ep, positions=slice(8, 14), max_slices=3)
+    assert pos.z.tolist() == [20, 22, 25] and pos.meta["subset"] == {"z": [20, 22, 25], "of": 24}
 
 
 def test_load_config_episodes_npz_filters_and_warns():
@@ -133,6 +129,33 @@ def test_load_config_episodes_from_a_preprocessed_folder(tmp_path):
     assert {e.n_slices for e in eps if e.label_name == "LIVER"} == {3} and {e.variant for e in eps} == {"ALP"}
     with pytest.raises(ValueError, match="also give dataset="):
         load_config_episodes(ExperimentConfig(episodes=str(tmp_path)), progress=False)
+
+
+def test_provenance_record_by_hand():
+    import platform
+
+    from fsm2kit.workflows.provenance import RANDOM_NOTE, Provenance, command_line
+
+    model = {"model": "sam2-tiny", "weights": "random weights (seed 0)", "random_weights": True,
+             "fsm2kit_version": "x", "torch_version": "t", "sam2_version": "1.1.0"}
+    rec = Provenance("experiment", [model], settings=["S1SFQ", "S1SFQ"], orders=["middle"],
+                     memory_policies=["sam2", "sam2"], protocol_variants=["ALP"], command="fsm2kit run",
+                     details={"rows": 3})
+    d = rec.to_dict()
+    assert json.loads(json.dumps(d)) == d and d["kind"] == "experiment" and d["command"] == "fsm2kit run"
+    assert d["settings"] == ["S1SFQ"] and d["orders"] == ["middle"] and d["memory_policy"] == ["sam2"]
+    assert d["protocol_variant"] == ["ALP"] and d["support_selector"] == "protocol" and d["rows"] == 3
+    assert d["random_weights"] and d["note"] == RANDOM_NOTE and d["weights"] == "random weights (seed 0)"
+    assert d["versions"] == {"fsm2kit": "x", "torch": "t", "sam2": "1.1.0", "python": platform.python_version()}
+    assert "random weights (seed 0)" in repr(rec)
+    real = Provenance("segment", [{**model, "weights": "sha256:ab", "random_weights": False}])
+    assert not real.random_weights and real.note == "" and real.to_dict()["weights"] == "sha256:ab"
+    assert rec.with_details({"seconds": 1.0}).to_dict()["seconds"] == 1.0
+    with pytest.raises(ValueError, match="reuse"):
+        Provenance("experiment", [model], details={"weights": "other"}).to_dict()
+    with pytest.raises(ValueError, match="at least one model"):
+        Provenance("experiment", [])
+    assert command_line(["run", "--out", "a b"]) == "fsm2kit run --out 'a b'"
 
 
 # ----------------------------------------------------------------------------- paper tables
@@ -199,9 +222,14 @@ def test_table_with_baselines_puts_quoted_rows_first():
 # ----------------------------------------------------------------------------- running (SAM2)
 @pytest.fixture(scope="module")
 def smoke_result(tiny256):
+    import torch
+
     cfg = ExperimentConfig(settings=["1S1Q", "S1SFQ", "3SFQ"], orders=["top", "middle"], max_slices=4,
                            name="t", **SMOKE)
-    return run_experiment(cfg, models={"sam2-tiny": tiny256}, keep_predictions=True, progress=False)
+    threads = torch.get_num_threads()
+    result = run_experiment(cfg, models={"sam2-tiny": tiny256}, keep_predictions=True, progress=False)
+    assert torch.get_num_threads() == threads  # running sets no process-wide state
+    return result
 
 
 @pytest.mark.slow
@@ -265,15 +293,31 @@ def test_summaries_pooled_and_per_volume_hand_checked(smoke_result):
 @pytest.mark.slow
 def test_save_and_read_back_with_provenance(smoke_result, tmp_path):
     paths = smoke_result.save(tmp_path)
-    assert sorted(p.name for p in paths.values()) == ["provenance.json", "slices.csv", "summary.csv", "volumes.csv"]
+    assert sorted(p.name for p in paths.values()) == ["logits.npz", "provenance.json", "slices.csv", "summary.csv",
+                                                      "volumes.csv"]
     back = read_results(tmp_path)
     assert (back["slices"]["order"] == "n/a").sum() == 4  # the 1Q order survives CSV
     pd.testing.assert_frame_equal(back["slices"][["z", "tp", "fp", "fn"]], smoke_result.slices[["z", "tp", "fp", "fn"]])
     prov = back["provenance"]
-    assert prov["random_weights"] and prov["models"][0]["encoder_passes"] == 7
-    assert prov["models"][0]["provenance"]["weights"] == "random weights (seed 0)"
-    assert prov["configs"][0]["settings"] == ["1S1Q", "S1SFQ", "3SFQ"]
-    assert not list(tmp_path.glob("*.tmp"))
+    assert prov["random_weights"] and prov["model_runs"][0]["encoder_passes"] == 7
+    assert prov["models"][0]["weights"] == prov["weights"] == "random weights (seed 0)"
+    assert prov["configs"][0]["settings"] == ["1S1Q", "S1SFQ", "3SFQ"] and prov["settings"] == ["1S1Q", "S1SFQ", "3SFQ"]
+    assert prov["orders"] == ["n/a", "top", "middle"] and prov["command"] is None
+    # the logits of every kept slice, under one key per (model, setting, order, case, class, z)
+    assert len(back["logits"].files) == len(smoke_result.slices) == 20
+    p = smoke_result.prediction(setting="S1SFQ", order="top")
+    s = p.result.slices[1]
+    key = logits_key("sam2-tiny", "S1SFQ", "top", p.result.case_id, p.result.label, s.z)
+    np.testing.assert_array_equal(back["logits"][key], s.logits)
+    assert logits_key("sam2-tiny", "1S1Q", "n/a", "1", 1, 12) in back["logits"].files
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*"))
+
+
+@pytest.mark.slow
+def test_format_dice_says_the_weights(smoke_result):
+    text = format_dice(smoke_result)
+    assert text.startswith("!" * 78) and "RANDOM WEIGHTS" in text and "random weights (seed 0)" in text
+    assert "pooled" in text and "mean_per_volume" in text and "3SFQ" in text
 
 
 @pytest.mark.slow

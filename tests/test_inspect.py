@@ -21,13 +21,13 @@ from fsm2kit.inspector import (
     KeyLayout,
     MemoryInspector,
     attention_weights,
-    episode_subset,
     inspect_episode,
     key_layout,
     query_token,
     token_weights,
 )
 from fsm2kit.core.memory import MemoryBank, MemoryEntry, MemorySettings, select_memories
+from fsm2kit.workflows.episodes import subset_episode
 
 
 # ----------------------------------------------------------------------------- pure, no SAM2
@@ -119,13 +119,13 @@ def test_attention_recompute_matches_rope_attention():
 
 
 def test_episode_subset(example_episode):
-    sub = episode_subset(example_episode, slice(8, 12))
+    sub = subset_episode(example_episode, positions=slice(8, 12))
     assert list(sub.z) == list(example_episode.z[8:12]) and sub.images.shape[0] == 4
     assert sub.supports is example_episode.supports and list(sub.chunks) == list(example_episode.chunks[8:12])
     with pytest.raises(ValueError, match="ascending"):
-        episode_subset(example_episode, [3, 1])
+        subset_episode(example_episode, positions=[3, 1])
     with pytest.raises(ValueError, match="no query positions"):
-        episode_subset(example_episode, [])
+        subset_episode(example_episode, positions=[])
 
 
 # ----------------------------------------------------------------------------- SAM2 (random weights)
@@ -231,7 +231,7 @@ def test_pixel_rows_and_on_demand_recompute(s1sfq):
 def test_layout_matches_the_memory_tensor(engine, example_episode, setting, n_slices, n_memories):
     """Every key token is attributed to exactly one memory entry, and the attributed token
     ranges hold exactly that entry's memory (as the engine concatenates the bank's tensors)."""
-    ep = episode_subset(example_episode, slice(8, 8 + n_slices))
+    ep = subset_episode(example_episode, positions=slice(8, 8 + n_slices))
     setting, _, order = setting.partition("-")
     seen = []
 
@@ -279,7 +279,7 @@ def test_foreground_mass_is_the_area_weighted_token_mean(engine, example_episode
     Random weights predict nothing, so the step's prediction is replaced by the ground truth;
     per-token masses come from the full attention rows of one pixel per token.
     """
-    ep = episode_subset(example_episode, [12])
+    ep = subset_episode(example_episode, positions=[12])
     gt = ep.labels[0]
     original = MemoryInspector.after_forward
 
@@ -306,7 +306,7 @@ def test_foreground_mass_is_the_area_weighted_token_mean(engine, example_episode
 
 @pytest.mark.slow
 def test_capture_options_and_errors(engine, example_episode):
-    ep = episode_subset(example_episode, [10, 11])
+    ep = subset_episode(example_episode, positions=[10, 11])
     inspector = MemoryInspector()
     with pytest.raises(ValueError, match="4 layers"):
         with inspector.capture(engine, layers=[4]):
@@ -325,7 +325,7 @@ def test_capture_options_and_errors(engine, example_episode):
     assert _hooks(engine) == [0, 0, 0, 0] and "track" not in engine.__dict__
     insp = inspector.inspection(result, ep, engine=engine)
     assert insp.layers == (3,) and [s.mass_all.shape[:2] for s in insp.steps] == [(1, 1), (1, 1)]
-    other = episode_subset(example_episode, [10, 11, 12])
+    other = subset_episode(example_episode, positions=[10, 11, 12])
     with pytest.raises(ValueError, match="2 captured tracking steps"):
         inspector.inspection(engine.segment(other, "1S1Q"), other)
     # an error inside the block still removes the hooks
@@ -449,7 +449,9 @@ def test_cli_inspect_writes_tables_charts_and_panels(tmp_path, capsys):
         assert (out / name).stat().st_size > 0, name
     assert len(list(out.glob("panels_*.png"))) == 1
     meta = json.loads((out / "inspect.json").read_text())
-    assert meta["weights"] == "random weights (seed 0)" and meta["order"] == "top" and meta["layers"] == [0, 3]
+    assert meta["weights"] == "random weights (seed 0)" and meta["orders"] == ["top"] and meta["layers"] == [0, 3]
+    assert meta["kind"] == "inspect" and meta["settings"] == ["S1SFQ"] and meta["memory_policy"] == ["sam2"]
+    assert meta["protocol_variant"] == ["ALP"] and meta["versions"]["torch"] and meta["command"].startswith("fsm2kit")
     assert meta["max_rel_error"] < 1e-4
     masses = pd.read_csv(out / "masses.csv")
     assert set(masses["layer"]) == {0, 3} and masses["z"].nunique() == 3
@@ -466,7 +468,7 @@ def test_capture_observes_batched_forwards(tiny256, example_episode):
     The engine keeps batching (nothing is patched or forced to one step per forward); the
     records equal those of a one-step-per-forward capture up to float rounding.
     """
-    sub = episode_subset(example_episode, slice(0, 6))
+    sub = subset_episode(example_episode, positions=slice(0, 6))
     eng = Engine(tiny256, progress=False, object_batch_size=8)
     insp = inspect_episode(eng, sub, "3S1Q", verify=True)
     assert len(insp) == 6 and eng.stats.tracking_forwards == 1 and eng.stats.tracking_steps == 6

@@ -104,7 +104,10 @@ def _check_result_files(out):
     summary = pd.read_csv(out / "summary.csv")
     assert set(summary["metric"]) == {"pooled", "mean_per_volume"}
     prov = json.loads((out / "provenance.json").read_text())
-    assert prov["random_weights"] and prov["models"][0]["provenance"]["image_size"] == 256
+    assert prov["random_weights"] and prov["models"][0]["image_size"] == 256
+    assert prov["kind"] == "experiment" and prov["weights"] == "random weights (seed 0)"
+    assert set(prov["settings"]) == set(slices["setting"]) and set(prov["orders"]) == set(slices["order"])
+    assert prov["support_selector"] == "protocol" and prov["memory_policy"] == ["sam2"]
     return slices
 
 

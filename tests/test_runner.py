@@ -1,4 +1,4 @@
-"""Episodes from an SSL-ALPNet dataset folder through the protocol, the engine and the writers."""
+"""Episodes from an SSL-ALPNet dataset folder through the protocol, the one runner and the one output format."""
 
 import json
 
@@ -8,10 +8,11 @@ import pandas as pd
 import pytest
 
 from fsm2kit.cli import main
-from fsm2kit.core import Engine
 from fsm2kit.protocol import SCAN_IDS
-from fsm2kit.workflows.runner import load_episodes, run_episodes, write_run
 from fsm2kit.testing import assert_masks_agree
+from fsm2kit.workflows.config import ExperimentConfig
+from fsm2kit.workflows.episodes import load_episodes
+from fsm2kit.workflows.experiments import run_experiment
 
 pytestmark = pytest.mark.slow
 
@@ -42,20 +43,28 @@ def test_fold_episodes_follow_the_protocol(chaos_folder):
     assert [list(e.chunks) for e in eps] == [[0, 1, 2]] * 4
 
 
+def _run(folder, tiny256, setting, *, label="RK", **kwargs):
+    cfg = ExperimentConfig(episodes=str(folder), dataset="CHAOST2", folds=[0], classes=[label], settings=[setting],
+                           checkpoint="random", image_size=256, device="cpu", **kwargs)
+    return run_experiment(cfg, models={"sam2-tiny": tiny256}, keep_predictions=True, progress=False)
+
+
 def test_run_and_write(chaos_folder, tiny256, tmp_path):
-    eps = load_episodes(chaos_folder, dataset="CHAOST2", fold=0, label="RK")
-    run = run_episodes(Engine(tiny256, progress=False), eps, "1S1Q")
-    assert len(run.slices) == 12 and run.encoder_passes == 4 * 3 + 3
-    d = run.dice()
-    summary = d[d["case_id"] == "all"].set_index("metric")
+    run = _run(chaos_folder, tiny256, "1S1Q")
+    (model_run,) = run.model_runs
+    assert len(run.slices) == 12 and model_run.encoder_passes == run.encoder_passes == 4 * 3 + 3
+    summary = run.summary().set_index("metric")
     assert summary.loc["pooled", "n_volumes"] == 4 and summary.loc["mean_per_volume", "n_slices"] == 12
-    assert (d["metric"] == "volume").sum() == 4
-    paths = write_run(run, tmp_path / "out")
+    assert len(run.volumes()) == 4 and set(run.volumes()["case_id"]) == {"1", "2", "3", "5"}
+    paths = run.save(tmp_path / "out")
+    assert sorted(paths) == ["logits", "provenance", "slices", "summary", "volumes"]
     keys = np.load(paths["logits"]).files
-    assert len(keys) == 12 and keys[0].startswith("case1_label2_z")
-    meta = json.loads(paths["run"].read_text())
+    assert len(keys) == 12 and keys[0].startswith("sam2-tiny_1S1Q_case1_label2_z")
+    meta = json.loads(paths["provenance"].read_text())
     assert meta["random_weights"] and [e["case_id"] for e in meta["episodes"]] == ["1", "2", "3", "5"]
-    assert not list((tmp_path / "out").glob("*.tmp"))
+    assert meta["settings"] == ["1S1Q"] and meta["orders"] == ["n/a"] and meta["protocol_variant"] == ["ALP"]
+    assert meta["support_selector"] == "protocol" and meta["memory_policy"] == ["sam2"]
+    assert not list((tmp_path / "out").glob("*.tmp")) and not list((tmp_path / "out").glob(".*"))
 
 
 def test_cli_on_dataset_folder(chaos_folder, tmp_path):
@@ -66,23 +75,26 @@ def test_cli_on_dataset_folder(chaos_folder, tmp_path):
     assert main(argv) == 2
     argv[argv.index("spleen")] = "liver"
     assert main(argv) == 0
-    dice = pd.read_csv(tmp_path / "o" / "dice.csv")
-    assert set(dice["label_name"]) == {"LIVER"}
-    assert json.loads((tmp_path / "o" / "run.json").read_text())["fold"] == 4
+    dice = pd.read_csv(tmp_path / "o" / "summary.csv")
+    assert set(dice["label_name"]) == {"LIVER"} and set(dice["metric"]) == {"pooled", "mean_per_volume"}
+    prov = json.loads((tmp_path / "o" / "provenance.json").read_text())
+    assert prov["configs"][0]["folds"] == [4] and prov["configs"][0]["classes"] == ["liver"]
+    assert {e["fold"] for e in prov["episodes"]} == {4} and prov["command"].startswith("fsm2kit run --episodes ")
 
 
-def test_run_episodes_side_by_side_matches_one_by_one(chaos_folder, tiny256):
-    eps = load_episodes(chaos_folder, dataset="CHAOST2", fold=0, label="RK")
-    one = run_episodes(Engine(tiny256, progress=False, object_batch_size=1), eps, "S1SFQ")
-    eng = Engine(tiny256, progress=False, object_batch_size=4)
-    many = run_episodes(eng, eps, "S1SFQ")
-    assert eng.stats.tracking_forwards < eng.stats.tracking_steps == 12
+def test_episodes_side_by_side_match_one_by_one(chaos_folder, tiny256):
+    one = _run(chaos_folder, tiny256, "S1SFQ", object_batch_size=1)
+    many = _run(chaos_folder, tiny256, "S1SFQ", object_batch_size=4)
+    (single,), (batched,) = one.model_runs, many.model_runs
+    assert single.tracking_forwards == single.tracking_steps == 12
+    assert batched.tracking_forwards < batched.tracking_steps == 12
     # batched vs single steps add up in another order: the shared tolerance rule; a pixel that
     # flips under it moves at most one count of TP/FP and one of FN
     pd.testing.assert_frame_equal(many.slices[["case_id", "z"]], one.slices[["case_id", "z"]])
     flips = 0
-    for a, b in zip(many.results, one.results):
-        np.testing.assert_allclose(a.logits(), b.logits(), rtol=1e-4, atol=1e-3)
-        flips += assert_masks_agree(a.logits(), b.logits()).n_differ
+    for a, b in zip(many.predictions, one.predictions):
+        assert (a.result.case_id, a.result.label) == (b.result.case_id, b.result.label)
+        np.testing.assert_allclose(a.result.logits(), b.result.logits(), rtol=1e-4, atol=1e-3)
+        flips += assert_masks_agree(a.result.logits(), b.result.logits()).n_differ
     counts = (many.slices[["tp", "fp", "fn"]].to_numpy() - one.slices[["tp", "fp", "fn"]].to_numpy())
     assert np.abs(counts).sum() <= 2 * flips

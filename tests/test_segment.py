@@ -1,4 +1,4 @@
-"""fsm2kit.workflows.segment: own scans end to end.
+"""fsm2kit.workflows.segment (labels, propagation, segment_results): own scans end to end.
 
 Pure pieces by hand (labels, start, stopping rule, layout, overlaps), the propagation loop with a
 scripted stand-in engine (exact control of object scores), the error catalogue, and SAM2 runs
@@ -31,22 +31,19 @@ from fsm2kit.core.memory import MemoryEntry, MemorySettings
 from fsm2kit.core.plans import fq_plan
 from fsm2kit.testing import assert_labels_agree, assert_masks_agree
 from fsm2kit.cli.segment import DEFAULT_PATIENCE as CLI_PATIENCE, cmd_segment, register_cli
-from fsm2kit.workflows.segment import (
+from fsm2kit.workflows.labels import OrganSpec, parse_labels
+from fsm2kit.workflows.propagation import (
     DEFAULT_PATIENCE,
     ECHO_LOGIT,
     NOT_RUN_LOGIT,
-    OrganSpec,
     absent_after,
-    load_scan,
-    parse_labels,
     propagate_volume,
     propagation_plan,
     relative_start,
-    resolve_overlaps,
-    segment_volume,
     should_stop,
-    sidecar_path,
 )
+from fsm2kit.workflows.segment import resolve_overlaps, segment_volume
+from fsm2kit.workflows.segment_results import load_scan, sidecar_path
 
 LIVER = 5  # TotalSegmentator id in the bundled CT's mask
 
@@ -128,6 +125,7 @@ class ScriptedEngine:
     image_size = 256
     object_batch_size = 1
     drive = Engine.drive  # the real scheduler, one step per forward (through track_batch below)
+    plan_job = Engine.plan_job  # the real plan machinery (support memories, memory policy, bank)
 
     def __init__(self, scores):
         self.scores = scores
@@ -192,6 +190,25 @@ def test_propagation_stops_where_the_organ_ends():
 
     whole = propagate_volume(ScriptedEngine(scores), imgs, [_support(np.full((4, 5), 99.0))], start=5, patience=None)
     assert whole.processed.all() and whole.stop_forward is None and len(whole.order) == 10
+
+
+def test_propagation_passes_the_memory_policy_through():
+    """The propagation is the engine's plan job: a memory policy reaches every step and is recorded."""
+    import dataclasses
+
+    def support_only(bank, frame_idx, *, reverse, settings):
+        sel = bank.select(frame_idx, reverse=reverse, settings=settings)
+        return dataclasses.replace(sel, spatial=tuple(r for r in sel.spatial if r.is_cond),
+                                   pointers=tuple(r for r in sel.pointers if r.is_cond))
+
+    support_only.strategy_name = "support_only"
+    eng = ScriptedEngine([1, 1, 1, -1, -1, 1, 1, -1, -1, 1])
+    p = propagate_volume(eng, _images(), [_support(np.full((4, 5), 99.0))], start=5, patience=2,
+                         memory_policy=support_only)
+    assert p.memory_policy == "support_only" and {frames for _, _, frames in eng.calls} == {(5,)}
+    assert p.order == (5, 6, 7, 8, 4, 3) and p.stop_forward == 8 and p.stop_backward == 3
+    default = propagate_volume(ScriptedEngine([1.0] * 10), _images(), [_support(np.full((4, 5), 99.0))], start=5)
+    assert default.memory_policy == "sam2"
 
 
 def test_echo_slice_and_oracle_range():
@@ -467,7 +484,9 @@ def test_cli_grid_and_support_echo(kind, tmp_path, ct_files, tiny256, monkeypatc
     assert lab["support_z"] == [15] and lab["echo_z"] == [15] and lab["start"] == 15
     assert len(lab["object_scores"]) == 30 and lab["object_scores"][15] == 10.0
     assert meta["grid"]["axcodes"] == list(nib.aff2axcodes(src.affine))
-    assert meta["inputs"]["image"]["sha256"] and meta["settings"]["patience"] == 3
+    assert meta["inputs"]["image"]["sha256"] and meta["options"]["patience"] == 3
+    assert meta["kind"] == "segment" and meta["command"].startswith("fsm2kit") and meta["memory_policy"] == ["sam2"]
+    assert meta["support_selector"] == meta["options"]["support_select"] and meta["versions"]["sam2"] == "1.1.0"
     assert sorted(os.listdir(tmp_path / "seg")) == ["pred.json", "pred.nii.gz"]
 
 
@@ -555,7 +574,7 @@ def test_dicom_query_end_to_end(tmp_path, tiny256, monkeypatch, capsys):
     got = np.asarray(w.dataobj)
     np.testing.assert_array_equal(got[:, :, 2] > 0, np.asarray(m.dataobj)[:, :, 2] > 0)
     meta = json.loads(sidecar_path(out).read_text())
-    assert meta["inputs"]["image"]["dicom_files"] == 5 and meta["settings"]["ct_window"] == [-100.0, 2000.0]
+    assert meta["inputs"]["image"]["dicom_files"] == 5 and meta["options"]["ct_window"] == [-100.0, 2000.0]
     assert meta["labels"][0]["processed_z"] == [0, 1, 2, 3, 4]
     # with ground truth: the oracle range is the annotated slice alone, and the Dice table has both modes
     assert meta["oracle"][0]["z_range"] == [2, 2] and {d["mode"] for d in meta["dice"]} == {"whole_volume", "oracle_range"}

@@ -322,7 +322,7 @@ def test_patience_rule_by_hand():
 
 
 def test_patience_rule_matches_segment_should_stop():
-    from fsm2kit.workflows.segment import DEFAULT_PATIENCE, absent_after, should_stop
+    from fsm2kit.workflows.propagation import DEFAULT_PATIENCE, absent_after, should_stop
 
     assert DEFAULT_PATIENCE == STOPPING_RULES.get("patience").patience
     rng = np.random.default_rng(1)

@@ -40,6 +40,7 @@ def register_cli(subparsers) -> None:
 
 def _cmd_inspect(args) -> int:
     from ..workflows.inspection import inspect_run
+    from ..workflows.provenance import command_line
 
     def engine():
         model = model_from_args(args, meaningless="the attention content is meaningless")
@@ -50,6 +51,7 @@ def _cmd_inspect(args) -> int:
         dataset=args.dataset, fold=args.fold, label=args.label, engine=engine,
         max_slices=args.max_slices, layers=args.layers, verify=not args.no_verify, output_dir=args.out,
         panels=args.panels, pixel=tuple(args.pixel) if args.pixel else None,
+        command=command_line(getattr(args, "argv", None)),
     )
     print(insp)
     if insp.max_rel_error is not None:

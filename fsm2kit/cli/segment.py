@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import time
 from pathlib import Path
 
 
 from .common import add_model_args, engine_from_args, model_from_args
 
-#: ``--patience`` default; equals fsm2kit.workflows.segment.DEFAULT_PATIENCE (tested), kept here so
+#: ``--patience`` default; equals fsm2kit.workflows.propagation.DEFAULT_PATIENCE (tested), kept here so
 #: that building the parser imports no numerics.
 DEFAULT_PATIENCE = 3
 
@@ -85,8 +83,10 @@ def cmd_segment(args: argparse.Namespace) -> int:
     from ..core.fileio import file_sha256
     from ..io.nifti import load_label_nifti
     from ..protocol.labels import LabelMap
-    from ..workflows.runner import RANDOM_NOTE
-    from ..workflows.segment import check_output, check_request, load_scan, parse_labels, segment_volume
+    from ..workflows.labels import parse_labels
+    from ..workflows.provenance import RANDOM_NOTE, command_line
+    from ..workflows.segment import check_request, segment_volume
+    from ..workflows.segment_results import check_output, load_scan
 
     t0 = time.perf_counter()
     out = Path(args.out)
@@ -121,8 +121,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         inputs[key] = {"path": str(pp.absolute()),
                        "sha256": file_sha256(pp) if pp.is_file() else None,
                        "dicom_files": len(list(pp.iterdir())) if pp.is_dir() else None}
-    img_path, side = res.save(out, extra={
-        "command": " ".join([os.path.basename(sys.argv[0]) or "fsm2kit"] + sys.argv[1:]),
+    img_path, side = res.save(out, command=command_line(getattr(args, "argv", None)), details={
         "inputs": inputs,
         "total_seconds": round(time.perf_counter() - t0, 3),
     })

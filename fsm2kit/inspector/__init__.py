@@ -8,7 +8,7 @@ from ..core.lazy import lazy_exports
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     ".attention": ['PixelAttention', 'StepAttention', 'attention_weights', 'attention_inputs'],
     ".capture": ['MemoryInspector'],
-    ".inspection": ['Inspection', 'inspect_episode', 'episode_subset', 'MASS_COLUMNS'],
+    ".inspection": ['Inspection', 'inspect_episode', 'MASS_COLUMNS'],
     ".layout": ['KeyEntry', 'KeyLayout', 'key_layout', 'layout_entries', 'query_token', 'token_weights', 'ENTRY_GROUPS'],
     ".views": ['chart_masses', 'mass_chart', 'share_chart', 'layer_heatmap', 'chart_png', 'query_image', 'query_panel', 'memory_panels', 'attention_panels', 'save_panel', 'write_inspection', 'inspection_charts', 'GROUP_COLORS'],
     ".widget": ['ClickImage', 'MemoryInspectorWidget', 'show_inspector'],

@@ -14,7 +14,7 @@ from .attention import PixelAttention, StepAttention
 from .capture import MemoryInspector
 from .layout import KeyEntry, query_token
 
-__all__ = ["Inspection", "inspect_episode", "episode_subset", "MASS_COLUMNS"]
+__all__ = ["Inspection", "inspect_episode", "MASS_COLUMNS"]
 
 #: Columns of :attr:`Inspection.masses`, in order.
 MASS_COLUMNS = (
@@ -283,29 +283,3 @@ def inspect_episode(
     with insp.capture(engine, layers=layers, heads=heads, pixels=pixels, verify=verify):
         result = engine.segment(episode, setting, order=order, plans=plans, keep_banks=True)
     return insp.inspection(result, episode, engine=engine)
-
-
-def episode_subset(episode: Episode, positions: Sequence[int] | slice) -> Episode:
-    """The episode restricted to some query slices (same supports; for quick looks and smoke runs).
-
-    Parameters
-    ----------
-    episode : Episode
-    positions : sequence of int or slice
-        Query positions to keep (sorted, without duplicates).
-    """
-    idx = np.arange(episode.n_slices)[positions] if isinstance(positions, slice) else np.asarray(positions, dtype=int)
-    idx = np.atleast_1d(idx)
-    if idx.size == 0:
-        raise ValueError("episode_subset: no query positions selected.")
-    if np.any(idx < 0) or np.any(idx >= episode.n_slices) or np.any(np.diff(idx) <= 0):
-        raise ValueError(f"episode_subset: positions must be ascending and in 0..{episode.n_slices - 1}, "
-                         f"got {idx.tolist()}.")
-    return replace(
-        episode,
-        z=np.asarray(episode.z)[idx],
-        images=np.asarray(episode.images)[idx],
-        labels=None if episode.labels is None else np.asarray(episode.labels)[idx],
-        chunks=np.asarray(episode.chunks)[idx],
-        meta={**episode.meta, "subset_of": f"{episode.case_id} positions {idx.tolist()}"},
-    )

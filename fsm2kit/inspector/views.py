@@ -24,6 +24,7 @@ model: then the content is meaningless).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -433,12 +434,18 @@ def save_panel(img, path: str | os.PathLike) -> Path:
 
 # ----------------------------------------------------------------------------- command line
 def write_inspection(insp: Inspection, out: str | os.PathLike, *, panels: int = 3,
-                     pixel: tuple[int, int] | None = None, formats=("png",)) -> dict[str, Path]:
+                     pixel: tuple[int, int] | None = None, formats=("png",),
+                     provenance: Mapping | None = None) -> dict[str, Path]:
     """Write an inspection's tables, charts and attention panels to a folder.
 
     Files: ``masses.csv``, ``shares.csv``, ``layouts.csv``, ``inspect.json`` (provenance),
     ``mass``/``share``/``layers`` charts in ``formats`` and ``panels_<k>_z<z>.png`` for
     ``panels`` slices spread over the processing order.
+
+    ``provenance`` is what ``inspect.json`` holds (``fsm2kit inspect`` passes the one
+    provenance record of :mod:`fsm2kit.workflows.provenance`, with the capture settings of
+    :attr:`Inspection.provenance` among its details); default :attr:`Inspection.provenance`.
+    ``inspect.json`` is written last, atomically (:func:`fsm2kit.core.fileio.atomic_write`).
 
     Returns
     -------
@@ -446,6 +453,8 @@ def write_inspection(insp: Inspection, out: str | os.PathLike, *, panels: int = 
         name -> path written.
     """
     import json
+
+    from ..core.fileio import atomic_write
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -460,7 +469,7 @@ def write_inspection(insp: Inspection, out: str | os.PathLike, *, panels: int = 
     for k in picks:
         p = save_panel(attention_panels(insp, k, pixel), out / f"panels_{k:02d}_z{insp.steps[k].z}.png")
         paths[p.stem] = p
-    text = json.dumps(insp.provenance, indent=2, default=str)
+    text = json.dumps(dict(insp.provenance if provenance is None else provenance), indent=2, default=str)
     paths["inspect.json"] = atomic_write(out / "inspect.json", lambda tmp: Path(tmp).write_text(text))
     return paths
 

@@ -1,4 +1,11 @@
-"""Workflows: experiments (the one run path), own-scan segmentation, figures and sweeps.
+"""Workflows: the one run path (configs, episodes, runner, results, tables), notebook studies,
+own-scan segmentation, figures, provenance and sweeps.
+
+Module map: ``config`` (ExperimentConfig) · ``episodes`` (loading and subsets) · ``experiments``
+(the one runner) · ``results`` (ExperimentResult and the one output format) · ``tables`` and
+``baselines`` (paper-style tables, quoted rows) · ``studies`` (one call per notebook section) ·
+``provenance`` (the one provenance record) · ``figures`` · ``labels``, ``propagation``,
+``segment`` and ``segment_results`` (own scans) · ``sweeps`` (batch runs).
 
 Public names load lazily (PEP 562): importing this package imports no submodule.
 """
@@ -6,13 +13,22 @@ Public names load lazily (PEP 562): importing this package imports no submodule.
 from ..core.lazy import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
-    ".experiments": ['METRICS', 'GROUP_KEYS', 'PROVENANCE_COLUMNS', 'ORGAN_ORDER', 'RESULT_FILES', 'ExperimentConfig', 'ModelRun', 'Prediction', 'ExperimentResult', 'QuotedRow', 'PUBLISHED_BASELINES', 'QUOTED_PLACEHOLDER', 'slice_dice', 'subset_episode', 'load_config_episodes', 'run_experiment', 'run_experiments', 'results_table', 'baseline_table', 'table_with_baselines', 'read_results'],
+    ".baselines": ['QuotedRow', 'PUBLISHED_BASELINES', 'QUOTED_PLACEHOLDER', 'baseline_table', 'table_with_baselines'],
+    ".config": ['METRICS', 'ExperimentConfig'],
+    ".episodes": ['episode_folder_kind', 'require_folder_options', 'load_episodes', 'subset_episode', 'load_config_episodes', 'bars_off'],
+    ".experiments": ['run_experiment', 'run_experiments'],
     ".figures": ['PRED_COLOR', 'GT_COLOR', 'SUPPORT_COLOR', 'weights_label', 'slice_overlays', 'class_panels', 'dice_bars', 'slice_dice_curves', 'save_chart', 'save_figure', 'CHART_FORMATS'],
-    ".inspection": ['inspect_run', 'middle_slices'],
-    ".runner": ['load_episodes', 'RunResult', 'run_episodes', 'write_run', 'dice_table', 'format_dice', 'logits_arrays', 'RANDOM_NOTE'],
-    ".segment": ['DEFAULT_PATIENCE', 'NOT_RUN_LOGIT', 'ECHO_LOGIT', 'MODES', 'OrganSpec', 'parse_labels', 'relative_start', 'should_stop', 'absent_after', 'propagation_plan', 'resolve_overlaps', 'Propagation', 'propagation_job', 'propagate_volume', 'OrganResult', 'SegmentResult', 'segment_volume', 'check_request', 'modes_dice_table', 'load_scan', 'sidecar_path', 'check_output'],
+    ".inspection": ['inspect_run'],
+    ".labels": ['OrganSpec', 'parse_labels'],
+    ".propagation": ['DEFAULT_PATIENCE', 'NOT_RUN_LOGIT', 'ECHO_LOGIT', 'relative_start', 'should_stop', 'absent_after', 'propagation_plan', 'Propagation', 'propagation_job', 'propagate_volume'],
+    ".provenance": ['RANDOM_NOTE', 'Provenance', 'command_line', 'inspection_provenance'],
+    ".results": ['GROUP_KEYS', 'PROVENANCE_COLUMNS', 'RESULT_FILES', 'slice_dice', 'tidy_slices', 'ModelRun', 'Prediction', 'ExperimentResult', 'logits_key', 'format_dice', 'read_results'],
+    ".segment": ['resolve_overlaps', 'check_request', 'segment_volume'],
+    ".segment_results": ['MODES', 'OrganResult', 'SegmentResult', 'modes_dice_table', 'load_scan', 'sidecar_path', 'check_output'],
+    ".studies": ['Study', 'run_study', 'DICE_COLUMNS'],
     ".sweep_index": ['collect_index', 'write_index'],
     ".sweep_runs": ['RunOutcome', 'execute_run', 'kernel_manager_class', 'export_html', 'write_json', 'remove_tree'],
     ".sweep_spec": ['KERNEL_NAME', 'DONE_MARKER', 'FAILED_MARKER', 'SWEEP_KEYS', 'KERNEL_ENV', 'Sweep', 'RunSpec', 'load_sweep', 'safe_name', 'value_text', 'require_module'],
     ".sweeps": ['SweepResult', 'run_sweep'],
+    ".tables": ['ORGAN_ORDER', 'results_table'],
 })

@@ -22,6 +22,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..core.fileio import atomic_write
+from ..protocol.metrics import dice
+
 __all__ = [
     "PRED_COLOR",
     "GT_COLOR",
@@ -90,13 +93,10 @@ def _show(ax, image, mask=None, color=PRED_COLOR, title=""):
 
 
 def _slice_dice(pred: np.ndarray, gt: np.ndarray | None) -> str:
+    """``", Dice 0.812"`` by the one Dice (:func:`fsm2kit.protocol.metrics.dice`), or ``", Dice n/a"``."""
     if gt is None:
         return ""
-    from ..workflows.experiments import slice_dice
-
-    p, t = pred.astype(bool), np.asarray(gt).astype(bool)
-    tp = np.count_nonzero(p & t)
-    d = slice_dice(tp, np.count_nonzero(p) - tp, np.count_nonzero(t) - tp)
+    d = dice(np.asarray(pred).astype(bool), np.asarray(gt).astype(bool))
     return f", Dice {d:.3f}" if np.isfinite(d) else ", Dice n/a"
 
 
@@ -176,7 +176,7 @@ def class_panels(predictions: Sequence, *, position: str | int = "largest", size
     Parameters
     ----------
     predictions : sequence of Prediction or (Episode, EpisodeResult)
-        E.g. ``result.predictions`` of :func:`fsm2kit.experiments.run_experiment` with
+        E.g. ``result.predictions`` of :func:`fsm2kit.workflows.experiments.run_experiment` with
         ``keep_predictions=True``, one per class.
     position : "largest", "middle" or int, keyword-only
         Which query slice: the one with the largest ground-truth area, the middle one, or a
@@ -346,8 +346,6 @@ def save_chart(chart, path: str | os.PathLike, *, formats: Sequence[str] = CHART
     dict
         format -> path written.
     """
-    from ..workflows.runner import _atomic_write
-
     base = Path(path)
     if base.suffix.lower().lstrip(".") in ("png", "svg", "html", "json"):
         base = base.with_suffix("")
@@ -363,17 +361,15 @@ def save_chart(chart, path: str | os.PathLike, *, formats: Sequence[str] = CHART
                 kwargs["inline"] = True
             elif fmt == "png":
                 kwargs["scale_factor"] = scale
-            _atomic_write(out, lambda tmp, kw=kwargs: chart.save(tmp, **kw))
+            atomic_write(out, lambda tmp, kw=kwargs: chart.save(tmp, **kw))
             written[fmt] = out
     return written
 
 
 def save_figure(fig, path: str | os.PathLike, *, dpi: int = 100) -> Path:
     """Save a matplotlib figure as PNG (atomically)."""
-    from ..workflows.runner import _atomic_write
-
     out = Path(path)
     if out.suffix.lower() != ".png":
         out = out.with_suffix(".png")
-    _atomic_write(out, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
+    atomic_write(out, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
     return out

@@ -12,24 +12,13 @@ from typing import Callable, Sequence
 
 from ..core.engine import Engine
 from ..core.models import load_sam2
-from ..inspector.inspection import Inspection, episode_subset, inspect_episode
+from ..inspector.inspection import Inspection, inspect_episode
 from ..inspector.views import write_inspection
 from ..io.examples import example_episodes
-from .runner import load_episodes
+from .episodes import load_episodes, subset_episode
+from .provenance import command_line, inspection_provenance
 
-__all__ = ["inspect_run", "middle_slices"]
-
-
-def middle_slices(episode, max_slices: int | None):
-    """The episode's middle ``max_slices`` query slices (all when None or not fewer)."""
-    if max_slices is None:
-        return episode
-    if max_slices < 1:
-        raise ValueError(f"max_slices must be >= 1, got {max_slices}.")
-    if max_slices >= episode.n_slices:
-        return episode
-    start = (episode.n_slices - max_slices) // 2
-    return episode_subset(episode, slice(start, start + max_slices))
+__all__ = ["inspect_run"]
 
 
 def inspect_run(
@@ -55,6 +44,7 @@ def inspect_run(
     pixel: tuple[int, int] | None = None,
     formats: Sequence[str] = ("png",),
     progress: bool = False,
+    command: str | None = None,
 ) -> Inspection:
     """Segment one episode while capturing SAM2's memory attention; optionally write the results.
 
@@ -74,12 +64,13 @@ def inspect_run(
         The engine to use, or a function that makes it (called once the episode is loaded, so
         bad input fails before a model loads).
     max_slices : int, optional
-        Only the middle N query slices (:func:`middle_slices`).
+        At most N query slices, evenly spaced (:func:`fsm2kit.workflows.subset_episode`).
     layers, verify
         As in :func:`fsm2kit.inspector.inspect_episode`.
     output_dir : path, optional
         When given, tables, charts, panels and provenance are written there
-        (:func:`fsm2kit.inspector.views.write_inspection`); the paths are in ``insp.files``.
+        (:func:`fsm2kit.inspector.views.write_inspection`) with the one provenance record
+        (``command`` recorded in it); the paths are in ``insp.files``.
 
     Returns
     -------
@@ -90,7 +81,9 @@ def inspect_run(
     if not 0 <= episode_index < len(all_eps):
         raise ValueError(f"episode-index {episode_index}: the folder has {len(all_eps)} episode(s) "
                          f"(0..{len(all_eps) - 1}).")
-    episode = middle_slices(all_eps[episode_index], max_slices)
+    episode = all_eps[episode_index]
+    if max_slices is not None:
+        episode = subset_episode(episode, max_slices=max_slices)
     if engine is None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
@@ -100,5 +93,7 @@ def inspect_run(
         engine = engine()  # a factory: the model loads only after the episode was found
     insp = inspect_episode(engine, episode, setting, order=order, layers=layers, verify=verify)
     if output_dir is not None:
-        insp.files = write_inspection(insp, Path(output_dir), panels=panels, pixel=pixel, formats=tuple(formats))
+        record = inspection_provenance(insp, command=command if command is not None else command_line())
+        insp.files = write_inspection(insp, Path(output_dir), panels=panels, pixel=pixel, formats=tuple(formats),
+                                      provenance=record.to_dict())
     return insp

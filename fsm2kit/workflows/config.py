@@ -1,0 +1,251 @@
+"""What an experiment runs: :class:`ExperimentConfig` (data, settings, orders, models, weights, size).
+
+A config names the data (an npz episode folder or an SSL-ALPNet preprocessed folder with dataset,
+folds and classes), the FS-MedSAM2 settings and orders, the models and their checkpoints, the
+image size, the protocol variant, the engine's batching and the Dice average to report. The
+notebooks and ``fsm2kit run`` build one and hand it to :func:`fsm2kit.workflows.experiments.run_experiments`.
+It holds no process-wide options: torch's thread count and precision are set by the caller (the
+CLI's ``--threads``), never by running a config.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..core.plans import ORDERS, normalize_setting
+
+__all__ = ["METRICS", "ExperimentConfig"]
+
+#: Values of ``ExperimentConfig.metric``: which Dice average(s) the summaries report.
+METRICS = ("both", "pooled", "mean_per_volume")
+
+
+def _as_tuple(name: str, value, kind=str) -> tuple:
+    if value is None:
+        return ()
+    if isinstance(value, (str, int, np.integer)):
+        value = [value]
+    if not isinstance(value, (Sequence, np.ndarray)) or isinstance(value, (bytes, bytearray)):
+        raise TypeError(f"ExperimentConfig.{name}: expected a list of values, got {type(value).__name__} {value!r}.")
+    out = []
+    for v in value:
+        try:
+            out.append(kind(v))
+        except (TypeError, ValueError):
+            raise TypeError(f"ExperimentConfig.{name}: {v!r} is not a valid {kind.__name__}.") from None
+    return tuple(out)
+
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """What to run: data, settings, orders, models, checkpoint, size, protocol and metric.
+
+    Lists may be given as lists, tuples or a single value; they are stored as tuples.
+
+    Parameters
+    ----------
+    episodes : str or None
+        An npz episode folder (published FS-MedSAM2 dumps) or an SSL-ALPNet preprocessed folder
+        (``image_<id>.nii.gz`` / ``label_<id>.nii.gz``). None: the bundled CHAOS case.
+    dataset : {"CHAOST2", "SABS"} or None
+        Required for preprocessed folders; names the classes of npz dumps (default CHAOST2).
+    folds : sequence of int
+        Folds of a preprocessed folder (default: all five). Ignored for npz dumps (which hold
+        one fold's episodes already).
+    classes : sequence of str or int
+        Classes to evaluate (names such as ``"liver"``, ``"RK"``, or ids). Preprocessed folder:
+        default the dataset's four evaluated organs; npz dumps: default all in the folder.
+    settings : sequence of {"1S1Q", "3S1Q", "S1SFQ", "3SFQ"}
+    orders : sequence of {"middle", "top"}
+        Orders of the FQ settings (the 1Q settings run once, order ``"n/a"``).
+    models : sequence of str
+        Model names (``sam2-tiny`` ... ``sam2.1-large``).
+    checkpoint : None, "random", a file, a folder, or a mapping {model: file}
+        None downloads the released checkpoint of each model; ``"random"`` builds random
+        weights (smoke runs: results mean nothing); a file fits one model only; a folder must
+        hold the released file names (``sam2_hiera_large.pt`` ...).
+    seed : int
+        Seed of random weights.
+    image_size : int
+        SAM2 input size (1024 as published; 256 or 512 for smoke runs).
+    device : str or None
+        ``"cpu"``, ``"cuda"``, ``"mps"``; None picks the best available.
+    variant : {"ALP", "GMRD"}
+        Protocol variant (folds, scored slices, chunks) for preprocessed folders.
+    metric : {"both", "pooled", "mean_per_volume"}
+        Which Dice average the summaries report (``both`` keeps both rows).
+    max_slices : int or None
+        Keep at most this many query slices per episode, evenly spaced over its range, first
+        and last kept (:func:`fsm2kit.workflows.episodes.subset_episode`; all supports are
+        kept). For smoke runs; None: all.
+    z_range : (int, int) or None
+        Keep query slices with ``lo <= z <= hi`` (before ``max_slices``).
+    cache_dir : str or None
+        On-disk image-feature cache of the engine (``Engine(cache_dir=)``), reused across runs.
+    object_batch_size : int or None
+        Tracking steps of independent runs (episodes, organs, per-query plans) that share one
+        SAM2 forward (``Engine(object_batch_size=)``); None: the engine's default (16 on CUDA,
+        1 on CPU). Episodes always run side by side (:meth:`Engine.segment_many`).
+    name : str
+        A name for the experiment (a column of every table).
+    """
+
+    episodes: str | None = None
+    dataset: str | None = None
+    folds: tuple[int, ...] = ()
+    classes: tuple[str, ...] = ()
+    settings: tuple[str, ...] = ("S1SFQ",)
+    orders: tuple[str, ...] = ("middle",)
+    models: tuple[str, ...] = ("sam2-tiny",)
+    checkpoint: str | None | tuple[tuple[str, str], ...] = None
+    seed: int = 0
+    image_size: int = 1024
+    device: str | None = None
+    variant: str = "ALP"
+    metric: str = "both"
+    max_slices: int | None = None
+    z_range: tuple[int, int] | None = None
+    cache_dir: str | None = None
+    object_batch_size: int | None = None
+    name: str = "experiment"
+
+    def __post_init__(self) -> None:
+        from ..core.specs import resolve_spec
+        from ..protocol.checks import DATASETS, PROTOCOL_VARIANTS
+
+        s = object.__setattr__
+        if self.episodes is not None:
+            s(self, "episodes", os.fspath(self.episodes))
+        if self.dataset is not None:
+            ds = str(self.dataset).strip().upper()
+            if ds not in DATASETS:
+                raise ValueError(f"ExperimentConfig.dataset: expected one of {DATASETS}, got {self.dataset!r}.")
+            s(self, "dataset", ds)
+        s(self, "folds", _as_tuple("folds", self.folds, int))
+        s(self, "classes", _as_tuple("classes", self.classes, str))
+        settings = tuple(normalize_setting(x) for x in _as_tuple("settings", self.settings))
+        if not settings:
+            raise ValueError("ExperimentConfig.settings is empty; give at least one of 1S1Q, 3S1Q, S1SFQ, 3SFQ.")
+        s(self, "settings", tuple(dict.fromkeys(settings)))
+        orders = tuple(str(o).strip().lower() for o in _as_tuple("orders", self.orders))
+        bad = [o for o in orders if o not in ORDERS]
+        if bad:
+            raise ValueError(f"ExperimentConfig.orders: unknown {bad}; expected some of {list(ORDERS)}.")
+        if not orders and any(x.endswith("FQ") for x in settings):
+            raise ValueError("ExperimentConfig.orders is empty but an FQ setting needs an order (middle or top).")
+        s(self, "orders", tuple(dict.fromkeys(orders)))
+        models = tuple(resolve_spec(m).name for m in _as_tuple("models", self.models))
+        if not models:
+            raise ValueError("ExperimentConfig.models is empty; give at least one model name, e.g. 'sam2-tiny'.")
+        s(self, "models", tuple(dict.fromkeys(models)))
+        ck = self.checkpoint
+        if isinstance(ck, Mapping):
+            ck = tuple(sorted((resolve_spec(str(k)).name, os.fspath(v)) for k, v in ck.items()))
+            missing = [m for m in models if m not in dict(ck)]
+            if missing:
+                raise ValueError(
+                    f"ExperimentConfig.checkpoint maps {sorted(dict(ck))} but not {missing}; give a "
+                    "file for every model, or a folder holding the released file names."
+                )
+        elif isinstance(ck, (list, tuple)):
+            ck = tuple((str(k), os.fspath(v)) for k, v in ck)
+        elif ck is not None:
+            ck = os.fspath(ck)
+            if ck != "random" and len(models) > 1 and not Path(ck).expanduser().is_dir():
+                raise ValueError(
+                    f"ExperimentConfig.checkpoint {ck!r} is one file but {len(models)} models are "
+                    "asked for; pass a folder holding the released files (sam2_hiera_tiny.pt, ...), "
+                    "a {model: file} mapping, or 'random'."
+                )
+        s(self, "checkpoint", ck)
+        s(self, "seed", int(self.seed))
+        s(self, "image_size", int(self.image_size))
+        variant = str(self.variant).strip().upper()
+        if variant not in PROTOCOL_VARIANTS:
+            raise ValueError(f"ExperimentConfig.variant: expected one of {PROTOCOL_VARIANTS}, got {self.variant!r}.")
+        s(self, "variant", variant)
+        metric = str(self.metric).strip().lower()
+        if metric not in METRICS:
+            raise ValueError(f"ExperimentConfig.metric: expected one of {METRICS}, got {self.metric!r}.")
+        s(self, "metric", metric)
+        if self.max_slices is not None:
+            if int(self.max_slices) < 1:
+                raise ValueError(f"ExperimentConfig.max_slices must be None or >= 1, got {self.max_slices!r}.")
+            s(self, "max_slices", int(self.max_slices))
+        if self.z_range is not None:
+            zr = _as_tuple("z_range", self.z_range, int)
+            if len(zr) != 2 or zr[0] > zr[1]:
+                raise ValueError(f"ExperimentConfig.z_range must be (lo, hi) with lo <= hi, got {self.z_range!r}.")
+            s(self, "z_range", zr)
+        if self.cache_dir is not None:
+            s(self, "cache_dir", os.fspath(self.cache_dir))
+        if self.object_batch_size is not None:
+            if int(self.object_batch_size) < 1:
+                raise ValueError(
+                    f"ExperimentConfig.object_batch_size must be None or >= 1, got {self.object_batch_size!r}.")
+            s(self, "object_batch_size", int(self.object_batch_size))
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def random_weights(self) -> bool:
+        return self.checkpoint == "random"
+
+    def checkpoint_for(self, model: str) -> str | None:
+        """The checkpoint argument of :func:`fsm2kit.load_sam2` for ``model``.
+
+        Raises
+        ------
+        FileNotFoundError
+            A checkpoint folder without the model's released file name.
+        """
+        from ..core.specs import resolve_spec
+
+        spec = resolve_spec(model)
+        ck = self.checkpoint
+        if ck is None or ck == "random":
+            return ck
+        if isinstance(ck, tuple):
+            return dict(ck)[spec.name]
+        p = Path(ck).expanduser()
+        if p.is_dir():
+            f = p / spec.checkpoint
+            if not f.is_file():
+                raise FileNotFoundError(
+                    f"Checkpoint folder {str(p)!r} has no {spec.checkpoint} for {spec.name}; "
+                    f"download it from {spec.url} into that folder, or pass a {{model: file}} mapping."
+                )
+            return str(f)
+        return str(p)
+
+    def to_dict(self) -> dict:
+        """A JSON-able dict of the config (round-trips through ``ExperimentConfig(**d)``)."""
+        d = asdict(self)
+        if isinstance(self.checkpoint, tuple):
+            d["checkpoint"] = dict(self.checkpoint)
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
+
+    def __repr__(self) -> str:
+        orders = "/".join(self.orders) if any(x.endswith("FQ") for x in self.settings) else "-"
+        sub = []
+        if self.max_slices:
+            sub.append(f"max_slices={self.max_slices}")
+        if self.z_range:
+            sub.append(f"z_range={self.z_range}")
+        ck = "download" if self.checkpoint is None else (
+            "{...}" if isinstance(self.checkpoint, tuple) else self.checkpoint)
+        return (
+            f"ExperimentConfig({self.name!r}: {self.episodes or 'bundled CHAOS case'}"
+            f"{' ' + self.dataset if self.dataset else ''}"
+            f"{' folds ' + ','.join(map(str, self.folds)) if self.folds else ''}"
+            f"{' classes ' + ','.join(self.classes) if self.classes else ''}; "
+            f"{'+'.join(self.settings)} x {orders} x {'+'.join(self.models)}; checkpoint={ck}; "
+            f"{self.image_size}px, {self.variant}, metric={self.metric}"
+            f"{'; ' + ', '.join(sub) if sub else ''})"
+        )
+

@@ -1,0 +1,241 @@
+"""Episodes to run: from npz dumps or SSL-ALPNet folders, for a config, and their subsets.
+
+* :func:`load_episodes`: one folder of published FS-MedSAM2 npz episodes, or one (fold, class)
+  of an SSL-ALPNet preprocessed folder built by the protocol (:mod:`fsm2kit.protocol`);
+* :func:`load_config_episodes`: every episode an :class:`~fsm2kit.workflows.config.ExperimentConfig`
+  names (folds x classes, class filter, subset);
+* :func:`subset_episode`: the one way to keep fewer query slices (explicit positions, a z range,
+  and ``max_slices``: at most N slices **evenly spaced over the range, first and last kept**).
+  ``ExperimentConfig.max_slices``, the notebooks' ``max_slices`` and ``fsm2kit inspect
+  --max-slices`` all mean this.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import replace
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..core.episode import Episode
+from .config import ExperimentConfig
+
+__all__ = ["episode_folder_kind", "require_folder_options", "load_episodes", "subset_episode",
+           "load_config_episodes", "bars_off"]
+
+
+def bars_off(progress: bool) -> bool:
+    """True when progress bars are off (``progress=False`` or ``TQDM_DISABLE`` set)."""
+    return (not progress) or os.environ.get("TQDM_DISABLE", "").strip().lower() not in ("", "0", "false")
+
+
+def episode_folder_kind(path: str | os.PathLike) -> str:
+    """``"npz"`` (published episode dumps) or ``"dataset"`` (SSL-ALPNet preprocessed folder).
+
+    Raises
+    ------
+    FileNotFoundError, NotADirectoryError, ValueError
+        Missing path, a file, or a folder holding neither.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"Episode folder {str(p)!r} does not exist.")
+    if not p.is_dir():
+        raise NotADirectoryError(f"--episodes expects a folder, got the file {str(p)!r}.")
+    if any(p.glob("*.npz")):
+        return "npz"
+    if any(p.glob("image_*.nii*")):
+        return "dataset"
+    raise ValueError(
+        f"{str(p)!r} holds neither FS-MedSAM2 npz episodes (*_case_*_z*.npz) nor an SSL-ALPNet "
+        "preprocessed dataset (image_<id>.nii.gz + label_<id>.nii.gz)."
+    )
+
+
+def require_folder_options(path: str | os.PathLike, *, dataset, fold, label) -> None:
+    """A preprocessed dataset folder needs a dataset, a fold and a class: say which are missing."""
+    missing = [n for n, v in (("--dataset", dataset), ("--fold", fold), ("--label", label)) if v is None]
+    if missing:
+        raise ValueError(
+            f"{str(path)!r} is a preprocessed dataset folder: also pass {', '.join(missing)} "
+            "(e.g. --dataset CHAOST2 --fold 0 --label liver)."
+        )
+
+
+def load_episodes(
+    path: str | os.PathLike,
+    *,
+    dataset: str | None = None,
+    fold: int | None = None,
+    label: str | int | None = None,
+    variant: str = "ALP",
+    npart: int = 3,
+    progress: bool = True,
+) -> list[Episode]:
+    """Episodes from an npz dump folder or one (fold, class) of an SSL-ALPNet preprocessed folder.
+
+    Parameters
+    ----------
+    path : path-like
+        A folder of published FS-MedSAM2 npz episodes (``*_case_*_z*.npz``), or a folder with
+        ``image_<id>.nii.gz`` / ``label_<id>.nii.gz`` (then ``dataset``, ``fold`` and
+        ``label`` are required).
+    dataset : {"SABS", "CHAOST2"}
+        Dataset of the folder (npz dumps: default CHAOST2, used for label names).
+    fold : int
+        Fold (ALP folds by default: the support scan is the first scan of the next fold).
+    label : str or int
+        Class name or id (e.g. ``liver``, ``RK``, ``6``).
+    variant : {"ALP", "GMRD"}
+        Protocol variant for folds, scored slices and chunks.
+    """
+    from ..io.alp import load_alp_folder
+    from ..io.npz import load_npz_episodes
+
+    p = Path(path)
+    if episode_folder_kind(p) == "npz":
+        return load_npz_episodes(p, dataset=dataset or "CHAOST2")
+    from ..protocol.episodes import build_episode
+    from ..protocol.folds import fold_split
+    from ..protocol.labels import resolve_label
+
+    require_folder_options(p, dataset=dataset, fold=fold, label=label)
+    ds = load_alp_folder(p, dataset, crop256=(variant.upper() == "ALP"))
+    lab = resolve_label(dataset, label)
+    split = fold_split(dataset, int(fold), variant=variant, scan_ids=ds.scan_ids)
+    sup = ds.load(split.support_id)
+    episodes = []
+    for qid in tqdm(split.query_ids, desc="load scans", leave=False, disable=bars_off(progress)):
+        q = ds.load(qid)
+        episodes.append(
+            build_episode(
+                q.array, q.labels.array, sup.array, sup.labels.array, lab,
+                case_id=str(qid), support_case_id=str(split.support_id), dataset=ds.dataset,
+                fold=int(fold), variant=variant, npart=npart,
+            )
+        )
+    return episodes
+
+
+def subset_episode(
+    episode: Episode,
+    *,
+    positions: Sequence[int] | slice | None = None,
+    z_range: tuple[int, int] | None = None,
+    max_slices: int | None = None,
+) -> Episode:
+    """The episode restricted to some query slices; supports and chunk ids are kept.
+
+    The selections apply in this order: ``positions``, then ``z_range``, then ``max_slices``.
+
+    Parameters
+    ----------
+    episode : Episode
+    positions : sequence of int or slice, optional, keyword-only
+        Query positions (0 .. M-1) to keep, ascending without duplicates.
+    z_range : (int, int), optional, keyword-only
+        Keep the slices with ``lo <= z <= hi``.
+    max_slices : int, optional, keyword-only
+        Keep at most this many query slices, evenly spaced over what is left (first and last
+        kept): positions ``unique(round(linspace(0, n - 1, max_slices)))``. For smoke runs and
+        quick looks.
+
+    Returns
+    -------
+    Episode
+        ``episode`` itself when nothing is dropped; else a copy whose ``meta["subset"]`` records
+        the kept ``z`` and the original number of slices (``of``).
+    """
+    keep = np.arange(episode.n_slices)
+    if positions is not None:
+        idx = keep[positions] if isinstance(positions, slice) else np.atleast_1d(np.asarray(positions, dtype=int))
+        if idx.size == 0:
+            raise ValueError("subset_episode: no query positions selected.")
+        if np.any(idx < 0) or np.any(idx >= episode.n_slices) or np.any(np.diff(idx) <= 0):
+            raise ValueError(f"subset_episode: positions must be ascending and in 0..{episode.n_slices - 1}, "
+                             f"got {idx.tolist()}.")
+        keep = idx
+    if z_range is not None:
+        lo, hi = z_range
+        z = np.asarray(episode.z)[keep]
+        keep = keep[(z >= lo) & (z <= hi)]
+        if keep.size == 0:
+            raise ValueError(
+                f"z_range {tuple(z_range)} leaves no query slice of {episode.case_id}/{episode.label_name} "
+                f"(its slices are z={int(episode.z[0])}..{int(episode.z[-1])})."
+            )
+    if max_slices is not None:
+        if max_slices < 1:
+            raise ValueError(f"max_slices must be >= 1, got {max_slices}.")
+        if keep.size > max_slices:
+            keep = keep[np.unique(np.round(np.linspace(0, keep.size - 1, max_slices)).astype(int))]
+    if keep.size == episode.n_slices:
+        return episode
+    meta = {**episode.meta, "subset": {"z": [int(z) for z in np.asarray(episode.z)[keep]], "of": episode.n_slices}}
+    return replace(
+        episode,
+        z=np.asarray(episode.z)[keep],
+        images=np.asarray(episode.images)[keep],
+        labels=None if episode.labels is None else np.asarray(episode.labels)[keep],
+        chunks=np.asarray(episode.chunks)[keep],
+        meta=meta,
+    )
+
+
+def load_config_episodes(config: ExperimentConfig, *, progress: bool = True) -> list[Episode]:
+    """The episodes a config names (loaded, filtered by class, subset for smoke runs)."""
+    from ..io.examples import example_dir
+    from ..protocol.folds import ALP_SEP
+    from ..protocol.labels import EVALUATED_CLASSES, label_name, resolve_label
+
+    path = Path(config.episodes).expanduser() if config.episodes else example_dir() / "chaos_t2spir_case1_liver"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"Episode folder {str(path)!r} does not exist; pass an npz episode folder or an "
+            "SSL-ALPNet preprocessed folder (episodes=...)."
+        )
+    if path.is_dir() and not any(path.glob("*.npz")) and any(path.glob("image_*.nii*")):
+        if config.dataset is None:
+            raise ValueError(
+                f"{str(path)!r} is an SSL-ALPNet preprocessed folder: also give dataset='CHAOST2' "
+                "or dataset='SABS'."
+            )
+        folds = config.folds or tuple(range(len(ALP_SEP[config.dataset]) - 1))
+        classes = config.classes or tuple(label_name(config.dataset, c) for c in EVALUATED_CLASSES[config.dataset])
+        episodes = []
+        jobs = [(f, c) for f in folds for c in classes]
+        for fold, cls in tqdm(jobs, desc="load folds x classes", disable=bars_off(progress), leave=False):
+            episodes.extend(load_episodes(path, dataset=config.dataset, fold=fold, label=cls, variant=config.variant,
+                                          progress=progress))
+    else:
+        episodes = load_episodes(path, dataset=config.dataset)
+        if config.folds:
+            warnings.warn(
+                f"ExperimentConfig.folds={list(config.folds)} ignored: {str(path)!r} holds npz "
+                "episode dumps, which already are one fold's episodes.",
+                UserWarning,
+                stacklevel=2,
+            )
+        if config.classes:
+            ds = config.dataset or "CHAOST2"
+            wanted = {resolve_label(ds, c) for c in config.classes}
+            found = sorted({e.label for e in episodes})
+            episodes = [e for e in episodes if e.label in wanted]
+            if not episodes:
+                raise ValueError(
+                    f"No episode of classes {list(config.classes)} in {str(path)!r}; the folder "
+                    f"holds class ids {found} ({ds})."
+                )
+    unlabelled = [f"{e.case_id}/{e.label_name}" for e in episodes if e.labels is None]
+    if unlabelled:
+        raise ValueError(
+            f"Episodes {unlabelled[:5]} have no ground truth, so they cannot be scored; an experiment "
+            "needs labelled query scans (use Engine.segment directly for unlabelled ones)."
+        )
+    if config.max_slices is not None or config.z_range is not None:
+        episodes = [subset_episode(e, max_slices=config.max_slices, z_range=config.z_range) for e in episodes]
+    return episodes

@@ -1,0 +1,199 @@
+"""Notebook studies: one call runs the experiment, the others make its tables and figures.
+
+Each experiment notebook (``notebooks/0*_*.ipynb``) is a parameters cell and one call per
+section::
+
+    study = run_study("01_table1_settings", datasets={"CHAOST2": None}, settings=[...],
+                      checkpoint="random", image_size=256, output_dir="out/")
+    study.table("mean_per_volume", quoted=PUBLISHED_BASELINES, file="table1_mean_per_volume.csv")
+    study.dice_bars(column="dataset")
+    study.provenance()
+
+:func:`run_study` builds one :class:`~fsm2kit.workflows.config.ExperimentConfig` per dataset,
+runs them through the one runner (:func:`~fsm2kit.workflows.experiments.run_experiments`) and
+writes the one output format into ``output_dir`` (:meth:`ExperimentResult.save
+<fsm2kit.workflows.results.ExperimentResult.save>`). Each :class:`Study` method returns a
+table or a figure and writes it into ``output_dir`` too; every one says which weights made it
+(the tables' source column, the figures' titles, the study's repr).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from .baselines import QuotedRow, table_with_baselines
+from .config import ExperimentConfig
+from .experiments import run_experiments
+from .provenance import Provenance
+from .results import ExperimentResult
+
+__all__ = ["Study", "run_study", "DICE_COLUMNS"]
+
+#: Columns of :meth:`Study.dice`.
+DICE_COLUMNS = ("dataset", "label_name", "setting", "order", "model", "metric", "dice", "n_volumes", "n_slices",
+                "weights")
+
+
+def run_study(
+    name: str,
+    *,
+    datasets: Mapping[str, str | os.PathLike | None],
+    output_dir: str | os.PathLike,
+    folds: Sequence[int] = (),
+    classes: Sequence[str] = (),
+    variant: str = "ALP",
+    settings: Sequence[str] = ("S1SFQ",),
+    orders: Sequence[str] = ("middle",),
+    models: Sequence[str] = ("sam2-tiny",),
+    checkpoint=None,
+    seed: int = 0,
+    image_size: int = 1024,
+    device: str | None = None,
+    cache_dir: str | None = None,
+    max_slices: int | None = None,
+    object_batch_size: int | None = None,
+    keep_predictions: bool = False,
+    progress: bool = True,
+) -> "Study":
+    """Run one experiment per dataset and save the results; returns the :class:`Study`.
+
+    Parameters
+    ----------
+    name : str
+        The study's name (the ``experiment`` column of every table).
+    datasets : mapping {dataset: folder or None}, keyword-only
+        ``{"CHAOST2": "/data/chaos_MR_T2_normalized", "SABS": ...}``: SSL-ALPNet preprocessed
+        folders or npz episode folders; None is the bundled CHAOS case.
+    output_dir : path, keyword-only
+        Created if missing; gets the result files, tables and figures.
+    folds, classes, variant, settings, orders, models, checkpoint, seed, image_size, device, cache_dir, max_slices, object_batch_size
+        As in :class:`~fsm2kit.workflows.config.ExperimentConfig` (the same for every dataset).
+    keep_predictions : bool, keyword-only
+        Keep the predictions (``logits.npz``, :meth:`Study.overlays`, :meth:`Study.panels`).
+    progress : bool, keyword-only
+    """
+    if not datasets:
+        raise ValueError("run_study: datasets is empty; give {dataset: folder or None}.")
+    configs = [
+        ExperimentConfig(
+            episodes=path, dataset=dataset, folds=folds, classes=classes, settings=settings, orders=orders,
+            models=models, checkpoint=checkpoint, seed=seed, image_size=image_size, device=device,
+            variant=variant, max_slices=max_slices, cache_dir=cache_dir, object_batch_size=object_batch_size,
+            name=name,
+        )
+        for dataset, path in datasets.items()
+    ]
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    result = run_experiments(configs, keep_predictions=keep_predictions, progress=progress)
+    study = Study(name, result, out)
+    study.save()
+    return study
+
+
+@dataclass(eq=False)
+class Study:
+    """An experiment's result and the folder its tables and figures go to (see :func:`run_study`)."""
+
+    name: str
+    result: ExperimentResult
+    output_dir: Path
+
+    @property
+    def note(self) -> str:
+        """The weights line (a warning for random weights): :attr:`ExperimentResult.note`."""
+        return self.result.note
+
+    def save(self) -> dict[str, Path]:
+        """Write the one output format (:meth:`ExperimentResult.save`) into ``output_dir``."""
+        return self.result.save(self.output_dir)
+
+    def provenance(self) -> Provenance:
+        """The one provenance record of the result (models, weights, settings, versions, ...)."""
+        return self.result.provenance()
+
+    def _path(self, file: str | None) -> Path | None:
+        return None if file is None else self.output_dir / file
+
+    # ------------------------------------------------------------------ tables
+    def dice(self, metric: str = "both") -> pd.DataFrame:
+        """Both Dice averages per class, setting, order and model (the main columns)."""
+        return self.result.summary(metric)[list(DICE_COLUMNS)]
+
+    def table(self, metric: str = "mean_per_volume", *, rows: Sequence[str] = ("model", "setting", "order"),
+              settings: Sequence[str] | str | None = None, quoted: Sequence[QuotedRow] | None = None,
+              file: str | None = None) -> pd.DataFrame:
+        """A paper-style table (organs as columns, Mean last), written to ``output_dir/file``.
+
+        Parameters
+        ----------
+        metric : {"mean_per_volume", "pooled"}
+        rows : sequence of str
+            Columns that make the rows.
+        settings : str or sequence of str, optional
+            Only these settings' rows (e.g. one table per setting).
+        quoted : sequence of QuotedRow, optional
+            Quoted rows (e.g. :data:`~fsm2kit.workflows.baselines.PUBLISHED_BASELINES`) above the
+            computed ones, Table 1 layout: index (source, method), the source of the computed
+            rows naming the weights. None: the computed table alone (index: ``rows``).
+        file : str, optional
+            CSV file name in ``output_dir``.
+        """
+        t = self.result.table(metric, rows=rows, settings=settings)
+        if quoted is not None:
+            t = table_with_baselines(t, quoted, source=f"computed here ({self.result.weights})")
+        if file is not None:
+            t.to_csv(self._path(file))
+        return t
+
+    # ------------------------------------------------------------------ figures
+    def dice_bars(self, metric: str = "mean_per_volume", *, color: str = "run", column: str | None = "model",
+                  file: str | None = "dice_bars", formats: Sequence[str] = ("png", "svg")):
+        """Grouped Dice bars per class (:func:`~fsm2kit.workflows.figures.dice_bars`), saved as ``file.<format>``."""
+        from .figures import dice_bars, save_chart
+
+        chart = dice_bars(self.result.summary(), metric=metric, color=color, column=column)
+        if file is not None:
+            save_chart(chart, self._path(file), formats=formats)
+        return chart
+
+    def slice_dice_curves(self, *, color: str = "order", row: str | None = "setting", column: str | None = "model",
+                          file: str | None = "slice_dice_curves", formats: Sequence[str] = ("png", "svg")):
+        """Per-slice Dice along z (:func:`~fsm2kit.workflows.figures.slice_dice_curves`), saved as ``file.<format>``."""
+        from .figures import save_chart, slice_dice_curves
+
+        chart = slice_dice_curves(self.result.slices, color=color, row=row, column=column)
+        if file is not None:
+            save_chart(chart, self._path(file), formats=formats)
+        return chart
+
+    def overlays(self, *, setting: str | None = None, order: str | None = None, model: str | None = None,
+                 n: int = 4, file: str | None = "overlays.png"):
+        """Support, prediction and ground truth on ``n`` slices of the first matching run
+        (:func:`~fsm2kit.workflows.figures.slice_overlays`; needs ``keep_predictions=True``)."""
+        from .figures import save_figure, slice_overlays
+
+        p = self.result.prediction(setting=setting, order=order, model=model)
+        fig = slice_overlays(p.episode, p.result, n=n)
+        if file is not None:
+            save_figure(fig, self._path(file))
+        return fig
+
+    def panels(self, *, setting: str | None = None, order: str | None = None, case_id: str | None = None,
+               file: str | None = "panels.png"):
+        """Figure 3/4 style panels, one row per class of the matching runs
+        (:func:`~fsm2kit.workflows.figures.class_panels`; needs ``keep_predictions=True``)."""
+        from .figures import class_panels, save_figure
+
+        fig = class_panels(self.result.select_predictions(setting=setting, order=order, case_id=case_id))
+        if file is not None:
+            save_figure(fig, self._path(file))
+        return fig
+
+    def __repr__(self) -> str:
+        return f"Study({self.name!r}: {self.result!r})\n{self.note}\nfiles: {self.output_dir}"
