@@ -14,14 +14,14 @@ import os
 import sys
 import time
 
-from .common import add_model_args, model_from_args
+from .common import add_model_args, add_strategy_args, model_from_args, strategies_from_args
 
 __all__ = ["register_cli", "config_from_args"]
 
 
 def register_cli(sub) -> argparse.ArgumentParser:
     """Add ``fsm2kit run``."""
-    from ..core.plans import ORDERS, SETTINGS
+    from ..core.plans import SETTINGS
 
     run = sub.add_parser(
         "run",
@@ -32,13 +32,13 @@ def register_cli(sub) -> argparse.ArgumentParser:
     )
     run.add_argument("--episodes", required=True, help="npz episode folder, or SSL-ALPNet preprocessed folder")
     run.add_argument("--setting", required=True, choices=SETTINGS, type=str.upper)
-    run.add_argument("--order", default="middle", choices=ORDERS, help="FQ settings only (default middle)")
     run.add_argument("--dataset", default=None, choices=["SABS", "CHAOST2"], type=str.upper)
     run.add_argument("--fold", type=int, default=None, help="fold (dataset folders)")
     run.add_argument("--label", default=None, help="class name or id (dataset folders), e.g. liver")
     run.add_argument("--variant", default="ALP", choices=["ALP", "GMRD"], type=str.upper,
                      help="protocol variant (default ALP, as FS-MedSAM2)")
     run.add_argument("--out", required=True, help="output folder")
+    add_strategy_args(run)  # --order (FQ settings), --support-select, --memory-policy, --plugins
     add_model_args(run)
     run.set_defaults(func=_cmd_run)
     return run
@@ -53,6 +53,8 @@ def config_from_args(args: argparse.Namespace):
     from ..workflows.config import ExperimentConfig
     from ..workflows.episodes import episode_folder_kind, require_folder_options
 
+    strategies_from_args(args)  # plugins first; unknown names fail here, in one line, before any model
+
     dataset_folder = episode_folder_kind(args.episodes) == "dataset"
     if dataset_folder:
         require_folder_options(args.episodes, dataset=args.dataset, fold=args.fold, label=args.label)
@@ -63,6 +65,9 @@ def config_from_args(args: argparse.Namespace):
         classes=(args.label,) if dataset_folder else (),
         settings=(args.setting,),
         orders=(args.order,),
+        support_selector=args.support_select,
+        memory_policy=args.memory_policy,
+        plugins=tuple(getattr(args, "plugins", None) or ()),
         models=(args.model,),
         checkpoint=args.checkpoint,
         seed=args.seed,
@@ -86,7 +91,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     model = model_from_args(args)
     n = sum(e.n_slices for e in episodes)
     print(f"{len(episodes)} episode(s), {n} query slices; {args.setting}"
-          f"{'-' + args.order if args.setting.endswith('FQ') else ''}; {model!r}", file=sys.stderr)
+          f"{'-' + args.order if args.setting.endswith('FQ') else ''}; support {args.support_select}, "
+          f"memory {args.memory_policy}; {model!r}", file=sys.stderr)
     result = run_experiments(config, models={model.name: model}, episodes=[episodes], keep_predictions=True,
                              progress=not args.no_progress)
     paths = result.save(args.out, command=command_line(getattr(args, "argv", None)),

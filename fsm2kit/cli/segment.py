@@ -7,11 +7,14 @@ import time
 from pathlib import Path
 
 
-from .common import add_model_args, engine_from_args, model_from_args
+from .common import add_model_args, add_strategy_args, engine_from_args, model_from_args, strategies_from_args
 
 #: ``--patience`` default; equals fsm2kit.workflows.propagation.DEFAULT_PATIENCE (tested), kept here so
 #: that building the parser imports no numerics.
 DEFAULT_PATIENCE = 3
+#: The support selectors whole-volume segmentation takes (single-slice contract of the registry's
+#: ``middle``, ``largest``, ``protocol`` and ``similar``; tested against the registry).
+SEGMENT_SELECTORS = ("middle", "largest", "protocol", "similar")
 
 __all__ = ["register_cli", "cmd_segment"]
 
@@ -53,8 +56,9 @@ def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPar
     sel = p.add_mutually_exclusive_group()
     sel.add_argument("--support-slice", type=int, default=None, metavar="K",
                      help="support slice index K (inferior->superior, 0-based) for every label")
-    sel.add_argument("--support-select", default="middle", choices=["middle", "largest", "protocol", "similar"],
-                     help="how to choose each label's support slice (default middle organ slice)")
+    sel.add_argument("--support-select", default="middle", choices=SEGMENT_SELECTORS,
+                     help="how to choose each label's support slice, from the support-selector registry "
+                          "(default middle organ slice; fsm2kit strategies lists them)")
     p.add_argument("--labels", default=None,
                    help="labels to segment, e.g. liver=6,spleen=1 (name=id in the mask); default all ids")
     p.add_argument("--label-map", default=None, choices=["SABS", "CHAOST2"], type=str.upper,
@@ -71,6 +75,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPar
     p.add_argument("--ground-truth", default=None,
                    help="query labels (same ids): adds the oracle-range mode and a Dice table")
     p.add_argument("--out", required=True, help="output label volume (.nii.gz); the sidecar is <name>.json")
+    add_strategy_args(p, ordering=False, selector=False)  # --memory-policy, --plugins
     add_model_args(p)
     p.set_defaults(func=cmd_segment)
     return p
@@ -104,11 +109,13 @@ def cmd_segment(args: argparse.Namespace) -> int:
                   image_size=args.image_size)
     if args.start_slice is not None and not 0 <= args.start_slice < query.shape[0]:
         raise ValueError(f"--start-slice {args.start_slice} is outside the query's {query.shape[0]} slices.")
+    strategies = strategies_from_args(args)  # plugins, then names checked: before the model loads
     model = model_from_args(args, meaningless="the masks mean nothing")
     engine = engine_from_args(model, args)
     res = segment_volume(
         query, sup, mask, engine=engine, labels=list(organs), label_map=lm,
         support_select=args.support_select, support_slices=args.support_slice, start=args.start_slice,
+        memory_policy=strategies.memory_policy,
         patience=args.patience if args.patience else None, ct_window=window, ground_truth=gt,
         progress=not args.no_progress,
     )

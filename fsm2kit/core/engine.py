@@ -42,8 +42,8 @@ from .memory import (
     TokenLayout,
     check_selection,
     sam2_memory_policy,
-    strategy_name,
 )
+from .names import strategy_name
 from .models import SAM2Model
 from .plans import Plan, build_plans, normalize_setting
 from .results import EngineStats, EpisodeResult, SliceResult

@@ -19,11 +19,12 @@ from typing import Literal, Protocol, Sequence, runtime_checkable
 
 import torch
 
+from .names import strategy_name  # noqa: F401  (re-exported for the engine)
+
 __all__ = [
     "MemorySettings",
     "MemoryPolicy",
     "sam2_memory_policy",
-    "strategy_name",
     "check_selection",
     "TokenSpan",
     "TokenLayout",
@@ -309,15 +310,6 @@ def sam2_memory_policy(bank: MemoryBank, frame_idx: int, *, reverse: bool, setti
 
 
 sam2_memory_policy.strategy_name = "sam2"
-
-
-def strategy_name(strategy: object) -> str:
-    """The name a strategy is recorded under: its ``strategy_name`` / ``name``, else its repr."""
-    for attr in ("strategy_name", "name"):
-        name = getattr(strategy, attr, None)
-        if isinstance(name, str) and name:
-            return name
-    return getattr(strategy, "__name__", None) or repr(strategy)
 
 
 def check_selection(selection: MemorySelection, bank: MemoryBank, settings: MemorySettings) -> MemorySelection:

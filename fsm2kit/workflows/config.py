@@ -17,7 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.plans import ORDERS, normalize_setting
+from ..core.names import strategy_name
+from ..core.plans import normalize_setting
+from ..strategies.memory_policies import MEMORY_POLICIES
+from ..strategies.orderings import ORDERINGS
+from ..strategies.plugins import load_plugins
+from ..strategies.support_selectors import SUPPORT_SELECTORS
 
 __all__ = ["METRICS", "ExperimentConfig"]
 
@@ -42,6 +47,21 @@ def _as_tuple(name: str, value, kind=str) -> tuple:
 
 
 
+def _strategy(registry, field_name: str, spec):
+    """A strategy field: a registered name (validated, kept as the name) or a strategy object."""
+    if isinstance(spec, str):
+        try:
+            return strategy_name(registry.get(spec.strip()))
+        except ValueError as e:
+            raise ValueError(f"ExperimentConfig.{field_name}: {e}") from None
+    if spec is None:
+        return strategy_name(registry.get(None))
+    if not callable(spec):
+        raise TypeError(f"ExperimentConfig.{field_name}: expected a registered name or a strategy object, "
+                        f"got {type(spec).__name__}.")
+    return spec
+
+
 @dataclass(frozen=True)
 class ExperimentConfig:
     """What to run: data, settings, orders, models, checkpoint, size, protocol and metric.
@@ -62,8 +82,21 @@ class ExperimentConfig:
         Classes to evaluate (names such as ``"liver"``, ``"RK"``, or ids). Preprocessed folder:
         default the dataset's four evaluated organs; npz dumps: default all in the folder.
     settings : sequence of {"1S1Q", "3S1Q", "S1SFQ", "3SFQ"}
-    orders : sequence of {"middle", "top"}
-        Orders of the FQ settings (the 1Q settings run once, order ``"n/a"``).
+    orders : sequence of str or Ordering
+        Orderings of the FQ settings, by registered name (``middle``, ``top``, or one a user
+        registered: :mod:`fsm2kit.strategies.orderings`) or as ordering objects (the 1Q settings
+        run once, order ``"n/a"``).
+    support_selector : str or SupportSelector
+        How the support slice of each chunk is chosen when episodes are built from an SSL-ALPNet
+        folder (default ``"protocol"``: the protocol's rule); a registered name (``middle``,
+        ``largest``, ``given:Z1,Z2,Z3``, ...) or a selector object. npz episode dumps carry their
+        supports: only ``"protocol"`` applies to them.
+    memory_policy : str or MemoryPolicy
+        Which memories each tracking step attends to (default ``"sam2"``: SAM2's rule); a
+        registered name or a policy object.
+    plugins : sequence of str
+        Modules (or ``.py`` files) imported before the strategies are looked up: they register a
+        user's own strategies (:func:`fsm2kit.strategies.load_plugins`).
     models : sequence of str
         Model names (``sam2-tiny`` ... ``sam2.1-large``).
     checkpoint : None, "random", a file, a folder, or a mapping {model: file}
@@ -101,7 +134,10 @@ class ExperimentConfig:
     folds: tuple[int, ...] = ()
     classes: tuple[str, ...] = ()
     settings: tuple[str, ...] = ("S1SFQ",)
-    orders: tuple[str, ...] = ("middle",)
+    orders: tuple = ("middle",)
+    support_selector: object = "protocol"
+    memory_policy: object = "sam2"
+    plugins: tuple[str, ...] = ()
     models: tuple[str, ...] = ("sam2-tiny",)
     checkpoint: str | None | tuple[tuple[str, str], ...] = None
     seed: int = 0
@@ -133,13 +169,15 @@ class ExperimentConfig:
         if not settings:
             raise ValueError("ExperimentConfig.settings is empty; give at least one of 1S1Q, 3S1Q, S1SFQ, 3SFQ.")
         s(self, "settings", tuple(dict.fromkeys(settings)))
-        orders = tuple(str(o).strip().lower() for o in _as_tuple("orders", self.orders))
-        bad = [o for o in orders if o not in ORDERS]
-        if bad:
-            raise ValueError(f"ExperimentConfig.orders: unknown {bad}; expected some of {list(ORDERS)}.")
+        s(self, "plugins", _as_tuple("plugins", self.plugins))
+        load_plugins(self.plugins)  # a user's strategies register before their names are checked
+        raw = self.orders if isinstance(self.orders, (list, tuple)) else (self.orders,)
+        orders = tuple(_strategy(ORDERINGS, "orders", o) for o in raw)
         if not orders and any(x.endswith("FQ") for x in settings):
             raise ValueError("ExperimentConfig.orders is empty but an FQ setting needs an order (middle or top).")
         s(self, "orders", tuple(dict.fromkeys(orders)))
+        s(self, "support_selector", _strategy(SUPPORT_SELECTORS, "support_selector", self.support_selector))
+        s(self, "memory_policy", _strategy(MEMORY_POLICIES, "memory_policy", self.memory_policy))
         models = tuple(resolve_spec(m).name for m in _as_tuple("models", self.models))
         if not models:
             raise ValueError("ExperimentConfig.models is empty; give at least one model name, e.g. 'sam2-tiny'.")
@@ -226,12 +264,15 @@ class ExperimentConfig:
     def to_dict(self) -> dict:
         """A JSON-able dict of the config (round-trips through ``ExperimentConfig(**d)``)."""
         d = asdict(self)
+        d["orders"] = [strategy_name(o) for o in self.orders]
+        d["support_selector"] = strategy_name(self.support_selector)
+        d["memory_policy"] = strategy_name(self.memory_policy)
         if isinstance(self.checkpoint, tuple):
             d["checkpoint"] = dict(self.checkpoint)
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
 
     def __repr__(self) -> str:
-        orders = "/".join(self.orders) if any(x.endswith("FQ") for x in self.settings) else "-"
+        orders = "/".join(map(strategy_name, self.orders)) if any(x.endswith("FQ") for x in self.settings) else "-"
         sub = []
         if self.max_slices:
             sub.append(f"max_slices={self.max_slices}")
@@ -245,7 +286,8 @@ class ExperimentConfig:
             f"{' folds ' + ','.join(map(str, self.folds)) if self.folds else ''}"
             f"{' classes ' + ','.join(self.classes) if self.classes else ''}; "
             f"{'+'.join(self.settings)} x {orders} x {'+'.join(self.models)}; checkpoint={ck}; "
-            f"{self.image_size}px, {self.variant}, metric={self.metric}"
+            f"{self.image_size}px, {self.variant}, metric={self.metric}, "
+            f"support={strategy_name(self.support_selector)}, memory={strategy_name(self.memory_policy)}"
             f"{'; ' + ', '.join(sub) if sub else ''})"
         )
 

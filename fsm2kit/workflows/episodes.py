@@ -74,6 +74,7 @@ def load_episodes(
     label: str | int | None = None,
     variant: str = "ALP",
     npart: int = 3,
+    support_selector: object = None,
     progress: bool = True,
 ) -> list[Episode]:
     """Episodes from an npz dump folder or one (fold, class) of an SSL-ALPNet preprocessed folder.
@@ -92,12 +93,22 @@ def load_episodes(
         Class name or id (e.g. ``liver``, ``RK``, ``6``).
     variant : {"ALP", "GMRD"}
         Protocol variant for folds, scored slices and chunks.
+    support_selector : str or SupportSelector, optional
+        How each chunk's support slice is chosen (a registered name or a selector; default the
+        protocol's rule). npz dumps carry their supports, so only ``"protocol"`` applies to them.
     """
     from ..io.alp import load_alp_folder
     from ..io.npz import load_npz_episodes
 
+    from ..core.names import strategy_name
+    from ..strategies.support_selectors import SUPPORT_SELECTORS
+
+    selector = SUPPORT_SELECTORS.get(support_selector)
     p = Path(path)
     if episode_folder_kind(p) == "npz":
+        if strategy_name(selector) != "protocol":
+            raise ValueError(f"support selector {strategy_name(selector)!r}: {str(p)!r} holds npz episode dumps, whose "
+                             "support slices are fixed by the files; use an SSL-ALPNet folder to choose supports.")
         return load_npz_episodes(p, dataset=dataset or "CHAOST2")
     from ..protocol.episodes import build_episode
     from ..protocol.folds import fold_split
@@ -116,6 +127,7 @@ def load_episodes(
                 q.array, q.labels.array, sup.array, sup.labels.array, lab,
                 case_id=str(qid), support_case_id=str(split.support_id), dataset=ds.dataset,
                 fold=int(fold), variant=variant, npart=npart,
+                support_selector=None if strategy_name(selector) == "protocol" else selector,
             )
         )
     return episodes
@@ -210,9 +222,9 @@ def load_config_episodes(config: ExperimentConfig, *, progress: bool = True) -> 
         jobs = [(f, c) for f in folds for c in classes]
         for fold, cls in tqdm(jobs, desc="load folds x classes", disable=bars_off(progress), leave=False):
             episodes.extend(load_episodes(path, dataset=config.dataset, fold=fold, label=cls, variant=config.variant,
-                                          progress=progress))
+                                          support_selector=config.support_selector, progress=progress))
     else:
-        episodes = load_episodes(path, dataset=config.dataset)
+        episodes = load_episodes(path, dataset=config.dataset, support_selector=config.support_selector)
         if config.folds:
             warnings.warn(
                 f"ExperimentConfig.folds={list(config.folds)} ignored: {str(path)!r} holds npz "

@@ -27,6 +27,9 @@ from tqdm.auto import tqdm
 
 from ..core.engine import Engine
 from ..core.episode import Episode
+from ..core.names import strategy_name
+from ..strategies.memory_policies import MEMORY_POLICIES
+from ..strategies.orderings import ORDERINGS, engine_arguments
 from .config import ExperimentConfig
 from .episodes import bars_off, load_config_episodes
 from .results import PROVENANCE_COLUMNS, ExperimentResult, ModelRun, Prediction, tidy_slices
@@ -46,6 +49,24 @@ def _engine(model, cache_dir: str | None, object_batch_size: int | None) -> Engi
                 stacklevel=3,
             )
     return Engine(model, **kwargs)
+
+
+def _segment(engine: Engine, episodes: Sequence[Episode], setting: str, order, policy) -> list:
+    """One (setting, ordering) over episodes side by side, with the config's memory policy.
+
+    A built-in order goes to the engine by name; a user's ordering gives each episode's plans,
+    and the results record the ordering's name.
+    """
+    if order == "n/a":  # 1Q settings: one plan per query slice, no order
+        return engine.segment_many(episodes, setting, memory_policy=policy)
+    ordering = ORDERINGS.get(order)
+    args = [engine_arguments(ordering, setting, ep) for ep in episodes]
+    if "order" in args[0]:
+        return engine.segment_many(episodes, setting, order=args[0]["order"], memory_policy=policy)
+    done = engine.segment_many(episodes, setting, plans=[a["plans"] for a in args], memory_policy=policy)
+    for r in done:
+        r.order = strategy_name(ordering)
+    return done
 
 
 def _model_key(config: ExperimentConfig, model: str) -> tuple:
@@ -153,13 +174,14 @@ def run_experiments(
             calls = 0
             for i, _ in uses:
                 c, eps = configs[i], episodes[i]
+                policy = MEMORY_POLICIES.get(c.memory_policy)
                 for u, (setting, order) in enumerate(runs(i)):
                     for k in range(0, len(eps), engine.object_batch_size):
                         chunk = eps[k:k + engine.object_batch_size]
-                        bar.set_postfix_str(f"{name} {setting}{'' if order == 'n/a' else '-' + order} "
+                        bar.set_postfix_str(f"{name} {setting}{'' if order == 'n/a' else '-' + strategy_name(order)} "
                                             f"{chunk[0].case_id}/{chunk[0].label_name}"
                                             f"{f' +{len(chunk) - 1}' if len(chunk) > 1 else ''}", refresh=False)
-                        done = engine.segment_many(chunk, setting, order="middle" if order == "n/a" else order)
+                        done = _segment(engine, chunk, setting, order, policy)
                         calls += len(chunk)
                         for e, (ep, r) in enumerate(zip(chunk, done), start=k):
                             rank = (len(model_runs), i, e, u)
@@ -169,6 +191,7 @@ def run_experiments(
                             df["fold"] = ep.fold if ep.fold is not None else -1
                             df["image_size"] = size
                             df["protocol_variant"] = ep.variant
+                            df["support_selector"] = strategy_name(c.support_selector)
                             for col in PROVENANCE_COLUMNS:
                                 if col in prov:
                                     df[col] = prov[col]

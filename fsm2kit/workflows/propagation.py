@@ -21,7 +21,8 @@ import numpy as np
 
 from ..core.tracking import TrackOutput
 from ..core.episode import Support
-from ..core.memory import MemoryPolicy, sam2_memory_policy, strategy_name
+from ..core.memory import MemoryPolicy, sam2_memory_policy
+from ..core.names import strategy_name
 from ..core.plans import Frame, Plan, Step
 
 __all__ = [

@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..core.names import strategy_name
 from ..core.results import EpisodeResult
 from ..core.episode import Episode
 from ..core.fileio import atomic_write
@@ -263,7 +264,7 @@ class ExperimentResult:
         order = {
             "model": list(dict.fromkeys(m for c in self.configs for m in c.models)),
             "setting": list(dict.fromkeys(x for c in self.configs for x in c.settings)),
-            "order": ["n/a", *dict.fromkeys(o for c in self.configs for o in c.orders)],
+            "order": ["n/a", *dict.fromkeys(strategy_name(o) for c in self.configs for o in c.orders)],
         }
         summary = self.summary("both")
         if settings is not None:
@@ -339,7 +340,8 @@ class ExperimentResult:
             models=tuple(r.provenance for r in self.model_runs),
             settings=tuple(x for c in self.configs for x in c.settings),
             orders=tuple(s["order"]),
-            support_selector="protocol",
+            support_selector=", ".join(dict.fromkeys(s["support_selector"])) if "support_selector" in s.columns
+            else "protocol",
             memory_policies=tuple(s["memory_policy"]) if "memory_policy" in s.columns else ("sam2",),
             protocol_variants=tuple(s["protocol_variant"]),
             command=command,
