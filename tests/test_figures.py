@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 
 from fsm2kit.core.episode import Episode, Support
+from fsm2kit.io.charts import save_chart
 from fsm2kit.workflows.figures import (
     class_panels,
     dice_bars,
-    save_chart,
     save_figure,
     slice_dice_curves,
     slice_overlays,

@@ -7,7 +7,7 @@
 * :func:`dice_bars`: grouped Dice bars per class from :meth:`ExperimentResult.summary`.
 * :func:`slice_dice_curves`: per-slice Dice along z per order / setting, from
   ``ExperimentResult.slices`` (where the ``top`` order collapses shows up).
-* :func:`save_chart` writes PNG/SVG through vl-convert and HTML with the Vega libraries
+* :func:`fsm2kit.io.charts.save_chart` writes PNG/SVG through vl-convert and HTML with the Vega libraries
   inlined (``inline=True``), so every file opens offline; :func:`save_figure` writes PNGs.
 
 Charts and figures made from random weights say so in their titles.
@@ -34,15 +34,12 @@ __all__ = [
     "class_panels",
     "dice_bars",
     "slice_dice_curves",
-    "save_chart",
     "save_figure",
-    "CHART_FORMATS",
 ]
 
 PRED_COLOR = "#ff7f0e"  # prediction: orange
 GT_COLOR = "#2ca02c"  # ground truth: green
 SUPPORT_COLOR = "#1f77b4"  # support mask: blue
-CHART_FORMATS = ("png", "svg", "html")
 
 
 def weights_label(weights: str | Sequence[str] | pd.Series | None) -> str:
@@ -325,45 +322,6 @@ def slice_dice_curves(slices: pd.DataFrame, *, color: str = "order", row: str | 
         facets["column"] = alt.Column(f"{column}:N", title=column)
     chart = base.facet(**facets) if facets else base
     return chart.properties(title=alt.TitleParams(title or "per-slice Dice along z", subtitle=sub or None))
-
-
-def save_chart(chart, path: str | os.PathLike, *, formats: Sequence[str] = CHART_FORMATS,
-               scale: float = 1.0) -> dict[str, Path]:
-    """Save an altair chart offline: PNG/SVG through vl-convert, HTML with Vega inlined.
-
-    Parameters
-    ----------
-    chart : altair chart
-    path : path-like
-        Path without extension (an extension is dropped); one file per format.
-    formats : sequence of {"png", "svg", "html", "json"}
-        ``html`` embeds the Vega libraries (``inline=True``, about 0.9 MB), so it needs no CDN.
-    scale : float
-        PNG scale factor.
-
-    Returns
-    -------
-    dict
-        format -> path written.
-    """
-    base = Path(path)
-    if base.suffix.lower().lstrip(".") in ("png", "svg", "html", "json"):
-        base = base.with_suffix("")
-    bad = [f for f in formats if f not in ("png", "svg", "html", "json")]
-    if bad:
-        raise ValueError(f"save_chart formats {bad} unknown; expected some of png, svg, html, json.")
-    written = {}
-    with _alt().data_transformers.disable_max_rows():  # tables are pre-reduced to needed columns
-        for fmt in formats:
-            out = base.with_name(f"{base.name}.{fmt}")
-            kwargs = {"format": fmt}
-            if fmt == "html":
-                kwargs["inline"] = True
-            elif fmt == "png":
-                kwargs["scale_factor"] = scale
-            atomic_write(out, lambda tmp, kw=kwargs: chart.save(tmp, **kw))
-            written[fmt] = out
-    return written
 
 
 def save_figure(fig, path: str | os.PathLike, *, dpi: int = 100) -> Path:

@@ -159,7 +159,8 @@ class Study:
     def dice_bars(self, metric: str = "mean_per_volume", *, color: str = "run", column: str | None = "model",
                   file: str | None = "dice_bars", formats: Sequence[str] = ("png", "svg")):
         """Grouped Dice bars per class (:func:`~fsm2kit.workflows.figures.dice_bars`), saved as ``file.<format>``."""
-        from .figures import dice_bars, save_chart
+        from ..io.charts import save_chart
+        from .figures import dice_bars
 
         chart = dice_bars(self.result.summary(), metric=metric, color=color, column=column)
         if file is not None:
@@ -169,7 +170,8 @@ class Study:
     def slice_dice_curves(self, *, color: str = "order", row: str | None = "setting", column: str | None = "model",
                           file: str | None = "slice_dice_curves", formats: Sequence[str] = ("png", "svg")):
         """Per-slice Dice along z (:func:`~fsm2kit.workflows.figures.slice_dice_curves`), saved as ``file.<format>``."""
-        from .figures import save_chart, slice_dice_curves
+        from ..io.charts import save_chart
+        from .figures import slice_dice_curves
 
         chart = slice_dice_curves(self.result.slices, color=color, row=row, column=column)
         if file is not None:
