@@ -112,14 +112,15 @@ def test_cli_loads_them_with_plugins(alp_folder, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_sweep_worker_loads_them_from_the_sweep_file(tmp_path):
+def test_a_sweep_worker_loads_them_from_the_sweep_file(alp_folder, tmp_path):
     from fsm2kit.workflows import DONE_MARKER, execute_run, load_sweep
 
     sweep = tmp_path / "user.yaml"
     sweep.write_text(
         f"name: user_strategies\nnotebook: {REPO / 'notebooks' / '00_quickstart.ipynb'}\n"
         f"plugins: [{DEMO}]\ngrid:\n  memory_policy: [cond_only]\n"
-        "parameters:\n  order: bottom\n  checkpoint: random\n  image_size: 256\n  device: cpu\n"
+        f"parameters:\n  episodes: {alp_folder}\n  dataset: CHAOST2\n  folds: [0]\n  classes: [liver]\n"
+        "  order: bottom\n  support_selector: first\n  checkpoint: random\n  image_size: 256\n  device: cpu\n"
         "  max_slices: 3\n  n_panels: 1\nexport_html: false\n"
     )
     (spec,) = load_sweep(sweep).runs(tmp_path / "reports")
@@ -127,5 +128,12 @@ def test_a_sweep_worker_loads_them_from_the_sweep_file(tmp_path):
     assert out.status == "done", out.error
     slices = pd.read_csv(spec.folder / "slices.csv")
     assert set(slices["order"]) == {"bottom"} and set(slices["memory_policy"]) == {"cond_only"}
-    assert (slices["n_memories"] == 1).all()
+    assert set(slices["support_selector"]) == {"first"} and (slices["n_memories"] == 1).all()
     assert json.loads((spec.folder / DONE_MARKER).read_text())["plugins"] == [str(DEMO)]
+
+
+def test_segment_selectors_come_from_the_registry():
+    from fsm2kit.cli.segment import SEGMENT_SELECTORS
+    from fsm2kit.strategies import SUPPORT_SELECTORS
+
+    assert set(SEGMENT_SELECTORS) <= set(SUPPORT_SELECTORS.names())

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .fileio import atomic_write
 from .models import SAM2Model
 from .results import EngineStats
 
@@ -204,11 +205,9 @@ class FeatureCache:
         path = self.disk_path(feats.key)
         if path is None:
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        torch.save({"backbone_fpn": [x.to("cpu") for x in feats.backbone_fpn],
-                    "feat_sizes": [list(s) for s in feats.feat_sizes]}, tmp)
-        os.replace(tmp, path)
+        state = {"backbone_fpn": [x.to("cpu") for x in feats.backbone_fpn],
+                 "feat_sizes": [list(s) for s in feats.feat_sizes]}
+        atomic_write(path, lambda tmp: torch.save(state, tmp))
 
     def encode_batch(self, slices: list[np.ndarray], keys: list[str]) -> list[SliceFeatures]:
         x = torch.cat([preprocess_slice(a, self.image_size) for a in slices]).to(self.device)

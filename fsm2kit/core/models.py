@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .fileio import file_sha256
+from .fileio import atomic_write, file_sha256
 from .specs import (
     RANDOM_WEIGHTS,
     CheckpointDownloadError,
@@ -94,12 +94,9 @@ def download_checkpoint(spec: ModelSpec, *, progress: bool = True) -> Path:
         return target
     base = os.environ.get("FSM2KIT_CHECKPOINT_URL")
     url = (base.rstrip("/") + "/" + spec.checkpoint) if base else spec.url
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(target.suffix + ".part")
-    try:
-        torch.hub.download_url_to_file(url, str(tmp), progress=progress)
+    try:  # the temporary file is removed if the download fails
+        atomic_write(target, lambda tmp: torch.hub.download_url_to_file(url, tmp, progress=progress))
     except Exception as e:  # URLError, HTTPError, socket errors, ...
-        tmp.unlink(missing_ok=True)
         raise CheckpointDownloadError(
             f"Could not download the {spec.name} checkpoint from {url} ({type(e).__name__}: {e}). "
             f"This machine may be offline. Download {spec.checkpoint} on a machine with internet "
@@ -107,7 +104,6 @@ def download_checkpoint(spec: ModelSpec, *, progress: bool = True) -> Path:
             f"load_sam2({spec.name!r}, checkpoint='FILE')), or use --checkpoint random for a "
             "smoke run with random weights."
         ) from e
-    os.replace(tmp, target)
     return target
 
 
@@ -439,9 +435,5 @@ def load_sam2(
 
 def save_checkpoint(model: SAM2Model, path: str | os.PathLike) -> Path:
     """Save ``model``'s weights in the released format ``{"model": state_dict}``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({"model": model.module.state_dict()}, tmp)
-    os.replace(tmp, path)
-    return path
+    state = {"model": model.module.state_dict()}
+    return atomic_write(path, lambda tmp: torch.save(state, tmp))

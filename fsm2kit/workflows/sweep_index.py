@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..core.fileio import atomic_write
 from .sweep_spec import DONE_MARKER, FAILED_MARKER, Sweep, value_text
 
 __all__ = ['collect_index', 'write_index']
@@ -138,12 +139,9 @@ def write_index(sweep: Sweep, reports: str | os.PathLike = "reports") -> pd.Data
     index = collect_index(sweep, reports)
     d = Path(reports).resolve() / sweep.name
     d.mkdir(parents=True, exist_ok=True)
-    tmp = d / f".index.csv.{os.getpid()}.tmp"
-    index.to_csv(tmp, index=False)
-    os.replace(tmp, d / "index.csv")
-    tmp = d / f".index.html.{os.getpid()}.tmp"
-    tmp.write_text(_index_html(sweep, index), encoding="utf-8")
-    os.replace(tmp, d / "index.html")
+    atomic_write(d / "index.csv", lambda tmp: index.to_csv(tmp, index=False))
+    page = _index_html(sweep, index)
+    atomic_write(d / "index.html", lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
     return index
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..core.fileio import atomic_write
 from .sweep_spec import DONE_MARKER, FAILED_MARKER, KERNEL_ENV, RunSpec
 
 __all__ = ['RunOutcome', 'execute_run', 'kernel_manager_class', 'export_html', 'write_json', 'remove_tree']
@@ -62,10 +63,7 @@ def export_html(notebook: str | os.PathLike, out: str | os.PathLike | None = Non
     out = Path(out) if out is not None else nb_path.with_suffix(".html")
     nb = nbformat.read(nb_path, as_version=4)
     body, _ = HTMLExporter().from_notebook_node(nb)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(body, encoding="utf-8")
-    os.replace(tmp, out)
-    return out
+    return atomic_write(out, lambda tmp: Path(tmp).write_text(body, encoding="utf-8"))
 
 
 def _dice_summary(folder: Path) -> dict:
@@ -90,9 +88,9 @@ def _dice_summary(folder: Path) -> dict:
 
 
 def write_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
+    """``obj`` as JSON, written atomically."""
+    text = json.dumps(obj, indent=2, default=str)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def remove_tree(path: Path) -> None:
