@@ -155,7 +155,8 @@ def test_registry_describe_and_reprs():
 
 
 def test_registered_names_are_what_core_records():
-    from fsm2kit.core.memory import sam2_memory_policy, strategy_name
+    from fsm2kit.core.memory import sam2_memory_policy
+    from fsm2kit.core.names import strategy_name
 
     assert MEMORY_POLICIES.get("sam2") is sam2_memory_policy and MEMORY_POLICIES.get(None) is sam2_memory_policy
     assert strategy_name(STOPPING_RULES.get("patience")) == "patience:3"

@@ -87,12 +87,14 @@ class Strategies:
     def names(self) -> dict[str, str]:
         """``{"order": ..., "support_select": ..., "memory_policy": ..., "stop": ...}`` for provenance
         (only the options the command has), plus ``plugins`` when some were loaded."""
+        from ..core.names import strategy_name
+
         out: dict = {}
         for attr, key in (("ordering", "order"), ("support_selector", "support_select"),
                           ("memory_policy", "memory_policy"), ("stopping", "stop")):
             obj = getattr(self, attr)
             if obj is not None:
-                out[key] = getattr(obj, "strategy_name", None) or getattr(obj, "__name__", None) or repr(obj)
+                out[key] = strategy_name(obj)
         if self.plugins:
             out["plugins"] = list(self.plugins)
         return out

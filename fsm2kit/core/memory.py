@@ -19,7 +19,6 @@ from typing import Literal, Protocol, Sequence, runtime_checkable
 
 import torch
 
-from .names import strategy_name  # noqa: F401  (re-exported for the engine)
 
 __all__ = [
     "MemorySettings",

@@ -31,6 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Protocol, Sequence, runtime_checkable
 
+from ..core.names import strategy_name
 from .registry import Registry
 
 if TYPE_CHECKING:  # no numpy at import: the CLI lists orderings while it builds its parser
@@ -103,9 +104,5 @@ def engine_arguments(ordering: object, setting: str, episode: "Episode") -> dict
         return {"order": ordering.order}
     plans = list(ordering(setting, episode))
     if not plans:
-        raise ValueError(f"ordering {_name(ordering)!r} returned no plans for {setting} on {episode.case_id}.")
+        raise ValueError(f"ordering {strategy_name(ordering)!r} returned no plans for {setting} on {episode.case_id}.")
     return {"plans": plans}
-
-
-def _name(obj: object) -> str:
-    return getattr(obj, "strategy_name", None) or getattr(obj, "__name__", None) or repr(obj)

@@ -17,7 +17,6 @@ no process-wide state: torch's thread count and precision are the caller's (the 
 
 from __future__ import annotations
 
-import inspect
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -38,17 +37,7 @@ __all__ = ["run_experiment", "run_experiments"]
 
 
 def _engine(model, cache_dir: str | None, object_batch_size: int | None) -> Engine:
-    kwargs = {"progress": False, "object_batch_size": object_batch_size}
-    if cache_dir is not None:
-        if "cache_dir" in inspect.signature(Engine.__init__).parameters:
-            kwargs["cache_dir"] = cache_dir
-        else:
-            warnings.warn(
-                "cache_dir ignored: this fsm2kit Engine has no on-disk feature cache yet.",
-                UserWarning,
-                stacklevel=3,
-            )
-    return Engine(model, **kwargs)
+    return Engine(model, progress=False, object_batch_size=object_batch_size, cache_dir=cache_dir)
 
 
 def _segment(engine: Engine, episodes: Sequence[Episode], setting: str, order, policy) -> list:
