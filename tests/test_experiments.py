@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from fsm2kit.core.engine import Engine
-from fsm2kit.workflows.baselines import PUBLISHED_BASELINES, QUOTED_PLACEHOLDER, QuotedRow, baseline_table, table_with_baselines
+from fsm2kit.workflows.baselines import PUBLISHED_BASELINES, baseline_table, paper_numbers
 from fsm2kit.workflows.config import ExperimentConfig
 from fsm2kit.workflows.episodes import load_config_episodes, subset_episode
 from fsm2kit.workflows.experiments import run_experiment
@@ -194,29 +194,21 @@ def test_results_table_layout_and_mean_hand_computed():
     assert ORGAN_ORDER == ("LK", "RK", "SPLEEN", "LIVER")
 
 
-def test_published_baselines_are_placeholders_only():
-    # never invented: every quoted value is None until copied from the paper
-    assert PUBLISHED_BASELINES and all(not b.filled for b in PUBLISHED_BASELINES)
-    assert {"SSL-ALPNet", "ADNet", "Q-Net", "GMRD"} <= {b.method for b in PUBLISHED_BASELINES}
+def test_published_baselines_are_the_papers_table1_rows():
+    # read from the bundled CSV, never typed: the methods the paper compares against
+    by = {(b.dataset, b.method.split(" [")[0]) for b in PUBLISHED_BASELINES}
+    assert by == {("SABS", "AAS-DCL"), ("SABS", "RPT"), ("SABS", "GMRD"),
+                  ("CHAOST2", "Q-Net"), ("CHAOST2", "RPT"), ("CHAOST2", "GMRD")}
+    paper = paper_numbers()
+    for b in PUBLISHED_BASELINES:
+        rows = paper[(paper["table"] == 1) & (paper["method"] == b.method) & (paper["dataset_key"] == b.dataset)]
+        assert len(rows) == 5
+        for organ, v in zip(rows["organ_key"], rows["dice_percent"]):
+            assert b.value(organ) == v  # equal to the CSV's cell
     bt = baseline_table(datasets=["CHAOST2"])
-    assert (bt == QUOTED_PLACEHOLDER).all().all()
-    assert bt.index[0] == (QUOTED_PLACEHOLDER, "SSL-ALPNet")
-
-
-def test_table_with_baselines_puts_quoted_rows_first():
-    t = results_table(_summary())
-    filled = QuotedRow("Demo", "CHAOST2", rk=0.5, liver=0.25, source="a test, not a paper")
-    full = table_with_baselines(t, [filled, QuotedRow("Empty", "CHAOST2")], source="computed (random weights)")
-    assert list(full.index) == [
-        ("quoted: a test, not a paper", "Demo"),
-        (QUOTED_PLACEHOLDER, "Empty"),
-        ("computed (random weights)", "sam2-tiny 1S1Q"),
-        ("computed (random weights)", "sam2-tiny S1SFQ-middle"),
-    ]
-    assert full.loc[("quoted: a test, not a paper", "Demo"), ("CHAOST2", "RK")] == 0.5
-    assert full.loc[(QUOTED_PLACEHOLDER, "Empty"), ("CHAOST2", "LIVER")] == QUOTED_PLACEHOLDER
-    assert full.loc[("quoted: a test, not a paper", "Demo"), ("SABS", "SPLEEN")] == QUOTED_PLACEHOLDER
-    assert full.loc[("computed (random weights)", "sam2-tiny 1S1Q"), ("CHAOST2", "LIVER")] == 0.8
+    assert list(bt.index) == ["Q-Net [IntelliSys' 23]", "RPT [MICCAI' 23]", "GMRD [TMI' 24]"]
+    assert list(bt.columns.get_level_values(1)) == ["LK", "RK", "SPLEEN", "LIVER", "Mean"]
+    assert bt.notna().all().all()
 
 
 # ----------------------------------------------------------------------------- running (SAM2)

@@ -8,11 +8,10 @@ import pytest
 
 from fsm2kit.core.episode import Episode, Support
 from fsm2kit.io.charts import save_chart
+from fsm2kit.workflows.dice_charts import dice_bars, slice_dice_curves
 from fsm2kit.workflows.figures import (
     class_panels,
-    dice_bars,
     save_figure,
-    slice_dice_curves,
     slice_overlays,
     weights_label,
 )
@@ -98,11 +97,12 @@ def test_dice_bars_groups_runs_and_marks_random_weights():
     s.loc[s["order"] == "n/a", "order"] = np.nan  # as pd.read_csv returns it
     spec = dice_bars(s, metric="pooled").to_dict()
     assert spec["title"]["subtitle"] == "RANDOM WEIGHTS (numbers mean nothing) (seed 0)"
-    enc = spec["spec"]["encoding"]
-    assert enc["x"]["field"] == "label_name" and enc["xOffset"]["field"] == "run" and enc["y"]["field"] == "dice"
+    enc = spec["spec"]["layer"][0]["encoding"]
+    assert enc["x"]["field"] == "label_name" and enc["xOffset"]["field"] == "run" and enc["y"]["field"] == "dice_pct"
     assert spec["facet"]["column"]["field"] == "model"
     data = next(iter(spec["datasets"].values()))
     assert sorted(r["run"] for r in data) == ["1S1Q", "S1SFQ-middle", "S1SFQ-top"]
+    assert enc["xOffset"]["sort"] == ["1S1Q", "S1SFQ-top", "S1SFQ-middle"]  # the paper's order
     assert len(data) == 3  # only the pooled rows
     with pytest.raises(ValueError, match="No 'x' rows"):
         dice_bars(s, metric="x")

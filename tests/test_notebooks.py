@@ -111,6 +111,19 @@ def _check_result_files(out):
     return slices
 
 
+def _check_table(out, stem):
+    """A saved paper-grade table: CSV, Markdown, LaTeX and sidecar, all saying random weights."""
+    t = pd.read_csv(out / f"{stem}.csv", keep_default_na=False, na_values=[""])
+    assert t["random_weights"].all() and set(t.loc[t["kind"] == "ours", "weights"]) == {"random weights (seed 0)"}
+    md, tex = (out / f"{stem}.md").read_text(), (out / f"{stem}.tex").read_text()
+    side = json.loads((out / f"{stem}.json").read_text())
+    assert "RANDOM WEIGHTS" in md and "RANDOM WEIGHTS" in tex and side["random_weights"]
+    assert "\\toprule" in tex and "as printed; the published code prints pooled Dice" in md
+    for text in (md, tex, (out / f"{stem}.csv").read_text()):
+        assert "fill from paper" not in text
+    return t
+
+
 def _png(path):
     assert path.is_file(), f"{path} not written"
     assert path.read_bytes()[:8] == PNG
@@ -135,13 +148,13 @@ def test_01_table1_settings(tmp_path, kernel_env):
     slices = _check_result_files(out)
     assert sorted(set(slices["setting"])) == ["1S1Q", "3S1Q", "3SFQ", "S1SFQ"]
     for metric in ("mean_per_volume", "pooled"):
-        t = pd.read_csv(out / f"table1_{metric}.csv", header=[0, 1], index_col=[0, 1])
-        assert list(t.columns) == [("CHAOST2", "LIVER"), ("CHAOST2", "Mean")]  # organs, Mean last
-        sources = list(dict.fromkeys(t.index.get_level_values(0)))
-        assert sources == ["quoted (fill from paper)", "computed here (random weights (seed 0))"]
-        methods = list(t.index.get_level_values(1))
-        assert methods[:4] == ["SSL-ALPNet", "ADNet", "Q-Net", "GMRD"]
-        assert methods[-4:] == ["sam2-tiny 1S1Q", "sam2-tiny S1SFQ-middle", "sam2-tiny 3S1Q", "sam2-tiny 3SFQ-middle"]
+        t = _check_table(out, f"table1_{metric}")
+        assert set(t["organ"]) == {"LIVER", "Mean"}  # organs, Mean last
+        lines = list(dict.fromkeys(zip(t["row"], t["kind"])))
+        assert [r for r, _ in lines[:3]] == ["Q-Net [IntelliSys' 23]", "RPT [MICCAI' 23]", "GMRD [TMI' 24]"]
+        assert lines[3:] == [("sam2-tiny 1S1Q", k) for k in ("published", "ours", "difference")] + [
+            ("sam2-tiny 3S1Q", "ours")] + [("sam2-tiny S1SFQ-middle", k) for k in ("published", "ours", "difference")] + [
+            ("sam2-tiny 3SFQ-middle", "ours")]  # the paper's order; the paper has no 3S1Q/3SFQ in Table 1
     _png(out / "dice_bars.png")
     assert _has_image_output(nb, "image/svg+xml")  # altair's offline svg renderer
 
@@ -151,8 +164,9 @@ def test_02_support_memory(tmp_path, kernel_env):
     out, _ = _execute("02_support_memory", tmp_path)
     slices = _check_result_files(out)
     assert sorted(set(slices["setting"])) == ["1S1Q", "3S1Q"]
-    t = pd.read_csv(out / "table2_mean_per_volume.csv", header=[0, 1], index_col=[0, 1])
-    assert list(t.index.get_level_values(1)) == ["sam2-tiny 1S1Q", "sam2-tiny 3S1Q"]
+    t = _check_table(out, "table2_mean_per_volume")
+    assert list(dict.fromkeys(zip(t["row"], t["kind"]))) == [
+        (r, k) for r in ("sam2-tiny 1S1Q", "sam2-tiny 3S1Q") for k in ("published", "ours", "difference")]
     _png(out / "dice_bars.png")
 
 
@@ -162,9 +176,11 @@ def test_03_inference_order(tmp_path, kernel_env):
     slices = _check_result_files(out)
     assert set(zip(slices["setting"], slices["order"])) == {(s, o) for s in ("S1SFQ", "3SFQ") for o in ("top", "middle")}
     for s in ("S1SFQ", "3SFQ"):
-        t = pd.read_csv(out / f"table_{s}_mean_per_volume.csv", header=[0, 1], index_col=[0, 1])
-        assert list(t.index) == [("sam2-tiny", "top"), ("sam2-tiny", "middle")]
+        t = _check_table(out, f"table_{s}_mean_per_volume")
+        assert list(dict.fromkeys(zip(t["row"], t["kind"]))) == [
+            (r, k) for r in ("sam2-tiny top", "sam2-tiny middle") for k in ("published", "ours", "difference")]
     _png(out / "slice_dice_curves.png")
+    _png(out / "relative_position.png")
     assert (out / "slice_dice_curves.svg").read_text().lstrip().startswith("<svg")
 
 

@@ -3,7 +3,8 @@ own-scan segmentation, figures, provenance and sweeps.
 
 Module map: ``config`` (ExperimentConfig) · ``episodes`` (loading and subsets) · ``experiments``
 (the one runner) · ``results`` (ExperimentResult and the one output format) · ``tables`` and
-``baselines`` (paper-style tables, quoted rows) · ``studies`` (one call per notebook section) ·
+``baselines`` (paper-style tables, the paper's numbers) · ``dice_tables`` (paper-grade tables:
+CSV, Markdown, LaTeX) · ``dice_charts`` (Dice charts in the paper's order) · ``studies`` (one call per notebook section) ·
 ``provenance`` (the one provenance record) · ``figures`` · ``labels``, ``propagation``,
 ``segment`` and ``segment_results`` (own scans) · ``sweeps`` (batch runs).
 
@@ -13,11 +14,13 @@ Public names load lazily (PEP 562): importing this package imports no submodule.
 from ..core.lazy import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
-    ".baselines": ['QuotedRow', 'PUBLISHED_BASELINES', 'QUOTED_PLACEHOLDER', 'baseline_table', 'table_with_baselines'],
+    ".baselines": ['PAPER_CITATION', 'PAPER_CSV', 'PAPER_DICE_VARIANT', 'BASELINE_DICE_VARIANT', 'PAPER_DATASETS', 'PAPER_ORGANS', 'paper_numbers', 'published_dice', 'QuotedRow', 'PUBLISHED_BASELINES', 'baseline_table'],
     ".config": ['METRICS', 'ExperimentConfig'],
+    ".dice_charts": ['AXIS_TITLES', 'sort_order', 'dice_bars', 'slice_dice_curves', 'relative_position_dice', 'relative_position_chart', 'runs_dice_chart'],
+    ".dice_tables": ['TABLE_FORMATS', 'OURS_DICE_VARIANTS', 'DiceTable', 'dice_table', 'save_table'],
     ".episodes": ['episode_folder_kind', 'require_folder_options', 'load_episodes', 'subset_episode', 'load_config_episodes', 'bars_off'],
     ".experiments": ['run_experiment', 'run_experiments'],
-    ".figures": ['PRED_COLOR', 'GT_COLOR', 'SUPPORT_COLOR', 'weights_label', 'slice_overlays', 'class_panels', 'dice_bars', 'slice_dice_curves', 'save_figure'],
+    ".figures": ['PRED_COLOR', 'GT_COLOR', 'SUPPORT_COLOR', 'weights_label', 'slice_overlays', 'class_panels', 'save_figure'],
     ".inspection": ['inspect_run'],
     ".labels": ['OrganSpec', 'parse_labels'],
     ".propagation": ['DEFAULT_PATIENCE', 'NOT_RUN_LOGIT', 'ECHO_LOGIT', 'relative_start', 'should_stop', 'absent_after', 'propagation_plan', 'Propagation', 'propagation_job', 'propagate_volume'],
@@ -30,5 +33,5 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     ".sweep_runs": ['RunOutcome', 'execute_run', 'kernel_manager_class', 'export_html', 'write_json', 'remove_tree'],
     ".sweep_spec": ['KERNEL_NAME', 'DONE_MARKER', 'FAILED_MARKER', 'SWEEP_KEYS', 'KERNEL_ENV', 'Sweep', 'RunSpec', 'load_sweep', 'safe_name', 'value_text', 'require_module'],
     ".sweeps": ['SweepResult', 'run_sweep'],
-    ".tables": ['ORGAN_ORDER', 'results_table'],
+    ".tables": ['ORGAN_ORDER', 'ORDER_ORDER', 'paper_order', 'results_table'],
 })

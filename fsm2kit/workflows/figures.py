@@ -1,14 +1,11 @@
-"""Figures from tidy tables: overlay panels (matplotlib) and Dice charts (altair), offline.
+"""Figures from tidy tables: overlay panels (matplotlib), offline; Dice charts are in
+:mod:`fsm2kit.workflows.dice_charts`.
 
 * :func:`slice_overlays`: a few query slices of one run, each with its chunk's support (and
   mask), the prediction and the ground truth (the quickstart figure).
 * :func:`class_panels`: FS-MedSAM2 Figure 3/4 style, one row per class: support image with its
   mask, the query prediction and the ground truth on one query slice.
-* :func:`dice_bars`: grouped Dice bars per class from :meth:`ExperimentResult.summary`.
-* :func:`slice_dice_curves`: per-slice Dice along z per order / setting, from
-  ``ExperimentResult.slices`` (where the ``top`` order collapses shows up).
-* :func:`fsm2kit.io.charts.save_chart` writes PNG/SVG through vl-convert and HTML with the Vega libraries
-  inlined (``inline=True``), so every file opens offline; :func:`save_figure` writes PNGs.
+* :func:`save_figure` writes PNGs.
 
 Charts and figures made from random weights say so in their titles.
 """
@@ -32,8 +29,6 @@ __all__ = [
     "weights_label",
     "slice_overlays",
     "class_panels",
-    "dice_bars",
-    "slice_dice_curves",
     "save_figure",
 ]
 
@@ -213,115 +208,6 @@ def class_panels(predictions: Sequence, *, position: str | int = "largest", size
         weights.append(res.provenance.get("weights"))
     fig.suptitle(title or f"support / prediction / ground truth — {weights_label(weights)}", fontsize=9)
     return fig
-
-
-# ============================================================================ altair charts
-def _alt():
-    import altair as alt
-
-    return alt
-
-
-def _orders(df: pd.DataFrame) -> pd.Series:
-    """``order`` with the 1Q settings' "n/a" kept (``pd.read_csv`` turns it into NaN)."""
-    return df["order"].astype(object).where(df["order"].notna(), "n/a").astype(str)
-
-
-def _run_label(df: pd.DataFrame) -> pd.Series:
-    order = _orders(df)
-    return df["setting"].astype(str) + np.where(order.isin(["n/a", "nan", "None"]), "", "-" + order)
-
-
-def dice_bars(summary: pd.DataFrame, *, metric: str = "mean_per_volume", color: str = "run",
-              column: str | None = "model", title: str | None = None, width: int = 260, height: int = 200):
-    """Grouped Dice bars: classes on x, one bar per run (setting-order), faceted by model.
-
-    Parameters
-    ----------
-    summary : DataFrame
-        :meth:`ExperimentResult.summary` (columns ``label_name``, ``setting``, ``order``,
-        ``model``, ``metric``, ``dice``, ``weights``).
-    metric : {"mean_per_volume", "pooled"}
-    color : str
-        Column for the bars within a group (``"run"`` = setting-order, made here).
-    column : str or None
-        Facet column (None: no facets).
-
-    Returns
-    -------
-    altair.Chart
-    """
-    alt = _alt()
-    need = {"label_name", "setting", "order", "metric", "dice"}
-    missing = sorted(need - set(summary.columns))
-    if missing:
-        raise ValueError(f"dice_bars needs a summary table with {sorted(need)}; missing {missing}.")
-    d = summary[summary["metric"] == metric].copy()
-    d["order"] = _orders(d)
-    if d.empty:
-        raise ValueError(f"No {metric!r} rows in the summary (metrics: {sorted(set(summary['metric']))}).")
-    d["run"] = _run_label(d)
-    keep = ["label_name", "run", "dice", "setting", "order"] + [c for c in (column, color, "dataset", "n_volumes")
-                                                              if c and c in d.columns]
-    d = d[list(dict.fromkeys(keep))]
-    sub = weights_label(summary["weights"]) if "weights" in summary.columns else ""
-    chart = alt.Chart(d).mark_bar().encode(
-        x=alt.X("label_name:N", title="class"),
-        xOffset=alt.XOffset(f"{color}:N"),
-        y=alt.Y("dice:Q", title=f"Dice ({metric})", scale=alt.Scale(domain=[0, 1])),
-        color=alt.Color(f"{color}:N", title=color),
-        tooltip=[c for c in d.columns],
-    ).properties(width=width, height=height)
-    if column and column in d.columns:
-        chart = chart.facet(column=alt.Column(f"{column}:N", title=column))
-    return chart.properties(title=alt.TitleParams(title or f"Dice per class ({metric})", subtitle=sub or None))
-
-
-def slice_dice_curves(slices: pd.DataFrame, *, color: str = "order", row: str | None = "setting",
-                      column: str | None = "model", title: str | None = None, width: int = 300,
-                      height: int = 150):
-    """Per-slice Dice along z, one line per ``color`` value (and per case), faceted.
-
-    Parameters
-    ----------
-    slices : DataFrame
-        ``ExperimentResult.slices`` (columns ``z``, ``dice``, ``case_id``, ``label_name``,
-        ``setting``, ``order``, ``model``).
-    color : str
-        Line colour (default ``order``: top vs middle).
-    row, column : str or None
-        Facets (default setting x model).
-
-    Returns
-    -------
-    altair.Chart
-    """
-    alt = _alt()
-    need = {"z", "dice", "case_id", "label_name", color} | {c for c in (row, column) if c}
-    missing = sorted(need - set(slices.columns))
-    if missing:
-        raise ValueError(f"slice_dice_curves needs per-slice columns {sorted(need)}; missing {missing}.")
-    cols = list(dict.fromkeys(["case_id", "label_name", "z", "dice", color] + [c for c in (row, column) if c]))
-    d = slices[cols].copy()
-    if "order" in d.columns:
-        d["order"] = _orders(d)
-    d["case_id"] = d["case_id"].astype(str)
-    d["series"] = d["case_id"] + "/" + d["label_name"].astype(str) + "/" + d[color].astype(str)
-    sub = weights_label(slices["weights"]) if "weights" in slices.columns else ""
-    base = alt.Chart(d).mark_line(point=len(d) <= 400).encode(
-        x=alt.X("z:Q", title="slice z"),
-        y=alt.Y("dice:Q", title="slice Dice", scale=alt.Scale(domain=[0, 1])),
-        color=alt.Color(f"{color}:N", title=color),
-        detail="series:N",
-        tooltip=cols,
-    ).properties(width=width, height=height)
-    facets = {}
-    if row:
-        facets["row"] = alt.Row(f"{row}:N", title=row)
-    if column:
-        facets["column"] = alt.Column(f"{column}:N", title=column)
-    chart = base.facet(**facets) if facets else base
-    return chart.properties(title=alt.TitleParams(title or "per-slice Dice along z", subtitle=sub or None))
 
 
 def save_figure(fig, path: str | os.PathLike, *, dpi: int = 100) -> Path:

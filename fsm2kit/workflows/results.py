@@ -49,6 +49,7 @@ from ..core.plans import normalize_setting
 from ..protocol.metrics import DiceCounts, per_volume_dice, summarize_dice
 from .config import METRICS, ExperimentConfig
 from .provenance import RANDOM_NOTE, Provenance
+from .dice_tables import DiceTable, dice_table
 from .tables import results_table
 
 __all__ = [
@@ -271,6 +272,14 @@ class ExperimentResult:
             keep = [normalize_setting(s) for s in ([settings] if isinstance(settings, str) else settings)]
             summary = summary[summary["setting"].isin(keep)]
         return results_table(summary, metric=metric, rows=rows, organs=organs, row_order=order)
+
+    def dice_table(self, metric: str = "mean_per_volume", *, rows: Sequence[str] = ("model", "setting", "order"),
+                   paper_table: int | None = None, settings: Sequence[str] | str | None = None,
+                   title: str | None = None) -> DiceTable:
+        """A paper-grade table (Dice in %, ± std, n, the paper's values beside ours, caption): see
+        :func:`~fsm2kit.workflows.dice_tables.dice_table`; save it with :meth:`DiceTable.save`."""
+        return dice_table(self.summary("both"), metric=metric, rows=rows, paper_table=paper_table,
+                          settings=settings, title=title)
 
     # ------------------------------------------------------------------ predictions
     def select_predictions(self, *, setting: str | None = None, order: str | None = None,

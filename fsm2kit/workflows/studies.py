@@ -5,7 +5,7 @@ section::
 
     study = run_study("01_table1_settings", datasets={"CHAOST2": None}, settings=[...],
                       checkpoint="random", image_size=256, output_dir="out/")
-    study.table("mean_per_volume", quoted=PUBLISHED_BASELINES, file="table1_mean_per_volume.csv")
+    study.table("mean_per_volume", paper_table=1, file="table1_mean_per_volume")
     study.dice_bars(column="dataset")
     study.provenance()
 
@@ -14,7 +14,7 @@ runs them through the one runner (:func:`~fsm2kit.workflows.experiments.run_expe
 writes the one output format into ``output_dir`` (:meth:`ExperimentResult.save
 <fsm2kit.workflows.results.ExperimentResult.save>`). Each :class:`Study` method returns a
 table or a figure and writes it into ``output_dir`` too; every one says which weights made it
-(the tables' source column, the figures' titles, the study's repr).
+(the tables' captions and ``weights`` columns, the figures' titles, the study's repr).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .baselines import QuotedRow, table_with_baselines
+from .dice_tables import TABLE_FORMATS, DiceTable
 from .config import ExperimentConfig
 from .experiments import run_experiments
 from .provenance import Provenance
@@ -130,37 +130,37 @@ class Study:
         return self.result.summary(metric)[list(DICE_COLUMNS)]
 
     def table(self, metric: str = "mean_per_volume", *, rows: Sequence[str] = ("model", "setting", "order"),
-              settings: Sequence[str] | str | None = None, quoted: Sequence[QuotedRow] | None = None,
-              file: str | None = None) -> pd.DataFrame:
-        """A paper-style table (organs as columns, Mean last), written to ``output_dir/file``.
+              settings: Sequence[str] | str | None = None, paper_table: int | None = None,
+              title: str | None = None, file: str | None = None,
+              formats: Sequence[str] = TABLE_FORMATS) -> DiceTable:
+        """A paper-grade table (:func:`~fsm2kit.workflows.dice_tables.dice_table`), saved in ``output_dir``.
 
         Parameters
         ----------
         metric : {"mean_per_volume", "pooled"}
         rows : sequence of str
-            Columns that make the rows.
+            Which of ``model``, ``setting``, ``order`` name the rows.
         settings : str or sequence of str, optional
             Only these settings' rows (e.g. one table per setting).
-        quoted : sequence of QuotedRow, optional
-            Quoted rows (e.g. :data:`~fsm2kit.workflows.baselines.PUBLISHED_BASELINES`) above the
-            computed ones, Table 1 layout: index (source, method), the source of the computed
-            rows naming the weights. None: the computed table alone (index: ``rows``).
+        paper_table : {1, 2, 3, 4}, optional
+            Show that table's printed values (and Table 1's baselines) beside ours, with the
+            difference.
+        title : str, optional
         file : str, optional
-            CSV file name in ``output_dir``.
+            File stem in ``output_dir``: ``file.csv``, ``.md``, ``.tex`` (``formats``) and the
+            ``file.json`` sidecar with the caption and the run's provenance.
         """
-        t = self.result.table(metric, rows=rows, settings=settings)
-        if quoted is not None:
-            t = table_with_baselines(t, quoted, source=f"computed here ({self.result.weights})")
+        t = self.result.dice_table(metric, rows=rows, paper_table=paper_table, settings=settings, title=title)
         if file is not None:
-            t.to_csv(self._path(file))
+            t.save(self._path(file), formats=formats, provenance=self.provenance().to_dict())
         return t
 
     # ------------------------------------------------------------------ figures
     def dice_bars(self, metric: str = "mean_per_volume", *, color: str = "run", column: str | None = "model",
                   file: str | None = "dice_bars", formats: Sequence[str] = ("png", "svg")):
-        """Grouped Dice bars per class (:func:`~fsm2kit.workflows.figures.dice_bars`), saved as ``file.<format>``."""
+        """Grouped Dice bars per organ (:func:`~fsm2kit.workflows.dice_charts.dice_bars`), saved as ``file.<format>``."""
         from ..io.charts import save_chart
-        from .figures import dice_bars
+        from .dice_charts import dice_bars
 
         chart = dice_bars(self.result.summary(), metric=metric, color=color, column=column)
         if file is not None:
@@ -169,11 +169,24 @@ class Study:
 
     def slice_dice_curves(self, *, color: str = "order", row: str | None = "setting", column: str | None = "model",
                           file: str | None = "slice_dice_curves", formats: Sequence[str] = ("png", "svg")):
-        """Per-slice Dice along z (:func:`~fsm2kit.workflows.figures.slice_dice_curves`), saved as ``file.<format>``."""
+        """Per-slice Dice along z (:func:`~fsm2kit.workflows.dice_charts.slice_dice_curves`), saved as ``file.<format>``."""
         from ..io.charts import save_chart
-        from .figures import slice_dice_curves
+        from .dice_charts import slice_dice_curves
 
         chart = slice_dice_curves(self.result.slices, color=color, row=row, column=column)
+        if file is not None:
+            save_chart(chart, self._path(file), formats=formats)
+        return chart
+
+    def relative_position(self, *, color: str = "order", row: str | None = "setting", column: str | None = "model",
+                          bins: int = 10, file: str | None = "relative_position",
+                          formats: Sequence[str] = ("png", "svg")):
+        """Per-slice Dice by relative position in the organ, mean and 95 % band across volumes
+        (:func:`~fsm2kit.workflows.dice_charts.relative_position_chart`), saved as ``file.<format>``."""
+        from ..io.charts import save_chart
+        from .dice_charts import relative_position_chart
+
+        chart = relative_position_chart(self.result.slices, color=color, row=row, column=column, bins=bins)
         if file is not None:
             save_chart(chart, self._path(file), formats=formats)
         return chart

@@ -2,7 +2,8 @@
 
 :func:`results_table` lays out a summary (:meth:`ExperimentResult.summary
 <fsm2kit.workflows.results.ExperimentResult.summary>`) the way FS-MedSAM2's tables do; the
-quoted baseline rows of the paper are in :mod:`fsm2kit.workflows.baselines`.
+paper's own numbers are in :mod:`fsm2kit.workflows.baselines`; :func:`paper_order` is the one
+sort order of settings, models and orders that every table and chart follows (the paper's).
 """
 
 from __future__ import annotations
@@ -11,11 +12,24 @@ from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
-__all__ = ["ORGAN_ORDER", "results_table"]
+__all__ = ["ORGAN_ORDER", "ORDER_ORDER", "paper_order", "results_table"]
 
 #: Organ columns of the paper-style tables, in this order, Mean last. The four evaluated organs
 #: of both data sets (SSL-ALPNet ``pa_all``); pass ``organs=`` to lay a table out differently.
 ORGAN_ORDER = ("LK", "RK", "SPLEEN", "LIVER")
+#: Orders as the paper lists them (``n/a``: the 1Q settings, which have none).
+ORDER_ORDER = ("n/a", "top", "middle")
+
+
+def paper_order() -> dict[str, list[str]]:
+    """The paper's order of each row variable: ``setting`` (1S1Q, 3S1Q, S1SFQ, 3SFQ), ``model``
+    (tiny .. large, SAM 2.0 then 2.1), ``order`` (top, middle), ``organ`` (:data:`ORGAN_ORDER`,
+    ``Mean`` last). Tables sort by it and charts pass it as explicit sort orders."""
+    from ..core.plans import SETTINGS
+    from ..core.specs import MODELS
+
+    return {"setting": list(SETTINGS), "model": list(MODELS), "order": list(ORDER_ORDER),
+            "organ": [*ORGAN_ORDER, "Mean"], "label_name": [*ORGAN_ORDER, "Mean"]}
 
 
 def _dataset_organs(organs: Sequence[str] | None, present: Sequence[str]) -> list[str]:
@@ -87,10 +101,7 @@ def results_table(
 
 
 def _order_rows(table: pd.DataFrame, row_order: Mapping[str, Sequence] | None) -> pd.DataFrame:
-    from ..core.specs import MODELS
-    from ..core.plans import SETTINGS
-
-    known = {"setting": list(SETTINGS), "order": ["n/a", "top", "middle"], "model": list(MODELS)}
+    known = paper_order()
     known.update({k: list(v) for k, v in (row_order or {}).items()})
     names = list(table.index.names)
 
