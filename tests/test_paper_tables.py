@@ -237,7 +237,8 @@ def test_relative_position_on_a_tiny_synthetic_case():
 
 
 # ----------------------------------------------------------------------------- sweep index
-def test_sweep_index_per_organ_sortable_filterable(tmp_path):
+def _fake_sweep(tmp_path):
+    """A sweep of three runs, two finished with a summary.csv of LIVER and RK (hand-made numbers)."""
     import nbformat
     from nbformat.v4 import new_code_cell, new_notebook
 
@@ -254,6 +255,11 @@ def test_sweep_index_per_organ_sortable_filterable(tmp_path):
         _summary(organs=("LIVER", "RK")).assign(dice=lambda d: d["dice"] / x).to_csv(run / "summary.csv", index=False)
         (run / DONE_MARKER).write_text(json.dumps({"status": "done", "seconds": 1.0, "executed_notebook": "n.ipynb",
                                                    "summary": {"weights": RANDOM}, "files": ["summary.csv"]}))
+    return sweep, reports
+
+
+def test_sweep_index_per_organ_sortable_filterable(tmp_path):
+    sweep, reports = _fake_sweep(tmp_path)
     index = write_index(sweep, reports).set_index("run")
     organ_cols = [c for c in index.columns if c.startswith("dice_mean_per_volume_")]
     assert organ_cols == ["dice_mean_per_volume_RK", "dice_mean_per_volume_LIVER"]  # the paper's organ order
@@ -271,3 +277,34 @@ def test_sweep_index_per_organ_sortable_filterable(tmp_path):
     assert list(collect_index(sweep, reports)["run"]) == ["x=1", "x=2", "x=3"]
     spec = runs_dice_chart(pd.DataFrame({"run": ["b", "a"], "organ": ["LIVER", "LK"], "dice": [0.5, 0.6]})).to_dict()
     assert spec["encoding"]["xOffset"]["sort"] == ["b", "a"] and spec["encoding"]["x"]["sort"] == ["LK", "LIVER"]
+
+
+@pytest.mark.browser
+def test_sweep_index_sorts_and_filters_in_a_browser(tmp_path):
+    """The inline script, driven in headless Chromium (skipped where there is none)."""
+    import os
+
+    if not os.path.exists("/usr/bin/chromium"):
+        pytest.skip("no browser at /usr/bin/chromium (scripts/install_browser.sh)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    sweep, reports = _fake_sweep(tmp_path)
+    write_index(sweep, reports)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page()
+            page.goto((reports / "s" / "index.html").as_uri())
+            shown = "rs => rs.filter(r => r.style.display !== 'none').map(r => r.cells[0].textContent)"
+            heads = page.eval_on_selector_all("#runs thead tr:first-child th", "hs => hs.map(h => h.textContent)")
+            col = heads.index("LIVER Dice % (mean per volume)")
+            page.click(f"#runs thead tr:first-child th:nth-child({col + 1})")  # ascending; empty cells last
+            assert page.eval_on_selector_all("#runs tbody tr", shown) == ["x=2", "x=1", "x=3"]
+            page.click(f"#runs thead tr:first-child th:nth-child({col + 1})")  # descending
+            assert page.eval_on_selector_all("#runs tbody tr", shown)[:2] == ["x=1", "x=2"]
+            page.fill(f"#runs thead input[data-col='{col}']", ">50")
+            assert page.eval_on_selector_all("#runs tbody tr", shown) == ["x=1"]
+            page.fill(f"#runs thead input[data-col='{col}']", "")
+            page.fill("#runs thead input[data-col='1']", "pend")
+            assert page.eval_on_selector_all("#runs tbody tr", shown) == ["x=3"]
+        finally:
+            browser.close()

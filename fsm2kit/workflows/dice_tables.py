@@ -48,7 +48,8 @@ _CSV_COLUMNS = ["row", "kind", "dataset", "organ", "dice_percent", "std_percent"
 
 
 def _finite(v) -> bool:
-    return v is not None and not (isinstance(v, float) and math.isnan(v))
+    """A number that is there (not None, NaN or pd.NA)."""
+    return v is not None and v is not pd.NA and not (isinstance(v, float) and math.isnan(v))
 
 
 def _dataset_text(ds: str) -> str:
@@ -405,7 +406,7 @@ def dice_table(
     cells["_l"] = [line_pos[k] for k in zip(cells["row"], cells["kind"])]
     cells["_d"] = cells["dataset"].map({d: i for i, d in enumerate(datasets)})
     cells = cells.sort_values(["_l", "_d"], kind="stable").drop(columns=["_l", "_d"]).reset_index(drop=True)
-    cells["rank"] = _rank(cells)
+    cells["rank"] = _rank(cells).astype("Int64")
     cells["random_weights"] = random
     title = title or (f"Table {int(paper_table)} (reproduction)" if paper_table is not None else "Dice")
     caption = _caption(s, metric, paper_table, weights, random, partial_mean)
