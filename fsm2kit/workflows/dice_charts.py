@@ -248,7 +248,7 @@ def relative_position_chart(slices: pd.DataFrame, *, color: str = "order", row: 
               scale=alt.Scale(domain=[0, 1]))
     band = alt.Chart().mark_area(opacity=0.25).encode(
         x=x, y=alt.Y("dice_lo:Q", title="Slice Dice (%)", scale=alt.Scale(domain=[0, 100])), y2="dice_hi:Q",
-        color=alt.Color(f"{color}:N", sort=sort_order(color, d[color]), legend=None))
+        color=alt.Color(f"{color}:N", title=_title(color), sort=sort_order(color, d[color]), legend=None))
     line = alt.Chart().mark_line(point=True).encode(
         x=x, y=alt.Y("dice_mean:Q", title="Slice Dice (%)"), color=enc_color,
         tooltip=[alt.Tooltip("position:Q", title="Relative position", format=".2f"),
