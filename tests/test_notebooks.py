@@ -13,7 +13,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
-EXPECTED = ["00_quickstart", "01_table1_settings", "02_support_memory", "03_inference_order", "04_figures"]
+EXPECTED = ["00_quickstart", "01_table1_settings", "02_support_memory", "03_inference_order", "04_figures",
+            "06_strategies"]
 PNG = b"\x89PNG\r\n\x1a\n"
 
 #: Smoke parameters: random tiny model at 256 px on 3 slices of the bundled CHAOS case.
@@ -22,6 +23,8 @@ EXTRA = {
     "00_quickstart": dict(n_panels=2),
     "02_support_memory": dict(models=["sam2-tiny"]),
     "03_inference_order": dict(models=["sam2-tiny"]),
+    "06_strategies": dict(orders=["middle", "from:0.25"], memory_policies=["sam2", "support-only", "recent:1"],
+                          support_selectors=["protocol", "largest"]),
 }
 SLICE_COLUMNS = {"dataset", "case_id", "label", "label_name", "model", "setting", "order", "z", "tp", "fp", "fn",
                  "dice", "weights", "checkpoint_sha256", "sam2_version", "fsm2kit_version", "protocol_variant"}
@@ -195,3 +198,26 @@ def test_04_figures(tmp_path, kernel_env):
         page = (out / f"{stem}.html").read_text()
         assert "cdn.jsdelivr.net" not in page and os.path.getsize(out / f"{stem}.html") > 100_000  # inlined
     assert _has_image_output(nb, "image/png") and _has_image_output(nb, "image/svg+xml")
+
+
+@pytest.mark.slow
+def test_06_strategies(tmp_path, kernel_env):
+    """Memory policy x order x selector at smoke size: the table has one row per combination and says
+    its Dice variant; the memories chart and the attention comparison are written."""
+    out, nb = _execute("06_strategies", tmp_path)
+    slices = pd.read_csv(out / "slices.csv")
+    assert set(slices["memory_policy"]) == {"sam2", "support-only", "recent:1"}
+    assert set(slices["support_selector"]) == {"protocol", "largest"}
+    assert set(slices["order"]) == {"middle", "from:0.25"}
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["random_weights"] and set(prov["memory_policy"]) == {"sam2", "support-only", "recent:1"}
+    text = (out / "strategies_pooled.csv").read_text()
+    assert text.startswith("# pooled Dice") and "RANDOM WEIGHTS" in text
+    t = pd.read_csv(out / "strategies_pooled.csv", comment="#", header=[0, 1], index_col=[0, 1, 2])
+    assert len(t) == 3 * 2 * 2 and list(t.index.names) == ["memory_policy", "support_selector", "order"]
+    # support-only attends to the supports alone; sam2 to more on later slices
+    n = slices.groupby("memory_policy")["n_memories"].max()
+    assert n["support-only"] < n["sam2"] and n["recent:1"] <= n["support-only"] + 1
+    for stem in ("dice_vs_memories", "attention_by_policy"):
+        _png(out / f"{stem}.png")
+    assert _has_image_output(nb, "image/svg+xml")

@@ -258,6 +258,7 @@ def inspect_episode(
     heads: Sequence[int] | None = None,
     pixels: Sequence[tuple[int, int]] | None = None,
     verify: bool = False,
+    memory_policy=None,
 ) -> Inspection:
     """Segment an episode under a setting while capturing its memory attention.
 
@@ -272,6 +273,8 @@ def inspect_episode(
         Custom plans (see :meth:`Engine.segment`).
     layers, heads, pixels, verify
         See :meth:`MemoryInspector.capture`.
+    memory_policy : MemoryPolicy, optional
+        Which memories each step attends to (default SAM2's rule; see :meth:`Engine.segment`).
 
     Returns
     -------
@@ -281,5 +284,6 @@ def inspect_episode(
     """
     insp = MemoryInspector()
     with insp.capture(engine, layers=layers, heads=heads, pixels=pixels, verify=verify):
-        result = engine.segment(episode, setting, order=order, plans=plans, keep_banks=True)
+        result = engine.segment(episode, setting, order=order, plans=plans, keep_banks=True,
+                                memory_policy=memory_policy)
     return insp.inspection(result, episode, engine=engine)

@@ -29,6 +29,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     ".segment": ['resolve_overlaps', 'check_request', 'segment_volume'],
     ".segment_results": ['MODES', 'OrganResult', 'SegmentResult', 'modes_dice_table', 'load_scan', 'sidecar_path', 'check_output'],
     ".studies": ['Study', 'run_study', 'DICE_COLUMNS'],
+    ".strategy_studies": ['StrategyStudy', 'run_strategy_study', 'STRATEGY_ROWS'],
     ".sweep_index": ['collect_index', 'write_index'],
     ".sweep_runs": ['RunOutcome', 'execute_run', 'kernel_manager_class', 'export_html', 'write_json', 'remove_tree'],
     ".sweep_spec": ['KERNEL_NAME', 'DONE_MARKER', 'FAILED_MARKER', 'SWEEP_KEYS', 'KERNEL_ENV', 'Sweep', 'RunSpec', 'load_sweep', 'safe_name', 'value_text', 'require_module'],

@@ -181,6 +181,7 @@ def run_experiments(
                             df["image_size"] = size
                             df["protocol_variant"] = ep.variant
                             df["support_selector"] = strategy_name(c.support_selector)
+                            df["memory_policy"] = strategy_name(c.memory_policy)
                             for col in PROVENANCE_COLUMNS:
                                 if col in prov:
                                     df[col] = prov[col]

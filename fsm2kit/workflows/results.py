@@ -67,7 +67,8 @@ __all__ = [
 ]
 
 #: Columns that identify one group of the summaries (one row per group and metric).
-GROUP_KEYS = ("dataset", "model", "image_size", "setting", "order", "label", "label_name")
+GROUP_KEYS = ("dataset", "model", "image_size", "setting", "order", "memory_policy", "support_selector", "label",
+              "label_name")
 
 #: Provenance columns every table carries (from :meth:`fsm2kit.SAM2Model.provenance`).
 PROVENANCE_COLUMNS = (
@@ -234,9 +235,13 @@ class ExperimentResult:
         cols = ["model", "image_size", *PROVENANCE_COLUMNS]
         return self.slices[cols].drop_duplicates(subset=["model", "image_size", "protocol_variant"])
 
+    def _group_keys(self) -> list[str]:
+        """:data:`GROUP_KEYS` present in the slices (tables read from older runs lack the strategies)."""
+        return [k for k in GROUP_KEYS if k in self.slices.columns]
+
     def volumes(self) -> pd.DataFrame:
         """3D Dice per query volume (``case_id`` x class x setting x order x model), with provenance."""
-        v = per_volume_dice(self.slices, by=list(GROUP_KEYS), volume_key="case_id")
+        v = per_volume_dice(self.slices, by=self._group_keys(), volume_key="case_id")
         return v.merge(self._provenance_frame(), on=["model", "image_size"], how="left")
 
     def summary(self, metric: str | None = None) -> pd.DataFrame:
@@ -250,7 +255,7 @@ class ExperimentResult:
         metric = (metric or self.metric).lower()
         if metric not in METRICS:
             raise ValueError(f"metric: expected one of {METRICS}, got {metric!r}.")
-        s = summarize_dice(self.slices, by=list(GROUP_KEYS), volume_key="case_id")
+        s = summarize_dice(self.slices, by=self._group_keys(), volume_key="case_id")
         if metric != "both":
             s = s[s["metric"] == metric].reset_index(drop=True)
         return s.merge(self._provenance_frame(), on=["model", "image_size"], how="left")
@@ -266,6 +271,8 @@ class ExperimentResult:
             "model": list(dict.fromkeys(m for c in self.configs for m in c.models)),
             "setting": list(dict.fromkeys(x for c in self.configs for x in c.settings)),
             "order": ["n/a", *dict.fromkeys(strategy_name(o) for c in self.configs for o in c.orders)],
+            "memory_policy": list(dict.fromkeys(strategy_name(c.memory_policy) for c in self.configs)),
+            "support_selector": list(dict.fromkeys(strategy_name(c.support_selector) for c in self.configs)),
         }
         summary = self.summary("both")
         if settings is not None:
