@@ -157,13 +157,13 @@ class StrategyStudy:
 
     # ------------------------------------------------------------------ tables
     def table(self, metric: str = "pooled", *, file: str | None = "default") -> pd.DataFrame:
-        """A paper-style table: organs as columns, one row per (memory policy, support selector, order).
+        """A paper-style table, Dice in %: organs as columns, one row per (memory policy, support selector, order).
 
         ``metric`` is the Dice variant: ``"pooled"`` (what the published code prints) or
         ``"mean_per_volume"``; the CSV (default ``strategies_<metric>.csv``) says which, and the weights.
         """
-        t = self.result.table(metric, rows=STRATEGY_ROWS)
-        t.columns = pd.MultiIndex.from_tuples([(d, o) for d, o in t.columns], names=["dataset", f"{metric} Dice"])
+        t = (self.result.table(metric, rows=STRATEGY_ROWS) * 100).round(1)
+        t.columns = pd.MultiIndex.from_tuples([(d, o) for d, o in t.columns], names=["dataset", f"{metric} Dice (%)"])
         if file is not None:
             path = self.output_dir / (f"strategies_{metric}.csv" if file == "default" else file)
             path.write_text(f"# {_METRIC_TITLE[metric]}; {self.result.note}\n" + t.to_csv())
