@@ -1,7 +1,51 @@
 """Bad input: each case gives a clear error that says what was expected and what arrived.
 
 Model and checkpoint errors (unknown name, missing/unexpected keys, offline download) are in
-test_models.py; CLI exit codes in test_cli.py.
+test_models.py; CLI exit codes in test_cli.py and below.
+
+Catalogue of issue 15 ("Nothing lost, nothing trusted blindly"): item -> the test that shows it.
+
+The commands run / segment / inspect and their outputs (this file):
+
+=====================================================================  ==========================================================================
+Item                                                                   Test
+=====================================================================  ==========================================================================
+Data loss: ``segment --out`` == ``--image`` / ``--support-mask`` /     test_segment_out_equal_to_image_is_refused
+support image / ground truth (or its sidecar == an input) refused
+Data loss: ``run --out`` equal to, inside or containing the inputs     test_run_out_equal_to_or_inside_inputs_is_refused
+Data loss: an existing output needs ``--overwrite`` (segment)          test_segment_existing_output_needs_overwrite
+Data loss: an existing output needs ``--overwrite`` (run, inspect)     test_run_existing_output_needs_overwrite_checked_before_computing
+Data loss: a run's folder appears whole or not at all (built beside,   test_run_outputs_appear_together_or_not_at_all
+then one rename; a failed rerun keeps the old run)
+Data loss: the NIfTI and its sidecar (and Dice table) appear together  test_segment_nifti_and_sidecar_appear_together
+Every argument and the output checked before any model loads          test_every_argument_and_output_checked_before_the_model_loads
+Labels: ``run`` refuses ``--dataset/--fold/--label`` contradicting     test_run_refuses_dataset_fold_label_contradicting_npz_episodes
+npz episodes (the issue's SABS/3/spleen command)
+Labels: run.json (provenance) and slices.csv agree on fold and label   test_run_json_and_slices_csv_agree_on_fold_and_label
+Labels: help texts and label errors use the bundled CT's ids (liver 5) test_help_texts_and_label_errors_use_the_right_ids
+Labels: a name never resolves to another organ                         test_label_name_never_resolves_to_another_organ
+(``--labels liver --label-map SABS`` on the bundled CT is refused)
+Labels: a multi-label mask without ``--labels`` is refused, listing    test_multi_label_mask_without_labels_is_refused
+the labels found
+Support from the query scan: left out of the Dice; the table says how  test_support_from_query_is_left_out_of_the_dice
+many slices and why
+Bad messages: one line, exit 2 (usage) / 1 (failure); ``--debug``      test_cli_errors_are_one_line_with_exit_codes
+shows the traceback
+Bad messages: Ctrl-C -> exit 130, "interrupted; nothing written"       test_ctrl_c_exits_130_nothing_written
+Bad messages: a corrupt ``.npz`` in an episodes folder -> one line     test_corrupt_npz_in_episodes_folder_is_one_line
+naming the file
+Bad messages: ``segment --image-size 0`` -> one line with valid sizes  test_segment_image_size_0_is_one_line
+Bad messages: a garbage ``--checkpoint`` -> one line (fsm2kit's own    test_garbage_checkpoint_is_one_line
+message: test_safety.py)
+Bad messages: ``--checkpoint DIR`` named as a folder (CLI check)       test_every_argument_and_output_checked_before_the_model_loads
+Bad messages: ``--support-slice -1`` refused, not "the last slice"     test_support_slice_minus_one_is_refused
+Bad messages: ``--ct-window -125,275`` says ``--ct-window=-125,275``   test_ct_window_negative_value_says_use_equals
+Bad messages: offline ``make demo`` names ``WEIGHTS=FILE``             test_offline_make_demo_names_weights
+=====================================================================  ==========================================================================
+
+Batch / Dask / cache / checkpoint / grid items (``fsm2kit batch`` temporary and failed folders,
+fingerprints, strict sweep validation, Dask TLS, the feature cache, ``prepare --overwrite``,
+NaN/inf and not-a-checkpoint checkpoints, grid reorientation): see tests/test_safety.py.
 """
 
 import numpy as np
