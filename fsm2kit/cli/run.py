@@ -104,7 +104,7 @@ def config_from_args(args: argparse.Namespace):
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from ..core.fileio import atomic_folder
-    from ..workflows.episodes import load_config_episodes
+    from ..workflows.episodes import episode_folder_kind, load_config_episodes
     from ..workflows.experiments import run_experiments
     from ..workflows.provenance import command_line
     from ..workflows.results import format_dice
@@ -116,6 +116,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     check_output_folder(args.out, overwrite=args.overwrite)
     config = config_from_args(args)
     episodes = load_config_episodes(config, progress=not args.no_progress)  # --fold/--label checked here
+    if episode_folder_kind(args.episodes) == "npz":
+        classes = ", ".join(dict.fromkeys(f"{e.label} {e.label_name}" for e in episodes))
+        print(f"npz episode dumps record scan and class ids only: classes {classes} named as "
+              f"{args.dataset or 'CHAOST2'} ids{'' if args.dataset else ' (the default; --dataset to change)'}, "
+              f"fold {args.fold if args.fold is not None else 'not recorded (-1)'}", file=sys.stderr)
     checks_passed(args)
     model = model_from_args(args)
     n = sum(e.n_slices for e in episodes)
