@@ -26,7 +26,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         "the released checkpoint by model name (needs internet; cached)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of random weights (default 0)")
-    p.add_argument("--image-size", type=int, default=1024, help="SAM2 input size (default 1024, as published)")
+    p.add_argument("--image-size", type=int, default=1024,
+                   help="SAM2 input size: a multiple of 64 from 128 (default 1024, as published)")
     p.add_argument("--device", default=None, choices=["cpu", "cuda", "mps"], help="default: cuda, mps, cpu")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -47,9 +48,9 @@ def check_model_args(args: argparse.Namespace) -> None:
     resolve_spec(args.model)
     try:
         check_image_size(args.image_size)
-    except ValueError as e:
+    except ValueError:
         raise ValueError(f"--image-size {args.image_size}: valid sizes are multiples of 64 from 128 "
-                         f"(128, 192, 256, ..., 1024 as published). {e}") from None
+                         "(128, 192, 256, ...; 1024 as published, 256 or 512 for fast smoke runs).") from None
     for flag, value in (("--threads", getattr(args, "threads", None)),
                         ("--object-batch-size", getattr(args, "object_batch_size", None))):
         if value is not None and value < 1:
