@@ -16,10 +16,14 @@ install: $(VENV)/.fsm2kit-installed
 $(VENV)/.fsm2kit-installed: pyproject.toml scripts/install.sh
 	bash scripts/install.sh $(VENV)
 
+# (a rerun replaces $(DEMO_OUT) with --overwrite; offline, the error says to pass WEIGHTS=FILE)
 demo: install
-	$(VENV)/bin/fsm2kit run --episodes data/examples/chaos_t2spir_case1_liver \
+	@$(VENV)/bin/fsm2kit run --episodes data/examples/chaos_t2spir_case1_liver \
 		--setting S1SFQ --order middle --model $(MODEL) \
-		$(if $(WEIGHTS),--checkpoint $(WEIGHTS),) --image-size $(IMAGE_SIZE) --out $(DEMO_OUT)
+		$(if $(WEIGHTS),--checkpoint $(WEIGHTS),) --image-size $(IMAGE_SIZE) --out $(DEMO_OUT) --overwrite \
+	|| { st=$$?; [ $$st -eq 130 ] || echo "make demo: failed (exit $$st). No internet to download the \
+	$(MODEL) checkpoint? Pass a local checkpoint file: make demo WEIGHTS=FILE (e.g. WEIGHTS=sam2_hiera_tiny.pt), \
+	or WEIGHTS=random for a smoke run whose numbers mean nothing." >&2; exit $$st; }
 
 test: install
 	TQDM_DISABLE=1 $(PY) -m pytest -q $(PYTEST_ARGS)

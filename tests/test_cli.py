@@ -86,8 +86,9 @@ def test_cli_errors_exit_2_with_a_message(tmp_path, capsys):
 
 
 def test_dataset_folder_needs_fold_and_label(tmp_path, capsys):
-    (tmp_path / "image_1.nii.gz").write_bytes(b"")
-    argv = ["run", "--episodes", str(tmp_path), "--setting", "1S1Q", "--checkpoint", "random",
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "image_1.nii.gz").write_bytes(b"")
+    argv = ["run", "--episodes", str(tmp_path / "data"), "--setting", "1S1Q", "--checkpoint", "random",
             "--image-size", "256", "--out", str(tmp_path / "o")]
     assert main(argv) == 2
     assert "--dataset, --fold, --label" in capsys.readouterr().err
@@ -117,4 +118,9 @@ def test_run_builds_the_notebooks_config():
     cfg = config_from_args(args)
     assert cfg.settings == ("S1SFQ",) and cfg.orders == ("top",) and cfg.models == ("sam2-tiny",)
     assert cfg.checkpoint == "random" and cfg.seed == 3 and cfg.image_size == 256 and cfg.object_batch_size == 3
-    assert cfg.folds == () and cfg.classes == ()  # an npz folder is one fold's episodes already
+    # an npz folder is one fold's episodes: --fold/--label are kept and checked when the dumps load
+    assert cfg.folds == (2,) and cfg.classes == ("liver",)
+    from fsm2kit.workflows.episodes import load_config_episodes
+
+    with pytest.raises(ValueError, match="not query scans of CHAOST2 fold 2"):
+        load_config_episodes(cfg, progress=False)

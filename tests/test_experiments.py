@@ -98,10 +98,11 @@ def test_subset_episode_keeps_supports_and_chunks(example_episode):
 def test_load_config_episodes_npz_filters_and_warns():
     eps = load_config_episodes(ExperimentConfig(classes=["liver"], max_slices=3), progress=False)
     assert len(eps) == 1 and eps[0].label_name == "LIVER" and eps[0].n_slices == 3
-    with pytest.raises(ValueError, match="No episode of classes"):
+    with pytest.raises(ValueError, match=r"hold class\(es\) 1 LIVER .*not 2 RK"):
         load_config_episodes(ExperimentConfig(classes=["RK"]), progress=False)
-    with pytest.warns(UserWarning, match="folds=.*ignored"):
+    with pytest.raises(ValueError, match="not query scans of CHAOST2 fold 1"):  # checked, never ignored
         load_config_episodes(ExperimentConfig(folds=[1]), progress=False)
+    assert {e.fold for e in load_config_episodes(ExperimentConfig(folds=[0]), progress=False)} == {0}
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_config_episodes(ExperimentConfig(episodes="/nonexistent/folder"), progress=False)
 

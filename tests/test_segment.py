@@ -580,7 +580,10 @@ def test_dicom_query_end_to_end(tmp_path, tiny256, monkeypatch, capsys):
     assert meta["oracle"][0]["z_range"] == [2, 2] and {d["mode"] for d in meta["dice"]} == {"whole_volume", "oracle_range"}
     dice = pd.read_csv(tmp_path / "pred.dice.csv")
     assert set(dice["mode"]) == {"whole_volume", "oracle_range"} and set(dice["weights"]) == {"random weights (seed 0)"}
-    assert dice.loc[dice["mode"] == "oracle_range", "dice"].item() == 1.0  # the echo is the annotation
+    # the support slice is the query's own slice 2: its copied annotation is not scored, and the
+    # oracle range (slice 2 alone) is left with nothing to score
+    assert set(dice["excluded_slices"]) == {1} and set(dice["excluded_z"].astype(str)) == {"2"}
+    assert np.isnan(dice.loc[dice["mode"] == "oracle_range", "dice"].item())
 
 def test_cli_patience_default_matches_the_library():
     assert CLI_PATIENCE == DEFAULT_PATIENCE

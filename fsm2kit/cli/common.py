@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
-__all__ = ["add_model_args", "model_from_args", "engine_from_args", "STRATEGY_FLAGS", "Strategies",
-           "add_plugins_arg", "add_strategy_args", "strategies_from_args"]
+__all__ = ["add_model_args", "check_model_args", "model_from_args", "engine_from_args", "STRATEGY_FLAGS",
+           "Strategies", "add_plugins_arg", "add_strategy_args", "strategies_from_args", "add_overwrite_arg",
+           "check_outputs", "check_output_folder", "checks_passed"]
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -23,7 +26,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         "the released checkpoint by model name (needs internet; cached)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of random weights (default 0)")
-    p.add_argument("--image-size", type=int, default=1024, help="SAM2 input size (default 1024, as published)")
+    p.add_argument("--image-size", type=int, default=1024,
+                   help="SAM2 input size: a multiple of 64 from 128 (default 1024, as published)")
     p.add_argument("--device", default=None, choices=["cpu", "cuda", "mps"], help="default: cuda, mps, cpu")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -32,6 +36,103 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    "(default 16 on CUDA, 1 on CPU)")
     p.add_argument("--compile-encoder", action="store_true",
                    help="torch.compile the image encoder (worth it on a GPU for long runs)")
+
+
+def check_model_args(args: argparse.Namespace) -> None:
+    """Check the options of :func:`add_model_args` without loading anything (one-line ValueError).
+
+    Model name, image size, threads, object batch size, and that a ``--checkpoint`` file exists.
+    """
+    from ..core.specs import check_image_size, resolve_spec
+
+    resolve_spec(args.model)
+    try:
+        check_image_size(args.image_size)
+    except ValueError:
+        raise ValueError(f"--image-size {args.image_size}: valid sizes are multiples of 64 from 128 "
+                         "(128, 192, 256, ...; 1024 as published, 256 or 512 for fast smoke runs).") from None
+    for flag, value in (("--threads", getattr(args, "threads", None)),
+                        ("--object-batch-size", getattr(args, "object_batch_size", None))):
+        if value is not None and value < 1:
+            raise ValueError(f"{flag} must be at least 1, got {value}.")
+    ck = args.checkpoint
+    if ck is not None and str(ck) != "random":
+        path = Path(ck).expanduser()
+        if path.is_dir():
+            raise IsADirectoryError(f"--checkpoint {ck} is a folder; pass the checkpoint file in it "
+                                    f"(e.g. {path / 'sam2_hiera_tiny.pt'}), or 'random'.")
+        if not path.is_file():
+            raise FileNotFoundError(f"Checkpoint file {str(ck)!r} does not exist; pass a SAM2 .pt file, "
+                                    "'random' for random weights, or leave --checkpoint out to download.")
+
+
+def checks_passed(args: argparse.Namespace) -> None:
+    """Mark that every argument was checked: errors from here on are failures (exit 1), not usage (2)."""
+    args.checks_passed = True
+
+
+def add_overwrite_arg(p: argparse.ArgumentParser, what: str) -> None:
+    """``--overwrite``: replace an earlier output (default: refuse it)."""
+    p.add_argument("--overwrite", action="store_true",
+                   help=f"replace {what} if it exists (default: refuse); the new output replaces it all at once")
+
+
+def _real(p: str | os.PathLike) -> Path:
+    return Path(os.path.realpath(os.path.expanduser(os.fspath(p))))
+
+
+def _same(a: Path, b: Path) -> bool:
+    if _real(a) == _real(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_outputs(outputs: dict[str, str | os.PathLike], inputs: dict[str, str | os.PathLike | None]) -> None:
+    """Refuse outputs that are, lie inside, or contain one of the inputs.
+
+    Parameters
+    ----------
+    outputs : {what: path}
+        E.g. ``{"--out": ..., "the sidecar": ...}``.
+    inputs : {option: path or None}
+        E.g. ``{"--image": ..., "--support-mask": ...}`` (None: not given; ``"random"`` ignored).
+
+    Raises
+    ------
+    ValueError
+        One line naming the output and the input it would write over.
+    """
+    for what, out in outputs.items():
+        o = Path(out)
+        for flag, inp in inputs.items():
+            if inp is None or str(inp) == "random":
+                continue
+            i = Path(inp)
+            if _same(o, i):
+                raise ValueError(f"{what} {out} is the input {flag} {inp}: fsm2kit never writes over its inputs; "
+                                 "choose another output.")
+            if _real(i) in _real(o).parents:
+                raise ValueError(f"{what} {out} lies inside the input folder {flag} {inp}; choose an output "
+                                 "outside it.")
+            if _real(o) in _real(i).parents:
+                raise ValueError(f"{what} {out} contains the input {flag} {inp}, which replacing the output "
+                                 "would delete; choose another output.")
+
+
+def check_output_folder(out: str | os.PathLike, *, overwrite: bool) -> None:
+    """An output folder: not a file, writable, and (without ``overwrite``) empty or absent."""
+    from ..core.fileio import check_can_create
+
+    o = Path(out)
+    if o.exists() and not o.is_dir():
+        raise NotADirectoryError(f"--out {out} is a file; give a folder.")
+    check_can_create(o / "x")
+    if o.is_dir() and any(o.iterdir()) and not overwrite:
+        raise FileExistsError(f"--out {out} already exists and is not empty; pass --overwrite to replace it "
+                              "(all at once, when the new run has finished), or choose another folder.")
 
 
 def model_from_args(args: argparse.Namespace, *, meaningless: str = "the numbers mean nothing"):

@@ -1,8 +1,21 @@
-"""``fsm2kit inspect``: memory-attention masses, charts and panels of one run."""
+"""``fsm2kit inspect``: memory-attention masses, charts and panels of one run.
+
+The options, the episode and ``--out`` are checked before the model loads; the output folder is
+built beside ``--out`` and renamed into place when complete (``--overwrite`` to replace one).
+"""
 
 from __future__ import annotations
 
-from .common import add_model_args, engine_from_args, model_from_args
+from .common import (
+    add_model_args,
+    add_overwrite_arg,
+    check_model_args,
+    check_output_folder,
+    check_outputs,
+    checks_passed,
+    engine_from_args,
+    model_from_args,
+)
 
 __all__ = ["register_cli"]
 
@@ -33,26 +46,47 @@ def register_cli(subparsers) -> None:
     p.add_argument("--panels", type=int, default=3, help="slices with attention panels (default 3)")
     p.add_argument("--no-verify", action="store_true",
                    help="skip recomputing each layer's output from the captured weights")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True, help="output folder (built beside it, then renamed into place)")
+    add_overwrite_arg(p, "an existing --out folder")
     add_model_args(p)
     p.set_defaults(func=_cmd_inspect)
 
 
 def _cmd_inspect(args) -> int:
+    from pathlib import Path
+
+    from ..core.fileio import atomic_folder
     from ..workflows.inspection import inspect_run
     from ..workflows.provenance import command_line
 
-    def engine():
+    check_model_args(args)
+    for flag, v in (("--episode-index", args.episode_index), ("--panels", args.panels)):
+        if v < 0:
+            raise ValueError(f"{flag} must be >= 0, got {v}.")
+    if args.max_slices is not None and args.max_slices < 1:
+        raise ValueError(f"--max-slices must be >= 1, got {args.max_slices}.")
+    check_outputs({"--out": args.out}, {"--episodes": args.episodes, "--checkpoint": args.checkpoint})
+    check_output_folder(args.out, overwrite=args.overwrite)
+
+    def engine():  # called by inspect_run once the episode is loaded (bad input fails before)
+        checks_passed(args)
         model = model_from_args(args, meaningless="the attention content is meaningless")
         return engine_from_args(model, args)
 
-    insp = inspect_run(
-        setting=args.setting, order=args.order, episodes=args.episodes, episode_index=args.episode_index,
-        dataset=args.dataset, fold=args.fold, label=args.label, engine=engine,
-        max_slices=args.max_slices, layers=args.layers, verify=not args.no_verify, output_dir=args.out,
-        panels=args.panels, pixel=tuple(args.pixel) if args.pixel else None,
-        command=command_line(getattr(args, "argv", None)),
-    )
+    found: dict = {}
+
+    def build(tmp: Path) -> None:
+        found["insp"] = inspect_run(
+            setting=args.setting, order=args.order, episodes=args.episodes, episode_index=args.episode_index,
+            dataset=args.dataset, fold=args.fold, label=args.label, engine=engine,
+            max_slices=args.max_slices, layers=args.layers, verify=not args.no_verify, output_dir=tmp,
+            panels=args.panels, pixel=tuple(args.pixel) if args.pixel else None,
+            command=command_line(getattr(args, "argv", None)),
+        )
+
+    out = atomic_folder(args.out, build, overwrite=args.overwrite)
+    insp = found["insp"]
+    insp.files = {k: out / Path(v).name for k, v in insp.files.items()}
     print(insp)
     if insp.max_rel_error is not None:
         print(f"capture check: max relative error of the recomputed layer outputs {insp.max_rel_error:.1e}")

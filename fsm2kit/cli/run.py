@@ -5,6 +5,11 @@ use and runs it through the one runner (:func:`~fsm2kit.workflows.experiments.ru
 which writes the one output format (:mod:`fsm2kit.workflows.results`): ``logits.npz``,
 ``slices.csv``, ``summary.csv`` (Dice, pooled and mean per volume), ``volumes.csv`` and
 ``provenance.json``.
+
+Everything is checked before any model loads (options, the episodes, and ``--out``: not an input,
+not an earlier run unless ``--overwrite``). The run folder is built beside ``--out`` (a hidden
+temporary sibling) and renamed to it when complete (:func:`fsm2kit.core.fileio.atomic_folder`):
+``--out`` holds a whole run or nothing, never a mix of two.
 """
 
 from __future__ import annotations
@@ -14,7 +19,17 @@ import os
 import sys
 import time
 
-from .common import add_model_args, add_strategy_args, model_from_args, strategies_from_args
+from .common import (
+    add_model_args,
+    add_overwrite_arg,
+    add_strategy_args,
+    check_model_args,
+    check_output_folder,
+    check_outputs,
+    checks_passed,
+    model_from_args,
+    strategies_from_args,
+)
 
 __all__ = ["register_cli", "config_from_args"]
 
@@ -32,12 +47,18 @@ def register_cli(sub) -> argparse.ArgumentParser:
     )
     run.add_argument("--episodes", required=True, help="npz episode folder, or SSL-ALPNet preprocessed folder")
     run.add_argument("--setting", required=True, choices=SETTINGS, type=str.upper)
-    run.add_argument("--dataset", default=None, choices=["SABS", "CHAOST2"], type=str.upper)
-    run.add_argument("--fold", type=int, default=None, help="fold (dataset folders)")
-    run.add_argument("--label", default=None, help="class name or id (dataset folders), e.g. liver")
+    run.add_argument("--dataset", default=None, choices=["SABS", "CHAOST2"], type=str.upper,
+                     help="dataset of the folder (npz dumps: names their class ids, default CHAOST2; "
+                          "checked against their scan ids)")
+    run.add_argument("--fold", type=int, default=None,
+                     help="fold (dataset folders; npz dumps: checked against their scans and recorded)")
+    run.add_argument("--label", default=None,
+                     help="class name or id, e.g. liver (SABS id 6, CHAOST2 id 1); dataset folders: required; "
+                          "npz dumps: keeps that class, refused if the dumps do not hold it")
     run.add_argument("--variant", default="ALP", choices=["ALP", "GMRD"], type=str.upper,
                      help="protocol variant (default ALP, as FS-MedSAM2)")
-    run.add_argument("--out", required=True, help="output folder")
+    run.add_argument("--out", required=True, help="output folder (built beside it, then renamed into place)")
+    add_overwrite_arg(run, "an existing --out folder (an earlier run)")
     add_strategy_args(run)  # --order (FQ settings), --support-select, --memory-policy, --plugins
     add_model_args(run)
     run.set_defaults(func=_cmd_run)
@@ -48,7 +69,9 @@ def config_from_args(args: argparse.Namespace):
     """The :class:`~fsm2kit.workflows.config.ExperimentConfig` of ``fsm2kit run``'s options.
 
     An SSL-ALPNet dataset folder needs ``--dataset``, ``--fold`` and ``--label`` (one fold, one
-    class); an npz folder is one fold's episodes already (``--fold`` and ``--label`` unused).
+    class). An npz folder is one fold's episodes already: ``--fold`` and ``--label``, when given,
+    are checked against the dumps when they load (refused if they contradict them; the fold is
+    recorded), never ignored.
     """
     from ..workflows.config import ExperimentConfig
     from ..workflows.episodes import episode_folder_kind, require_folder_options
@@ -61,8 +84,8 @@ def config_from_args(args: argparse.Namespace):
     return ExperimentConfig(
         episodes=os.path.abspath(args.episodes),
         dataset=args.dataset,
-        folds=(args.fold,) if dataset_folder else (),
-        classes=(args.label,) if dataset_folder else (),
+        folds=(args.fold,) if args.fold is not None else (),
+        classes=(args.label,) if args.label is not None else (),
         settings=(args.setting,),
         orders=(args.order,),
         support_selector=args.support_select,
@@ -80,14 +103,25 @@ def config_from_args(args: argparse.Namespace):
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from ..workflows.episodes import load_config_episodes
+    from ..core.fileio import atomic_folder
+    from ..workflows.episodes import episode_folder_kind, load_config_episodes
     from ..workflows.experiments import run_experiments
     from ..workflows.provenance import command_line
     from ..workflows.results import format_dice
 
     t0 = time.perf_counter()
+    check_model_args(args)
+    check_outputs({"--out": args.out}, {"--episodes": args.episodes, "--checkpoint": args.checkpoint,
+                                        **{f"--plugins {m}": m for m in (args.plugins or []) if m.endswith(".py")}})
+    check_output_folder(args.out, overwrite=args.overwrite)
     config = config_from_args(args)
-    episodes = load_config_episodes(config, progress=not args.no_progress)
+    episodes = load_config_episodes(config, progress=not args.no_progress)  # --fold/--label checked here
+    if episode_folder_kind(args.episodes) == "npz":
+        classes = ", ".join(dict.fromkeys(f"{e.label} {e.label_name}" for e in episodes))
+        print(f"npz episode dumps record scan and class ids only: classes {classes} named as "
+              f"{args.dataset or 'CHAOST2'} ids{'' if args.dataset else ' (the default; --dataset to change)'}, "
+              f"fold {args.fold if args.fold is not None else 'not recorded (-1)'}", file=sys.stderr)
+    checks_passed(args)
     model = model_from_args(args)
     n = sum(e.n_slices for e in episodes)
     print(f"{len(episodes)} episode(s), {n} query slices; {args.setting}"
@@ -95,10 +129,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
           f"memory {args.memory_policy}; {model!r}", file=sys.stderr)
     result = run_experiments(config, models={model.name: model}, episodes=[episodes], keep_predictions=True,
                              progress=not args.no_progress)
-    paths = result.save(args.out, command=command_line(getattr(args, "argv", None)),
-                        details={"total_seconds": round(time.perf_counter() - t0, 3)})
+    names: dict = {}
+
+    def build(tmp):
+        names.update(result.save(tmp, command=command_line(getattr(args, "argv", None)),
+                                 details={"total_seconds": round(time.perf_counter() - t0, 3)}))
+
+    out = atomic_folder(args.out, build, overwrite=args.overwrite)
     print(format_dice(result))
     print(f"\n{result.encoder_passes} image-encoder passes, {result.seconds:.1f} s. Outputs:")
-    for p in paths.values():
-        print(f"  {p}")
+    for p in names.values():
+        print(f"  {out / p.name}")
     return 0

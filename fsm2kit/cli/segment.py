@@ -1,4 +1,10 @@
-"""``fsm2kit segment``: own scans (NIfTI/DICOM in, a label volume in the scan's grid out)."""
+"""``fsm2kit segment``: own scans (NIfTI/DICOM in, a label volume in the scan's grid out).
+
+Every option and input is checked before the model loads: ``--out`` (and its sidecar and Dice
+table) must not be an input and needs ``--overwrite`` to replace an earlier output; the label
+volume, its JSON sidecar and Dice table are written all or none
+(:meth:`~fsm2kit.workflows.segment_results.SegmentResult.save`).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,17 @@ import time
 from pathlib import Path
 
 
-from .common import add_model_args, add_strategy_args, engine_from_args, model_from_args, strategies_from_args
+from .common import (
+    add_model_args,
+    add_overwrite_arg,
+    add_strategy_args,
+    check_model_args,
+    check_outputs,
+    checks_passed,
+    engine_from_args,
+    model_from_args,
+    strategies_from_args,
+)
 
 #: ``--patience`` default; equals fsm2kit.workflows.propagation.DEFAULT_PATIENCE (tested), kept here so
 #: that building the parser imports no numerics.
@@ -55,14 +71,16 @@ def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPar
     p.add_argument("--support-mask", required=True, help="NIfTI label/mask on the support image's grid")
     sel = p.add_mutually_exclusive_group()
     sel.add_argument("--support-slice", type=int, default=None, metavar="K",
-                     help="support slice index K (inferior->superior, 0-based) for every label")
+                     help="support slice index K (inferior->superior, 0-based, >= 0) for every label")
     sel.add_argument("--support-select", default="middle", choices=SEGMENT_SELECTORS,
                      help="how to choose each label's support slice, from the support-selector registry "
                           "(default middle organ slice; fsm2kit strategies lists them)")
     p.add_argument("--labels", default=None,
-                   help="labels to segment, e.g. liver=6,spleen=1 (name=id in the mask); default all ids")
+                   help="labels to segment as name=id in the mask, e.g. liver=5,spleen=1 (the bundled CT's "
+                        "TotalSegmentator ids), or 'all'; required when the mask holds several labels")
     p.add_argument("--label-map", default=None, choices=["SABS", "CHAOST2"], type=str.upper,
-                   help="resolve label names without ids through a dataset's label map")
+                   help="the mask uses this dataset's ids (SABS: liver=6, CHAOST2: liver=1): resolve names "
+                        "without ids through it; refused if the mask holds ids the map does not have")
     p.add_argument("--start-slice", type=int, default=None, metavar="K",
                    help="first query slice (default: the support's relative position along z)")
     p.add_argument("--patience", type=int, default=DEFAULT_PATIENCE,
@@ -74,7 +92,9 @@ def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPar
                    help="modality recorded on the volumes (default: from DICOM, else unknown)")
     p.add_argument("--ground-truth", default=None,
                    help="query labels (same ids): adds the oracle-range mode and a Dice table")
-    p.add_argument("--out", required=True, help="output label volume (.nii.gz); the sidecar is <name>.json")
+    p.add_argument("--out", required=True, help="output label volume (.nii.gz); the sidecar is <name>.json "
+                   "(and <name>.dice.csv with --ground-truth); never one of the inputs")
+    add_overwrite_arg(p, "an existing --out (and its sidecar and Dice table)")
     add_strategy_args(p, ordering=False, selector=False)  # --memory-policy, --plugins
     add_model_args(p)
     p.set_defaults(func=cmd_segment)
@@ -87,29 +107,48 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
     from ..core.fileio import file_sha256
     from ..io.nifti import load_label_nifti
-    from ..protocol.labels import LabelMap
-    from ..workflows.labels import parse_labels
+    from ..workflows.labels import check_label_map_fits, describe_ids, parse_labels
     from ..workflows.provenance import RANDOM_NOTE, command_line
     from ..workflows.segment import check_request, segment_volume
-    from ..workflows.segment_results import check_output, load_scan
+    from ..workflows.segment_results import check_output, load_scan, output_files
 
     t0 = time.perf_counter()
     out = Path(args.out)
-    check_output(out)  # before anything slow
+    # every option and the output first: before reading a scan, and long before any model
+    img_file, side_file, dice_file = output_files(out)  # also checks the suffix
+    check_outputs({"--out": img_file, "its sidecar": side_file, "its Dice table": dice_file},
+                  {"--image": args.image, "--support-image": args.support_image, "--support-mask": args.support_mask,
+                   "--ground-truth": args.ground_truth, "--checkpoint": args.checkpoint})
+    check_output(out, overwrite=args.overwrite)
+    if args.support_slice is not None and args.support_slice < 0:
+        raise ValueError(f"--support-slice {args.support_slice}: slice indices count from 0 (the most inferior "
+                         "slice) upwards; negative values are not counted from the end.")
+    for flag, v in (("--start-slice", args.start_slice), ("--patience", args.patience)):
+        if v is not None and v < 0:
+            raise ValueError(f"{flag} must be >= 0, got {v}.")
+    check_model_args(args)
     window = _parse_window(args.ct_window)
+    strategies = strategies_from_args(args)  # plugins, then names checked
     query = load_scan(args.image, modality=args.modality)
     sup = load_scan(args.support_image, modality=args.modality)
-    lm = LabelMap.from_dataset(args.label_map) if args.label_map else None
-    mask = load_label_nifti(args.support_mask, like=sup, label_map=lm, what="Support mask")
+    mask = load_label_nifti(args.support_mask, like=sup, what="Support mask")
+    present = np.unique(mask.array).tolist()
+    lm = check_label_map_fits(args.label_map, present) if args.label_map else None
+    if args.labels is None and len([i for i in present if i != 0]) > 1:
+        raise ValueError(
+            f"The support mask holds several labels ({describe_ids(present, lm)}); say which to segment with "
+            "--labels, e.g. --labels liver=5,spleen=1 (name=id as stored in the mask), or --labels all."
+        )
     gt = None
     if args.ground_truth:
         gt = load_label_nifti(args.ground_truth, like=query, label_map=lm, what="Ground truth")
-    organs = parse_labels(args.labels, label_map=lm, present=np.unique(mask.array).tolist())
+    labels = None if (args.labels or "").strip().lower() == "all" else args.labels
+    organs = parse_labels(labels, label_map=lm, present=present)
     check_request(organs, mask.array, support_select=args.support_select, support_slices=args.support_slice,
                   image_size=args.image_size)
     if args.start_slice is not None and not 0 <= args.start_slice < query.shape[0]:
         raise ValueError(f"--start-slice {args.start_slice} is outside the query's {query.shape[0]} slices.")
-    strategies = strategies_from_args(args)  # plugins, then names checked: before the model loads
+    checks_passed(args)
     model = model_from_args(args, meaningless="the masks mean nothing")
     engine = engine_from_args(model, args)
     res = segment_volume(
@@ -131,7 +170,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     img_path, side = res.save(out, command=command_line(getattr(args, "argv", None)), details={
         "inputs": inputs,
         "total_seconds": round(time.perf_counter() - t0, 3),
-    })
+    }, overwrite=args.overwrite)
     if res.random_weights:
         print("!" * 78 + f"\n!! {RANDOM_NOTE}\n" + "!" * 78)
     print(f"{res.query.case_id}: {len(res.organs)} label(s), {res.encoder_passes} encoder passes, "
@@ -143,9 +182,12 @@ def cmd_segment(args: argparse.Namespace) -> int:
               f"ran {int(p.processed.sum())}/{p.logits.shape[0]} slices, organ "
               f"{'z %d..%d' % ext if ext else 'absent'}, {int((res.labels == o.label_id).sum())} voxels")
     if res.dice is not None:
-        cols = ["label_name", "mode", "dice", "tp", "fp", "fn", "pred_z_first", "pred_z_last",
+        cols = ["label_name", "mode", "dice", "tp", "fp", "fn", "excluded_slices", "pred_z_first", "pred_z_last",
                 "true_z_first", "true_z_last"]
         print(f"Dice ({model.name}, {model.weights})")
         print(res.dice[cols].to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+        for row in res.dice[res.dice["excluded_slices"] > 0].drop_duplicates("label").itertuples():
+            print(f"  {row.label_name}: {row.excluded_slices} slice(s) left out of its Dice (z {row.excluded_z}): "
+                  f"{row.excluded_why}")
     print(f"wrote {img_path}\n      {side}")
     return 0

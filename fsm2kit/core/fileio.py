@@ -1,14 +1,15 @@
-"""Small file helpers: atomic writes (never a half-written file) and file hashes."""
+"""Small file helpers: atomic writes (never a half-written file, folder or pair) and file hashes."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping, Sequence
 
-__all__ = ["atomic_write", "file_sha256"]
+__all__ = ["atomic_write", "atomic_write_group", "atomic_folder", "check_can_create", "file_sha256"]
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None], *, keep_suffix: bool = False) -> Path:
@@ -33,6 +34,126 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None], *, keep_
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _umask_mode(mode: int) -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mode & ~mask
+
+
+def atomic_write_group(
+    writes: Mapping[str | os.PathLike, Callable[[str], None]],
+    *,
+    marker: str | os.PathLike,
+    remove: Sequence[str | os.PathLike] = (),
+) -> list[Path]:
+    """Write several files that belong together (a label volume and its sidecar) all or nothing.
+
+    Every ``write(tmp)`` runs first, in the order given, each on a temporary name next to its file (with the file's
+    suffixes); a failure or an interrupt there removes the temporary files and leaves every
+    file as it was. Then the old ``marker`` and the ``remove`` files are deleted, the other
+    files are renamed into place, and ``marker`` (one of ``writes``) is renamed last. So the
+    marker is there only beside the files written with it: an old marker never sits beside new
+    files, nor a new marker beside old ones. Between the renames (microseconds) a reader may see
+    the new companions without the marker, i.e. no result yet.
+
+    Returns
+    -------
+    list of Path
+        The files, marker last.
+    """
+    marker = Path(marker)
+    items = [(Path(k), fn) for k, fn in writes.items()]
+    if marker not in [p for p, _ in items]:
+        raise ValueError(f"atomic_write_group: the marker {marker} is not one of the files written.")
+    tmps: list[tuple[str, Path]] = []
+    try:
+        for path, fn in items:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + "".join(path.suffixes),
+                                       dir=path.parent)
+            os.close(fd)
+            tmps.append((tmp, path))
+            fn(tmp)
+            os.chmod(tmp, _umask_mode(0o666))
+        written = [p for _, p in tmps]
+        for old in (marker, *(Path(r) for r in remove if Path(r) not in written)):
+            old.unlink(missing_ok=True)
+        for tmp, path in sorted(tmps, key=lambda t: t[1] == marker):  # the marker last
+            os.replace(tmp, path)
+    except BaseException:
+        for tmp, _ in tmps:
+            Path(tmp).unlink(missing_ok=True)
+        raise
+    return sorted((p for _, p in tmps), key=lambda q: q == marker)
+
+
+def atomic_folder(path: str | os.PathLike, build: Callable[[Path], None], *, overwrite: bool = False) -> Path:
+    """Build a folder beside ``path`` (a hidden temporary sibling), then rename it to ``path``.
+
+    ``build(tmp_dir)`` writes every file into an empty hidden folder next to ``path``; only when
+    it returns is that folder renamed to ``path``, in one rename. A failure or an interrupt
+    removes the temporary folder: ``path`` is untouched. An existing non-empty ``path`` is
+    refused unless ``overwrite``; then it is first renamed aside (another hidden sibling) and
+    removed after the new folder is in place, so ``path`` holds the complete old folder, nothing
+    (between the two renames), or the complete new folder, never a mix.
+
+    Raises
+    ------
+    FileExistsError
+        ``path`` exists, is not an empty folder, and ``overwrite`` is False.
+    NotADirectoryError
+        ``path`` is a file.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"{path} is a file, not a folder; choose another output folder.")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise FileExistsError(f"{path} already exists and is not empty; pass --overwrite to replace it.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    old = None
+    try:
+        os.chmod(tmp, _umask_mode(0o777))
+        build(tmp)
+        if path.is_dir():
+            if any(path.iterdir()):
+                old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+                os.replace(path, old)
+            else:
+                path.rmdir()
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and not path.exists():
+            os.replace(old, path)  # put the old folder back
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+def check_can_create(path: str | os.PathLike) -> None:
+    """Fail early (before any work) when ``path`` could not be created: the nearest existing
+    folder above it must be a writable folder.
+
+    Raises
+    ------
+    PermissionError
+        A file stands where a folder is needed, or the folder is not writable.
+    """
+    path = Path(path).absolute()
+    anc = path.parent
+    while not anc.exists():
+        anc = anc.parent
+    if not anc.is_dir():
+        raise PermissionError(f"Cannot write {path}: {anc} is a file, not a folder. Choose another output path.")
+    if not os.access(anc, os.W_OK | os.X_OK):
+        raise PermissionError(
+            f"Cannot write {path}: the folder {anc} is not writable. Choose another output folder or "
+            "fix its permissions."
+        )
 
 
 # ----------------------------------------------------------------------------- checkpoints

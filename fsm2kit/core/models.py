@@ -31,6 +31,7 @@ from .specs import (
     CheckpointDownloadError,
     CheckpointError,
     ModelSpec,
+    check_image_size,
     resolve_spec,
 )
 
@@ -298,15 +299,6 @@ def _dist_version(name: str) -> str:
         return "unknown"
 
 
-def _check_image_size(image_size: int) -> int:
-    if not isinstance(image_size, (int, np.integer)) or image_size < 128 or image_size % 64:
-        raise ValueError(
-            f"image_size must be a multiple of 64 and at least 128 (1024 as published; "
-            f"256 or 512 for fast tests), got {image_size!r}."
-        )
-    return int(image_size)
-
-
 def load_sam2(
     name: str = "sam2-tiny",
     checkpoint: str | os.PathLike | None = None,
@@ -359,7 +351,7 @@ def load_sam2(
         A download by name failed (offline): pass ``checkpoint=FILE``.
     """
     spec = resolve_spec(name)
-    image_size = _check_image_size(image_size)
+    image_size = check_image_size(image_size)
     dev = resolve_device(device)
 
     ckpt_path: Path | None = None

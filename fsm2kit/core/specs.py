@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = ["MODELS", "ModelSpec", "RANDOM_WEIGHTS", "PUBLISHED_OVERRIDES", "CheckpointError",
-           "CheckpointDownloadError", "resolve_spec"]
+           "CheckpointDownloadError", "resolve_spec", "check_image_size"]
 
 
 RANDOM_WEIGHTS = "random weights"
@@ -78,3 +78,14 @@ def resolve_spec(name: str) -> ModelSpec:
         f"Unknown model name {name!r}. Expected one of: {', '.join(MODELS)} "
         "(SAM 2.0: sam2-*, as FS-MedSAM2 used; SAM 2.1: sam2.1-*)."
     )
+
+
+def check_image_size(image_size: int) -> int:
+    """The SAM2 input size as an int: a multiple of 64, at least 128 (else one-line ValueError)."""
+    if (isinstance(image_size, bool) or not hasattr(image_size, "__index__")
+            or int(image_size) < 128 or int(image_size) % 64):
+        raise ValueError(
+            f"image_size must be a multiple of 64 and at least 128 (1024 as published; "
+            f"256 or 512 for fast tests), got {image_size!r}."
+        )
+    return int(image_size)

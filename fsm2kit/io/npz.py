@@ -10,6 +10,7 @@ import hashlib
 import os
 import re
 import struct
+import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,16 +102,22 @@ def _read_npz(path: Path) -> _NpzSlice:
     need = ("query_images", "query_labels", "sup_img_part", "sup_fgm_part", "labels")
     try:
         with np.load(path, allow_pickle=False) as f:
-            missing = [k for k in need if k not in f.files]
-            if missing:
-                raise ValueError(
-                    f"{path.name}: missing keys {missing}; an FS-MedSAM2 dump has "
-                    f"{list(need)} (+ sup_bgm_part, n_scan). Found {sorted(f.files)}."
-                )
-            arrs = {k: f[k] for k in need}
-            n_scan = int(f["n_scan"]) if "n_scan" in f.files else None
-    except (OSError, EOFError, zlib.error, struct.error) as exc:
-        raise ValueError(f"Could not read {path} as npz ({type(exc).__name__}: {exc}).") from exc
+            if not hasattr(f, "files"):  # a bare .npy array, not an npz archive
+                raise ValueError("a single array, not an npz archive")
+            files = list(f.files)
+            missing = [k for k in need if k not in files]
+            if not missing:
+                arrs = {k: f[k] for k in need}
+                n_scan = int(f["n_scan"]) if "n_scan" in files else None
+    except (OSError, EOFError, ValueError, KeyError, zlib.error, struct.error, zipfile.BadZipFile) as exc:
+        why = ("not an npz (zip) archive of arrays" if isinstance(exc, (ValueError, zipfile.BadZipFile))
+               else f"{type(exc).__name__}: {' '.join(str(exc).split())}")  # never numpy's pickle advice
+        raise ValueError(f"{path} is not a readable npz file ({why}); replace or remove it.") from exc
+    if missing:
+        raise ValueError(
+            f"{path.name}: missing keys {missing}; an FS-MedSAM2 dump has "
+            f"{list(need)} (+ sup_bgm_part, n_scan). Found {sorted(files)}."
+        )
     lab = np.ravel(arrs["labels"])
     if lab.size != 1:
         raise ValueError(f"{path.name}: 'labels' should hold one class id, got {arrs['labels']!r}.")

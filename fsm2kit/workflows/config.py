@@ -76,8 +76,9 @@ class ExperimentConfig:
     dataset : {"CHAOST2", "SABS"} or None
         Required for preprocessed folders; names the classes of npz dumps (default CHAOST2).
     folds : sequence of int
-        Folds of a preprocessed folder (default: all five). Ignored for npz dumps (which hold
-        one fold's episodes already).
+        Folds of a preprocessed folder (default: all five). npz dumps hold one fold's episodes:
+        at most one fold, checked against the dumps' scans and recorded on the episodes
+        (:func:`~fsm2kit.workflows.episodes.npz_episodes_matching`); a contradiction is refused.
     classes : sequence of str or int
         Classes to evaluate (names such as ``"liver"``, ``"RK"``, or ids). Preprocessed folder:
         default the dataset's four evaluated organs; npz dumps: default all in the folder.

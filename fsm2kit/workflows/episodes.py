@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import os
-import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
@@ -24,8 +23,8 @@ from tqdm.auto import tqdm
 from ..core.episode import Episode
 from .config import ExperimentConfig
 
-__all__ = ["episode_folder_kind", "require_folder_options", "load_episodes", "subset_episode",
-           "load_config_episodes", "bars_off"]
+__all__ = ["episode_folder_kind", "require_folder_options", "npz_episodes_matching", "load_episodes",
+           "subset_episode", "load_config_episodes", "bars_off"]
 
 
 def bars_off(progress: bool) -> bool:
@@ -66,6 +65,67 @@ def require_folder_options(path: str | os.PathLike, *, dataset, fold, label) -> 
         )
 
 
+def npz_episodes_matching(
+    episodes: Sequence[Episode],
+    path: str | os.PathLike,
+    *,
+    dataset: str | None = None,
+    fold: int | None = None,
+    label: str | int | None = None,
+    variant: str = "ALP",
+) -> list[Episode]:
+    """npz episodes checked against the dataset, fold and class a user named; refused if they contradict.
+
+    npz dumps record each query's scan id and class id, not their dataset or fold, so a named
+    option is checked against what they do record, never ignored:
+
+    * ``dataset``: every scan id must be a scan of that dataset;
+    * ``fold``: every scan must be a query scan of that fold (:func:`~fsm2kit.protocol.folds.fold_split`
+      of ``dataset``, default CHAOST2, and ``variant``); the episodes then record the fold;
+    * ``label``: the class (resolved in ``dataset``) must be among the episodes' classes; only
+      its episodes are kept.
+
+    Raises
+    ------
+    ValueError
+        One line naming the option, what the episodes hold, and the fix.
+    """
+    from ..protocol.folds import SCAN_IDS, fold_split
+    from ..protocol.labels import DATASET_LABELS, resolve_label
+
+    ds = (dataset or "CHAOST2").upper()
+    where = f"the npz episodes in {str(path)!r}"
+    cases = sorted({str(e.case_id) for e in episodes}, key=lambda c: (not c.isdigit(), int(c) if c.isdigit() else 0, c))
+    if dataset is not None:
+        alien = [c for c in cases if not (c.isdigit() and int(c) in SCAN_IDS[ds])]
+        if alien:
+            raise ValueError(f"--dataset {ds}: {where} are of scans {alien}, which {ds} does not have "
+                             f"(its scans: {list(SCAN_IDS[ds])}); give the dataset of the dumps.")
+    episodes = list(episodes)
+    if fold is not None:
+        split = fold_split(ds, int(fold), variant=variant)
+        outside = [c for c in cases if not (c.isdigit() and int(c) in split.query_ids)]
+        if outside:
+            raise ValueError(
+                f"--fold {fold}: {where} are of scan(s) {outside}, which are not query scans of {ds} fold {fold} "
+                f"({split.variant}: queries {list(split.query_ids)}); give the fold the dumps were made for, "
+                "or leave --fold out (npz dumps do not record it)."
+            )
+        episodes = [replace(e, fold=int(fold)) for e in episodes]
+    if label is not None:
+        cid = resolve_label(ds, label)
+        found = sorted({e.label for e in episodes})
+        keep = [e for e in episodes if e.label == cid]
+        if not keep:
+            names = ", ".join(f"{i} {DATASET_LABELS[ds].get(i, '?')}" for i in found)
+            raise ValueError(
+                f"--label {label}: {where} hold class(es) {names} ({ds} ids), not {cid} "
+                f"{DATASET_LABELS[ds][cid]}; give one of these (or leave --label out for all)."
+            )
+        episodes = keep
+    return episodes
+
+
 def load_episodes(
     path: str | os.PathLike,
     *,
@@ -88,9 +148,11 @@ def load_episodes(
     dataset : {"SABS", "CHAOST2"}
         Dataset of the folder (npz dumps: default CHAOST2, used for label names).
     fold : int
-        Fold (ALP folds by default: the support scan is the first scan of the next fold).
+        Fold (ALP folds by default: the support scan is the first scan of the next fold). For
+        npz dumps, checked against their scans and recorded (:func:`npz_episodes_matching`).
     label : str or int
-        Class name or id (e.g. ``liver``, ``RK``, ``6``).
+        Class name or id (e.g. ``liver``, ``RK``, ``6``). For npz dumps, checked against their
+        classes and used to keep that class's episodes.
     variant : {"ALP", "GMRD"}
         Protocol variant for folds, scored slices and chunks.
     support_selector : str or SupportSelector, optional
@@ -109,7 +171,8 @@ def load_episodes(
         if strategy_name(selector) != "protocol":
             raise ValueError(f"support selector {strategy_name(selector)!r}: {str(p)!r} holds npz episode dumps, whose "
                              "support slices are fixed by the files; use an SSL-ALPNet folder to choose supports.")
-        return load_npz_episodes(p, dataset=dataset or "CHAOST2")
+        return npz_episodes_matching(load_npz_episodes(p, dataset=dataset or "CHAOST2"), p, dataset=dataset,
+                                     fold=fold, label=label, variant=variant)
     from ..protocol.episodes import build_episode
     from ..protocol.folds import fold_split
     from ..protocol.labels import resolve_label
@@ -224,24 +287,19 @@ def load_config_episodes(config: ExperimentConfig, *, progress: bool = True) -> 
             episodes.extend(load_episodes(path, dataset=config.dataset, fold=fold, label=cls, variant=config.variant,
                                           support_selector=config.support_selector, progress=progress))
     else:
-        episodes = load_episodes(path, dataset=config.dataset, support_selector=config.support_selector)
-        if config.folds:
-            warnings.warn(
-                f"ExperimentConfig.folds={list(config.folds)} ignored: {str(path)!r} holds npz "
-                "episode dumps, which already are one fold's episodes.",
-                UserWarning,
-                stacklevel=2,
+        if len(config.folds) > 1:
+            raise ValueError(
+                f"ExperimentConfig.folds={list(config.folds)}: {str(path)!r} holds npz episode dumps, which are "
+                "one fold's episodes; give at most one fold (it is checked against the dumps' scans)."
             )
+        episodes = load_episodes(path, dataset=config.dataset, support_selector=config.support_selector,
+                                 fold=config.folds[0] if config.folds else None, variant=config.variant)
         if config.classes:
-            ds = config.dataset or "CHAOST2"
-            wanted = {resolve_label(ds, c) for c in config.classes}
-            found = sorted({e.label for e in episodes})
-            episodes = [e for e in episodes if e.label in wanted]
-            if not episodes:
-                raise ValueError(
-                    f"No episode of classes {list(config.classes)} in {str(path)!r}; the folder "
-                    f"holds class ids {found} ({ds})."
-                )
+            kept = []
+            for c in dict.fromkeys(config.classes):
+                kept += npz_episodes_matching(episodes, path, dataset=config.dataset, label=c)
+            order = {id(e): i for i, e in enumerate(episodes)}
+            episodes = sorted(kept, key=lambda e: order[id(e)])
     unlabelled = [f"{e.case_id}/{e.label_name}" for e in episodes if e.labels is None]
     if unlabelled:
         raise ValueError(

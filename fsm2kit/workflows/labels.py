@@ -1,7 +1,9 @@
-"""Which labels to segment in an own scan: ``"liver=6,spleen=1"``, ids, names through a label map.
+"""Which labels to segment in an own scan: ``"liver=5,spleen=1"``, ids, names through a label map.
 
 :func:`parse_labels` turns what a user writes (CLI ``--labels``, or Python values) into
 :class:`OrganSpec` s (a name for people, the id in the support mask and in the output).
+:func:`check_label_map_fits` refuses a dataset label map that is not the mask's own (ids in the
+examples are those of the bundled CT, TotalSegmentator's: liver 5, stomach 6; in SABS liver is 6).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import numpy as np
 
 from ..protocol.labels import LabelMap
 
-__all__ = ["OrganSpec", "parse_labels"]
+__all__ = ["OrganSpec", "parse_labels", "check_label_map_fits", "describe_ids"]
 
 
 @dataclass(frozen=True)
@@ -41,23 +43,23 @@ def _one_label(item: object, label_map: LabelMap | None) -> OrganSpec:
         raise TypeError(f"A label must be an id, a name or 'name=id', got {item!r} ({type(item).__name__}).")
     text = item.strip()
     if not text:
-        raise ValueError("Empty label in the label list; write e.g. liver=6,spleen=1.")
+        raise ValueError("Empty label in the label list; write e.g. liver=5,spleen=1.")
     if "=" in text:
         name, _, num = text.partition("=")
         name, num = name.strip(), num.strip()
         if not name:
-            raise ValueError(f"Label {text!r} has no name before '='; write e.g. liver=6.")
+            raise ValueError(f"Label {text!r} has no name before '='; write e.g. liver=5.")
         try:
             lid = int(num)
         except ValueError:
-            raise ValueError(f"Label {text!r}: {num!r} is not an integer id; write e.g. liver=6.") from None
+            raise ValueError(f"Label {text!r}: {num!r} is not an integer id; write e.g. liver=5.") from None
         return OrganSpec(name, lid)
     if text.lstrip("+-").isdigit():
         return _one_label(int(text), label_map)
     if label_map is None:
         raise ValueError(
             f"Unknown label name {text!r}: there is no label map to look names up. Give the id "
-            f"as {text}=<id> (e.g. --labels {text}=6), or pass a label map (--label-map SABS|CHAOST2)."
+            f"as {text}=<id> (e.g. --labels {text}=5), or pass a label map (--label-map SABS|CHAOST2)."
         )
     try:
         lid = label_map.resolve(text)
@@ -77,9 +79,9 @@ def parse_labels(
     Parameters
     ----------
     spec : str, int, OrganSpec, mapping, sequence or None
-        ``"liver=6,spleen=1"`` (name=id pairs; the id is the value in the support mask and in
-        the output), ``"6"`` / ``6`` (an id), ``"liver"`` (a name, looked up in ``label_map``),
-        ``{"liver": 6}``, or a sequence of any of these. None: every id in ``present``.
+        ``"liver=5,spleen=1"`` (name=id pairs; the id is the value in the support mask and in
+        the output), ``"5"`` / ``5`` (an id), ``"liver"`` (a name, looked up in ``label_map``),
+        ``{"liver": 5}``, or a sequence of any of these. None: every id in ``present``.
     label_map : LabelMap, dataset name or {id: name}, optional, keyword-only
         For names without ids, and to name bare ids.
     present : sequence of int, optional, keyword-only
@@ -119,3 +121,37 @@ def parse_labels(
         raise ValueError(f"Labels repeat (names {dup_n}, ids {dup_i}); list each organ once.")
     return tuple(out)
 
+
+
+def describe_ids(ids: Sequence[int], label_map: LabelMap | None = None, *, limit: int = 12) -> str:
+    """``"1, 2, 3, ... (41 labels)"``; with a map, ``"1 spleen, 5 liver"`` where the map names them."""
+    ids = sorted({int(i) for i in ids if int(i) != 0})
+    named = [f"{i} {label_map[i]}" if label_map is not None and i in label_map.ids else str(i) for i in ids]
+    text = ", ".join(named[:limit]) + (f", ... ({len(ids)} labels)" if len(ids) > limit else "")
+    return text or "none"
+
+
+def check_label_map_fits(label_map: LabelMap | str, present: Sequence[int]) -> LabelMap:
+    """Refuse a label map that is not the mask's own: the mask holds ids the map does not have.
+
+    A dataset map (``--label-map SABS``) names ids as that dataset does (SABS: liver 6); on a mask
+    from another source (the bundled CT's TotalSegmentator ids: liver 5, stomach 6) a name
+    would pick another organ. Masks whose ids all exist in the map are accepted (nothing more
+    can be checked without names in the file).
+
+    Raises
+    ------
+    ValueError
+        One line: the foreign ids, the map's ids, and the fix (ids as stored in the mask).
+    """
+    lm = LabelMap.coerce(label_map)
+    assert lm is not None
+    foreign = sorted({int(i) for i in present if int(i) != 0} - set(lm.ids))
+    if foreign:
+        raise ValueError(
+            f"The support mask is not a {lm.name or 'label-map'} mask: it holds ids {describe_ids(foreign)} that "
+            f"{lm.name or 'the map'} does not have ({', '.join(f'{i} {n}' for i, n in lm.items() if i)}), so names "
+            "would pick the wrong organs. Drop --label-map and give ids as stored in the mask, e.g. "
+            "--labels liver=5 on the bundled CT."
+        )
+    return lm

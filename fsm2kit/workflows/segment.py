@@ -20,7 +20,9 @@ real scans come without it. :func:`segment_volume` (and ``fsm2kit segment``) the
 5. with ground truth, also runs the paper's **oracle range** (propagation restricted to the
    ground-truth slice range of each label, no stopping rule) and reports the 3D Dice of both
    modes (:func:`~fsm2kit.workflows.segment_results.modes_dice_table`), so the price of not
-   knowing the range is visible.
+   knowing the range is visible. A support slice taken from the query scan itself is left out
+   of the Dice (its annotation is copied, not predicted); the table says how many slices were
+   left out and why (``excluded_slices``, ``excluded_z``, ``excluded_why``).
 
 Labels are parsed by :mod:`fsm2kit.workflows.labels`; the result and its files (label volume,
 JSON sidecar with the one provenance record) are :mod:`fsm2kit.workflows.segment_results`.
@@ -417,8 +419,10 @@ def segment_volume(
         options=options,
     )
     if gt is not None:
+        # a support slice taken from the query itself is the annotation, copied: not scored
         res.dice = modes_dice_table({"whole_volume": label_vol, "oracle_range": oracle_vol}, gt, organs,
-                              case_id=qvol.case_id, provenance=prov)
+                                    exclude_z={o.label_id: o.propagation.echo_z for o in results},
+                                    case_id=qvol.case_id, provenance=prov)
     return res
 
 

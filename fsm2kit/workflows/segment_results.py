@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..core.fileio import atomic_write, file_sha256
+from ..core.fileio import atomic_write_group, check_can_create, file_sha256
 from ..io.volumes import Volume, array_axes_in_file
 from .labels import OrganSpec
 from .propagation import Propagation
@@ -34,10 +34,17 @@ __all__ = [
     "load_scan",
     "sidecar_path",
     "check_output",
+    "dice_csv_path",
+    "output_files",
+    "SUPPORT_FROM_QUERY",
 ]
 
 #: The two modes of the Dice table.
 MODES = ("whole_volume", "oracle_range")
+
+#: Why the Dice table leaves slices out (its ``excluded_why`` column): a support slice taken from
+#: the query scan itself is the user's annotation, copied into the output, not a prediction.
+SUPPORT_FROM_QUERY = "support slice taken from this scan: its annotation is copied, not predicted"
 
 
 @dataclass(eq=False)
@@ -225,41 +232,62 @@ class SegmentResult:
         return self.provenance(command=command, details=details).to_dict()
 
     def save(self, path: str | os.PathLike, *, command: str | None = None,
-             details: dict | None = None) -> tuple[Path, Path]:
+             details: dict | None = None, overwrite: bool = False) -> tuple[Path, Path]:
         """Write the label volume into the query file's grid, the JSON sidecar and (with ground
-        truth) ``<name>.dice.csv``, atomically.
+        truth) ``<name>.dice.csv``: all of them or none.
 
-        Each file goes to a temporary name first (:func:`fsm2kit.core.fileio.atomic_write`); the
-        label volume is renamed into place only after the sidecar and the Dice table are, so a
-        failure leaves no half-written file and no label volume without its sidecar.
+        Every file is written in full to a temporary name first; then the old label volume (with
+        ``overwrite``) and an old Dice table this result has none of are removed, the sidecar
+        and the Dice table are renamed into place, and the label volume last
+        (:func:`fsm2kit.core.fileio.atomic_write_group`). The label volume marks a complete
+        output: it never sits beside an older or a newer sidecar (which also records its
+        ``output_sha256``). A failure or an interrupt before the renames leaves every file as
+        it was; in the microseconds between the renames the new sidecar may be there without
+        the label volume (no result yet), never a mix.
+
+        Parameters
+        ----------
+        path : path-like
+            ``.nii.gz`` or ``.nii``; the sidecar is :func:`sidecar_path`.
+        overwrite : bool, keyword-only
+            Replace an existing label volume / sidecar / Dice table (default: refuse).
 
         Returns
         -------
         (Path, Path)
             The NIfTI file and the sidecar (:func:`sidecar_path`).
+
+        Raises
+        ------
+        FileExistsError
+            One of the files exists and ``overwrite`` is False.
         """
         import nibabel as nib
 
         path = Path(path)
         side = sidecar_path(path)
-        check_output(path)
+        dice_path = dice_csv_path(path)
+        check_output(path, overwrite=overwrite)
         extra = {"output": str(path)}
-        dice_csv = None
         if self.dice is not None:
-            dice_csv = side.with_name(side.name[: -len(".json")] + ".dice.csv")
-            extra["dice_csv"] = str(dice_csv)
+            extra["dice_csv"] = str(dice_path)
         meta = self.sidecar(command=command, details={**extra, **(details or {})})
         img = self.query.mask_to_nifti(self.labels, dtype=self.labels.dtype)
 
-        def write_all(tmp_img: str) -> None:
-            nib.save(img, tmp_img)
-            meta["output_sha256"] = file_sha256(tmp_img)
-            text = json.dumps(_finite(meta), indent=2, default=_json_default, allow_nan=False)
-            if dice_csv is not None:
-                atomic_write(dice_csv, lambda t: self.dice.to_csv(t, index=False))  # type: ignore[attr-defined]
-            atomic_write(side, lambda t: Path(t).write_text(text))
+        def write_sidecar(tmp: str) -> None:
+            meta["output_sha256"] = file_sha256(tmp_image[0])
+            Path(tmp).write_text(json.dumps(_finite(meta), indent=2, default=_json_default, allow_nan=False))
 
-        atomic_write(path, write_all, keep_suffix=True)
+        tmp_image: list[str] = []
+
+        def write_image(tmp: str) -> None:
+            nib.save(img, tmp)
+            tmp_image.append(tmp)
+
+        writes = {path: write_image, side: write_sidecar}
+        if self.dice is not None:
+            writes[dice_path] = lambda t: self.dice.to_csv(t, index=False)  # type: ignore[attr-defined]
+        atomic_write_group(writes, marker=path, remove=() if self.dice is not None else (dice_path,))
         return path, side
 
     def __repr__(self) -> str:
@@ -303,20 +331,30 @@ def sidecar_path(path: str | os.PathLike) -> Path:
     raise ValueError(f"The output must be a NIfTI file ending in .nii.gz or .nii, got {p.name!r}.")
 
 
-def check_output(path: Path) -> None:
-    """Fail early (before any model runs) when ``path`` cannot be written."""
-    sidecar_path(path)
+def dice_csv_path(path: str | os.PathLike) -> Path:
+    """``pred.nii.gz`` -> ``pred.dice.csv`` (the Dice table next to a mask, with ground truth)."""
+    side = sidecar_path(path)
+    return side.with_name(side.name[: -len(".json")] + ".dice.csv")
+
+
+def output_files(path: str | os.PathLike) -> tuple[Path, Path, Path]:
+    """The files a segmentation writes for ``path``: the label volume, its sidecar, its Dice table."""
+    return Path(path), sidecar_path(path), dice_csv_path(path)
+
+
+def check_output(path: str | os.PathLike, *, overwrite: bool = False) -> None:
+    """Fail early (before any model runs) when ``path`` cannot be written, or would replace an
+    earlier output without ``overwrite``."""
+    path = Path(path)
+    files = output_files(path)
     if path.exists() and path.is_dir():
         raise IsADirectoryError(f"Output {path} is a folder; give a file name such as {path / 'pred.nii.gz'}.")
-    anc = path.parent
-    while not anc.exists():
-        anc = anc.parent
-    if not anc.is_dir():
-        raise PermissionError(f"Cannot write {path}: {anc} is a file, not a folder. Choose another output path.")
-    if not os.access(anc, os.W_OK | os.X_OK):
-        raise PermissionError(
-            f"Cannot write {path}: the folder {anc} is not writable. Choose another output folder or "
-            "fix its permissions."
+    check_can_create(path)
+    there = [str(f) for f in files if f.exists()]
+    if there and not overwrite:
+        raise FileExistsError(
+            f"Output {there[0]} already exists{' (with ' + ', '.join(there[1:]) + ')' if there[1:] else ''}; "
+            "pass --overwrite (overwrite=True) to replace it, or choose another output."
         )
 
 
@@ -325,6 +363,7 @@ def modes_dice_table(
     truth: np.ndarray,
     organs: Sequence[OrganSpec],
     *,
+    exclude_z: Mapping[int, Sequence[int]] | None = None,
     case_id: str = "",
     provenance: dict | None = None,
 ):
@@ -337,6 +376,10 @@ def modes_dice_table(
     truth : ndarray, (Z, H, W)
         Ground-truth label volume with the same ids.
     organs : sequence of OrganSpec
+    exclude_z : mapping {label id: z indices}, optional, keyword-only
+        Slices left out of a label's Dice in every mode: the support slices taken from the
+        query scan itself (:data:`SUPPORT_FROM_QUERY`), whose annotation is copied into the
+        output and would count as a perfect prediction.
     case_id : str, keyword-only
     provenance : dict, optional, keyword-only
         Adds ``model`` and ``weights`` columns (say "random weights" next to every number).
@@ -344,8 +387,10 @@ def modes_dice_table(
     Returns
     -------
     pandas.DataFrame
-        One row per (label, mode): ``dice`` (2TP / (2TP + FP + FN) over all voxels of the
-        scan), ``tp``, ``fp``, ``fn``, the predicted and true slice extents.
+        One row per (label, mode): ``dice`` (2TP / (2TP + FP + FN) over the voxels of the
+        scan's slices except ``exclude_z``; NaN when nothing is left to score), ``tp``,
+        ``fp``, ``fn``, ``excluded_slices`` (how many), ``excluded_z`` and ``excluded_why``,
+        the predicted and true slice extents (whole scan).
     """
     import pandas as pd
 
@@ -356,15 +401,22 @@ def modes_dice_table(
     for o in organs:
         tm = t == o.label_id
         tz = np.flatnonzero(tm.any(axis=(1, 2)))
+        ex = sorted({int(z) for z in (exclude_z or {}).get(o.label_id, ())})
+        if any(not 0 <= z < t.shape[0] for z in ex):
+            raise ValueError(f"exclude_z of {o.name!r}: {ex} is outside the scan's {t.shape[0]} slices.")
+        keep = np.ones(t.shape[0], bool)
+        keep[ex] = False
         for mode, pred in predictions.items():
             if pred is None:
                 continue
             pm = np.asarray(pred) == o.label_id
-            c = dice_counts(pm, tm)
+            c = dice_counts(pm[keep], tm[keep])
             pz = np.flatnonzero(pm.any(axis=(1, 2)))
             rows.append({
                 "case_id": case_id, "label": o.label_id, "label_name": o.name, "mode": mode,
                 "metric": "volume", "dice": c.dice(), "tp": c.tp, "fp": c.fp, "fn": c.fn,
+                "excluded_slices": len(ex), "excluded_z": " ".join(map(str, ex)),
+                "excluded_why": SUPPORT_FROM_QUERY if ex else "",
                 "pred_z_first": int(pz[0]) if pz.size else -1, "pred_z_last": int(pz[-1]) if pz.size else -1,
                 "true_z_first": int(tz[0]) if tz.size else -1, "true_z_last": int(tz[-1]) if tz.size else -1,
             })
