@@ -19,6 +19,7 @@ checkpoints: not a checkpoint -> fsm2kit's own message             test_not_a_ch
 checkpoints: a folder is named as a folder                         test_checkpoint_folder_is_named_as_a_folder
 grids: same grid in another axis order reoriented losslessly       test_mask_in_another_axis_order_is_reoriented
 grids: a real difference refused with both grids in world terms    test_real_grid_difference_shows_both_grids
+grids: a DICOM series and a mask from another converter's NIfTI    test_dicom_image_with_a_mask_from_another_converter
 =================================================================  =====================================================
 
 Bit-identity of cached and recomputed features stays in tests/test_engine.py.
@@ -418,3 +419,26 @@ def test_real_grid_difference_shows_both_grids(tmp_path):
              tmp_path / "zoom.nii.gz")
     with pytest.raises(ValueError, match="spacing 1 x 0.8 x 2.5 mm.*spacing 0.8 x 0.9 x 2.5 mm"):
         load_label_nifti(tmp_path / "zoom.nii.gz", like=image, what="Ground truth")
+
+
+def test_dicom_image_with_a_mask_from_another_converter(tmp_path):
+    """A DICOM series read by fsm2kit (NIfTI voxels column, row, slice: LPS-like) and a mask drawn
+    on another converter's NIfTI of the same series (RAS voxel order, flipped axes): accepted."""
+    pytest.importorskip("pydicom")
+    from test_dicom import write_series
+
+    from fsm2kit.io.dicom import read_dicom_series
+    from fsm2kit.io.nifti import load_label_nifti
+
+    rng = np.random.default_rng(0)
+    write_series(tmp_path / "s", rng.integers(0, 4000, size=(5, 6, 8)).astype(np.uint16))
+    series = read_dicom_series(tmp_path / "s")
+    image = series.to_volume()
+    mask = (rng.random(series.nifti_data().shape) > 0.5).astype(np.uint8)
+    ours = nib.Nifti1Image(mask, series.affine)
+    nib.save(ours, tmp_path / "ours.nii.gz")
+    ref = load_label_nifti(tmp_path / "ours.nii.gz", like=image).array
+    ras = ours.as_reoriented(nib.orientations.io_orientation(series.affine))  # RAS+ voxel order
+    assert nib.aff2axcodes(ras.affine) == ("R", "A", "S") != series.axcodes
+    nib.save(ras, tmp_path / "theirs.nii.gz")
+    np.testing.assert_array_equal(load_label_nifti(tmp_path / "theirs.nii.gz", like=image).array, ref)
