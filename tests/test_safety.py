@@ -181,7 +181,9 @@ def test_dask_cluster_refuses_foreign_clients_and_has_no_dashboard():
         addr = client.scheduler.address
         assert addr.startswith("tls://127.0.0.1:")
         assert client.submit(sum, [1, 2], pure=False).result(timeout=30) == 3
-        ports = [int(p) for p in client.scheduler_info()["services"].values()]
+        info = client.scheduler_info()
+        ports = [int(p) for p in info["services"].values()]
+        ports += [int(p) for w in info["workers"].values() for p in w.get("services", {}).values()]
         assert 8787 not in ports  # no dashboard; the HTTP port Dask opens anyway is closed:
         for port in ports:
             with socket.socket() as s:

@@ -35,8 +35,9 @@ sweep is read (``--dry-run`` included), each error naming the parameter: a value
 type of the notebook's default (booleans are YAML ``true``/``false``, never strings such as
 ``"false"``; numbers mix; a default of None takes anything), a grid value is never null (``x:``),
 YAML dates and sets are refused (quote a date; write a list), and ``export_html`` is a boolean.
-Strings get ``~`` and ``$VARS`` expanded; a variable that is not set is an error. The kernel runs inside the run's folder, so give data paths absolute (or
-through an environment variable); ``output_dir`` is set to ``"."`` when the notebook has it.
+Strings get ``~`` and ``$VARS`` expanded; a variable that is not set is an error. The kernel
+runs inside the run's temporary folder, so give data paths absolute (or through an environment
+variable); ``output_dir`` is set to ``"."`` when the notebook has it.
 
 Plugins: each run's notebook gets the parameter ``plugins`` (a list; the notebook must declare
 it) and loads them with ``fsm2kit.strategies.load_plugins(plugins)`` before it asks for a
