@@ -106,7 +106,7 @@ def test_failed_run_is_reported_with_its_cell_and_retried(tmp_path, light):
     assert idx.loc["x=2", "error"] == "cell 3 (In [4]): ValueError: boom x=2"  # executed notebook: papermill adds a cell
     assert idx.loc["x=3", "dice_pooled"] == pytest.approx(0.3) and idx.loc["x=3", "dice_mean_per_volume"] == pytest.approx(0.15)
     assert idx.loc["x=1", "figures"] == "x=1/chart.svg" and idx.loc["x=1", "html"] == "x=1/light.html"
-    failed = reports / "f" / "x=2.failed"
+    failed = reports / "f" / ".fsm2kit-work" / "failed" / "x=2"
     rec = json.loads((failed / FAILED_MARKER).read_text())
     assert (rec["cell_index"], rec["exec_count"], rec["ename"]) == (3, 4, "ValueError") and "boom" in rec["traceback"]
     assert (failed / "light.ipynb").is_file() and not (reports / "f" / "x=2").exists()
@@ -161,7 +161,7 @@ def test_smoke_2x2_killed_half_way_then_resumed(tmp_path, capsys):
     for run, (mtime, content) in finished.items():  # not recomputed, not touched
         marker = sweep_dir / run / DONE_MARKER
         assert marker.stat().st_mtime_ns == mtime and marker.read_bytes() == content
-    assert not list(sweep_dir.glob("*.tmp-*")) and not list(sweep_dir.glob("*.failed"))
+    assert not list((sweep_dir / ".fsm2kit-work").rglob("*.tmp-*")) and not list(sweep_dir.glob("*.failed"))
     index = pd.read_csv(sweep_dir / "index.csv", keep_default_na=False)
     assert list(index["run"]) == ["S1SFQ-top", "S1SFQ-middle", "3SFQ-top", "3SFQ-middle"]
     assert (index["status"] == "done").all() and (index["weights"] == "random weights (seed 0)").all()

@@ -266,7 +266,7 @@ def test_label_grid_mismatch(ct_paths, tmp_path):
     shifted[0, 3] += 5
     p = tmp_path / "shifted.nii.gz"
     nib.save(nib.Nifti1Image(np.asarray(img.dataobj), shifted), p)
-    with pytest.raises(ValueError, match="different affines"):
+    with pytest.raises(ValueError, match="different voxel grids"):
         load_nifti(ct_paths[0], label_path=p)
 
 

@@ -96,7 +96,7 @@ def test_sam20_checkpoint_into_sam21_config_is_refused_with_a_hint(tiny256, tmp_
 
 def test_not_a_checkpoint(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a torch file")
-    with pytest.raises(CheckpointError, match="Could not read checkpoint"):
+    with pytest.raises(CheckpointError, match="is not a SAM2 checkpoint"):
         _quiet("sam2-tiny", tmp_path / "junk.pt", image_size=256)
 
 

@@ -385,7 +385,7 @@ def test_error_catalogue_files(tmp_path, ct_files, monkeypatch):
     aff = img.affine.copy()
     aff[0, 3] += 7
     nib.save(nib.Nifti1Image(np.asarray(nib.load(seg).dataobj), aff), shifted)
-    with pytest.raises(ValueError, match="different affines"):
+    with pytest.raises(ValueError, match="different voxel grids"):
         run(_argv(ct, shifted, out))
     cropped = tmp_path / "cropped.nii.gz"
     nib.save(nib.Nifti1Image(np.asarray(nib.load(seg).dataobj)[:-1], img.affine), cropped)

@@ -20,7 +20,15 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
     p.add_argument("sweep", help="sweep YAML file (e.g. sweeps/smoke_2x2.yaml)")
     p.add_argument("--reports", default="reports", help="reports folder (default: reports)")
     p.add_argument("--workers", type=int, default=2, help="local Dask worker processes (default 2)")
-    p.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler, tcp://HOST:PORT")
+    p.add_argument("--scheduler", default=None,
+                   help="address of an existing Dask scheduler, tls://HOST:PORT (default: a local cluster with "
+                   "TLS and temporary credentials, on 127.0.0.1, no dashboard); its workers need the sweep's "
+                   "folders on a shared file system")
+    p.add_argument("--tls-ca-file", default=None, metavar="PEM",
+                   help="with --scheduler: CA certificate of the cluster (default: Dask's config distributed.comm.tls)")
+    p.add_argument("--tls-cert", default=None, metavar="PEM", help="with --scheduler: this client's certificate")
+    p.add_argument("--tls-key", default=None, metavar="PEM",
+                   help="with --scheduler: this client's private key (default: in --tls-cert)")
     p.add_argument("--only", nargs="+", default=None, metavar="RUN", help="run only these runs")
     p.add_argument("--dry-run", action="store_true", help="list the runs and their status, run nothing")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -31,22 +39,55 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
 def _cmd_batch(args: argparse.Namespace) -> int:
     from ..workflows.sweep_index import collect_index
     from ..workflows.sweep_spec import load_sweep
-    from ..workflows.sweeps import run_sweep
+    from ..workflows.sweeps import plan_runs, run_sweep
 
+    security = _security(args)
     sweep = load_sweep(args.sweep)
     if args.dry_run:
         index = collect_index(sweep, args.reports)
         print(repr(sweep))
         print(index[["run", "status", *[k for k, _ in sweep.grid]]].to_string(index=False))
+        for name, why in plan_runs(sweep.runs(args.reports))[2].items():
+            print(f"would rerun {name}: {why}")
         return 0
     res = run_sweep(sweep, reports=args.reports, workers=args.workers, scheduler=args.scheduler,
-                    only=args.only, progress=not args.no_progress)
+                    security=security, only=args.only, progress=not args.no_progress)
+    for name, why in res.rerun.items():
+        print(f"reran {name}: {why}")
     cols = ["run", "status", "seconds", "dice_pooled", "dice_mean_per_volume", "weights", "error"]
     print(res.index[cols].to_string(index=False, na_rep="", float_format=lambda x: f"{x:.4f}"))
     if res.index["weights"].astype(str).str.contains("random weights").any():
         print("NOTE: runs with 'random weights' are smoke runs: their Dice numbers mean nothing.")
     print(repr(res))
     return 0 if not len(res.failed) else 1
+
+
+def _security(args: argparse.Namespace):
+    """A ``distributed.Security`` from --tls-*, or None (Dask's configuration applies)."""
+    files = {"--tls-ca-file": args.tls_ca_file, "--tls-cert": args.tls_cert, "--tls-key": args.tls_key}
+    given = {k: v for k, v in files.items() if v}
+    if not given:
+        if args.scheduler and args.scheduler.startswith("tcp://"):
+            print("fsm2kit batch: warning: --scheduler tcp://... is not encrypted and anyone who reaches it can "
+                  "run code as its workers; use tls:// with --tls-ca-file/--tls-cert/--tls-key.", file=sys.stderr)
+        return None
+    if not args.scheduler:
+        raise ValueError(f"{', '.join(given)} go with --scheduler (the local cluster makes its own credentials).")
+    if not (args.tls_ca_file and args.tls_cert):
+        raise ValueError("--scheduler over TLS needs --tls-ca-file and --tls-cert (and --tls-key unless the key "
+                         "is in the certificate file).")
+    from pathlib import Path
+
+    for flag, f in given.items():
+        if not Path(f).is_file():
+            raise FileNotFoundError(f"{flag} {f}: no such file.")
+    from ..workflows.sweep_spec import require_module
+
+    require_module("distributed")
+    from distributed import Security
+
+    return Security(tls_ca_file=args.tls_ca_file, tls_client_cert=args.tls_cert, tls_client_key=args.tls_key,
+                    require_encryption=True)
 
 
 def main(argv: list[str] | None = None) -> int:

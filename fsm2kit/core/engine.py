@@ -79,7 +79,11 @@ class Engine:
         unbounded. With a bound smaller than a run's slices, slices are encoded when needed.
     cache_dir : path or None
         On-disk feature cache (one subfolder per model, checkpoint and image size; files keyed
-        by slice content), reused across engines, processes and notebook runs.
+        by slice content), reused across engines, processes and notebook runs. The weights'
+        hash naming the subfolder is taken when the engine is created: after changing the
+        weights in memory, create a new engine. Files are checked on read (key, shapes,
+        dtypes, checksum) and recomputed when bad; an unwritable or full folder gives one
+        warning and the engine goes on without it.
     encode_batch_size : int or None
         Slices per image-encoder call when encoding up front (default 8 on CUDA, 1 elsewhere).
     storage_device : str or None

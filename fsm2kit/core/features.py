@@ -4,12 +4,22 @@
 image size: in memory (optionally bounded, least recently used dropped) and optionally on disk
 (one subfolder per model, checkpoint and image size), so a slice is encoded once however many
 settings, orders, plans, organs or notebook runs use it.
+
+On disk nothing is trusted blindly: each file carries its slice key, the model's feature key,
+the shapes and dtypes of its tensors and a checksum of their values, all checked on read; a
+file that fails a check is recomputed and replaced (with a warning). The weights' hash in the
+folder name (:meth:`~fsm2kit.core.models.SAM2Model.weights_feature_key`) is taken **when the
+cache (the engine) is created**: weights changed in memory afterwards need a new engine. A
+cache folder that cannot be written (read-only, disk full) gives one warning, and the run goes
+on without the disk cache (no temporary file is left behind).
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,6 +111,34 @@ def content_key(a: np.ndarray, *extra) -> str:
     return h.hexdigest()
 
 
+_FILE_FORMAT = "fsm2kit-slice-features-1"
+
+
+def _checksum(tensors) -> str:
+    """blake2b of the tensors' shapes, dtypes and bytes."""
+    h = hashlib.blake2b(digest_size=16)
+    for x in tensors:
+        x = x.detach().to("cpu").contiguous()
+        h.update(f"{tuple(x.shape)}{x.dtype}".encode())
+        h.update(x.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _level_channels(module) -> list[int] | None:
+    """Channels of the FPN levels SAM2's decoder uses (None when the module does not say)."""
+    try:
+        dec = module.sam_mask_decoder
+        if module.num_feature_levels == 3 and module.use_high_res_features_in_sam:
+            return [int(dec.conv_s0.out_channels), int(dec.conv_s1.out_channels), int(module.hidden_dim)]
+    except AttributeError:
+        pass
+    return None
+
+
+def _write_bytes(path: str, data) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+
 
 @dataclass(frozen=True, eq=False)
 class SliceFeatures:
@@ -161,9 +199,12 @@ class FeatureCache:
         self.max_cached_slices = max_cached_slices
         self.encode_batch_size = int(encode_batch_size or (8 if self.device.type == "cuda" else 1))
         self.storage_device = torch.device(storage_device) if storage_device is not None else self.device
-        self.cache_dir = Path(cache_dir) / model.feature_key if cache_dir is not None else None
+        # the weights' hash is taken now, when the cache (the engine) is created
+        self.feature_key = model.weights_feature_key() if cache_dir is not None else None
+        self.cache_dir = Path(cache_dir) / self.feature_key if cache_dir is not None else None
         self._features: OrderedDict[str, SliceFeatures] = OrderedDict()
         self._vision_pos: list[torch.Tensor] | None = None
+        self._level_channels: list[int] | None = _level_channels(self.module)
 
     def __len__(self) -> int:
         return len(self._features)
@@ -189,25 +230,68 @@ class FeatureCache:
         return self.cache_dir / key[:2] / f"{key}.pt" if self.cache_dir is not None else None
 
     def load_disk(self, key: str, shape: tuple[int, int]) -> SliceFeatures | None:
+        """Features from the disk cache, or None (absent; a bad file is warned about and recomputed)."""
         path = self.disk_path(key)
         if path is None or not path.is_file():
             return None
         try:
-            obj = torch.load(path, map_location=self.storage_device, weights_only=True)
-            fpn = tuple(obj["backbone_fpn"])
-            sizes = tuple(tuple(int(v) for v in s) for s in obj["feat_sizes"])
-        except Exception:  # a corrupt or foreign file: recompute (and overwrite it)
+            try:
+                obj = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as e:  # torch's message advises weights_only=False: not shown
+                raise ValueError(f"not a readable weights file: {type(e).__name__}") from None
+            fpn, sizes = self._check_file(obj, key)
+        except Exception as e:  # corrupt, foreign or tampered: recompute and replace it
+            warnings.warn(f"fsm2kit: feature cache file {path} is not valid ({e}); recomputing and replacing it.",
+                          UserWarning, stacklevel=3)
             return None
         self.stats.disk_hits += 1
+        fpn = tuple(x.to(self.storage_device) for x in fpn)
         return SliceFeatures(key, fpn, sizes, shape)
 
+    def _check_file(self, obj, key: str) -> tuple[tuple[torch.Tensor, ...], tuple[tuple[int, int], ...]]:
+        """The tensors of a cache file after checking its key, shapes, dtypes and checksum."""
+        if not isinstance(obj, dict) or obj.get("format") != _FILE_FORMAT:
+            raise ValueError("not an fsm2kit feature file")
+        if obj.get("key") != key or obj.get("feature_key") != self.feature_key:
+            raise ValueError("its key does not match its name")
+        fpn = tuple(obj["backbone_fpn"])
+        sizes = tuple(tuple(int(v) for v in s) for s in obj["feat_sizes"])
+        n = self.module.num_feature_levels
+        expected = tuple((self.image_size // (16 // 2 ** (n - 1 - i)),) * 2 for i in range(n))  # strides ..., 8, 16
+        if len(fpn) != n or sizes != expected or not all(torch.is_tensor(x) for x in fpn):
+            raise ValueError(f"{len(fpn)} levels of sizes {sizes}, expected {n} of {expected}")
+        shapes = [list(x.shape) for x in fpn]
+        dtypes = [str(x.dtype) for x in fpn]
+        if shapes != obj.get("shapes") or dtypes != obj.get("dtypes"):
+            raise ValueError(f"tensors {shapes} {dtypes} differ from the recorded {obj.get('shapes')} {obj.get('dtypes')}")
+        for x, (h, w) in zip(fpn, sizes):
+            if x.ndim != 4 or x.shape[0] != 1 or tuple(x.shape[2:]) != (h, w) or not x.is_floating_point():
+                raise ValueError(f"a tensor of shape {tuple(x.shape)} and dtype {x.dtype} for size {h}x{w}")
+        if self._level_channels is not None and [int(x.shape[1]) for x in fpn] != self._level_channels:
+            raise ValueError(f"channels {[int(x.shape[1]) for x in fpn]}, expected {self._level_channels}")
+        if _checksum(fpn) != obj.get("checksum"):
+            raise ValueError("the checksum of its values does not match")
+        return fpn, sizes
+
     def save_disk(self, feats: SliceFeatures) -> None:
+        """Write features to the disk cache; on OSError warn once and go on without it."""
         path = self.disk_path(feats.key)
         if path is None:
             return
-        state = {"backbone_fpn": [x.to("cpu") for x in feats.backbone_fpn],
-                 "feat_sizes": [list(s) for s in feats.feat_sizes]}
-        atomic_write(path, lambda tmp: torch.save(state, tmp))
+        fpn = [x.to("cpu").contiguous() for x in feats.backbone_fpn]
+        state = {"format": _FILE_FORMAT, "key": feats.key, "feature_key": self.feature_key,
+                 "backbone_fpn": fpn, "feat_sizes": [list(s) for s in feats.feat_sizes],
+                 "shapes": [list(x.shape) for x in fpn], "dtypes": [str(x.dtype) for x in fpn],
+                 "checksum": _checksum(fpn)}
+        buf = io.BytesIO()
+        torch.save(state, buf)  # in memory: a full disk then fails as an OSError of the writer
+        try:
+            atomic_write(path, lambda tmp: _write_bytes(tmp, buf.getbuffer()))
+        except OSError as e:
+            warnings.warn(
+                f"fsm2kit: cannot write the feature cache folder {self.cache_dir} ({type(e).__name__}: "
+                f"{e.strerror or e}); continuing without the disk cache.", UserWarning, stacklevel=3)
+            self.cache_dir = None
 
     def encode_batch(self, slices: list[np.ndarray], keys: list[str]) -> list[SliceFeatures]:
         x = torch.cat([preprocess_slice(a, self.image_size) for a in slices]).to(self.device)
@@ -217,6 +301,7 @@ class FeatureCache:
         n = self.module.num_feature_levels
         levels = out["backbone_fpn"][-n:]
         sizes = tuple((int(p.shape[-2]), int(p.shape[-1])) for p in out["vision_pos_enc"][-n:])
+        self._level_channels = [int(x.shape[1]) for x in levels]
         if self._vision_pos is None:  # identical for every slice: one shared copy
             self._vision_pos = [p[0:1].flatten(2).permute(2, 0, 1) for p in out["vision_pos_enc"][-n:]]
         result = []

@@ -137,6 +137,19 @@ def _check_state_dict(model: torch.nn.Module, sd: dict, source: str, spec: Model
     raise CheckpointError("\n".join(lines))
 
 
+def _check_finite(sd: dict, source: str) -> None:
+    """Refuse a state dict with NaN or inf weights, naming the first bad tensor (one line)."""
+    bad = [k for k, v in sd.items() if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        v = sd[bad[0]]
+        n = int((~torch.isfinite(v)).sum())
+        more = f" and {len(bad) - 1} more tensors" if len(bad) > 1 else ""
+        raise CheckpointError(
+            f"Checkpoint {source!r} has NaN or inf weights: {bad[0]} ({n} of {v.numel()} values){more}; "
+            "the file is damaged or comes from a diverged training: use an intact copy."
+        )
+
+
 # ----------------------------------------------------------------------------- the model
 @dataclass(eq=False)
 class SAM2Model:
@@ -207,14 +220,18 @@ class SAM2Model:
     @property
     def feature_key(self) -> str:
         """Names this model's image features: model, image size and a hash of the weights that
-        make them (checkpoint sha256, or a hash of the image encoder's weights for random or
-        modified weights). Used by on-disk feature caches."""
+        make them (a hash of the image encoder's weights, and of the decoder's high-resolution
+        convolutions). Computed on first use and kept; :meth:`weights_feature_key` recomputes it
+        (on-disk feature caches call that when an engine is created)."""
         cached = self.extra.get("feature_key")
-        if cached:
-            return cached
+        return cached if cached else self.weights_feature_key()
+
+    def weights_feature_key(self) -> str:
+        """:attr:`feature_key` recomputed from the weights as they are now (and kept)."""
         h = hashlib.blake2b(digest_size=8)
         mod = self.module
-        parts = [mod.image_encoder]
+        enc = mod.image_encoder
+        parts = [getattr(enc, "_orig_mod", enc)]  # a compiled encoder: its original module's weights
         dec = getattr(mod, "sam_mask_decoder", None)
         for name in ("conv_s0", "conv_s1"):
             if dec is not None and getattr(dec, name, None) is not None:
@@ -359,6 +376,11 @@ def load_sam2(
         ckpt_path = download_checkpoint(spec, progress=progress)
     elif str(checkpoint) != "random":
         ckpt_path = Path(checkpoint).expanduser()
+        if ckpt_path.is_dir():
+            raise CheckpointError(
+                f"Checkpoint {str(ckpt_path)!r} is a folder, not a file; pass the checkpoint file in "
+                f"it (e.g. {str(ckpt_path / spec.checkpoint)!r})."
+            )
         if not ckpt_path.is_file():
             raise FileNotFoundError(
                 f"Checkpoint file {str(ckpt_path)!r} does not exist. Pass the path of "
@@ -387,10 +409,11 @@ def load_sam2(
     if ckpt_path is not None:
         try:
             obj = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        except Exception as e:
+        except Exception as e:  # torch's own message advises weights_only=False: unsafe, and wrong here
             raise CheckpointError(
-                f"Could not read checkpoint {str(ckpt_path)!r} ({type(e).__name__}: {e}); is it a "
-                "SAM2 .pt file?"
+                f"{str(ckpt_path)!r} is not a SAM2 checkpoint (not a torch weights file, or damaged: "
+                f"{type(e).__name__}); expected the released {spec.checkpoint} ({{'model': state_dict}}), "
+                "downloaded again if it may be truncated."
             ) from e
         sd = obj.get("model", obj) if isinstance(obj, dict) else None
         if not isinstance(sd, dict):
@@ -399,6 +422,7 @@ def load_sam2(
                 "{'model': state_dict} as released by SAM2."
             )
         _check_state_dict(module, sd, repr(str(ckpt_path)), spec)
+        _check_finite(sd, str(ckpt_path))
         module.load_state_dict(sd, strict=True)
         sha = file_sha256(ckpt_path)
     else:

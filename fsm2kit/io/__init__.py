@@ -16,5 +16,5 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     ".prepare": ['PreparedScan', 'PrepareReport', 'prepare_synapse', 'prepare_chaos'],
     ".prepare_ops": ['SABS_CLASSMAP_NAMES', 'CHAOST2_CLASSMAP_NAMES', 'CHAOS_SPACING', 'HIST_CUT_TOP', 'SABS_SPACING_FACTOR', 'CROP_SIZE', 'resampled_shape', 'resample_linear', 'resample_labels', 'sabs_window', 'histogram_cut_top', 'crop_or_pad_center', 'class_slice_index'],
     ".raw_scans": ['RawScan', 'find_synapse_scans', 'find_chaos_scans'],
-    ".volumes": ['CANONICAL_AXCODES', 'SourceGrid', 'LabelVolume', 'Volume', 'label_dtype', 'array_axes_in_file'],
+    ".volumes": ['CANONICAL_AXCODES', 'SourceGrid', 'LabelVolume', 'Volume', 'label_dtype', 'array_axes_in_file', 'describe_grid', 'align_to_grid'],
 })

@@ -8,8 +8,10 @@ still write back into the file's grid (:meth:`~fsm2kit.io.volumes.Volume.mask_to
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,6 +137,27 @@ class ALPDataset:
         )
 
 
+def _warn_unlisted(root: Path, names: list[str]) -> None:
+    """Warn about scan files that the folder's ``prepare.json`` (when it has one) does not list."""
+    manifest = root / "prepare.json"
+    if not manifest.is_file():
+        return
+    try:
+        scans = json.loads(manifest.read_text()).get("scans", [])
+        listed = {s[k] for s in scans for k in ("image", "label")}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        warnings.warn(f"fsm2kit: {manifest} cannot be read; the scan files of {root} are not checked against it.",
+                      UserWarning, stacklevel=3)
+        return
+    extra = sorted(n for n in names if n not in listed)
+    if extra:
+        shown = ", ".join(extra[:6]) + (" ..." if len(extra) > 6 else "")
+        warnings.warn(
+            f"fsm2kit: {root} holds {len(extra)} scan files that its prepare.json does not list ({shown}); "
+            "they are not from the last 'fsm2kit prepare' run: remove them, or prepare the folder again "
+            "with --overwrite.", UserWarning, stacklevel=3)
+
+
 def load_alp_folder(
     root: str | os.PathLike,
     dataset: str,
@@ -189,6 +212,7 @@ def load_alp_folder(
             f"{root}: image and label files do not pair up; ids with only one of the two: "
             f"{', '.join(unpaired)}. Each scan needs image_<id>.nii.gz and label_<id>.nii.gz."
         )
+    _warn_unlisted(root, [p.name for _, p in images.values()] + [p.name for _, p in labels.values()])
     available = sorted(images, key=int)
     if ids is not None:
         wanted = []

@@ -28,7 +28,7 @@ from nibabel import orientations as nio
 
 from ..core.fileio import atomic_write
 from ..protocol.labels import LabelMap
-from .volumes import CANONICAL_AXCODES, LabelVolume, SourceGrid, Volume
+from .volumes import CANONICAL_AXCODES, LabelVolume, SourceGrid, Volume, align_to_grid
 
 __all__ = [
     "read_image",
@@ -224,7 +224,9 @@ def load_nifti(
     path : path-like
         The image (``.nii`` or ``.nii.gz``; any orientation, oblique affines included).
     label_path : path-like, optional, keyword-only
-        A label file on the same voxel grid (same shape and affine). Float labels are rounded.
+        A label file on the same voxel grid (same voxel centres; stored in any axis order, which
+        is reoriented losslessly: :func:`~fsm2kit.io.volumes.align_to_grid`). Float labels are
+        rounded.
     modality : {"CT", "MR", ""}, keyword-only
         Recorded on the volume.
     case_id : str, optional, keyword-only
@@ -264,23 +266,9 @@ def load_nifti(
     label_path = Path(label_path)
     grid = volume.source_grid
     assert grid is not None
-    raw_shape = tuple(int(n) for n in grid.file_shape[:3])
     limg, ldata = read_image(label_path, "Label file")
-    lraw = squeeze_to_3d(ldata, label_path)
-    if lraw.shape != raw_shape:
-        raise ValueError(
-            f"Label file {label_path} has shape {lraw.shape}, image {path} has {raw_shape}; "
-            "they must share one voxel grid. Resample the labels onto the image first."
-        )
-    affine = volume.affine
-    laff = np.asarray(limg.affine, dtype=float)
-    if not np.allclose(laff, affine, rtol=1e-4, atol=1e-3):
-        diff = float(np.abs(laff - affine).max())
-        raise ValueError(
-            f"Label file {label_path} and image {path} have different affines (max "
-            f"difference {diff:.4g}):\nimage:\n{affine}\nlabels:\n{laff}\n"
-            "They must share one voxel grid; resample the labels onto the image first."
-        )
+    lraw = align_to_grid(squeeze_to_3d(ldata, label_path), limg.affine, target_affine=volume.affine,
+                         target_shape=grid.file_shape, what=f"Label file {label_path}", target=f"image {path}")
     labels = LabelVolume(
         nio.apply_orientation(as_label_ids(lraw, label_path), grid.to_array),
         LabelMap.coerce(label_map),
@@ -306,7 +294,10 @@ def load_label_nifti(
         NIfTI label file.
     like : Volume, keyword-only
         The image the labels belong to (from :func:`load_nifti`,
-        :func:`volume_from_nifti_image` or a DICOM series): same shape and affine required.
+        :func:`volume_from_nifti_image` or a DICOM series): the same voxel grid required, in
+        any axis order (flipped or permuted axes are reoriented losslessly,
+        :func:`~fsm2kit.io.volumes.align_to_grid`); another grid is refused with both grids
+        in world terms.
     label_map : LabelMap, dataset name or {id: name}, optional, keyword-only
     what : str, keyword-only
         How to call the file in messages (e.g. "Support mask").
@@ -330,21 +321,9 @@ def load_label_nifti(
     raw = squeeze_to_3d(data, path)
     grid = like.source_grid
     assert grid is not None
-    file_shape = tuple(int(n) for n in grid.file_shape[:3])
     src = f"the image {like.path}" if like.path is not None else f"the image {like.case_id!r}"
-    if raw.shape != file_shape:
-        raise ValueError(
-            f"{what} {path} has shape {raw.shape} but {src} has {file_shape}: they must share one "
-            "voxel grid. Draw the mask on this image, or resample it onto the image first."
-        )
-    laff = np.asarray(img.affine, dtype=float)
-    if not np.allclose(laff, like.affine, rtol=1e-4, atol=1e-3):
-        diff = float(np.abs(laff - like.affine).max())
-        raise ValueError(
-            f"{what} {path} and {src} have different affines (max difference {diff:.4g}); they "
-            f"must share one voxel grid.\nimage:\n{like.affine}\nmask:\n{laff}\nResample the "
-            "mask onto the image first."
-        )
+    raw = align_to_grid(raw, img.affine, target_affine=like.affine, target_shape=grid.file_shape,
+                        what=f"{what} {path}", target=src)
     if not (np.issubdtype(raw.dtype, np.integer) or raw.dtype == bool):
         if not np.isfinite(raw).all():
             raise ValueError(f"{what} {path} contains NaN or inf values; it is not a label map.")

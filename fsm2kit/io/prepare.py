@@ -149,6 +149,9 @@ def _save_nifti(img: nib.Nifti1Image, path: Path) -> None:
     atomic_write(path, lambda tmp: nib.save(img, tmp), keep_suffix=True)  # nibabel reads the suffix
 
 
+_OUTPUT_FILE = re.compile(r"^(image|label)_\d+\.nii\.gz$")  # the scans prepare writes
+
+
 def _prepare_out(out_dir: Path, overwrite: bool) -> Path:
     if out_dir.exists() and not out_dir.is_dir():
         raise NotADirectoryError(f"OUT_DIR {out_dir} is a file; give a folder.")
@@ -161,13 +164,27 @@ def _prepare_out(out_dir: Path, overwrite: bool) -> Path:
         raise PermissionError(
             f"Cannot write to OUT_DIR {out_dir} ({type(exc).__name__}: {exc}); choose a writable folder."
         ) from exc
-    existing = sorted(p.name for p in out_dir.iterdir() if re.match(r"^(image|label)_\d+\.nii\.gz$", p.name))
+    existing = sorted(p.name for p in out_dir.iterdir() if _OUTPUT_FILE.match(p.name))
     if existing and not overwrite:
         raise FileExistsError(
             f"OUT_DIR {out_dir} already holds prepared files ({existing[:4]}{' ...' if len(existing) > 4 else ''}); "
             "pass --overwrite (overwrite=True) to replace them, or choose an empty folder."
         )
     return out_dir
+
+
+def _remove_stale_outputs(out_dir: Path, keep: set[str]) -> list[str]:
+    """Delete the earlier data set's scans this run did not write (``prepare --overwrite``).
+
+    Only files of prepare's own layout (``image_<id>.nii.gz`` / ``label_<id>.nii.gz``) are
+    removed, so the folder then holds exactly the new data set; other files are left alone.
+    """
+    removed = []
+    for p in sorted(out_dir.iterdir()):
+        if p.is_file() and _OUTPUT_FILE.match(p.name) and p.name not in keep:
+            p.unlink()
+            removed.append(p.name)
+    return removed
 
 
 def _finish(
@@ -185,6 +202,10 @@ def _finish(
     cm_path = out_dir / "classmap_1.json"
     atomic_write(cm_path, lambda tmp: Path(tmp).write_text(json.dumps(classmap)))
     files = [p for s in scans for p in (s.image, s.label)] + [cm_path]
+    removed = _remove_stale_outputs(out_dir, {p.name for p in files})
+    if removed:
+        notes.append(f"--overwrite: removed {len(removed)} files of the previous data set not made by "
+                     f"this run ({', '.join(removed[:6])}{' ...' if len(removed) > 6 else ''})")
     sums = {p.name: file_sha256(p) for p in files}
     atomic_write(out_dir / "SHA256SUMS", lambda tmp: Path(tmp).write_text("".join(f"{h}  {n}\n" for n, h in sums.items())))
     manifest = {

@@ -45,6 +45,8 @@ __all__ = [
     "Volume",
     "label_dtype",
     "array_axes_in_file",
+    "describe_grid",
+    "align_to_grid",
 ]
 
 #: Axis codes of a :func:`~fsm2kit.io.nifti.load_nifti` array: (Z, H, W) = inferior->Superior,
@@ -476,3 +478,99 @@ def array_axes_in_file(volume: Volume) -> tuple[tuple[int, bool], ...]:
         (i,) = [int(k) for k in range(3) if int(g.to_array[k, 0]) == a]
         out.append((i, bool(g.to_array[i, 1] < 0)))
     return tuple(out)
+
+
+def describe_grid(affine: np.ndarray, shape: tuple[int, ...]) -> str:
+    """A voxel grid in world terms: ``"RAS, spacing 0.8 x 0.8 x 2.5 mm, origin (x, y, z) mm, shape (a, b, c)"``.
+
+    The origin is the world position (NIfTI RAS+, mm) of the centre of voxel (0, 0, 0).
+    """
+    aff = np.asarray(affine, dtype=float)
+    codes = "".join(str(c) for c in nib.aff2axcodes(aff))
+    sp = " x ".join(f"{v:.4g}" for v in nib.affines.voxel_sizes(aff))
+    org = ", ".join(f"{v:.4g}" for v in aff[:3, 3])
+    return f"{codes}, spacing {sp} mm, origin ({org}) mm, shape {tuple(int(n) for n in shape[:3])}"
+
+
+def align_to_grid(
+    data: np.ndarray,
+    affine: np.ndarray,
+    *,
+    target_affine: np.ndarray,
+    target_shape: tuple[int, ...],
+    what: str,
+    target: str,
+) -> np.ndarray:
+    """``data`` (a 3D array with voxel-to-world ``affine``) in the voxel layout of a target grid.
+
+    A file on the same voxel grid as the target but stored in another axis order (axes
+    permuted or reversed, as other DICOM/NIfTI converters write them) is reoriented losslessly
+    (permutations and flips only); voxel centres must agree within 1e-3 mm (relative 1e-4).
+    Anything else is a different grid and is refused with both grids in world terms
+    (:func:`describe_grid`).
+
+    Parameters
+    ----------
+    data : ndarray, 3D
+    affine : ndarray, (4, 4)
+    target_affine : ndarray, (4, 4), keyword-only
+    target_shape : tuple of int, keyword-only
+        The target file's array shape (first three axes used).
+    what, target : str, keyword-only
+        How the two are named in the error message (e.g. ``"Support mask a.nii.gz"``,
+        ``"the image b.nii.gz"``).
+
+    Returns
+    -------
+    ndarray
+        ``data`` with the target's shape, voxel ``[i, j, k]`` at the target's voxel ``[i, j, k]``.
+
+    Raises
+    ------
+    ValueError
+        The voxel grids differ (shape, spacing, origin or direction beyond a reordering).
+    """
+    laff = np.asarray(affine, dtype=float)
+    taff = np.asarray(target_affine, dtype=float)
+    tshape = tuple(int(n) for n in target_shape[:3])
+    data = np.asarray(data)
+    if data.shape == tshape and np.allclose(laff, taff, rtol=1e-4, atol=1e-3):
+        return data
+    ornt = _grid_reordering(laff, data.shape, taff, tshape)
+    if ornt is None:
+        raise ValueError(
+            f"{what} and {target} are on different voxel grids: {what}: "
+            f"{describe_grid(laff, data.shape)}; {target}: {describe_grid(taff, tshape)}. They must "
+            "share one voxel grid (in any axis order): draw the mask on this image, or resample it "
+            "onto the image first."
+        )
+    return np.ascontiguousarray(nio.apply_orientation(data, ornt))
+
+
+def _grid_reordering(laff: np.ndarray, lshape: tuple[int, ...], taff: np.ndarray,
+                     tshape: tuple[int, ...]) -> np.ndarray | None:
+    """The nibabel orientation (permutation + flips) taking the ``laff`` grid's voxels onto the
+    ``taff`` grid's, or None when the two grids are not the same set of voxel centres."""
+    if len(lshape) != 3 or sorted(lshape) != sorted(tshape) or not np.isfinite(laff).all():
+        return None
+    try:
+        m = np.linalg.solve(taff, laff)  # label voxel -> target voxel
+    except np.linalg.LinAlgError:
+        return None
+    r = np.rint(m[:3, :3])
+    if not (np.abs(r).sum(axis=0) == 1).all() or not (np.abs(r).sum(axis=1) == 1).all():
+        return None
+    ornt = np.zeros((3, 2))
+    perm = np.zeros((4, 4))
+    perm[3, 3] = 1.0
+    for j in range(3):  # label axis j -> target axis i, reversed when the sign is -1
+        i = int(np.flatnonzero(r[:, j])[0])
+        sign = float(r[i, j])
+        if lshape[j] != tshape[i]:
+            return None
+        ornt[j] = (i, sign)
+        perm[i, j] = sign
+        perm[i, 3] = 0.0 if sign > 0 else lshape[j] - 1
+    if not np.allclose(laff, taff @ perm, rtol=1e-4, atol=1e-3):
+        return None
+    return ornt

@@ -73,7 +73,8 @@ def _organ_columns(index: pd.DataFrame) -> list[str]:
 def collect_index(sweep: Sweep, reports: str | os.PathLike = "reports") -> pd.DataFrame:
     """One row per run of the sweep, read from the run folders on disk.
 
-    ``status`` is ``done`` (``<run>/done.json``), ``failed`` (``<run>.failed/failed.json``) or
+    ``status`` is ``done`` (``<run>/done.json``), ``failed``
+    (``.fsm2kit-work/failed/<run>/failed.json``) or
     ``pending``. Link columns hold paths relative to ``reports/<sweep>/``.
     """
     rows = []
@@ -87,7 +88,7 @@ def collect_index(sweep: Sweep, reports: str | os.PathLike = "reports") -> pd.Da
             base = spec.name
         elif (spec.failed_folder / FAILED_MARKER).is_file():
             rec = json.loads((spec.failed_folder / FAILED_MARKER).read_text())
-            base = spec.failed_folder.name
+            base = spec.failed_folder.relative_to(spec.sweep_dir).as_posix()
         if rec is not None:
             row["status"] = rec["status"]
             row["seconds"] = rec.get("seconds")

@@ -1,4 +1,4 @@
-"""One run of a sweep, on a worker: papermill in a temporary folder, renamed when done."""
+"""One run of a sweep, on a worker: papermill in a temporary folder of the sweep's work folder, renamed when done."""
 
 from __future__ import annotations
 
@@ -124,11 +124,15 @@ def kernel_manager_class(env: dict[str, str], cwd: str | os.PathLike | None = No
 
 
 def execute_run(spec: RunSpec) -> RunOutcome:
-    """Execute one run with papermill in ``<run>.tmp-<id>/`` and move it into place.
+    """Execute one run with papermill in the sweep's work folder and move it into place.
 
-    On success the folder becomes ``<run>/`` (with ``done.json``); on failure
-    ``<run>.failed/`` (with ``failed.json``: cell number, exception, traceback). Never raises
-    for a failing notebook; an existing finished run is left alone (status ``skipped``).
+    The run executes in ``<sweep>/.fsm2kit-work/tmp/<run>.tmp-<id>/`` (a folder no run name can
+    reach). On success it becomes ``<run>/`` (with ``done.json``, which records the run's
+    fingerprint: :meth:`RunSpec.fingerprint`); on failure
+    ``<sweep>/.fsm2kit-work/failed/<run>/`` (with ``failed.json``: cell number, exception,
+    traceback). Never raises for a failing notebook; a finished run with the same fingerprint is
+    left alone (status ``skipped``), one with another fingerprint is replaced when the new run
+    succeeds.
     """
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
@@ -136,11 +140,12 @@ def execute_run(spec: RunSpec) -> RunOutcome:
     from ..core.version import __version__
 
     final = spec.folder
-    if (final / DONE_MARKER).is_file():
+    if spec.state()[0] == "done":
         return RunOutcome(spec.name, "skipped")
-    sweep_dir = Path(spec.sweep_dir)
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    tmp = sweep_dir / f"{spec.name}.tmp-{uuid.uuid4().hex[:8]}"
+    fingerprint = spec.fingerprint()  # the notebook as this run reads it
+    work = spec.work_dir
+    (work / "tmp").mkdir(parents=True, exist_ok=True)
+    tmp = work / "tmp" / f"{spec.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     nb_out = tmp / Path(spec.notebook).name
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -182,6 +187,7 @@ def execute_run(spec: RunSpec) -> RunOutcome:
         "status": outcome.status,
         "parameters": spec.parameters,
         "plugins": list(spec.plugins),
+        "fingerprint": fingerprint,
         "notebook": os.path.relpath(spec.notebook, final),  # from the run folder
         "executed_notebook": nb_out.name,
         "html": nb_out.with_suffix(".html").name if spec.export_html and not html_error else None,
@@ -198,21 +204,26 @@ def execute_run(spec: RunSpec) -> RunOutcome:
     }
     if outcome.status == "done":
         write_json(tmp / DONE_MARKER, record)
-        if final.exists():  # a folder without done.json is never a finished result
-            stale = sweep_dir / f"{spec.name}.stale-{uuid.uuid4().hex[:8]}"
-            os.replace(final, stale)
-            remove_tree(stale)
-        os.replace(tmp, final)
+        _replace_folder(tmp, final, work)
         if spec.failed_folder.exists():
             remove_tree(spec.failed_folder)
     else:
         record.update(cell_index=outcome.cell_index, exec_count=outcome.exec_count, ename=outcome.ename,
                       evalue=outcome.evalue, error=outcome.error, traceback=_strip_ansi(tb)[-20000:])
         write_json(tmp / FAILED_MARKER, record)
-        if spec.failed_folder.exists():
-            remove_tree(spec.failed_folder)
-        os.replace(tmp, spec.failed_folder)
+        spec.failed_folder.parent.mkdir(parents=True, exist_ok=True)
+        _replace_folder(tmp, spec.failed_folder, work)
     return outcome
+
+
+def _replace_folder(src: Path, dst: Path, work: Path) -> None:
+    """Move ``src`` to ``dst``; an existing ``dst`` is first moved into the work folder and deleted."""
+    if dst.exists():
+        (work / "stale").mkdir(parents=True, exist_ok=True)
+        stale = work / "stale" / f"{dst.name}.stale-{uuid.uuid4().hex[:8]}"
+        os.replace(dst, stale)
+        remove_tree(stale)
+    os.replace(src, dst)
 
 
 def _strip_ansi(text: str) -> str:

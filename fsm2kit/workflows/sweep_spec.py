@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import ast
+import datetime
+import hashlib
 import itertools
+import json
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..core.fileio import file_sha256
 
-__all__ = ['KERNEL_NAME', 'DONE_MARKER', 'FAILED_MARKER', 'SWEEP_KEYS', 'KERNEL_ENV', 'Sweep', 'RunSpec', 'load_sweep', 'safe_name', 'value_text', 'require_module']
+__all__ = ['KERNEL_NAME', 'DONE_MARKER', 'FAILED_MARKER', 'SWEEP_KEYS', 'KERNEL_ENV', 'WORK_DIR', 'Sweep', 'RunSpec',
+           'load_sweep', 'safe_name', 'value_text', 'require_module']
 
 KERNEL_NAME = "python3"
 DONE_MARKER = "done.json"
@@ -18,6 +24,9 @@ SWEEP_KEYS = ("name", "notebook", "run_name", "grid", "parameters", "export_html
               "plugins")
 #: Environment variables set for every run's kernel (on a copy of the worker's environment).
 KERNEL_ENV = {"TQDM_DISABLE": "1"}
+#: The sweep's own work folder under ``reports/<sweep>/``: temporary, failed and stale run folders.
+#: Run names never start with ``.`` (:func:`safe_name`), so no run can be or reach it.
+WORK_DIR = ".fsm2kit-work"
 _SAFE = re.compile(r"[^A-Za-z0-9._=+-]+")
 
 
@@ -76,12 +85,50 @@ class RunSpec:
         return Path(self.sweep_dir) / self.name
 
     @property
+    def work_dir(self) -> Path:
+        """The sweep's hidden work folder (:data:`WORK_DIR`), out of reach of run names."""
+        return Path(self.sweep_dir) / WORK_DIR
+
+    @property
     def failed_folder(self) -> Path:
-        return Path(self.sweep_dir) / f"{self.name}.failed"
+        """The last failed attempt: ``<sweep>/.fsm2kit-work/failed/<run>/``."""
+        return self.work_dir / "failed" / self.name
+
+    def fingerprint(self) -> dict:
+        """Hashes of what makes the run's result: its parameters (plugins included) and the
+        notebook file's content (sha256 each); recorded in ``done.json``."""
+        text = json.dumps(_jsonable(self.notebook_parameters), sort_keys=True)
+        return {"parameters": hashlib.sha256(text.encode()).hexdigest(), "notebook": file_sha256(self.notebook)}
+
+    def state(self) -> tuple[str, str]:
+        """``("done", "")`` for a finished run with this fingerprint; ``("changed", why)`` for a
+        finished run made with other parameters or another notebook; ``("pending", "")`` else."""
+        marker = self.folder / DONE_MARKER
+        if not marker.is_file():
+            return "pending", ""
+        try:
+            rec = json.loads(marker.read_text())
+            old = rec.get("fingerprint") or {}
+        except (OSError, ValueError, AttributeError):
+            return "changed", f"its {DONE_MARKER} cannot be read"
+        if not old:
+            return "changed", "no fingerprint recorded (made by an older fsm2kit)"
+        now = self.fingerprint()
+        why = []
+        if old.get("parameters") != now["parameters"]:
+            before = {**(rec.get("parameters") or {}), "plugins": rec.get("plugins") or []}
+            after = _jsonable({**self.parameters, "plugins": list(self.plugins)})
+            diff = [f"{k}: {value_text(before.get(k))} -> {value_text(after.get(k))}"
+                    for k in sorted(set(before) | set(after)) if before.get(k) != after.get(k)]
+            why.append("changed parameters" + (f" ({'; '.join(diff)})" if diff else ""))
+        if old.get("notebook") != now["notebook"]:
+            why.append(f"notebook changed ({Path(self.notebook).name})")
+        return ("changed", ", ".join(why)) if why else ("done", "")
 
     @property
     def done(self) -> bool:
-        return (self.folder / DONE_MARKER).is_file()
+        """Finished with the current parameters and notebook (:meth:`state`)."""
+        return self.state()[0] == "done"
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self.notebook_parameters.items())
@@ -175,6 +222,11 @@ def require_module(module: str):
         ) from None
 
 
+def _jsonable(obj):
+    """``obj`` as it reads back from JSON (what ``done.json`` records)."""
+    return json.loads(json.dumps(obj, default=str))
+
+
 def _notebook_parameters(path: Path) -> dict:
     pm = require_module("papermill")
     return pm.inspect_notebook(str(path))
@@ -216,6 +268,9 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
         raise ValueError(f"Sweep {str(path)!r}: 'grid' and 'parameters' must be mappings of parameter names.")
     grid = []
     for k, v in grid_in.items():
+        if v is None:
+            raise ValueError(f"Sweep {str(path)!r}: grid parameter {k!r} is null ('{k}:' with nothing after "
+                             f"it); give its values as a list, e.g. {k}: [a, b].")
         vals = tuple(v) if isinstance(v, list) else (v,)
         if not vals:
             raise ValueError(f"Sweep {str(path)!r}: grid parameter {k!r} has no values.")
@@ -230,6 +285,8 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
             f"Sweep {str(path)!r}: parameters {unknown_p} are not in the parameters cell of {nb.name} "
             f"(it declares {sorted(declared)})."
         )
+    _check_values(f"Sweep {str(path)!r}", grid, fixed_in, declared)
+    _check_options(f"Sweep {str(path)!r}", data)
     plugins = _check_plugins(path, data.get("plugins"), grid_in, fixed_in, declared, nb)
     timeout = data.get("timeout")
     name = safe_name(data.get("name") or path.stem)
@@ -239,13 +296,119 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
         grid=tuple(grid),
         parameters=tuple((str(k), v) for k, v in fixed_in.items()),
         run_name=data.get("run_name"),
-        export_html=bool(data.get("export_html", True)),
+        export_html=data.get("export_html", True),
         timeout=float(timeout) if timeout is not None else None,
         source=path.resolve(),
         description=str(data.get("description") or ""),
         declared=tuple(declared),
         plugins=plugins,
     )
+
+
+_VAR = re.compile(r"\$(\w+|\{[^}]*\})")
+
+
+def _check_options(where: str, data: dict) -> None:
+    """The sweep's own keys: booleans are YAML true/false, the timeout a positive number."""
+    if not isinstance(data.get("export_html", True), bool):
+        raise ValueError(f"{where}: export_html must be true or false (YAML, no quotes), got "
+                         f"{data['export_html']!r}.")
+    t = data.get("timeout")
+    if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not t > 0):
+        raise ValueError(f"{where}: timeout must be a number of seconds > 0 (or left out), got {t!r}.")
+    for key in ("name", "run_name", "description", "notebook"):
+        if data.get(key) is not None and not isinstance(data[key], str):
+            raise ValueError(f"{where}: {key} must be a string, got {data[key]!r} ({type(data[key]).__name__}).")
+    _check_unset(where, "plugins", data.get("plugins"))
+
+
+def _check_unset(where: str, name: str, value) -> None:
+    """Refuse ``$VAR`` / ``${VAR}`` in strings when the variable is not set (it would go in literally)."""
+    if isinstance(value, str):
+        for m in _VAR.finditer(value):
+            var = m.group(1).strip("{}")
+            if var not in os.environ:
+                raise ValueError(f"{where}: parameter {name!r} uses ${var}, which is not set; export {var}=... "
+                                 "before running the sweep (or write the value itself).")
+    elif isinstance(value, list):
+        for x in value:
+            _check_unset(where, name, x)
+    elif isinstance(value, dict):
+        for x in value.values():
+            _check_unset(where, name, x)
+
+
+def _check_value(where: str, name: str, v, top: bool = True) -> None:
+    """A parameter value is plain YAML data: strings, numbers, booleans, lists, mappings (nulls only inside)."""
+    if isinstance(v, (datetime.date, datetime.datetime, datetime.time)):
+        raise ValueError(f"{where}: parameter {name!r} is a YAML date ({v}); quote it to pass a string: "
+                         f"{name}: \"{v}\".")
+    if isinstance(v, (set, frozenset)):
+        raise ValueError(f"{where}: parameter {name!r} is a YAML set ({sorted(map(str, v))}); write a list "
+                         f"[a, b] instead.")
+    if v is None:
+        if top:
+            raise ValueError(f"{where}: parameter {name!r} is null; give it a value (or leave it out to keep the "
+                             "notebook's default).")
+        return
+    if isinstance(v, (list, tuple)):
+        for x in v:
+            _check_value(where, name, x, top=False)
+    elif isinstance(v, dict):
+        for k, x in v.items():
+            _check_value(where, f"{name}.{k}", k, top=False)
+            _check_value(where, name, x, top=False)
+    elif not isinstance(v, (str, bool, int, float)):
+        raise ValueError(f"{where}: parameter {name!r} has a value of type {type(v).__name__} ({v!r}); use "
+                         "strings, numbers, true/false, lists or mappings.")
+
+
+def _default_type(info) -> type | None:
+    """The type of a notebook parameter's default value (None: unknown or None)."""
+    try:
+        default = ast.literal_eval(str(info.get("default")))
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError, AttributeError):
+        return None
+    return type(default) if default is not None else None
+
+
+def _check_type(where: str, name: str, v, want: type | None) -> None:
+    """A value of the type of the notebook's default (numbers mix; booleans and strings do not)."""
+    if want is None or v is None:
+        return
+    if want is bool:
+        ok = isinstance(v, bool)
+        what = "true or false (YAML, no quotes)"
+    elif want in (int, float):
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and (want is float or isinstance(v, int))
+        what = "an integer" if want is int else "a number"
+    elif want in (str, list, dict):
+        ok = isinstance(v, want)
+        what = {str: "a string", list: "a list", dict: "a mapping"}[want]
+    else:
+        return
+    if not ok:
+        raise ValueError(f"{where}: parameter {name!r} must be {what} like the notebook's default, got {v!r} "
+                         f"({type(v).__name__}).")
+
+
+def _check_values(where: str, grid: list, fixed: dict, declared: dict) -> None:
+    """Every grid value and fixed parameter: plain data, the notebook default's type, no unset ``$VAR``."""
+    for name, vals in grid:
+        for v in vals:
+            if v is None:
+                raise ValueError(f"{where}: grid parameter {name!r} has a null value in {list(vals)!r}; remove it "
+                                 "or give a value.")
+            _check_value(where, name, v)
+            _check_type(where, name, v, _default_type(declared.get(name) or {}))
+            _check_unset(where, name, v)
+    for name, v in fixed.items():
+        want = _default_type(declared.get(name) or {})
+        if v is None and want is None:  # null where the notebook's default is None: allowed
+            continue
+        _check_value(where, name, v)
+        _check_type(where, name, v, want)
+        _check_unset(where, name, v)
 
 
 _MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")

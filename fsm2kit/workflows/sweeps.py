@@ -10,8 +10,10 @@ parameters. :func:`run_sweep` executes the runs that are not finished yet throug
             <notebook>.ipynb         the executed notebook
             <notebook>.html          the same, exported for reading without Jupyter
             summary.csv, ...         what the notebook wrote (its ``output_dir`` is the run folder)
-            done.json                the marker of a finished run (parameters, timing, summary)
-        <run>.failed/                the last failed attempt: notebook so far, failed.json
+            done.json                the marker of a finished run (parameters, fingerprint, timing, summary)
+        .fsm2kit-work/               the batch's own folder (no run name can reach it: names never start with '.')
+            tmp/<run>.tmp-<id>/      runs being executed
+            failed/<run>/            the last failed attempt of a run: notebook so far, failed.json
 
 Sweep files (YAML)::
 
@@ -28,9 +30,14 @@ Sweep files (YAML)::
     timeout: 1800                        # optional: seconds per cell (default: none)
     plugins: [my_strategies]             # optional: modules registering your own strategies
 
-Parameter names must be in the notebook's ``parameters`` cell. Strings get ``~`` and
-``$VARS`` expanded. The kernel runs inside the run's folder, so give data paths absolute (or
-through an environment variable); ``output_dir`` is set to ``"."`` when the notebook has it.
+Parameter names must be in the notebook's ``parameters`` cell. Values are checked when the
+sweep is read (``--dry-run`` included), each error naming the parameter: a value must have the
+type of the notebook's default (booleans are YAML ``true``/``false``, never strings such as
+``"false"``; numbers mix; a default of None takes anything), a grid value is never null (``x:``),
+YAML dates and sets are refused (quote a date; write a list), and ``export_html`` is a boolean.
+Strings get ``~`` and ``$VARS`` expanded; a variable that is not set is an error. The kernel
+runs inside the run's temporary folder, so give data paths absolute (or through an environment
+variable); ``output_dir`` is set to ``"."`` when the notebook has it.
 
 Plugins: each run's notebook gets the parameter ``plugins`` (a list; the notebook must declare
 it) and loads them with ``fsm2kit.strategies.load_plugins(plugins)`` before it asks for a
@@ -41,11 +48,24 @@ The plugins are recorded in each run's ``done.json`` and in the index.
 The kernels get a copy of this process's environment with ``TQDM_DISABLE=1`` (no widget
 progress bars in reports); the worker's own environment is left alone.
 
-Resuming: a run is finished when ``<run>/done.json`` exists; a rerun skips it. Each run is
-executed in ``<run>.tmp-<id>/`` and renamed to ``<run>/`` only when it succeeded, after its
-``done.json`` was written, so an interrupted batch (even ``kill -9``) never leaves a
-half-written result: the rerun deletes the stale temporary folders and runs what is missing.
-Failed runs are retried on every rerun; their error (cell number, exception) is in the index.
+Resuming: a run is finished when ``<run>/done.json`` exists and records the run's current
+*fingerprint* (sha256 of its parameters, plugins included, and of the notebook file's content);
+a rerun skips it. A finished run whose parameters or notebook changed is run again, and the
+batch says which and why (``changed parameters (image_size: 256 -> 512)``, ``notebook
+changed``); its old result stays until the new one succeeds. Each run is executed in
+``.fsm2kit-work/tmp/<run>.tmp-<id>/`` and renamed to ``<run>/`` only when it succeeded, after
+its ``done.json`` was written, so an interrupted batch (even ``kill -9``) never leaves a
+half-written result: the rerun deletes what is left in ``.fsm2kit-work/tmp/`` (nothing outside
+it) and runs what is missing. Failed runs are retried on every rerun; their error (cell
+number, exception) is in the index.
+
+Dask: without ``scheduler`` a local cluster runs the notebooks. It uses TLS with temporary
+credentials made for this batch (Dask's ``security=True``; needs the ``cryptography``
+package), listens on 127.0.0.1 only and opens no dashboard or HTTP port, so other local users
+cannot submit work to it. With ``scheduler`` (a real cluster), pass its TLS credentials as a
+``distributed.Security`` (``fsm2kit batch --tls-ca-file/--tls-cert/--tls-key``) or in Dask's
+configuration (``distributed.comm.tls.*``); its workers need fsm2kit and the sweep's folders
+(notebook, data, plugins, reports) at the same paths on a shared file system.
 """
 
 from __future__ import annotations
@@ -56,16 +76,16 @@ import socket
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from .sweep_index import write_index
 from .sweep_runs import RunOutcome, execute_run, remove_tree, write_json
-from .sweep_spec import FAILED_MARKER, RunSpec, Sweep, load_sweep, require_module
+from .sweep_spec import FAILED_MARKER, WORK_DIR, RunSpec, Sweep, load_sweep, require_module
 
-__all__ = ['SweepResult', 'run_sweep']
+__all__ = ['SweepResult', 'run_sweep', 'plan_runs']
 
 # ============================================================================ the sweep
 @dataclass(eq=False)
@@ -78,6 +98,7 @@ class SweepResult:
     skipped: list[str]
     seconds: float
     folder: Path
+    rerun: dict[str, str] = field(default_factory=dict)  # finished runs run again: name -> why
 
     @property
     def failed(self) -> pd.DataFrame:
@@ -89,10 +110,11 @@ class SweepResult:
 
     def __repr__(self) -> str:
         c = self.index["status"].value_counts().to_dict()
+        rerun = f", reran {len(self.rerun)} changed" if self.rerun else ""
         return (
             f"SweepResult({self.sweep.name}: {c.get('done', 0)} done, {c.get('failed', 0)} failed, "
             f"{c.get('pending', 0)} pending; this call ran {len(self.executed)}, skipped "
-            f"{len(self.skipped)} finished; {self.seconds:.1f} s; {self.folder / 'index.html'})"
+            f"{len(self.skipped)} finished{rerun}; {self.seconds:.1f} s; {self.folder / 'index.html'})"
         )
 
 
@@ -121,12 +143,14 @@ def _sweep_lock(folder: Path):
 
 
 @contextlib.contextmanager
-def _dask_client(workers: int, scheduler: str | None):
+def _dask_client(workers: int, scheduler: str | None, security=None):
+    """A Dask client: of ``scheduler`` (with ``security``), or of a local cluster that uses TLS with
+    temporary credentials, listens on 127.0.0.1 only and serves no dashboard or HTTP port."""
     require_module("distributed")
     from distributed import Client, LocalCluster
 
     if scheduler:
-        client = Client(scheduler)
+        client = Client(scheduler, security=security) if security is not None else Client(scheduler)
         try:
             yield client
         finally:
@@ -134,14 +158,33 @@ def _dask_client(workers: int, scheduler: str | None):
         return
     import logging
 
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                           silence_logs=logging.ERROR)
-    client = Client(cluster)
     try:
-        yield client
+        import cryptography  # noqa: F401  (Dask's temporary TLS credentials need it)
+    except ImportError:
+        raise RuntimeError("fsm2kit batch needs the cryptography package for the local cluster's TLS: "
+                           "pip install cryptography (it is in fsm2kit[notebooks]).") from None
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                           security=True, dashboard_address=None, silence_logs=logging.ERROR,
+                           # Dask opens an HTTP port even without a dashboard (8787 by default): a random
+                           # loopback one instead, closed at once
+                           scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
+    try:
+        _close_http(cluster.scheduler)
+        client = Client(cluster)
+        try:
+            client.run(_close_http)  # the workers' metrics ports too
+            yield client
+        finally:
+            client.close()
     finally:
-        client.close()
         cluster.close()
+
+
+def _close_http(dask_worker) -> None:
+    """Stop the HTTP server a Dask scheduler or worker opens even without a dashboard."""
+    http = getattr(dask_worker, "http_server", None)
+    if http is not None:
+        http.stop()
 
 
 def _bars_off(progress: bool) -> bool:
@@ -154,6 +197,7 @@ def run_sweep(
     reports: str | os.PathLike = "reports",
     workers: int = 2,
     scheduler: str | None = None,
+    security=None,
     only: Sequence[str] | None = None,
     progress: bool = True,
 ) -> SweepResult:
@@ -168,8 +212,13 @@ def run_sweep(
         Worker processes of the local Dask cluster (one thread each; each run starts its own
         kernel). Ignored with ``scheduler``.
     scheduler : str, optional, keyword-only
-        Address of an existing Dask scheduler (``tcp://HOST:PORT``). Its workers need fsm2kit
-        installed and must see the same file system (notebook, data and reports paths).
+        Address of an existing Dask scheduler (``tls://HOST:PORT``). Its workers need fsm2kit
+        installed and must see the sweep's folders (notebook, data, plugins and reports) at
+        the same paths, on a shared file system. Without it, a local cluster is started: TLS
+        with temporary credentials, bound to 127.0.0.1, no dashboard.
+    security : distributed.Security, optional, keyword-only
+        TLS credentials for ``scheduler`` (default: Dask's configuration,
+        ``distributed.comm.tls.*``).
     only : sequence of str, optional, keyword-only
         Run names to run (others are left as they are).
     progress : bool, keyword-only
@@ -195,11 +244,11 @@ def run_sweep(
             raise ValueError(f"--only {unknown}: no such run in sweep {sweep.name!r}; runs are {sorted(names)}.")
         specs = [s for s in specs if s.name in set(only)]
     with _sweep_lock(folder):
-        for stale in folder.glob("*.tmp-*"):  # left by a killed batch: never a finished result
-            if stale.is_dir():
-                remove_tree(stale)
-        skipped = [s.name for s in specs if s.done]
-        pending = [s for s in specs if not s.done]
+        for left in ("tmp", "stale"):  # left by a killed batch: never a finished result
+            d = folder / WORK_DIR / left
+            for stale in (d.iterdir() if d.is_dir() else ()):
+                remove_tree(stale) if stale.is_dir() else stale.unlink(missing_ok=True)
+        skipped, pending, rerun = plan_runs(specs)
         write_index(sweep, reports)
         executed: list[RunOutcome] = []
         if pending:
@@ -207,7 +256,7 @@ def run_sweep(
 
             bar = tqdm(total=len(pending), desc=f"sweep {sweep.name}", unit="run", disable=_bars_off(progress))
             try:
-                with _dask_client(min(workers, len(pending)), scheduler) as client:
+                with _dask_client(min(workers, len(pending)), scheduler, security) as client:
                     futures = {client.submit(execute_run, s, pure=False, key=f"fsm2kit-{sweep.name}-{s.name}-{uuid.uuid4().hex[:6]}"): s
                                for s in pending}
                     for fut in as_completed(futures):
@@ -224,7 +273,22 @@ def run_sweep(
             finally:
                 bar.close()
         index = write_index(sweep, reports)
-    return SweepResult(sweep, index, executed, skipped, time.perf_counter() - t0, folder)
+    return SweepResult(sweep, index, executed, skipped, time.perf_counter() - t0, folder, rerun)
+
+
+def plan_runs(specs: Sequence[RunSpec]) -> tuple[list[str], list[RunSpec], dict[str, str]]:
+    """What a batch does with each run: (finished and unchanged: skipped names, runs to execute,
+    {name: why} for the finished runs among them whose parameters or notebook changed)."""
+    skipped, pending, rerun = [], [], {}
+    for s in specs:
+        state, why = s.state()
+        if state == "done":
+            skipped.append(s.name)
+            continue
+        pending.append(s)
+        if state == "changed":
+            rerun[s.name] = why
+    return skipped, pending, rerun
 
 
 def _record_worker_failure(spec: RunSpec, out: RunOutcome) -> None:
