@@ -17,7 +17,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     ".config": ['METRICS', 'ExperimentConfig'],
     ".episodes": ['episode_folder_kind', 'require_folder_options', 'load_episodes', 'subset_episode', 'load_config_episodes', 'bars_off'],
     ".experiments": ['run_experiment', 'run_experiments'],
-    ".figures": ['PRED_COLOR', 'GT_COLOR', 'SUPPORT_COLOR', 'weights_label', 'slice_overlays', 'class_panels', 'dice_bars', 'slice_dice_curves', 'save_figure'],
+    ".figures": ['PRED_COLOR', 'GT_COLOR', 'SUPPORT_COLOR', 'weights_label', 'slice_overlays', 'class_panels', 'dice_bars', 'slice_dice_curves'],
     ".inspection": ['inspect_run'],
     ".labels": ['OrganSpec', 'parse_labels'],
     ".propagation": ['DEFAULT_PATIENCE', 'NOT_RUN_LOGIT', 'ECHO_LOGIT', 'relative_start', 'should_stop', 'absent_after', 'propagation_plan', 'Propagation', 'propagation_job', 'propagate_volume'],
