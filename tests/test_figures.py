@@ -57,7 +57,7 @@ def test_slice_overlays_layout_and_dice(tmp_path):
     assert len(fig.axes) == 4  # the one support S1SFQ uses, then 3 slices (prediction + ground-truth contour)
     t = _titles(fig)
     assert t[0] == "support #1"  # S1SFQ: the middle chunk's support, shown once
-    assert t[1] == "query z=10, Dice 1.000" and t[2] == "query z=12, Dice 1.000"  # positions 0, 2, 4
+    assert t[1] == "query z=10\nDice 1.000" and t[2] == "query z=12\nDice 1.000"  # positions 0, 2, 4
     assert "RANDOM WEIGHTS" in fig.get_suptitle()
     labels = [tx.get_text() for tx in fig.legends[0].get_texts()]
     assert labels == ["support mask", "prediction", "ground truth (contour)"]
@@ -65,7 +65,7 @@ def test_slice_overlays_layout_and_dice(tmp_path):
     assert not {"A", "P", "R", "L"} & set(_texts(fig.axes[1]))
     # 1S1Q shows each slice's own chunk support; a shift of 6 of 12 columns: Dice = 2*72/(144+144) = 0.5
     fig2 = slice_overlays(ep, _result(ep, "1S1Q", None, shift=6), positions=[3])
-    assert _titles(fig2) == ["support #2", "query z=13, Dice 0.500"]
+    assert _titles(fig2) == ["support #2", "query z=13\nDice 0.500"]
     out = save_figure(fig2, tmp_path / "o")
     assert out["png"].name == "o.png" and out["png"].read_bytes()[:8] == PNG
     with pytest.raises(ValueError, match="outside the episode"):
@@ -94,10 +94,14 @@ def test_class_panels_one_row_per_class():
     t = _titles(fig)
     assert len(fig.axes) == 6
     assert t[0] == "LIVER: support #1" and t[3].startswith("SPLEEN: support #1")
-    assert t[4] == "query s2 z=13" and t[5] == "sam2-tiny, S1SFQ-middle, Dice 1.000"
+    assert t[4] == "query s2 z=13" and t[5] == "sam2-tiny, S1SFQ-middle\nDice 1.000"
     # the same class twice (two runs): its support is shown once
     fig2 = class_panels([(ep1, _result(ep1)), (ep1, _result(ep1, order="top"))])
     assert _titles(fig2)[3] == "" and "LIVER: same support as above" in _texts(fig2.axes[3])
+    # more than 4 panels: supports in the first row, slices in rows of up to 4 below
+    fig3 = slice_overlays(ep1, _result(ep1, "1S1Q", None), n=5)
+    assert _titles(fig3)[:3] == ["support #0", "support #1", "support #2"]
+    assert _titles(fig3)[4] == "query z=10 (support #0)\nDice 1.000"
     fig_mid = class_panels([(ep1, _result(ep1))], position="middle")
     assert _titles(fig_mid)[1].startswith("query s1 z=12")
     with pytest.raises(ValueError, match="at least one prediction"):

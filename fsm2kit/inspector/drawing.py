@@ -221,21 +221,23 @@ def colorbar(width: int, *, vmax: float, label: str, cmap: str = ATTENTION_CMAP,
     return out
 
 
-def legend_strip(items: list[tuple[str, str, str]], *, font_size: int = 11):
-    """A one-line legend: (label, colour, "fill" | "line" | "marker") items."""
+def legend_strip(items: list[tuple[str, str, str]], *, font_size: int = 11, vertical: bool = False):
+    """A legend of (label, colour, "fill" | "line" | "marker") items, in one line or stacked."""
     from PIL import Image, ImageDraw
 
     font = pil_font(font_size)
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     widths = [probe.textlength(lab, font=font) for lab, _, _ in items]
-    w = int(sum(widths) + len(items) * 30 + 10)
-    h = font_size + 10
+    line_h = font_size + 10
+    if vertical:
+        w, h = int(max(widths) + 30), line_h * len(items)
+    else:
+        w, h = int(sum(widths) + len(items) * 30 + 10), line_h
     out = Image.new("RGB", (w, h), "white")
     d = ImageDraw.Draw(out)
-    x = 5
+    x, cy = 5, line_h // 2
     for (lab, color, kind), tw in zip(items, widths):
         c = tuple(int(v * 255) for v in hex_rgb(color))
-        cy = h // 2
         if kind == "fill":
             d.rectangle([x, cy - 6, x + 14, cy + 6], fill=c, outline=c)
         elif kind == "line":
@@ -244,5 +246,8 @@ def legend_strip(items: list[tuple[str, str, str]], *, font_size: int = 11):
             d.line([(x + 7, cy - 6), (x + 7, cy + 6)], fill=c, width=2)
             d.line([(x, cy), (x + 14, cy)], fill=c, width=2)
         d.text((x + 19, cy), lab, fill=(0, 0, 0), font=font, anchor="lm")
-        x += int(tw) + 30
+        if vertical:
+            cy += line_h
+        else:
+            x += int(tw) + 30
     return out

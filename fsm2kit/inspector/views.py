@@ -64,6 +64,7 @@ __all__ = [
     "memory_panels",
     "attention_panels",
     "save_panel",
+    "PANEL_MIN_FONT_PX",
     "write_inspection",
     "inspection_charts",
     "GROUP_COLORS",
@@ -312,7 +313,7 @@ def query_panel(insp: Inspection, step: int, *, pixel: tuple[int, int] | None = 
     img = query_image(insp, step, pixel=pixel, size=size)
     lines = [f"query z={s.z}  (#{step}, plan {s.plan_index} step {s.step})",
              f"pred {s.fg_pixels} px" + (f", pixel y={pixel[0]} x={pixel[1]}" if pixel else "")]
-    return grid([captioned(img, lines), legend_strip(list(QUERY_LEGEND))], columns=1, gap=2)
+    return grid([captioned(img, lines), legend_strip(list(QUERY_LEGEND), vertical=True)], columns=1, gap=2)
 
 
 def memory_panels(insp: Inspection, step: int, pixel: tuple[int, int] | None = None, *,
@@ -354,10 +355,10 @@ def memory_panels(insp: Inspection, step: int, pixel: tuple[int, int] | None = N
     body = grid(tiles, columns=columns)
     label = ("attention weight of the pixel (shared scale)" if normalize == "shared"
              else "attention weight / each map's maximum")
-    bar = colorbar(min(body.size[0], 360), vmax=vmax if normalize == "shared" else 1.0, label=label)
+    bar = colorbar(min(max(body.size[0], 200), 320), vmax=vmax if normalize == "shared" else 1.0, label=label)
     keys = legend_strip([("support mask", COLORS["support"], "line"),
                          ("earlier prediction", COLORS["prediction"], "line")])
-    body = grid([body, grid([bar, keys], columns=2, gap=12)], columns=1, gap=4)
+    body = grid([body, bar, keys], columns=1, gap=4)
     return captioned(body, [f"pixel y={pixel[0]} x={pixel[1]}, layer {pa.layer}: {len(spatial)} memories; "
                             f"pointers ({n_ptr}): mass {ptr:.3f}"])
 
@@ -389,22 +390,84 @@ def attention_panels(insp: Inspection, step: int, pixel: tuple[int, int] | None 
     return framed
 
 
-def save_panel(img, path: str | os.PathLike) -> Path:
-    """Save a panel image (``.png``, ``.jpg``, ``.webp``...)."""
+#: Smallest text drawn on panels (px): edge letters and legends.
+PANEL_MIN_FONT_PX = 10
+
+
+def save_panel(img, path: str | os.PathLike, *, preset: str | None = None, width: str | float = "double"):
+    """Save a panel image.
+
+    Parameters
+    ----------
+    img : PIL.Image.Image
+    path : path-like
+        Without a preset: the file (``.png``, ``.jpg``, ``.webp``...), returns its Path.
+    preset : {"paper", "screen"}, optional
+        ``paper``: the panel resampled to ``width`` (89 / 183 mm or mm) at 300 dpi, written as
+        PNG (dpi recorded), PDF and SVG (the PNG embedded, sized in mm); refused when the
+        smallest text (:data:`PANEL_MIN_FONT_PX`) would print below 7 pt (render with a smaller
+        ``size=``). ``screen``: PNG at 144 dpi. Returns format -> Path.
+    """
     path = Path(path)
-    fmt = path.suffix.lstrip(".").upper().replace("JPG", "JPEG") or "PNG"
-    return atomic_write(path, lambda tmp: img.save(tmp, format=fmt))
+    if preset is None:
+        fmt = path.suffix.lstrip(".").upper().replace("JPG", "JPEG") or "PNG"
+        return atomic_write(path, lambda tmp: img.save(tmp, format=fmt))
+    import base64
+    import io as _io
+
+    from PIL import Image
+
+    from ..io.charts import COLUMN_WIDTHS_MM, PRESETS
+
+    if preset not in PRESETS:
+        raise ValueError(f"preset {preset!r} unknown; expected one of {', '.join(PRESETS)} (or None).")
+    p = PRESETS[preset]
+    base = path.with_suffix("") if path.suffix.lower() in (".png", ".pdf", ".svg") else path
+    if not p.print_width:
+        out = base.with_name(base.name + ".png")
+        return {"png": atomic_write(out, lambda tmp: img.save(tmp, format="PNG", dpi=(p.dpi, p.dpi)))}
+    w_mm = COLUMN_WIDTHS_MM[width] if isinstance(width, str) else float(width)
+    px = int(round(w_mm / 25.4 * p.dpi))
+    factor = px / img.size[0]
+    smallest_pt = PANEL_MIN_FONT_PX * factor / p.dpi * 72
+    if p.min_font_pt and smallest_pt < p.min_font_pt - 1e-6:
+        raise ValueError(f"the panel is {img.size[0]} px wide: at {w_mm:g} mm its smallest text prints at "
+                         f"{smallest_pt:.1f} pt (< {p.min_font_pt:g}); render it with a smaller size= or a wider width.")
+    big = img.convert("RGB").resize((px, max(1, int(round(img.size[1] * factor)))), Image.Resampling.LANCZOS)
+    h_mm = big.size[1] / p.dpi * 25.4
+    buf = _io.BytesIO()
+    big.save(buf, format="PNG", dpi=(p.dpi, p.dpi))
+    png = buf.getvalue()
+    svg = (f'<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" '
+           f'width="{w_mm:.2f}mm" height="{h_mm:.2f}mm" viewBox="0 0 {big.size[0]} {big.size[1]}">'
+           f'<image width="{big.size[0]}" height="{big.size[1]}" '
+           f'xlink:href="data:image/png;base64,{base64.b64encode(png).decode("ascii")}"/></svg>')
+    written = {}
+    for fmt in p.figure_formats:
+        out = base.with_name(f"{base.name}.{fmt}")
+        if fmt == "png":
+            atomic_write(out, lambda tmp: Path(tmp).write_bytes(png))
+        elif fmt == "pdf":
+            atomic_write(out, lambda tmp: big.save(tmp, format="PDF", resolution=float(p.dpi)))
+        else:
+            atomic_write(out, lambda tmp: Path(tmp).write_text(svg, encoding="utf-8"))
+        written[fmt] = out
+    return written
 
 
 # ----------------------------------------------------------------------------- command line
 def write_inspection(insp: Inspection, out: str | os.PathLike, *, panels: int = 3,
-                     pixel: tuple[int, int] | None = None, formats=("png",),
+                     pixel: tuple[int, int] | None = None, formats=("png",), presets=None,
                      provenance: Mapping | None = None) -> dict[str, Path]:
     """Write an inspection's tables, charts and attention panels to a folder.
 
     Files: ``masses.csv``, ``shares.csv``, ``layouts.csv``, ``inspect.json`` (provenance),
     ``mass``/``share``/``layers`` charts in ``formats`` and ``panels_<k>_z<z>.png`` for
-    ``panels`` slices spread over the processing order.
+    ``panels`` slices spread over the processing order. With ``presets`` (e.g. ``("screen",
+    "paper")``) the charts are written in those presets instead of ``formats``
+    (:func:`fsm2kit.io.charts.save_presets`: ``mass.png/.svg/.html``, ``mass_paper.png/.pdf/.svg``
+    at 183 mm) and the ``paper`` panels as ``panels_<k>_z<z>_paper.png/.pdf/.svg`` (rendered with
+    112 px tiles so their text prints at >= 7 pt).
 
     ``provenance`` is what ``inspect.json`` holds (``fsm2kit inspect`` passes the one
     provenance record of :mod:`fsm2kit.workflows.provenance`, with the capture settings of
@@ -426,13 +489,24 @@ def write_inspection(insp: Inspection, out: str | os.PathLike, *, panels: int = 
     for name, df in (("masses", insp.masses), ("shares", insp.shares()), ("layouts", insp.layouts())):
         paths[name] = atomic_write(out / f"{name}.csv", lambda tmp, df=df: df.to_csv(tmp, index=False))
     for name, chart in inspection_charts(insp).items():
+        if presets:
+            from ..io.charts import save_presets
+
+            for key, p in save_presets(chart, out / name, presets=tuple(presets), width="double").items():
+                paths[f"{name}.{key}"] = p
+            continue
         for fmt, p in save_chart(chart, out / name, formats=tuple(formats)).items():
             paths[f"{name}.{fmt}"] = p
     n = len(insp.steps)
     picks = sorted({int(round(i)) for i in np.linspace(0, n - 1, num=max(0, min(panels, n)))}) if panels > 0 else []
     for k in picks:
-        p = save_panel(attention_panels(insp, k, pixel), out / f"panels_{k:02d}_z{insp.steps[k].z}.png")
+        stem = f"panels_{k:02d}_z{insp.steps[k].z}"
+        p = save_panel(attention_panels(insp, k, pixel), out / f"{stem}.png")
         paths[p.stem] = p
+        if presets and "paper" in presets:
+            for fmt, f in save_panel(attention_panels(insp, k, pixel, size=112), out / f"{stem}_paper",
+                                     preset="paper").items():
+                paths[f"{stem}_paper.{fmt}"] = f
     text = json.dumps(dict(insp.provenance if provenance is None else provenance), indent=2, default=str)
     paths["inspect.json"] = atomic_write(out / "inspect.json", lambda tmp: Path(tmp).write_text(text))
     return paths

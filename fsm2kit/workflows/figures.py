@@ -136,11 +136,11 @@ def _legend(fig) -> None:
 
 
 def _slice_dice(pred: np.ndarray, gt: np.ndarray | None) -> str:
-    """``", Dice 0.812"`` by the one Dice (:func:`fsm2kit.protocol.metrics.dice`), or ``", Dice n/a"``."""
+    """``"\\nDice 0.812"`` (a second title line) by the one Dice (:func:`fsm2kit.protocol.metrics.dice`), or ``"\\nDice n/a"``."""
     if gt is None:
         return ""
     d = dice(np.asarray(pred).astype(bool), np.asarray(gt).astype(bool))
-    return f", Dice {d:.3f}" if np.isfinite(d) else ", Dice n/a"
+    return f"\nDice {d:.3f}" if np.isfinite(d) else "\nDice n/a"
 
 
 def _positions(episode, n: int, positions: Sequence[int] | None) -> list[int]:
@@ -199,8 +199,9 @@ def slice_overlays(episode, result, *, n: int = 4, positions: Sequence[int] | No
     Returns
     -------
     matplotlib.figure.Figure
-        One row: the distinct supports (blue mask), then one panel per slice (prediction
-        orange, ground truth green contour; "no prediction" when empty); a legend below.
+        The distinct supports (blue mask), then one panel per slice (prediction orange, ground
+        truth a bluish-green contour; "no prediction" when empty): one row when they are at
+        most 4 panels, else supports in the first row and slices in rows of up to 4; a legend.
     """
     if len(result.slices) != episode.n_slices:
         raise ValueError(
@@ -211,16 +212,23 @@ def slice_overlays(episode, result, *, n: int = 4, positions: Sequence[int] | No
     pos = _positions(episode, n, positions)
     sups = list({id(s): s for s in (_support_for(episode, result, p) for p in pos)}.values())
     sups.sort(key=lambda s: s.chunk)
-    fig, axes = _figure(1, len(sups) + len(pos), size)
-    row = axes[0]
-    for ax, sup in zip(row, sups):
+    if len(sups) + len(pos) <= 4:  # one row: supports, then slices
+        fig, axes = _figure(1, len(sups) + len(pos), size)
+        sup_axes, query_axes = list(axes[0][:len(sups)]), list(axes[0][len(sups):])
+    else:  # supports in the first row, slices in rows of up to 4 below
+        ncols = max(len(sups), min(len(pos), 4))
+        fig, axes = _figure(1 + -(-len(pos) // ncols), ncols, size)
+        sup_axes, query_axes = list(axes[0]), [ax for row in axes[1:] for ax in row]
+        for ax in sup_axes[len(sups):] + query_axes[len(pos):]:
+            _blank(ax)
+    for ax, sup in zip(sup_axes, sups):
         _show(ax, sup.image, orientation=orient, fill=sup.mask, fill_color=SUPPORT_COLOR, title=_support_title(sup))
-    for ax, p in zip(row[len(sups):], pos):
+    for ax, p in zip(query_axes, pos):
         pred = result.slices[p].prediction
         gt = None if episode.labels is None else episode.labels[p]
-        chunk = f", support #{int(episode.chunks[p])}" if result.setting == "1S1Q" and len(sups) > 1 else ""
+        chunk = f" (support #{int(episode.chunks[p])})" if result.setting == "1S1Q" and len(sups) > 1 else ""
         _show(ax, episode.images[p], orientation=orient, fill=pred, contour=gt, empty_note="no prediction",
-              title=f"query z={int(episode.z[p])}{_slice_dice(pred, gt)}{chunk}")
+              title=f"query z={int(episode.z[p])}{chunk}{_slice_dice(pred, gt)}")
     _legend(fig)
     order = f"-{result.order}" if result.order else ""
     fig.suptitle(title or (
