@@ -139,7 +139,9 @@ def captioned(img, lines: list[str], *, font_size: int = 12):
     font = pil_font(font_size)
     pad = 3
     line_h = font_size + 3
-    out = Image.new("RGB", (img.size[0], img.size[1] + pad * 2 + line_h * len(lines)), "white")
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    text_w = max((int(probe.textlength(t, font=font)) + 2 * pad for t in lines), default=0)
+    out = Image.new("RGB", (max(img.size[0], text_w), img.size[1] + pad * 2 + line_h * len(lines)), "white")
     out.paste(img, (0, pad * 2 + line_h * len(lines)))
     d = ImageDraw.Draw(out)
     for i, t in enumerate(lines):
@@ -189,17 +191,19 @@ def edge_letters(img, letters: dict | None, *, font_size: int | None = None):
     return img
 
 
-def centered_note(img, text: str, color: str):
-    """A short note (e.g. "no prediction") in a coloured box at the image centre."""
+def centered_note(img, text: str, color: str, *, height: float = 0.8):
+    """A short note (e.g. "no prediction") in a coloured box, centred at ``height`` of the image
+    (below the middle, where the default pixel marker sits)."""
     from PIL import ImageDraw
 
     w, h = img.size
     font = pil_font(max(10, w // 18))
     d = ImageDraw.Draw(img)
-    box = d.textbbox((w / 2, h / 2), text, font=font, anchor="mm")
+    xy = (w / 2, h * height)
+    box = d.textbbox(xy, text, font=font, anchor="mm")
     fill = tuple(int(v * 255) for v in hex_rgb(color))
     d.rectangle([box[0] - 4, box[1] - 3, box[2] + 4, box[3] + 3], fill=fill)
-    d.text((w / 2, h / 2), text, fill=(255, 255, 255), font=font, anchor="mm")
+    d.text(xy, text, fill=(255, 255, 255), font=font, anchor="mm")
     return img
 
 

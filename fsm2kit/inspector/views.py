@@ -467,7 +467,7 @@ def write_inspection(insp: Inspection, out: str | os.PathLike, *, panels: int = 
     "paper")``) the charts are written in those presets instead of ``formats``
     (:func:`fsm2kit.io.charts.save_presets`: ``mass.png/.svg/.html``, ``mass_paper.png/.pdf/.svg``
     at 183 mm) and the ``paper`` panels as ``panels_<k>_z<z>_paper.png/.pdf/.svg`` (rendered with
-    112 px tiles so their text prints at >= 7 pt).
+    112 px tiles, 3 per row, so their text prints at >= 7 pt).
 
     ``provenance`` is what ``inspect.json`` holds (``fsm2kit inspect`` passes the one
     provenance record of :mod:`fsm2kit.workflows.provenance`, with the capture settings of
@@ -504,7 +504,7 @@ def write_inspection(insp: Inspection, out: str | os.PathLike, *, panels: int = 
         p = save_panel(attention_panels(insp, k, pixel), out / f"{stem}.png")
         paths[p.stem] = p
         if presets and "paper" in presets:
-            for fmt, f in save_panel(attention_panels(insp, k, pixel, size=112), out / f"{stem}_paper",
+            for fmt, f in save_panel(attention_panels(insp, k, pixel, size=112, columns=3), out / f"{stem}_paper",
                                      preset="paper").items():
                 paths[f"{stem}_paper.{fmt}"] = f
     text = json.dumps(dict(insp.provenance if provenance is None else provenance), indent=2, default=str)

@@ -252,6 +252,16 @@ class MemoryInspectorWidget(W.VBox):
             f"</div>{img(self.chart.value if self.show_chart else b'', 'fsm2-static-chart')}</div>"
         )
 
+    def snapshot(self):
+        """The current view as a static HTML display object (PNG images inlined).
+
+        Display it in a cell after the widget: an HTML export of the notebook then shows the
+        view even where the widget itself cannot be drawn (offline, or no widget state saved).
+        """
+        from IPython.display import HTML
+
+        return HTML(self.static_html())
+
     def _repr_mimebundle_(self, **kwargs):
         data = super()._repr_mimebundle_(**kwargs) or {}
         data["text/html"] = self.static_html()  # used where the widget state is not saved (nbconvert HTML)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from ..core.display import OKABE_ITO
 from ..core.fileio import atomic_write
 
 __all__ = ["CHART_FORMATS", "COLUMN_WIDTHS_MM", "ExportPreset", "PRESETS", "paper_config", "save_chart",
@@ -111,7 +112,13 @@ def paper_config(*, font_pt: float = 7.0, title_pt: float = 8.0) -> dict:
         "title": {"fontSize": t, "subtitleFontSize": f},
         "text": {"fontSize": f},
         "mark": {"fontSize": f},
+        "range": {"category": _CATEGORY},
     }
+
+
+#: Categorical colours of charts in a preset (Okabe-Ito, colour-blind safe; explicit scales win).
+_CATEGORY = [OKABE_ITO[k] for k in ("blue", "orange", "bluish green", "vermillion", "sky blue", "reddish purple",
+                                    "yellow", "black", "grey")]
 
 
 def _font_sizes(obj) -> list[float]:
@@ -152,9 +159,10 @@ def _paper_spec(spec: dict, font_pt: float) -> dict:
 
 
 def _scale_views(spec, f: float):
-    """Multiply every view ``width``/``height`` (numbers) outside ``config`` by ``f``."""
+    """Multiply every view ``width`` (and, when shrinking, ``height``) outside ``config`` by ``f``."""
+    keys = ("width", "height") if f < 1 else ("width",)
     if isinstance(spec, dict):
-        return {k: (max(20, int(round(v * f))) if k in ("width", "height") and isinstance(v, (int, float))
+        return {k: (max(20, int(round(v * f))) if k in keys and isinstance(v, (int, float))
                     and not isinstance(v, bool) else (v if k == "config" else _scale_views(v, f)))
                 for k, v in spec.items()}
     if isinstance(spec, list):
@@ -203,7 +211,7 @@ def _fit_paper(chart, target_pt: float, font_pt: float) -> tuple[dict, str, tupl
             best = (spec, svg, (w, h))
             if w >= 0.92 * target_pt:
                 break
-        spec = _scale_views(spec, min(3.0, max(0.3, target_pt / w * (0.97 if w > target_pt else 0.99))))
+        spec = _scale_views(spec, min(2.0, max(0.3, target_pt / w * (0.97 if w > target_pt else 0.99))))
     if best is not None:
         return best
     raise ValueError(f"the chart is {w:.0f} pt wide even with shrunk views and cannot fit {target_pt / _PT_PER_MM:.0f} mm "
@@ -272,15 +280,37 @@ def save_chart(chart, path: str | os.PathLike, *, formats: Sequence[str] | None 
                                                        else Path(tmp).write_bytes(d)))
                 written[fmt] = out
             return written
-        ppi = p.dpi if p is not None else 72
+        if p is not None:  # screen: the preset's colours, PNG at the preset's dpi
+            import json
+
+            import vl_convert as vlc
+
+            spec = chart.to_dict()
+            spec["config"] = _merge({"range": {"category": _CATEGORY}}, spec.get("config", {}))
+            vl = _vl_version()
+            for fmt in fmts:
+                out = base.with_name(f"{base.name}.{fmt}")
+                if fmt == "png":
+                    data: bytes | str = vlc.vegalite_to_png(spec, vl_version=vl, scale=1.0, ppi=p.dpi)
+                elif fmt == "svg":
+                    data = vlc.vegalite_to_svg(spec, vl_version=vl)
+                elif fmt == "pdf":
+                    data = vlc.vegalite_to_pdf(spec, vl_version=vl)
+                elif fmt == "html":
+                    data = vlc.vegalite_to_html(spec, vl_version=vl, bundle=True)
+                else:
+                    data = json.dumps(spec, indent=2)
+                atomic_write(out, lambda tmp, d=data: (Path(tmp).write_text(d, encoding="utf-8") if isinstance(d, str)
+                                                       else Path(tmp).write_bytes(d)))
+                written[fmt] = out
+            return written
         for fmt in fmts:
             out = base.with_name(f"{base.name}.{fmt}")
             kwargs: dict = {"format": fmt}
             if fmt == "html":
                 kwargs["inline"] = True
             elif fmt == "png":
-                kwargs["scale_factor"] = scale if p is None else 1.0  # vl-convert draws ppi/72 pixels per px
-                kwargs["ppi"] = ppi
+                kwargs["scale_factor"] = scale
             atomic_write(out, lambda tmp, kw=kwargs: chart.save(tmp, **kw))
             written[fmt] = out
     return written
