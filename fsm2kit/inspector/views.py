@@ -353,8 +353,7 @@ def memory_panels(insp: Inspection, step: int, pixel: tuple[int, int] | None = N
     ptr = sum(mass[e.position] for e in pa.layout.pointers)
     n_ptr = len(pa.layout.pointers)
     body = grid(tiles, columns=columns)
-    label = ("attention weight of the pixel (shared scale)" if normalize == "shared"
-             else "attention weight / each map's maximum")
+    label = "attention weight (shared scale)" if normalize == "shared" else "attention / map's maximum"
     bar = colorbar(min(max(body.size[0], 200), 320), vmax=vmax if normalize == "shared" else 1.0, label=label)
     keys = legend_strip([("support mask", COLORS["support"], "line"),
                          ("earlier prediction", COLORS["prediction"], "line")])
