@@ -4,7 +4,7 @@ Charts (altair; :func:`fsm2kit.io.charts.save_chart` writes ``.png``/``.svg`` th
 or a self-contained ``.html`` that works offline):
 
 * :func:`mass_chart`: stacked attention mass per memory entry along the processing order;
-* :func:`share_chart`: support memory vs query memory (vs object pointers) share per slice;
+* :func:`share_chart`: support memory vs query memory (vs pointers) share per slice;
 * :func:`layer_heatmap`: layer x memory entry mean mass.
 
 Panels (PIL images; :func:`save_panel`):
@@ -214,7 +214,7 @@ def mass_chart(insp: Inspection, *, layer: int | None = None, region: str = "all
 
 def share_chart(insp: Inspection, *, layer: int | None = None, region: str = "all",
                 width: int = 520, height: int = 200):
-    """Support memory vs query memory (vs object pointers) share of attention per slice.
+    """Support memory vs query memory (vs pointers) share of attention per slice.
 
     Lines along the processing order, one per group; each point is a slice's mass on that
     group (the three sum to 1).
