@@ -7,11 +7,10 @@ import pandas as pd
 import pytest
 
 from fsm2kit.core.episode import Episode, Support
-from fsm2kit.io.charts import save_chart
+from fsm2kit.io.charts import save_chart, save_figure
 from fsm2kit.workflows.dice_charts import dice_bars, slice_dice_curves
 from fsm2kit.workflows.figures import (
     class_panels,
-    save_figure,
     slice_overlays,
     weights_label,
 )
@@ -47,24 +46,43 @@ def test_weights_label():
     assert weights_label(None) == ""
 
 
+def _texts(ax):
+    return [t.get_text() for t in ax.texts]
+
+
 def test_slice_overlays_layout_and_dice(tmp_path):
     ep = _episode()
     fig = slice_overlays(ep, _result(ep), n=3)
-    assert len(fig.axes) == 9  # 3 slices x (support, prediction, ground truth)
+    assert len(fig.axes) == 4  # the one support S1SFQ uses, then 3 slices (prediction + ground-truth contour)
     t = _titles(fig)
-    assert t[0] == "support (chunk 1)"  # S1SFQ: the middle chunk's support
-    assert t[1] == "prediction z=10, Dice 1.000" and t[2] == "ground truth z=10"
-    assert t[4] == "prediction z=12, Dice 1.000"  # positions 0, 2, 4
+    assert t[0] == "support #1"  # S1SFQ: the middle chunk's support, shown once
+    assert t[1] == "query z=10\nDice 1.000" and t[2] == "query z=12\nDice 1.000"  # positions 0, 2, 4
     assert "RANDOM WEIGHTS" in fig.get_suptitle()
+    labels = [tx.get_text() for tx in fig.legends[0].get_texts()]
+    assert labels == ["support mask", "prediction", "ground truth (contour)"]
+    # no dataset / axcodes: shown as stored, no letters
+    assert not {"A", "P", "R", "L"} & set(_texts(fig.axes[1]))
     # 1S1Q shows each slice's own chunk support; a shift of 6 of 12 columns: Dice = 2*72/(144+144) = 0.5
     fig2 = slice_overlays(ep, _result(ep, "1S1Q", None, shift=6), positions=[3])
-    assert _titles(fig2) == ["support (chunk 2)", "prediction z=13, Dice 0.500", "ground truth z=13"]
+    assert _titles(fig2) == ["support #2", "query z=13\nDice 0.500"]
     out = save_figure(fig2, tmp_path / "o")
-    assert out.name == "o.png" and out.read_bytes()[:8] == PNG
+    assert out["png"].name == "o.png" and out["png"].read_bytes()[:8] == PNG
     with pytest.raises(ValueError, match="outside the episode"):
         slice_overlays(ep, _result(ep), positions=[7])
     with pytest.raises(ValueError, match="pass the episode the result was computed on"):
         slice_overlays(_episode(), SimpleNamespace(slices=[1, 2]))
+
+
+def test_overlays_orientation_letters_and_empty_prediction():
+    ep = _episode()
+    ep.meta["axcodes"] = ("A", "L")  # rows posterior -> anterior (CHAOST2): shown flipped, A on top
+    res = _result(ep)
+    res.slices[0].prediction = np.zeros_like(ep.labels[0])
+    fig = slice_overlays(ep, res, positions=[0, 1])
+    assert set(_texts(fig.axes[1])) >= {"A", "P", "R", "L", "no prediction"}
+    assert "no prediction" not in _texts(fig.axes[2])
+    img = fig.axes[1].images[0].get_array()
+    np.testing.assert_array_equal(np.asarray(img), ep.images[0][::-1])
 
 
 def test_class_panels_one_row_per_class():
@@ -74,8 +92,15 @@ def test_class_panels_one_row_per_class():
     fig = class_panels([(ep1, _result(ep1)), SimpleNamespace(episode=ep2, result=_result(ep2))])
     t = _titles(fig)
     assert len(fig.axes) == 6
-    assert t[0] == "support: LIVER (sam2-tiny, S1SFQ-middle)" and t[3].startswith("support: SPLEEN")
-    assert t[4] == "query s2 z=13, Dice 1.000"
+    assert t[0] == "LIVER: support #1" and t[3].startswith("SPLEEN: support #1")
+    assert t[4] == "query s2 z=13" and t[5] == "sam2-tiny, S1SFQ-middle\nDice 1.000"
+    # the same class twice (two runs): its support is shown once
+    fig2 = class_panels([(ep1, _result(ep1)), (ep1, _result(ep1, order="top"))])
+    assert _titles(fig2)[3] == "" and "LIVER: same support as above" in _texts(fig2.axes[3])
+    # more than 4 panels: supports in the first row, slices in rows of up to 4 below
+    fig3 = slice_overlays(ep1, _result(ep1, "1S1Q", None), n=5)
+    assert _titles(fig3)[:3] == ["support #0", "support #1", "support #2"]
+    assert _titles(fig3)[4] == "query z=10 (support #0)\nDice 1.000"
     fig_mid = class_panels([(ep1, _result(ep1))], position="middle")
     assert _titles(fig_mid)[1].startswith("query s1 z=12")
     with pytest.raises(ValueError, match="at least one prediction"):

@@ -53,10 +53,11 @@ def test_key_layout_by_hand():
         ("support", 0, 4), ("query", 3, 1), ("query", 2, 2), ("query", 1, 3)]
     assert [(e.start, e.stop) for e in lay.pointers] == [(24, 28), (28, 32), (32, 36), (36, 40)]
     assert lay.n_tokens == 40 and lay.n_pointer_tokens == 16
-    assert [e.role for e in lay] == ["support #2", "prev query -3", "prev query -2", "prev query -1",
-                                     "ptr support #2", "ptr query -1", "ptr query -2", "ptr query -3"]
-    assert lay[0].label == "support #2 z=40" and lay[1].label == "query z=10 (t4)"
-    assert lay[4].label == "ptr support #2 z=40 (d=4)" and lay[5].label == "ptr query z=12 (d=1)"
+    # one naming scheme: support #k (z=..), query z=.. (t-k), pointers
+    assert [e.role for e in lay] == ["support #2 (z=40)", "query (t-3)", "query (t-2)", "query (t-1)",
+                                     "pointers", "pointers", "pointers", "pointers"]
+    assert lay[0].label == "support #2 (z=40)" and lay[1].label == "query z=10 (t-3)"
+    assert lay[4].label == "pointers: support #2 (z=40)" and lay[5].label == "pointers: query z=12 (t-1)"
     assert [e.z for e in lay.spatial] == [40, 10, 11, 12]
     ids = lay.entry_ids()
     assert np.array_equal(np.bincount(ids), [6, 6, 6, 6, 4, 4, 4, 4])
@@ -350,7 +351,9 @@ def test_charts_and_panels(s1sfq, tmp_path):
     _, insp = s1sfq
     cm = chart_masses(insp)
     assert np.allclose(cm.groupby("proc_index")["mass"].sum(), 1.0, atol=1e-5)
-    assert "object pointers" in set(cm["role"]) and "support #1" in set(cm["role"])
+    roles = set(cm["role"])
+    assert "pointers" in roles and "support #1" in roles  # npz supports carry no z; else "support #1 (z=..)"
+    assert roles <= {r for r in roles if r == "pointers" or r.startswith(("support #", "query (t-"))}
     assert list(chart_masses(insp, layer=0)["mass"]) != list(cm["mass"])
     for chart in (mass_chart(insp, highlight=3), share_chart(insp), layer_heatmap(insp, step=5)):
         spec = chart.to_dict()
@@ -361,6 +364,9 @@ def test_charts_and_panels(s1sfq, tmp_path):
         mass_chart(insp, layer=9)
     with pytest.raises(ValueError, match="region"):
         share_chart(insp, region="liver")
+    spec = mass_chart(insp).to_dict()
+    rng = spec["encoding"]["color"]["scale"]["range"]
+    assert all(c.startswith("#") for c in rng)  # the one colour scheme, no tableau
     img = attention_panels(insp, 8, (120, 90), layer=2, size=96)
     assert isinstance(img, Image.Image) and img.size[0] > 4 * 96
     path = save_panel(img, tmp_path / "panel.png")
@@ -380,13 +386,19 @@ def test_widget_updates_without_a_browser(s1sfq):
     assert w.query.png_b64 != q0 and w.memories.value != m0
     # no foreground predicted (random weights): the pixel follows to the slice centre
     assert w.pixel == (128, 128)
-    w.query.click = [0.25, 0.5, 1]  # a click at 1/4 height, 1/2 width
-    assert w.pixel == (64, 128) and not w.follow.value and "pixel y=64 x=128" in w.status.value
+    # the slider is labelled by z; the slice is shown radiologically (CHAOST2 rows run posterior ->
+    # anterior: flipped up-down), so a click at 1/4 height, 1/2 width is stored row 255 - 64
+    assert w.slider.label == "z=22"
+    w.query.click = [0.25, 0.5, 1]
+    assert w.pixel == (191, 128) and not w.follow.value and "pixel y=191 x=128" in w.status.value
+    bundle = w._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle and "fsm2-static" in bundle["text/html"]
+    assert bundle["text/html"].count("data:image/png;base64,") == 2 and "z=22" in bundle["text/html"]
     m1 = w.memories.value
     w.layer.value = 0
     assert "layer 0" in w.status.value and w.memories.value != m1
     w.px.value = 10
-    assert "pixel y=64 x=10" in w.status.value
+    assert "pixel y=191 x=10" in w.status.value
     assert "random weights" in repr(w)
 
 

@@ -198,6 +198,37 @@ def test_04_figures(tmp_path, kernel_env):
         page = (out / f"{stem}.html").read_text()
         assert "cdn.jsdelivr.net" not in page and os.path.getsize(out / f"{stem}.html") > 100_000  # inlined
     assert _has_image_output(nb, "image/png") and _has_image_output(nb, "image/svg+xml")
+    # both presets: screen (144 dpi) and paper (300 dpi PNG + PDF + SVG at 183 mm)
+    _check_presets(out, ["panels", "dice_bars", "slice_dice_curves"])
+
+
+def _check_presets(out, stems, width_mm=183.0):
+    from test_export import check_paper_files
+
+    from PIL import Image
+
+    for stem in stems:
+        _png(out / f"{stem}.png")
+        dpi = Image.open(out / f"{stem}.png").info["dpi"]
+        assert round(dpi[0]) == 144, (stem, dpi)
+        check_paper_files(out / f"{stem}_paper", width_mm)
+
+
+@pytest.mark.slow
+def test_05_memory_inspector(tmp_path, kernel_env):
+    """Notebook 05 through papermill: figures in both presets, the widget's static view in the HTML export."""
+    from nbconvert import HTMLExporter
+
+    out, nb = _execute("05_memory_inspector", tmp_path)
+    _check_presets(out, ["mass", "share", "layers"])
+    panels = sorted(out.glob("panels_*_paper.png"))
+    assert len(panels) == 1
+    from test_export import check_paper_files
+
+    check_paper_files(panels[0].with_suffix(""), 183.0)
+    html, _ = HTMLExporter().from_notebook_node(nb)
+    assert "fsm2-static" in html and "static rendering of the widget" in html
+    assert "pointers" in html  # the one naming scheme (groups in the shares table)
 
 
 @pytest.mark.slow

@@ -149,7 +149,7 @@ class Inspection:
         return df
 
     def shares(self, *, region: str = "all"):
-        """Mass per group (support memory / query memory / object pointers) per step and layer."""
+        """Mass per group (``support memory`` / ``query memory`` / ``pointers``) per step and layer."""
         m = self.masses
         m = m[m["region"] == region]
         keys = ["proc_index", "plan", "step", "position", "z", "layer", "head", "group"]

@@ -20,7 +20,7 @@ from ..core.memory import MemoryBank, MemorySelection, TokenLayout, token_layout
 __all__ = ["KeyEntry", "KeyLayout", "key_layout", "layout_entries", "query_token", "token_weights", "ENTRY_GROUPS"]
 
 #: Entry kind -> the group it is charted in.
-ENTRY_GROUPS = {"support": "support memory", "query": "query memory", "pointer": "object pointers"}
+ENTRY_GROUPS = {"support": "support memory", "query": "query memory", "pointer": "pointers"}
 
 # ----------------------------------------------------------------------------- key layout
 @dataclass(frozen=True)
@@ -85,29 +85,36 @@ class KeyEntry:
 
     @property
     def group(self) -> str:
-        """``"support memory"``, ``"query memory"`` or ``"object pointers"``."""
+        """``"support memory"``, ``"query memory"`` or ``"pointers"``."""
         return ENTRY_GROUPS[self.kind]
 
     @property
     def role(self) -> str:
-        """A label stable across steps (for charts): ``support #1``, ``prev query -2``, ..."""
-        src = f"support #{self.index}" if self.source == "support" else f"query -{self.t_pos}"
+        """A name stable across steps (charts): ``support #1 (z=17)``, ``query (t-2)``, ``pointers``.
+
+        One naming scheme for memory entries in tables, charts and the widget (:attr:`label`
+        adds the query slice's z, which changes from step to step).
+        """
         if self.kind == "pointer":
-            return f"ptr {src}"
+            return "pointers"
         if self.source == "support":
-            return src if self.t_pos == 0 else f"{src} (t{self.t_pos})"
-        return f"prev query -{self.distance}"
+            return self._support_name
+        return f"query (t-{self.distance})"
+
+    @property
+    def _support_name(self) -> str:
+        base = f"support #{self.index}" + (f" (z={self.z})" if self.z is not None else "")
+        return base if self.t_pos == 0 or self.kind == "pointer" else f"{base} (t-{self.distance})"
 
     @property
     def label(self) -> str:
-        """A label naming this very entry: ``support #1 z=17``, ``query z=22 (t6)``, ..."""
-        z = f" z={self.z}" if self.z is not None else ""
-        frame = f"support #{self.index}{z}" if self.source == "support" else (f"query{z}" if z else f"query #{self.index}")
-        if self.kind == "pointer":
-            return f"ptr {frame} (d={self.t_pos})"
-        if self.source == "support" and self.t_pos == 0:
-            return frame
-        return f"{frame} (t{self.t_pos})"
+        """This very entry: ``support #1 (z=17)``, ``query z=22 (t-1)``, ``pointers: query z=22 (t-1)``."""
+        if self.source == "support":
+            frame = self._support_name
+        else:
+            d = self.t_pos if self.kind == "pointer" else self.distance
+            frame = (f"query z={self.z}" if self.z is not None else f"query #{self.index}") + f" (t-{d})"
+        return f"pointers: {frame}" if self.kind == "pointer" else frame
 
     def __repr__(self) -> str:
         return f"KeyEntry({self.label}, tokens {self.start}:{self.stop})"

@@ -4,7 +4,7 @@ Charts (altair; :func:`fsm2kit.io.charts.save_chart` writes ``.png``/``.svg`` th
 or a self-contained ``.html`` that works offline):
 
 * :func:`mass_chart`: stacked attention mass per memory entry along the processing order;
-* :func:`share_chart`: support memory vs query memory (vs object pointers) share per slice;
+* :func:`share_chart`: support memory vs query memory (vs pointers) share per slice;
 * :func:`layer_heatmap`: layer x memory entry mean mass.
 
 Panels (PIL images; :func:`save_panel`):
@@ -30,8 +30,24 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from ..core.display import COLORS, MEMORY_GROUP_COLORS, OKABE_ITO, display_orientation, episode_axcodes
 from ..core.fileio import atomic_write
 from ..io.charts import save_chart
+from .drawing import (
+    captioned,
+    centered_note,
+    colorbar,
+    draw_marker,
+    edge_letters,
+    gray01,
+    grid,
+    heat_overlay,
+    legend_strip,
+    oriented,
+    paint_fill,
+    paint_outline,
+    to_pil,
+)
 
 if TYPE_CHECKING:  # imported lazily: ``fsm2kit --help`` stays light
     from .inspection import Inspection
@@ -48,13 +64,17 @@ __all__ = [
     "memory_panels",
     "attention_panels",
     "save_panel",
+    "PANEL_MIN_FONT_PX",
     "write_inspection",
     "inspection_charts",
     "GROUP_COLORS",
+    "role_colors",
+    "panel_orientation",
 ]
 
-#: Colours of the three memory groups (support, query memory, pointers).
-GROUP_COLORS = {"support memory": "#1f77b4", "query memory": "#ff7f0e", "object pointers": "#7f7f7f"}
+#: Colours of the three memory groups (support memory, query memory, pointers): the one scheme
+#: of :data:`fsm2kit.core.display.MEMORY_GROUP_COLORS`.
+GROUP_COLORS = MEMORY_GROUP_COLORS
 
 
 # ----------------------------------------------------------------------------- tables for charts
@@ -90,7 +110,7 @@ def chart_masses(insp: Inspection, *, layer: int | None = None, region: str = "a
 
     m = _layer_filter(insp, layer)
     m = m[m["region"] == _check_region(region)].copy()
-    m["role"] = np.where(m["entry_kind"] == "pointer", "object pointers", m["role"])
+    m["role"] = np.where(m["entry_kind"] == "pointer", "pointers", m["role"])
     # sum within (step, layer, head, role) first (several pointers share a role), then average
     keys = ["proc_index", "z", "plan", "step", "role", "group"]
     per = m.groupby(keys + ["layer", "head"], as_index=False, sort=False)["mass"].sum()
@@ -104,14 +124,34 @@ def chart_masses(insp: Inspection, *, layer: int | None = None, region: str = "a
 
 
 def _role_order(roles) -> list[str]:
+    """Supports, then query memories nearest first (``query (t-1)``, ``(t-2)``...), then pointers."""
     def key(r: str):
         if r.startswith("support"):
-            return (0, r)
-        if r.startswith("prev query"):
-            return (1, int(r.rsplit("-", 1)[-1]), r)
-        return (2, r)
+            return (0, 0, r)
+        if r.startswith("query (t-"):
+            return (1, int(r.rsplit("-", 1)[-1].rstrip(")")), r)
+        return (2, 0, r)
 
     return sorted(set(roles), key=key)
+
+
+_SUPPORT_SHADES = (OKABE_ITO["blue"], OKABE_ITO["sky blue"], "#003F63", "#9CD3F2")
+_QUERY_SHADES = (OKABE_ITO["orange"], OKABE_ITO["vermillion"], OKABE_ITO["yellow"], OKABE_ITO["reddish purple"],
+                 OKABE_ITO["bluish green"], "#8C5A00", "#F5C96B", OKABE_ITO["black"])
+
+
+def role_colors(roles) -> dict[str, str]:
+    """Colours of memory entries (roles): supports in blues, query memories in the other
+    Okabe-Ito hues (nearest first), pointers grey: the groups' colours of :data:`GROUP_COLORS`."""
+    out, ns, nq = {}, 0, 0
+    for r in _role_order(roles):
+        if r.startswith("support"):
+            out[r], ns = _SUPPORT_SHADES[ns % len(_SUPPORT_SHADES)], ns + 1
+        elif r.startswith("query"):
+            out[r], nq = _QUERY_SHADES[nq % len(_QUERY_SHADES)], nq + 1
+        else:
+            out[r] = GROUP_COLORS["pointers"]
+    return out
 
 
 def _title(insp: Inspection, what: str, layer: int | None, region: str) -> dict:
@@ -153,7 +193,7 @@ def mass_chart(insp: Inspection, *, layer: int | None = None, region: str = "all
         x=alt.X("slice:O", sort=labels, title="query slices in processing order (index, z)"),
         y=alt.Y("sum(mass):Q", title="attention mass", scale=alt.Scale(domain=[0, 1])),
         color=alt.Color("role:N", sort=roles, title="memory entry",
-                        scale=alt.Scale(scheme="tableau20")),
+                        scale=alt.Scale(domain=roles, range=[role_colors(roles)[r] for r in roles])),
         order=alt.Order("role_rank:Q"),
         tooltip=["slice:O", "z:Q", "plan:Q", "step:Q", "role:N", alt.Tooltip("mass:Q", format=".3f")],
     ).transform_calculate(
@@ -174,7 +214,7 @@ def mass_chart(insp: Inspection, *, layer: int | None = None, region: str = "all
 
 def share_chart(insp: Inspection, *, layer: int | None = None, region: str = "all",
                 width: int = 520, height: int = 200):
-    """Support memory vs query memory (vs object pointers) share of attention per slice.
+    """Support memory vs query memory (vs pointers) share of attention per slice.
 
     Lines along the processing order, one per group; each point is a slice's mass on that
     group (the three sum to 1).
@@ -207,7 +247,7 @@ def layer_heatmap(insp: Inspection, *, step: int | None = None, region: str = "a
         if not 0 <= step < len(insp.steps):
             raise ValueError(f"step {step} outside 0..{len(insp.steps) - 1}")
         m = m[m["proc_index"] == step]
-    m["role"] = np.where(m["entry_kind"] == "pointer", "object pointers", m["role"])
+    m["role"] = np.where(m["entry_kind"] == "pointer", "pointers", m["role"])
     per = m.groupby(["proc_index", "layer", "head", "role"], as_index=False)["mass"].sum()
     df = per.groupby(["layer", "role"], as_index=False)["mass"].mean()
     df["weights"] = insp.weights
@@ -232,133 +272,48 @@ def chart_png(chart, *, scale: float = 1.0) -> bytes:
 
 
 # ----------------------------------------------------------------------------- panels
-def _gray(image: np.ndarray) -> np.ndarray:
-    a = np.asarray(image, dtype=np.float64)
-    if a.ndim == 3:
-        a = a[0]
-    lo, hi = float(a.min()), float(a.max())
-    a = (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
-    return a
+def panel_orientation(insp: Inspection):
+    """The radiological display of the inspection's slices (None: unknown, shown as stored)."""
+    return display_orientation(episode_axcodes(insp.episode)) if insp.episode is not None else None
 
 
-def _edges(mask: np.ndarray) -> np.ndarray:
-    from scipy import ndimage
-
-    m = np.asarray(mask, dtype=bool)
-    return m & ~ndimage.binary_erosion(m, border_value=0)
-
-
-def _rgb(gray: np.ndarray, heat: np.ndarray | None = None, *, alpha: float = 0.6, cmap: str = "inferno") -> np.ndarray:
-    base = np.repeat(gray[..., None], 3, axis=2)
-    if heat is not None:
-        import matplotlib
-
-        lut = matplotlib.colormaps[cmap](np.linspace(0, 1, 256))[:, :3]
-        h = np.clip(heat, 0, 1)
-        col = lut[(h * 255).astype(int)]
-        a = alpha * (0.25 + 0.75 * h)[..., None]
-        base = (1 - a) * base + a * col
-    return base
-
-
-def _paint(rgb: np.ndarray, mask: np.ndarray | None, color: tuple[float, float, float]) -> np.ndarray:
-    if mask is not None and np.any(mask):
-        rgb = rgb.copy()
-        rgb[_edges(mask)] = color
-    return rgb
-
-
-def _to_image(rgb: np.ndarray, size: int):
-    from PIL import Image
-
-    img = Image.fromarray((np.clip(rgb, 0, 1) * 255).astype(np.uint8))
-    if size and img.size != (size, size):
-        w, h = img.size
-        s = size / max(w, h)
-        img = img.resize((max(1, round(w * s)), max(1, round(h * s))), Image.Resampling.BILINEAR)
-    return img
-
-
-def _marker(img, pixel: tuple[int, int], shape: tuple[int, int], color=(0, 255, 255)):
-    from PIL import ImageDraw
-
-    y, x = pixel
-    sy, sx = img.size[1] / shape[0], img.size[0] / shape[1]
-    cy, cx = (y + 0.5) * sy, (x + 0.5) * sx
-    d = ImageDraw.Draw(img)
-    r = max(4, img.size[0] // 32)
-    d.line([(cx - r, cy), (cx + r, cy)], fill=color, width=2)
-    d.line([(cx, cy - r), (cx, cy + r)], fill=color, width=2)
-    d.ellipse([cx - r, cy - r, cx + r, cy + r], outline=color, width=1)
-    return img
-
-
-def _font(size: int = 12):
-    from PIL import ImageFont
-
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1
-        return ImageFont.load_default()
-
-
-def _captioned(img, lines: list[str], *, font_size: int = 12):
-    from PIL import Image, ImageDraw
-
-    font = _font(font_size)
-    pad = 3
-    line_h = font_size + 3
-    out = Image.new("RGB", (img.size[0], img.size[1] + pad * 2 + line_h * len(lines)), "white")
-    out.paste(img, (0, pad * 2 + line_h * len(lines)))
-    d = ImageDraw.Draw(out)
-    for i, t in enumerate(lines):
-        d.text((pad, pad + i * line_h), t, fill=(0, 0, 0), font=font)
-    return out
-
-
-def _grid(tiles: list, *, columns: int, gap: int = 6):
-    from PIL import Image
-
-    if not tiles:
-        return Image.new("RGB", (1, 1), "white")
-    columns = max(1, min(columns, len(tiles)))
-    rows = [tiles[i:i + columns] for i in range(0, len(tiles), columns)]
-    w = max(sum(t.size[0] for t in r) + gap * (len(r) - 1) for r in rows)
-    h = sum(max(t.size[1] for t in r) for r in rows) + gap * (len(rows) - 1)
-    out = Image.new("RGB", (w, h), "white")
-    y = 0
-    for r in rows:
-        x = 0
-        for t in r:
-            out.paste(t, (x, y))
-            x += t.size[0] + gap
-        y += max(t.size[1] for t in r) + gap
-    return out
+def _letters(o) -> dict | None:
+    return None if o is None else o.letters
 
 
 def query_image(insp: Inspection, step: int, *, pixel: tuple[int, int] | None = None, size: int = 256,
                 ground_truth: bool = True):
-    """The query slice (no caption) with its prediction (yellow), ground truth (green) and the pixel."""
+    """The query slice (no caption), radiological, with edge letters: prediction filled
+    (orange), ground truth as a contour over it (bluish green), the pixel (reddish purple);
+    "no prediction" when the step predicted nothing."""
     s = insp.steps[step]
     if s.image is None:
         raise RuntimeError("this step has no image (captured without track's image argument).")
-    rgb = _rgb(_gray(s.image))
+    o = panel_orientation(insp)
+    rgb = paint_fill(heat_overlay(gray01(s.image)), s.prediction, COLORS["prediction"])
     if ground_truth and insp.episode is not None and insp.episode.labels is not None:
-        rgb = _paint(rgb, insp.episode.labels[s.position], (0.2, 0.9, 0.2))
-    rgb = _paint(rgb, s.prediction, (1.0, 0.85, 0.0))
-    img = _to_image(rgb, size)
+        rgb = paint_outline(rgb, insp.episode.labels[s.position], COLORS["ground_truth"])
+    rgb = oriented(rgb, o)
+    img = to_pil(rgb, size)
+    if s.prediction is None or not np.any(s.prediction):
+        centered_note(img, "no prediction", COLORS["empty"])
     if pixel is not None:
-        img = _marker(img, pixel, s.image_shape)
-    return img
+        shown = o.point(*pixel, s.image_shape) if o is not None else pixel
+        draw_marker(img, shown, rgb.shape[:2], COLORS["pixel"])
+    return edge_letters(img, _letters(o))
+
+
+QUERY_LEGEND = (("prediction", COLORS["prediction"], "fill"), ("ground truth", COLORS["ground_truth"], "line"),
+                ("pixel", COLORS["pixel"], "marker"))
 
 
 def query_panel(insp: Inspection, step: int, *, pixel: tuple[int, int] | None = None, size: int = 256):
-    """:func:`query_image` with a caption (slice, step, foreground, pixel)."""
+    """:func:`query_image` with a caption (slice, step, foreground, pixel) and a legend."""
     s = insp.steps[step]
     img = query_image(insp, step, pixel=pixel, size=size)
     lines = [f"query z={s.z}  (#{step}, plan {s.plan_index} step {s.step})",
              f"pred {s.fg_pixels} px" + (f", pixel y={pixel[0]} x={pixel[1]}" if pixel else "")]
-    return _captioned(img, lines)
+    return grid([captioned(img, lines), legend_strip(list(QUERY_LEGEND), vertical=True)], columns=1, gap=2)
 
 
 def memory_panels(insp: Inspection, step: int, pixel: tuple[int, int] | None = None, *,
@@ -367,10 +322,11 @@ def memory_panels(insp: Inspection, step: int, pixel: tuple[int, int] | None = N
     """Each spatial memory frame of a step with ``pixel``'s attention map over it.
 
     The map over the frame's token grid is upsampled onto the frame's image (support slice or
-    earlier query slice) and overlaid (inferno colour map); the frame's mask (support mask or
-    that slice's prediction) is outlined in green. ``normalize="shared"`` scales all maps by
-    the largest weight of any spatial memory (comparable across tiles), ``"each"`` by each
-    map's own maximum.
+    earlier query slice) and overlaid (``cividis``, with a colour bar); the frame's mask is
+    outlined (support mask blue, an earlier slice's prediction orange). Tiles are
+    radiological with edge letters. ``normalize="shared"`` scales all maps by the largest
+    weight of any spatial memory (comparable across tiles; the colour bar's maximum),
+    ``"each"`` by each map's own maximum.
 
     Returns
     -------
@@ -383,19 +339,27 @@ def memory_panels(insp: Inspection, step: int, pixel: tuple[int, int] | None = N
     mass = pa.mass()
     spatial = pa.layout.spatial
     vmax = max(float(pa.grid(e).max()) for e in spatial) if spatial else 1.0
+    o = panel_orientation(insp)
     tiles = []
     for e in spatial:
         image, mask = insp.entry_image(e)
         up = pa.upsampled(e, np.shape(image)[-2:])
         top = float(up.max()) if normalize == "each" else vmax
         heat = up / top if top > 0 else up
-        rgb = _paint(_rgb(_gray(image), heat), mask, (0.2, 0.9, 0.2))
-        tiles.append(_captioned(_to_image(rgb, size), [_entry_caption(e), f"mass {mass[e.position]:.3f}"]))
+        color = COLORS["support"] if e.source == "support" else COLORS["prediction"]
+        rgb = oriented(paint_outline(heat_overlay(gray01(image), heat), mask, color), o)
+        tile = edge_letters(to_pil(rgb, size), _letters(o))
+        tiles.append(captioned(tile, [_entry_caption(e), f"mass {mass[e.position]:.3f}"]))
     ptr = sum(mass[e.position] for e in pa.layout.pointers)
     n_ptr = len(pa.layout.pointers)
-    grid = _grid(tiles, columns=columns)
-    return _captioned(grid, [f"pixel y={pixel[0]} x={pixel[1]}, layer {pa.layer}: {len(spatial)} memories; "
-                             f"{n_ptr} object pointers: mass {ptr:.3f}"])
+    body = grid(tiles, columns=columns)
+    label = "attention weight (shared scale)" if normalize == "shared" else "attention / map's maximum"
+    bar = colorbar(min(max(body.size[0], 200), 320), vmax=vmax if normalize == "shared" else 1.0, label=label)
+    keys = legend_strip([("support mask", COLORS["support"], "line"),
+                         ("earlier prediction", COLORS["prediction"], "line")])
+    body = grid([body, bar, keys], columns=1, gap=4)
+    return captioned(body, [f"pixel y={pixel[0]} x={pixel[1]}, layer {pa.layer}: {len(spatial)} memories; "
+                            f"pointers ({n_ptr}): mass {ptr:.3f}"])
 
 
 def _entry_caption(e: KeyEntry) -> str:
@@ -409,7 +373,7 @@ def attention_panels(insp: Inspection, step: int, pixel: tuple[int, int] | None 
     pixel = insp.default_pixel(step) if pixel is None else tuple(int(v) for v in pixel)
     q = query_panel(insp, step, pixel=pixel, size=size)
     mem = memory_panels(insp, step, pixel, layer=layer, head=head, size=size, columns=columns, normalize=normalize)
-    body = _grid([q, mem], columns=2, gap=12)
+    body = grid([q, mem], columns=2, gap=12)
     r = insp.result
     layer = insp.steps[step].layers[-1] if layer is None else layer
     foot = (f"{r.case_id}/{r.label_name} {r.setting}{'-' + r.order if r.order else ''}, layer {layer}; "
@@ -419,28 +383,90 @@ def attention_panels(insp: Inspection, step: int, pixel: tuple[int, int] | None 
         lines.append("RANDOM WEIGHTS: the attention content is meaningless (smoke run)")
     from PIL import Image
 
-    out = _captioned(body, lines)
+    out = captioned(body, lines)
     framed = Image.new("RGB", (out.size[0] + 8, out.size[1] + 8), "white")
     framed.paste(out, (4, 4))
     return framed
 
 
-def save_panel(img, path: str | os.PathLike) -> Path:
-    """Save a panel image (``.png``, ``.jpg``, ``.webp``...)."""
+#: Smallest text drawn on panels (px): edge letters and legends.
+PANEL_MIN_FONT_PX = 10
+
+
+def save_panel(img, path: str | os.PathLike, *, preset: str | None = None, width: str | float = "double"):
+    """Save a panel image.
+
+    Parameters
+    ----------
+    img : PIL.Image.Image
+    path : path-like
+        Without a preset: the file (``.png``, ``.jpg``, ``.webp``...), returns its Path.
+    preset : {"paper", "screen"}, optional
+        ``paper``: the panel resampled to ``width`` (89 / 183 mm or mm) at 300 dpi, written as
+        PNG (dpi recorded), PDF and SVG (the PNG embedded, sized in mm); refused when the
+        smallest text (:data:`PANEL_MIN_FONT_PX`) would print below 7 pt (render with a smaller
+        ``size=``). ``screen``: PNG at 144 dpi. Returns format -> Path.
+    """
     path = Path(path)
-    fmt = path.suffix.lstrip(".").upper().replace("JPG", "JPEG") or "PNG"
-    return atomic_write(path, lambda tmp: img.save(tmp, format=fmt))
+    if preset is None:
+        fmt = path.suffix.lstrip(".").upper().replace("JPG", "JPEG") or "PNG"
+        return atomic_write(path, lambda tmp: img.save(tmp, format=fmt))
+    import base64
+    import io as _io
+
+    from PIL import Image
+
+    from ..io.charts import COLUMN_WIDTHS_MM, PRESETS
+
+    if preset not in PRESETS:
+        raise ValueError(f"preset {preset!r} unknown; expected one of {', '.join(PRESETS)} (or None).")
+    p = PRESETS[preset]
+    base = path.with_suffix("") if path.suffix.lower() in (".png", ".pdf", ".svg") else path
+    if not p.print_width:
+        out = base.with_name(base.name + ".png")
+        return {"png": atomic_write(out, lambda tmp: img.save(tmp, format="PNG", dpi=(p.dpi, p.dpi)))}
+    w_mm = COLUMN_WIDTHS_MM[width] if isinstance(width, str) else float(width)
+    px = int(round(w_mm / 25.4 * p.dpi))
+    factor = px / img.size[0]
+    smallest_pt = PANEL_MIN_FONT_PX * factor / p.dpi * 72
+    if p.min_font_pt and smallest_pt < p.min_font_pt - 1e-6:
+        raise ValueError(f"the panel is {img.size[0]} px wide: at {w_mm:g} mm its smallest text prints at "
+                         f"{smallest_pt:.1f} pt (< {p.min_font_pt:g}); render it with a smaller size= or a wider width.")
+    big = img.convert("RGB").resize((px, max(1, int(round(img.size[1] * factor)))), Image.Resampling.LANCZOS)
+    h_mm = big.size[1] / p.dpi * 25.4
+    buf = _io.BytesIO()
+    big.save(buf, format="PNG", dpi=(p.dpi, p.dpi))
+    png = buf.getvalue()
+    svg = (f'<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" '
+           f'width="{w_mm:.2f}mm" height="{h_mm:.2f}mm" viewBox="0 0 {big.size[0]} {big.size[1]}">'
+           f'<image width="{big.size[0]}" height="{big.size[1]}" '
+           f'xlink:href="data:image/png;base64,{base64.b64encode(png).decode("ascii")}"/></svg>')
+    written = {}
+    for fmt in p.figure_formats:
+        out = base.with_name(f"{base.name}.{fmt}")
+        if fmt == "png":
+            atomic_write(out, lambda tmp: Path(tmp).write_bytes(png))
+        elif fmt == "pdf":
+            atomic_write(out, lambda tmp: big.save(tmp, format="PDF", resolution=float(p.dpi)))
+        else:
+            atomic_write(out, lambda tmp: Path(tmp).write_text(svg, encoding="utf-8"))
+        written[fmt] = out
+    return written
 
 
 # ----------------------------------------------------------------------------- command line
 def write_inspection(insp: Inspection, out: str | os.PathLike, *, panels: int = 3,
-                     pixel: tuple[int, int] | None = None, formats=("png",),
+                     pixel: tuple[int, int] | None = None, formats=("png",), presets=None,
                      provenance: Mapping | None = None) -> dict[str, Path]:
     """Write an inspection's tables, charts and attention panels to a folder.
 
     Files: ``masses.csv``, ``shares.csv``, ``layouts.csv``, ``inspect.json`` (provenance),
     ``mass``/``share``/``layers`` charts in ``formats`` and ``panels_<k>_z<z>.png`` for
-    ``panels`` slices spread over the processing order.
+    ``panels`` slices spread over the processing order. With ``presets`` (e.g. ``("screen",
+    "paper")``) the charts are written in those presets instead of ``formats``
+    (:func:`fsm2kit.io.charts.save_presets`: ``mass.png/.svg/.html``, ``mass_paper.png/.pdf/.svg``
+    at 183 mm) and the ``paper`` panels as ``panels_<k>_z<z>_paper.png/.pdf/.svg`` (rendered with
+    112 px tiles, 3 per row, so their text prints at >= 7 pt).
 
     ``provenance`` is what ``inspect.json`` holds (``fsm2kit inspect`` passes the one
     provenance record of :mod:`fsm2kit.workflows.provenance`, with the capture settings of
@@ -462,13 +488,24 @@ def write_inspection(insp: Inspection, out: str | os.PathLike, *, panels: int = 
     for name, df in (("masses", insp.masses), ("shares", insp.shares()), ("layouts", insp.layouts())):
         paths[name] = atomic_write(out / f"{name}.csv", lambda tmp, df=df: df.to_csv(tmp, index=False))
     for name, chart in inspection_charts(insp).items():
+        if presets:
+            from ..io.charts import save_presets
+
+            for key, p in save_presets(chart, out / name, presets=tuple(presets), width="double").items():
+                paths[f"{name}.{key}"] = p
+            continue
         for fmt, p in save_chart(chart, out / name, formats=tuple(formats)).items():
             paths[f"{name}.{fmt}"] = p
     n = len(insp.steps)
     picks = sorted({int(round(i)) for i in np.linspace(0, n - 1, num=max(0, min(panels, n)))}) if panels > 0 else []
     for k in picks:
-        p = save_panel(attention_panels(insp, k, pixel), out / f"panels_{k:02d}_z{insp.steps[k].z}.png")
+        stem = f"panels_{k:02d}_z{insp.steps[k].z}"
+        p = save_panel(attention_panels(insp, k, pixel), out / f"{stem}.png")
         paths[p.stem] = p
+        if presets and "paper" in presets:
+            for fmt, f in save_panel(attention_panels(insp, k, pixel, size=112, columns=3), out / f"{stem}_paper",
+                                     preset="paper").items():
+                paths[f"{stem}_paper.{fmt}"] = f
     text = json.dumps(dict(insp.provenance if provenance is None else provenance), indent=2, default=str)
     paths["inspect.json"] = atomic_write(out / "inspect.json", lambda tmp: Path(tmp).write_text(text))
     return paths

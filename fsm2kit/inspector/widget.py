@@ -2,15 +2,19 @@
 
 :class:`MemoryInspectorWidget` shows one :class:`~fsm2kit.inspect.Inspection`:
 
-* a slider over the query slices in processing order and a layer selector;
-* the query slice with its prediction (yellow), ground truth (green) and the chosen pixel:
-  click on the slice (an anywidget image) or type the pixel's y and x; "follow foreground"
-  puts the pixel at the centre of each slice's predicted foreground;
+* a slider over the query slices in processing order, labelled by their z, and a layer selector;
+* the query slice (radiological, with orientation letters) with its prediction (orange),
+  the ground-truth contour (bluish green) and the chosen pixel (reddish purple), the colours
+  of :data:`fsm2kit.core.display.COLORS`: click on the slice (an anywidget image) or type the
+  pixel's y and x (array indices); "follow foreground" puts the pixel at the centre of each
+  slice's predicted foreground;
 * the memory entries with the pixel's attention map over each (:func:`memory_panels`);
 * the stacked attention-mass chart with the current slice marked (PNG via vl-convert).
 
 All drawing happens in Python (PNG images), so nothing is fetched from the internet.
-Attention maps for a new pixel cost one tracking step (cached).
+Attention maps for a new pixel cost one tracking step (cached). The widget's display bundle
+also carries a static HTML rendering of its current view (:meth:`MemoryInspectorWidget.static_html`),
+which an HTML export of the notebook shows where no widget state was saved.
 """
 
 from __future__ import annotations
@@ -22,8 +26,9 @@ import io
 import ipywidgets as W
 import traitlets
 
+from ..core.display import COLORS
 from .inspection import Inspection
-from ..inspector.views import chart_png, mass_chart, memory_panels, query_image
+from .views import chart_png, mass_chart, memory_panels, panel_orientation, query_image
 
 __all__ = ["ClickImage", "MemoryInspectorWidget", "show_inspector"]
 
@@ -104,8 +109,10 @@ class MemoryInspectorWidget(W.VBox):
         layer = layers[-1] if layer is None else int(layer)
         if layer not in layers:
             raise ValueError(f"layer {layer} was not captured; captured layers: {layers}.")
-        self.slider = W.IntSlider(value=0, min=0, max=n - 1, step=1, description="slice #",
-                                  continuous_update=False, layout=W.Layout(width="420px"))
+        zs = [f"z={s.z}" for s in insp.steps]
+        labels = [z if zs.count(z) == 1 else f"{z} (#{k})" for k, z in enumerate(zs)]
+        self.slider = W.SelectionSlider(options=list(zip(labels, range(n))), value=0, description="query",
+                                        continuous_update=False, layout=W.Layout(width="420px"))
         self.slider.add_class("fsm2-slider")
         self.layer = W.Dropdown(options=[(f"layer {l}", l) for l in layers], value=layer,
                                 description="layer", layout=W.Layout(width="180px"))
@@ -134,7 +141,7 @@ class MemoryInspectorWidget(W.VBox):
         if insp.random_weights:
             warn = ("<div style='color:#b00;font-weight:bold'>RANDOM WEIGHTS: a smoke run; the attention "
                     "content is meaningless.</div>")
-        head = W.HTML(f"<b>Memory inspector</b>: {html.escape(repr(insp))}" + warn)
+        head = W.HTML(f"<b>Memory inspector</b>: {html.escape(repr(insp))}" + warn + _legend_html())
         controls = W.HBox([self.slider, self.layer])
         pixel_box = W.HBox([self.py, self.px, self.follow])
         left = W.VBox([self.query, pixel_box])
@@ -181,8 +188,12 @@ class MemoryInspectorWidget(W.VBox):
         if not v or len(v) < 2:
             return
         h, w = self.inspection.steps[self.step].image_shape
-        y = min(max(int(float(v[0]) * h), 0), h - 1)
-        x = min(max(int(float(v[1]) * w), 0), w - 1)
+        o = panel_orientation(self.inspection)
+        dh, dw = (w, h) if o is not None and o.transpose else (h, w)  # the displayed slice's shape
+        y = min(max(int(float(v[0]) * dh), 0), dh - 1)
+        x = min(max(int(float(v[1]) * dw), 0), dw - 1)
+        if o is not None:
+            y, x = (int(c) for c in o.stored_point(y, x, (h, w)))
         self._busy = True
         self.follow.value = False
         self._busy = False
@@ -201,10 +212,11 @@ class MemoryInspectorWidget(W.VBox):
         h, w = s.image_shape
         y, x = min(y, h - 1), min(x, w - 1)
         qimg = query_image(insp, k, pixel=(y, x), size=self.size)
+        self._query_png = _png(qimg)
         if _HAVE_ANYWIDGET:
-            self.query.set_png(_png(qimg))
+            self.query.set_png(self._query_png)
         else:  # pragma: no cover
-            self.query.value = _png(qimg)
+            self.query.value = self._query_png
         mem = memory_panels(insp, k, (y, x), layer=layer, size=max(96, self.size * 3 // 4))
         self.memories.value = _png(mem)
         if self.show_chart:
@@ -220,8 +232,55 @@ class MemoryInspectorWidget(W.VBox):
             f"pixel y={y} x={x}; predicted {s.fg_pixels} px; mass: {shares}</span>"
         )
 
+    # ------------------------------------------------------------------ static rendering
+    def static_html(self) -> str:
+        """The current view as self-contained HTML (PNG images inlined): what an HTML export shows."""
+        def img(data: bytes, cls: str) -> str:
+            if not data:
+                return ""
+            return (f"<img class='{cls}' style='max-width:100%' "
+                    f"src='data:image/png;base64,{base64.b64encode(data).decode('ascii')}'/>")
+
+        head = self.children[0].value
+        return (
+            "<div class='fsm2-static' style='font-family:sans-serif;font-size:13px'>"
+            f"<div>{head}</div><div><i>static rendering of the widget's current view "
+            f"(query {html.escape(self.slider.label)}, layer {self.layer.value})</i></div>"
+            f"<div>{self.status.value}</div>"
+            "<div style='display:flex;gap:8px;align-items:flex-start'>"
+            f"{img(getattr(self, '_query_png', b''), 'fsm2-static-query')}{img(self.memories.value, 'fsm2-static-memories')}"
+            f"</div>{img(self.chart.value if self.show_chart else b'', 'fsm2-static-chart')}</div>"
+        )
+
+    def snapshot(self):
+        """The current view as a static HTML display object (PNG images inlined).
+
+        Display it in a cell after the widget: an HTML export of the notebook then shows the
+        view even where the widget itself cannot be drawn (offline, or no widget state saved).
+        """
+        from IPython.display import HTML
+
+        return HTML(self.static_html())
+
+    def _repr_mimebundle_(self, **kwargs):
+        data = super()._repr_mimebundle_(**kwargs) or {}
+        data["text/html"] = self.static_html()  # used where the widget state is not saved (nbconvert HTML)
+        return data
+
     def __repr__(self) -> str:
         return f"MemoryInspectorWidget({self.inspection!r}, slice #{self.step}, layer {self.layer.value})"
+
+
+def _legend_html() -> str:
+    items = (("prediction", COLORS["prediction"], "fill"), ("ground truth (contour)", COLORS["ground_truth"], "line"),
+             ("pixel", COLORS["pixel"], "line"), ("support mask", COLORS["support"], "line"))
+    spans = []
+    for label, color, kind in items:
+        box = (f"background:{color};width:12px;height:12px" if kind == "fill"
+               else f"border-top:3px solid {color};width:14px;height:0")
+        spans.append(f"<span style='display:inline-block;{box};margin:0 4px 0 10px;vertical-align:middle'></span>"
+                     f"{html.escape(label)}")
+    return "<div class='fsm2-legend'>" + "".join(spans) + "</div>"
 
 
 def show_inspector(inspection: Inspection, **kwargs) -> MemoryInspectorWidget:

@@ -20,7 +20,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     ".dice_tables": ['TABLE_FORMATS', 'OURS_DICE_VARIANTS', 'DiceTable', 'dice_table', 'save_table'],
     ".episodes": ['episode_folder_kind', 'require_folder_options', 'load_episodes', 'subset_episode', 'load_config_episodes', 'bars_off', 'npz_episodes_matching'],
     ".experiments": ['run_experiment', 'run_experiments'],
-    ".figures": ['PRED_COLOR', 'GT_COLOR', 'SUPPORT_COLOR', 'weights_label', 'slice_overlays', 'class_panels', 'save_figure'],
+    ".figures": ['PRED_COLOR', 'GT_COLOR', 'SUPPORT_COLOR', 'weights_label', 'slice_overlays', 'class_panels', 'save_figure', 'dice_bars', 'slice_dice_curves'],
     ".inspection": ['inspect_run'],
     ".labels": ['OrganSpec', 'parse_labels', 'check_label_map_fits', 'describe_ids'],
     ".propagation": ['DEFAULT_PATIENCE', 'NOT_RUN_LOGIT', 'ECHO_LOGIT', 'relative_start', 'should_stop', 'absent_after', 'propagation_plan', 'Propagation', 'propagation_job', 'propagate_volume'],

@@ -43,6 +43,7 @@ def inspect_run(
     panels: int = 3,
     pixel: tuple[int, int] | None = None,
     formats: Sequence[str] = ("png",),
+    presets: Sequence[str] | None = None,
     progress: bool = False,
     command: str | None = None,
 ) -> Inspection:
@@ -71,6 +72,9 @@ def inspect_run(
         When given, tables, charts, panels and provenance are written there
         (:func:`fsm2kit.inspector.views.write_inspection`) with the one provenance record
         (``command`` recorded in it); the paths are in ``insp.files``.
+    presets : sequence of {"screen", "paper"}, optional
+        Write the charts and panels in these export presets instead of ``formats``
+        (:func:`fsm2kit.io.charts.save_presets`).
 
     Returns
     -------
@@ -95,5 +99,5 @@ def inspect_run(
     if output_dir is not None:
         record = inspection_provenance(insp, command=command if command is not None else command_line())
         insp.files = write_inspection(insp, Path(output_dir), panels=panels, pixel=pixel, formats=tuple(formats),
-                                      provenance=record.to_dict())
+                                      presets=presets, provenance=record.to_dict())
     return insp

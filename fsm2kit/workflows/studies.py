@@ -192,26 +192,31 @@ class Study:
         return chart
 
     def overlays(self, *, setting: str | None = None, order: str | None = None, model: str | None = None,
-                 n: int = 4, file: str | None = "overlays.png"):
+                 n: int = 4, file: str | None = "overlays", presets: Sequence[str] = ("screen", "paper")):
         """Support, prediction and ground truth on ``n`` slices of the first matching run
-        (:func:`~fsm2kit.workflows.figures.slice_overlays`; needs ``keep_predictions=True``)."""
-        from .figures import save_figure, slice_overlays
+        (:func:`~fsm2kit.workflows.figures.slice_overlays`; needs ``keep_predictions=True``),
+        saved in ``presets`` (:func:`fsm2kit.io.charts.save_presets`: ``file.png/.svg`` and
+        ``file_paper.png/.pdf/.svg``)."""
+        from ..io.charts import save_presets
+        from .figures import slice_overlays
 
         p = self.result.prediction(setting=setting, order=order, model=model)
         fig = slice_overlays(p.episode, p.result, n=n)
         if file is not None:
-            save_figure(fig, self._path(file))
+            save_presets(fig, self._path(file), presets=presets)
         return fig
 
     def panels(self, *, setting: str | None = None, order: str | None = None, case_id: str | None = None,
-               file: str | None = "panels.png"):
+               file: str | None = "panels", presets: Sequence[str] = ("screen", "paper")):
         """Figure 3/4 style panels, one row per class of the matching runs
-        (:func:`~fsm2kit.workflows.figures.class_panels`; needs ``keep_predictions=True``)."""
-        from .figures import class_panels, save_figure
+        (:func:`~fsm2kit.workflows.figures.class_panels`; needs ``keep_predictions=True``), saved
+        in ``presets`` (``file.png/.svg``, ``file_paper.png/.pdf/.svg``)."""
+        from ..io.charts import save_presets
+        from .figures import class_panels
 
         fig = class_panels(self.result.select_predictions(setting=setting, order=order, case_id=case_id))
         if file is not None:
-            save_figure(fig, self._path(file))
+            save_presets(fig, self._path(file), presets=presets)
         return fig
 
     def __repr__(self) -> str:
