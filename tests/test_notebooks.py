@@ -249,6 +249,5 @@ def test_06_strategies(tmp_path, kernel_env):
     # support-only attends to the supports alone; sam2 to more on later slices
     n = slices.groupby("memory_policy")["n_memories"].max()
     assert n["support-only"] < n["sam2"] and n["recent:1"] <= n["support-only"] + 1
-    for stem in ("dice_vs_memories", "attention_by_policy"):
-        _png(out / f"{stem}.png")
+    _check_presets(out, ["dice_vs_memories", "attention_by_policy"], width_mm=89.0)
     assert _has_image_output(nb, "image/svg+xml")

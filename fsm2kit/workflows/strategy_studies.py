@@ -190,11 +190,12 @@ class StrategyStudy:
 
     # ------------------------------------------------------------------ charts
     def memory_chart(self, metric: str = "pooled", *, file: str | None = "dice_vs_memories",
-                     formats: Sequence[str] = ("png", "svg")):
-        """Dice against the mean number of attended memories per step, one point per strategy."""
+                     presets: Sequence[str] = ("screen", "paper")):
+        """Dice against the mean number of attended memories per step, one point per strategy; saved in
+        ``presets`` (:func:`fsm2kit.io.charts.save_presets`: ``file.*`` and ``file_paper.*``)."""
         import altair as alt
 
-        from ..io.charts import save_chart
+        from ..io.charts import save_presets
 
         m = self.memories()
         m = m[m["metric"] == metric]
@@ -209,7 +210,7 @@ class StrategyStudy:
         ).properties(width=220, height=200, title={"text": f"{self.setting}: Dice against attended memories",
                                                    "subtitle": self.result.note})
         if file is not None:
-            save_chart(chart, self.output_dir / file, formats=formats)
+            save_presets(chart, self.output_dir / file, presets=presets)
         return chart
 
     def attention_table(self, z: int | None = None, *, case_id: str | None = None, label_name: str | None = None,
@@ -256,14 +257,9 @@ class StrategyStudy:
             layers = list(st.layers)
             li = slice(None) if layer is None else [layers.index(layer)]
             mass = np.asarray(st.mass_all)[li].mean(axis=(0, 1))
-            for e in st.layout:
-                if e.kind == "pointer":
-                    entry, group = "pointers", "object pointers"
-                elif e.source == "support":
-                    entry, group = (f"support #{e.index}" + ("" if e.z is None else f" (z={e.z})")), "support memory"
-                else:
-                    entry, group = f"query z={e.z} (t-{e.distance})", "query memory"
-                rows.append({"memory_policy": strategy_name(pol), "z": st.z, "entry": entry, "group": group,
+            for e in st.layout:  # the inspector's one naming scheme; pointers summed into one entry
+                entry = "pointers" if e.kind == "pointer" else e.label
+                rows.append({"memory_policy": strategy_name(pol), "z": st.z, "entry": entry, "group": e.group,
                              "mass": float(mass[e.position])})
         t = pd.DataFrame(rows).groupby(["memory_policy", "z", "entry", "group"], as_index=False, sort=False)["mass"].sum()
         t["case_id"], t["label_name"], t["order"] = episode.case_id, episode.label_name, ord_
@@ -272,11 +268,11 @@ class StrategyStudy:
         return t
 
     def attention_chart(self, z: int | None = None, *, file: str | None = "attention_by_policy",
-                        formats: Sequence[str] = ("png", "svg"), **kwargs):
-        """:meth:`attention_table` as bars, one panel per policy, side by side."""
+                        presets: Sequence[str] = ("screen", "paper"), **kwargs):
+        """:meth:`attention_table` as bars, one panel per policy, side by side; saved in ``presets``."""
         import altair as alt
 
-        from ..io.charts import save_chart
+        from ..io.charts import save_presets
 
         t = self.attention_table(z, **kwargs)
         chart = alt.Chart(t).mark_bar().encode(
@@ -290,7 +286,7 @@ class StrategyStudy:
                     f"{self.setting} {t['order'].iloc[0]}) per memory entry",
             "subtitle": self.result.note})
         if file is not None:
-            save_chart(chart, self.output_dir / file, formats=formats)
+            save_presets(chart, self.output_dir / file, presets=presets)
         return chart
 
     def __repr__(self) -> str:
