@@ -311,8 +311,9 @@ class MemoryPolicy(Protocol):
     A memory policy is a pure function of the bank, the frame being segmented, the direction and
     the model's :class:`MemorySettings`. It may fill fewer than SAM2's ``num_maskmem - 1``
     non-conditioning slots, never more, and may only name frames that are in the bank. SAM2's own
-    rule (:func:`sam2_memory_policy`) is the default; others live in
-    :mod:`fsm2kit.strategies` with a name in its registry.
+    rule (:func:`sam2_memory_policy`) is the default; the built-in others (``stride:R``,
+    ``support-only``, ``recent:K``, ``confident:T``, ``best:K``) are in :mod:`fsm2kit.core.policies`;
+    all are named in the registry :data:`fsm2kit.strategies.MEMORY_POLICIES`.
     """
 
     def __call__(self, bank: "MemoryBank", frame_idx: int, *, reverse: bool,
