@@ -321,8 +321,10 @@ class Engine:
         """One plan as a tracking job for :meth:`drive` (returns (results, bank) when done).
 
         ``memory_policy`` chooses each step's memories (default SAM2's rule,
-        :func:`~fsm2kit.core.memory.sam2_memory_policy`); its choice is checked
-        (:func:`~fsm2kit.core.memory.check_selection`).
+        :func:`~fsm2kit.core.memory.sam2_memory_policy`; others by name from
+        ``fsm2kit.strategies.MEMORY_POLICIES``, e.g. ``"recent:3"``, see :mod:`fsm2kit.core.policies`);
+        any other policy's choice is checked (:func:`~fsm2kit.core.memory.check_selection`). Steps of
+        jobs whose selections have equal sizes share forwards in :meth:`drive`.
         """
         policy = sam2_memory_policy if memory_policy is None else memory_policy
         bank = MemoryBank(plan.num_frames)

@@ -15,9 +15,10 @@ pure function of frame indices (:func:`select_memories`), written to reproduce S
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, Sequence, runtime_checkable
 
-import torch
+if TYPE_CHECKING:  # annotations only: the selection rules (and the memory policies) need no torch
+    import torch
 
 
 __all__ = [
@@ -75,8 +76,6 @@ class MemoryEntry:
         Conditioning memory (mask prompt) or not (a prediction).
     index : int
         Support position in the episode (``kind="support"``) or query slice position.
-    z : int or None
-        Slice index in its scan, when known.
     maskmem_features : Tensor, (1, 64, h, w) bfloat16
         Spatial memory, stored in bfloat16 as SAM2's video predictor does.
     maskmem_pos_enc : Tensor, (1, 64, h, w)
@@ -85,6 +84,14 @@ class MemoryEntry:
         Object pointer.
     object_score : float
         Object score logit of the mask that made the memory.
+    z : int or None
+        Slice index in its scan, when known.
+    iou : float or None
+        SAM2's predicted IoU of the mask that made a query memory (the chosen mask's); None for
+        supports (their mask is given, not predicted).
+    reverse : bool or None
+        Direction of the tracking step that made a query memory (True: towards lower frame
+        indices); None for supports. See :attr:`direction`.
     """
 
     kind: Literal["support", "query"]
@@ -95,14 +102,23 @@ class MemoryEntry:
     obj_ptr: torch.Tensor
     object_score: float
     z: int | None = None
+    iou: float | None = None
+    reverse: bool | None = None
+
+    @property
+    def direction(self) -> str | None:
+        """``"forward"``, ``"backward"`` (the step that made it tracked in reverse) or None (a support)."""
+        return None if self.reverse is None else ("backward" if self.reverse else "forward")
 
     def __repr__(self) -> str:
         shape = "x".join(str(s) for s in self.maskmem_features.shape)
+        iou = "" if self.iou is None else f", iou={self.iou:.2f}"
+        way = "" if self.reverse is None else f", {self.direction}"
         return (
             f"MemoryEntry({self.kind} #{self.index}, z={self.z}, "
             f"{'cond' if self.is_cond else 'non-cond'}, maskmem {shape} "
             f"{str(self.maskmem_features.dtype).replace('torch.', '')}, "
-            f"object_score={self.object_score:+.2f})"
+            f"object_score={self.object_score:+.2f}{iou}{way})"
         )
 
 
@@ -295,8 +311,9 @@ class MemoryPolicy(Protocol):
     A memory policy is a pure function of the bank, the frame being segmented, the direction and
     the model's :class:`MemorySettings`. It may fill fewer than SAM2's ``num_maskmem - 1``
     non-conditioning slots, never more, and may only name frames that are in the bank. SAM2's own
-    rule (:func:`sam2_memory_policy`) is the default; others live in
-    :mod:`fsm2kit.strategies` with a name in its registry.
+    rule (:func:`sam2_memory_policy`) is the default; the built-in others (``stride:R``,
+    ``support-only``, ``recent:K``, ``confident:T``, ``best:K``) are in :mod:`fsm2kit.core.policies`;
+    all are named in the registry :data:`fsm2kit.strategies.MEMORY_POLICIES`.
     """
 
     def __call__(self, bank: "MemoryBank", frame_idx: int, *, reverse: bool,

@@ -295,10 +295,12 @@ class Tracker:
         outs = []
         for i, (r, f) in enumerate(zip(requests, feats)):
             entry = None
+            # SAM2 keeps the mask of highest predicted IoU (multimask): that mask's IoU
+            iou = float(ious[i].max().item()) if multimask else float(ious[i, 0].item())
             if store:
                 mm, mp = self.store_maskmem(maskmem[i:i + 1], pos)
-                entry = MemoryEntry("query", False, r.index, mm, mp, obj_ptr[i:i + 1], scores[i], r.z)
-            iou = float(ious[i].max().item()) if multimask else float(ious[i, 0].item())
+                entry = MemoryEntry("query", False, r.index, mm, mp, obj_ptr[i:i + 1], scores[i], r.z,
+                                    iou=iou, reverse=bool(r.selection.reverse))
             outs.append(TrackOutput(
                 low_res_logits=low_res[i:i + 1],
                 logits=self.to_video_res(low_res[i:i + 1], f.input_shape),
