@@ -287,7 +287,7 @@ def test_error_catalogue_arrays():
         (dict(labels="liver=5", support_slices=99), "outside the support volume"),
         (dict(labels="gallbladder=4", support_slices=0), "empty for the organ on slice 0"),
         (dict(labels="liver=5", start=40), "start slice 40 is outside"),
-        (dict(labels="liver=5", support_select="best"), "Unknown support_select"),
+        (dict(labels="liver=5", support_select="best"), "unknown support selector .best.; registered"),
         (dict(labels="liver=5", ct_window=(300, -100)), "lo < hi"),
     ]
     for kw, msg in cases:

@@ -12,8 +12,8 @@ from .common import add_model_args, add_strategy_args, engine_from_args, model_f
 #: ``--patience`` default; equals fsm2kit.workflows.propagation.DEFAULT_PATIENCE (tested), kept here so
 #: that building the parser imports no numerics.
 DEFAULT_PATIENCE = 3
-#: The support selectors whole-volume segmentation takes (single-slice contract of the registry's
-#: ``middle``, ``largest``, ``protocol`` and ``similar``; tested against the registry).
+#: The support selectors whole-volume segmentation has its own rule for (``middle``, ``largest``,
+#: ``protocol``, ``similar``); the others use the registry's ``volume_slices`` (tested against the registry).
 SEGMENT_SELECTORS = ("middle", "largest", "protocol", "similar")
 
 __all__ = ["register_cli", "cmd_segment"]
@@ -53,18 +53,18 @@ def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPar
     p.add_argument("--image", required=True, help="query scan: NIfTI file or DICOM folder")
     p.add_argument("--support-image", required=True, help="annotated scan: NIfTI file or DICOM folder")
     p.add_argument("--support-mask", required=True, help="NIfTI label/mask on the support image's grid")
-    sel = p.add_mutually_exclusive_group()
-    sel.add_argument("--support-slice", type=int, default=None, metavar="K",
-                     help="support slice index K (inferior->superior, 0-based) for every label")
-    sel.add_argument("--support-select", default="middle", choices=SEGMENT_SELECTORS,
-                     help="how to choose each label's support slice, from the support-selector registry "
-                          "(default middle organ slice; fsm2kit strategies lists them)")
+    p.add_argument("--support-slice", type=int, default=None, metavar="K",
+                   help="support slice index K (inferior->superior, 0-based) for every label "
+                        "(= --support-select given:K)")
     p.add_argument("--labels", default=None,
                    help="labels to segment, e.g. liver=6,spleen=1 (name=id in the mask); default all ids")
     p.add_argument("--label-map", default=None, choices=["SABS", "CHAOST2"], type=str.upper,
                    help="resolve label names without ids through a dataset's label map")
     p.add_argument("--start-slice", type=int, default=None, metavar="K",
-                   help="first query slice (default: the support's relative position along z)")
+                   help="first query slice (default: the support's relative position along z); = --order at:K")
+    p.add_argument("--order", dest="order", default=None, metavar="NAME[:ARG]",
+                   help="where propagation starts: at:Z (slice Z), from:P (relative position P in [0, 1]), top "
+                        "(slice 0), middle (the middle slice); default the support's relative position")
     p.add_argument("--patience", type=int, default=DEFAULT_PATIENCE,
                    help=f"stop after N consecutive slices with object score <= 0 (default {DEFAULT_PATIENCE}; "
                         "0 = whole volume)")
@@ -75,10 +75,31 @@ def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPar
     p.add_argument("--ground-truth", default=None,
                    help="query labels (same ids): adds the oracle-range mode and a Dice table")
     p.add_argument("--out", required=True, help="output label volume (.nii.gz); the sidecar is <name>.json")
-    add_strategy_args(p, ordering=False, selector=False)  # --memory-policy, --plugins
+    # --support-select (registry; default middle), --memory-policy, --support-views, --plugins
+    add_strategy_args(p, ordering=False, views=True, defaults={"support selector": "middle"})
     add_model_args(p)
     p.set_defaults(func=cmd_segment)
     return p
+
+
+def _order_spec(args: argparse.Namespace) -> str | None:
+    """``--order`` or ``--start-slice Z`` (= ``at:Z``), checked (one of them); with ``--support-slice``,
+    ``--support-select`` must stay at its default."""
+    if args.support_slice is not None and args.support_select not in (None, "middle"):
+        raise ValueError(f"give --support-slice {args.support_slice} or --support-select {args.support_select}, "
+                         "not both (--support-slice K is --support-select given:K).")
+    if args.start_slice is not None:
+        if args.order is not None and args.order.strip().lower() != f"at:{args.start_slice}":
+            raise ValueError(f"give --start-slice {args.start_slice} or --order {args.order}, not both "
+                             "(--start-slice Z is --order at:Z).")
+        if args.start_slice < 0:
+            raise ValueError(f"--start-slice {args.start_slice}: a slice index is >= 0.")
+        return f"at:{args.start_slice}"
+    if args.order is not None:
+        from ..strategies.orderings import ORDERINGS
+
+        ORDERINGS.get(args.order)  # unknown names and bad arguments: one line
+    return args.order
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
@@ -90,7 +111,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     from ..protocol.labels import LabelMap
     from ..workflows.labels import parse_labels
     from ..workflows.provenance import RANDOM_NOTE, command_line
-    from ..workflows.segment import check_request, segment_volume
+    from ..workflows.segment import check_request, segment_volume, start_from_order
     from ..workflows.segment_results import check_output, load_scan
 
     t0 = time.perf_counter()
@@ -105,17 +126,17 @@ def cmd_segment(args: argparse.Namespace) -> int:
     if args.ground_truth:
         gt = load_label_nifti(args.ground_truth, like=query, label_map=lm, what="Ground truth")
     organs = parse_labels(args.labels, label_map=lm, present=np.unique(mask.array).tolist())
+    strategies = strategies_from_args(args)  # plugins, then names checked: before the model loads
+    order = _order_spec(args)
     check_request(organs, mask.array, support_select=args.support_select, support_slices=args.support_slice,
                   image_size=args.image_size)
-    if args.start_slice is not None and not 0 <= args.start_slice < query.shape[0]:
-        raise ValueError(f"--start-slice {args.start_slice} is outside the query's {query.shape[0]} slices.")
-    strategies = strategies_from_args(args)  # plugins, then names checked: before the model loads
+    start = start_from_order(order, query.shape[0])
     model = model_from_args(args, meaningless="the masks mean nothing")
     engine = engine_from_args(model, args)
     res = segment_volume(
         query, sup, mask, engine=engine, labels=list(organs), label_map=lm,
-        support_select=args.support_select, support_slices=args.support_slice, start=args.start_slice,
-        memory_policy=strategies.memory_policy,
+        support_select=args.support_select, support_slices=args.support_slice, start=start,
+        memory_policy=strategies.memory_policy, support_views=strategies.support_views or 0,
         patience=args.patience if args.patience else None, ct_window=window, ground_truth=gt,
         progress=not args.no_progress,
     )
