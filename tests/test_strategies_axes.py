@@ -190,6 +190,7 @@ def _run(config, model):
     return run_experiment(config, models={"sam2-tiny": model}, episodes=[eps], progress=False), eps[0]
 
 
+@pytest.mark.slow
 def test_experiment_records_selectors_orders_and_views(alp_folder, tiny128):
     res, ep = _run(_config(alp_folder, settings=["3SFQ"], orders=["from:0.25", "middle"], support_selector="random:3",
                            support_views=1), tiny128)
@@ -200,6 +201,7 @@ def test_experiment_records_selectors_orders_and_views(alp_folder, tiny128):
     rec = res.provenance().to_dict()
     assert rec["support_selector"] == "random:3" and set(rec["orders"]) == {"from:0.25", "middle"}
     assert rec["configs"][0]["support_views"] == 1 and rec["configs"][0]["support_selector"] == "random:3"
+    assert rec["support_views"] == [1]
     assert [sp.z for sp in ep.supports] == [int(x) for x in s["support_z"].iloc[0].split(",")]
     # at:Z: the query slice with that z starts; the first processed slice is it
     z = int(ep.z[-1])
