@@ -39,3 +39,24 @@ def example_episode():
 @pytest.fixture(scope="session")
 def load_random():
     return _load
+
+
+@pytest.fixture(scope="session")
+def alp_folder(tmp_path_factory):
+    """A synthetic CHAOST2-like SSL-ALPNet folder: liver on 4 slices of each of 20 small scans."""
+    import nibabel as nib
+
+    from fsm2kit.protocol.folds import SCAN_IDS
+
+    root = tmp_path_factory.mktemp("chaos_like")
+    rng = np.random.default_rng(1)
+    for i, sid in enumerate(SCAN_IDS["CHAOST2"]):
+        img = rng.normal(size=(32, 32, 8)).astype(np.float32)
+        lab = np.zeros((32, 32, 8), np.float32)
+        z0 = 1 + i % 3
+        lab[8:20, 10:22, z0:z0 + 4] = 1
+        img[lab == 1] += 3
+        aff = np.diag([1.25, 1.25, 7.7, 1])
+        nib.save(nib.Nifti1Image(img, aff), root / f"image_{sid}.nii.gz")
+        nib.save(nib.Nifti1Image(lab, aff), root / f"label_{sid}.nii.gz")
+    return root

@@ -276,6 +276,35 @@ def test_similar_support_selection_with_scripted_engine():
     assert res2.organs[0].propagation.echo_z == (4,)
 
 
+def test_segment_order_at_is_start_slice_and_views_add_support_frames():
+    """``order="at:Z"`` (``--order at:Z``) is ``start=Z`` (``--start-slice Z``); support views and
+    registry selectors (random:SEED, given:Z) reach whole-volume segmentation."""
+    rng = np.random.default_rng(0)
+    sup = rng.normal(size=(10, 6, 7)).astype(np.float32)
+    lab = np.zeros(sup.shape, np.uint8)
+    lab[3:8, 1:5, 1:5] = 1
+    query = rng.normal(size=(9, 6, 7)).astype(np.float32)
+    a = segment_volume(query, sup, lab, engine=ScriptedEngine([1.0] * 9), labels="organ=1", start=6, patience=None)
+    b = segment_volume(query, sup, lab, engine=ScriptedEngine([1.0] * 9), labels="organ=1", order="at:6",
+                       patience=None)
+    pa, pb = a.organs[0].propagation, b.organs[0].propagation
+    assert pa.start == pb.start == 6 and pa.order == pb.order and pa.plan == pb.plan
+    np.testing.assert_array_equal(pa.logits, pb.logits)
+    assert b.options["order"] == "at:6"
+    with pytest.raises(ValueError, match="not both"):
+        segment_volume(query, sup, lab, engine=ScriptedEngine([1.0] * 9), labels="organ=1", start=6, order="at:6")
+    v = segment_volume(query, sup, lab, engine=ScriptedEngine([1.0] * 9), labels="organ=1", support_views=2,
+                       order="from:0.5", patience=None)
+    pv = v.organs[0].propagation
+    assert pv.start == 4 and len(pv.plan.support_frames) == 3 and v.options["support_views"] == 2
+    r = segment_volume(query, sup, lab, engine=ScriptedEngine([1.0] * 9), labels="organ=1", support_select="random:4",
+                       patience=None)
+    assert r.organs[0].support_z[0] in range(3, 8) and r.organs[0].support_method == "random:4"
+    g = segment_volume(query, sup, lab, engine=ScriptedEngine([1.0] * 9), labels="organ=1", support_select="given:5",
+                       patience=None)
+    assert g.organs[0].support_z == (5,)
+
+
 # ----------------------------------------------------------------------------- error catalogue
 def test_error_catalogue_arrays():
     ct = example_ct()
@@ -287,7 +316,7 @@ def test_error_catalogue_arrays():
         (dict(labels="liver=5", support_slices=99), "outside the support volume"),
         (dict(labels="gallbladder=4", support_slices=0), "empty for the organ on slice 0"),
         (dict(labels="liver=5", start=40), "start slice 40 is outside"),
-        (dict(labels="liver=5", support_select="best"), "Unknown support_select"),
+        (dict(labels="liver=5", support_select="best"), "unknown support selector .best.; registered"),
         (dict(labels="liver=5", ct_window=(300, -100)), "lo < hi"),
     ]
     for kw, msg in cases:

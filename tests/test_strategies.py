@@ -149,8 +149,9 @@ def test_registry_describe_and_reprs():
     assert repr(reg.get("plain")).startswith("<widget 'plain': ")
     assert repr(STOPPING_RULES) == "Registry(stopping rule: patience[:N], none; default patience:3)"
     assert repr(SUPPORT_SELECTORS.entry("similar")) == (
-        "Entry(support selector 'similar': the organ slice whose SAM2 image embedding is most similar to the "
-        "query slice [segment only: needs a model])")
+        "Entry(support selector 'similar[:MODE]': the support slice whose SAM2 image embedding is most similar to "
+        "the query slices: per chunk (default), or per query slice [experiments, segment: needs a model; MODE chunk "
+        "or query (1S1Q/3S1Q)])")
     assert repr(STOPPING_RULES.get("patience:4")) == "Patience(4)" and repr(ORDERINGS.get("top")) == "PlanOrder('top')"
 
 
@@ -239,8 +240,9 @@ def test_selectors_for_segment_and_their_contracts():
         assert get(name).volume_slices(lab, 2, npart=3) == S.select_support_slices(lab, name, label=2, npart=3)
     assert get("given:4,9").volume_slices(lab, 2) == [4, 9]
     similar = get("similar")
-    assert similar.needs_model and similar.serves == ("segment",) and get("protocol").serves == ("episodes", "segment")
-    with pytest.raises(ValueError, match="needs a model and serves fsm2kit segment only"):
+    assert similar.needs_model and similar.serves == ("experiments", "segment")
+    assert get("protocol").serves == ("episodes", "experiments", "segment")
+    with pytest.raises(ValueError, match="it needs a model: run_experiment and fsm2kit segment choose it"):
         similar(lab, 2, 3)
     with pytest.raises(ValueError, match="needs the engine"):
         similar.volume_slices(lab, 2)
@@ -424,7 +426,8 @@ def test_fsm2kit_strategies_lists_every_family_one_line_each(capsys, demo):
     assert main(["strategies"]) == 0
     out = capsys.readouterr().out.splitlines()
     regs = registries()
-    assert len(out) == len(regs) + sum(len(r) for r in regs.values())
+    assert len(out) == len(regs) + sum(len(r) for r in regs.values()) + 1  # + the support views line
+    assert out[-1].startswith("support views (--support-views N, default 0)")
     assert out[0].startswith("ordering (--order, default middle): how the query slices are processed")
     assert any(line.startswith("stopping rule (--stop, default patience:3): ") for line in out)
     assert any(line.split()[:1] == ["patience[:N]"] for line in out)

@@ -20,28 +20,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fsm2kit.protocol.folds import SCAN_IDS
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "tests" / "plugins" / "fsm2kit_demo_strategies.py"
 SMALL = ["--checkpoint", "random", "--image-size", "256", "--device", "cpu", "--no-progress"]
-
-
-@pytest.fixture(scope="module")
-def alp_folder(tmp_path_factory):
-    """A synthetic CHAOST2-like SSL-ALPNet folder: liver on 4 slices of each of 20 small scans."""
-    root = tmp_path_factory.mktemp("chaos_like")
-    rng = np.random.default_rng(1)
-    for i, sid in enumerate(SCAN_IDS["CHAOST2"]):
-        img = rng.normal(size=(32, 32, 8)).astype(np.float32)
-        lab = np.zeros((32, 32, 8), np.float32)
-        z0 = 1 + i % 3
-        lab[8:20, 10:22, z0:z0 + 4] = 1
-        img[lab == 1] += 3
-        aff = np.diag([1.25, 1.25, 7.7, 1])
-        nib.save(nib.Nifti1Image(img, aff), root / f"image_{sid}.nii.gz")
-        nib.save(nib.Nifti1Image(lab, aff), root / f"label_{sid}.nii.gz")
-    return root
 
 
 def _config(folder, **strategies):

@@ -184,6 +184,7 @@ class Strategies:
     memory_policy: object = None
     stopping: object = None
     plugins: tuple[str, ...] = ()
+    support_views: int | None = None
 
     def names(self) -> dict[str, str]:
         """``{"order": ..., "support_select": ..., "memory_policy": ..., "stop": ...}`` for provenance
@@ -196,6 +197,8 @@ class Strategies:
             obj = getattr(self, attr)
             if obj is not None:
                 out[key] = strategy_name(obj)
+        if self.support_views is not None:
+            out["support_views"] = self.support_views
         if self.plugins:
             out["plugins"] = list(self.plugins)
         return out
@@ -217,9 +220,11 @@ def add_strategy_args(
     selector: bool = True,
     memory_policy: bool = True,
     stopping: bool = False,
+    views: bool = False,
     defaults: dict[str, str] | None = None,
 ) -> None:
-    """The strategy options: ``--order``, ``--support-select``, ``--memory-policy``, ``--stop``, ``--plugins``.
+    """The strategy options: ``--order``, ``--support-select``, ``--memory-policy``, ``--stop``, ``--plugins``
+    (and ``--support-views N`` with ``views=True``).
 
     Each takes ``NAME`` or ``NAME:ARG`` of its family's registry; the help lists the registered
     names (built-ins and those registered so far; no entry points, no torch). ``defaults`` maps a
@@ -244,6 +249,11 @@ def add_strategy_args(
         p.add_argument(flag, dest=dest, default=default, metavar="NAME[:ARG]",
                        help=f"{family}: {', '.join(reg.usages(plugins=False))} (default {default}); "
                             "--plugins adds your own")
+    if views:
+        p.add_argument("--support-views", dest="support_views", default="0", metavar="N",
+                       help="augmented views per support, 0..5 (default 0): the first N of horizontal flip, "
+                            "scale 1.1, scale 0.9, gamma 0.8, gamma 1.25, as further conditioning memories "
+                            "(an exploration aid)")
     add_plugins_arg(p)
 
 
@@ -267,4 +277,8 @@ def strategies_from_args(args: argparse.Namespace) -> Strategies:
         if hasattr(args, dest):
             spec = getattr(args, dest)
             found[attr] = regs[family].get(spec)
+    if hasattr(args, "support_views"):
+        from ..strategies.views import check_views
+
+        found["support_views"] = check_views(args.support_views)
     return Strategies(**found, plugins=tuple(loaded))

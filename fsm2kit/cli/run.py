@@ -59,7 +59,7 @@ def register_cli(sub) -> argparse.ArgumentParser:
                      help="protocol variant (default ALP, as FS-MedSAM2)")
     run.add_argument("--out", required=True, help="output folder (built beside it, then renamed into place)")
     add_overwrite_arg(run, "an existing --out folder (an earlier run)")
-    add_strategy_args(run)  # --order (FQ settings), --support-select, --memory-policy, --plugins
+    add_strategy_args(run, views=True)  # --order (FQ), --support-select, --memory-policy, --support-views, --plugins
     add_model_args(run)
     run.set_defaults(func=_cmd_run)
     return run
@@ -76,7 +76,7 @@ def config_from_args(args: argparse.Namespace):
     from ..workflows.config import ExperimentConfig
     from ..workflows.episodes import episode_folder_kind, require_folder_options
 
-    strategies_from_args(args)  # plugins first; unknown names fail here, in one line, before any model
+    strategies = strategies_from_args(args)  # plugins first; bad names fail here, in one line, before any model
 
     dataset_folder = episode_folder_kind(args.episodes) == "dataset"
     if dataset_folder:
@@ -89,6 +89,7 @@ def config_from_args(args: argparse.Namespace):
         settings=(args.setting,),
         orders=(args.order,),
         support_selector=args.support_select,
+        support_views=strategies.support_views or 0,
         memory_policy=args.memory_policy,
         plugins=tuple(getattr(args, "plugins", None) or ()),
         models=(args.model,),
@@ -125,7 +126,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     model = model_from_args(args)
     n = sum(e.n_slices for e in episodes)
     print(f"{len(episodes)} episode(s), {n} query slices; {args.setting}"
-          f"{'-' + args.order if args.setting.endswith('FQ') else ''}; support {args.support_select}, "
+          f"{'-' + args.order if args.setting.endswith('FQ') else ''}; support {args.support_select}"
+          f"{f' +{config.support_views} views' if config.support_views else ''}, "
           f"memory {args.memory_policy}; {model!r}", file=sys.stderr)
     result = run_experiments(config, models={model.name: model}, episodes=[episodes], keep_predictions=True,
                              progress=not args.no_progress)

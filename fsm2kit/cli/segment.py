@@ -28,8 +28,8 @@ from .common import (
 #: ``--patience`` default; equals fsm2kit.workflows.propagation.DEFAULT_PATIENCE (tested), kept here so
 #: that building the parser imports no numerics.
 DEFAULT_PATIENCE = 3
-#: The support selectors whole-volume segmentation takes (single-slice contract of the registry's
-#: ``middle``, ``largest``, ``protocol`` and ``similar``; tested against the registry).
+#: The support selectors whole-volume segmentation has its own rule for (``middle``, ``largest``,
+#: ``protocol``, ``similar``); the others use the registry's ``volume_slices`` (tested against the registry).
 SEGMENT_SELECTORS = ("middle", "largest", "protocol", "similar")
 
 __all__ = ["register_cli", "cmd_segment"]
@@ -69,12 +69,9 @@ def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPar
     p.add_argument("--image", required=True, help="query scan: NIfTI file or DICOM folder")
     p.add_argument("--support-image", required=True, help="annotated scan: NIfTI file or DICOM folder")
     p.add_argument("--support-mask", required=True, help="NIfTI label/mask on the support image's grid")
-    sel = p.add_mutually_exclusive_group()
-    sel.add_argument("--support-slice", type=int, default=None, metavar="K",
-                     help="support slice index K (inferior->superior, 0-based, >= 0) for every label")
-    sel.add_argument("--support-select", default="middle", choices=SEGMENT_SELECTORS,
-                     help="how to choose each label's support slice, from the support-selector registry "
-                          "(default middle organ slice; fsm2kit strategies lists them)")
+    p.add_argument("--support-slice", type=int, default=None, metavar="K",
+                   help="support slice index K (inferior->superior, 0-based, >= 0) for every label "
+                        "(= --support-select given:K)")
     p.add_argument("--labels", default=None,
                    help="labels to segment as name=id in the mask, e.g. liver=5,spleen=1 (the bundled CT's "
                         "TotalSegmentator ids), or 'all'; required when the mask holds several labels")
@@ -82,7 +79,10 @@ def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPar
                    help="the mask uses this dataset's ids (SABS: liver=6, CHAOST2: liver=1): resolve names "
                         "without ids through it; refused if the mask holds ids the map does not have")
     p.add_argument("--start-slice", type=int, default=None, metavar="K",
-                   help="first query slice (default: the support's relative position along z)")
+                   help="first query slice (default: the support's relative position along z); = --order at:K")
+    p.add_argument("--order", dest="order", default=None, metavar="NAME[:ARG]",
+                   help="where propagation starts: at:Z (slice Z), from:P (relative position P in [0, 1]), top "
+                        "(slice 0), middle (the middle slice); default the support's relative position")
     p.add_argument("--patience", type=int, default=DEFAULT_PATIENCE,
                    help=f"stop after N consecutive slices with object score <= 0 (default {DEFAULT_PATIENCE}; "
                         "0 = whole volume)")
@@ -95,10 +95,31 @@ def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPar
     p.add_argument("--out", required=True, help="output label volume (.nii.gz); the sidecar is <name>.json "
                    "(and <name>.dice.csv with --ground-truth); never one of the inputs")
     add_overwrite_arg(p, "an existing --out (and its sidecar and Dice table)")
-    add_strategy_args(p, ordering=False, selector=False)  # --memory-policy, --plugins
+    # --support-select (registry; default middle), --memory-policy, --support-views, --plugins
+    add_strategy_args(p, ordering=False, views=True, defaults={"support selector": "middle"})
     add_model_args(p)
     p.set_defaults(func=cmd_segment)
     return p
+
+
+def _order_spec(args: argparse.Namespace) -> str | None:
+    """``--order`` or ``--start-slice Z`` (= ``at:Z``), checked (one of them); with ``--support-slice``,
+    ``--support-select`` must stay at its default."""
+    if args.support_slice is not None and args.support_select not in (None, "middle"):
+        raise ValueError(f"give --support-slice {args.support_slice} or --support-select {args.support_select}, "
+                         "not both (--support-slice K is --support-select given:K).")
+    if args.start_slice is not None:
+        if args.order is not None and args.order.strip().lower() != f"at:{args.start_slice}":
+            raise ValueError(f"give --start-slice {args.start_slice} or --order {args.order}, not both "
+                             "(--start-slice Z is --order at:Z).")
+        if args.start_slice < 0:
+            raise ValueError(f"--start-slice {args.start_slice}: a slice index is >= 0.")
+        return f"at:{args.start_slice}"
+    if args.order is not None:
+        from ..strategies.orderings import ORDERINGS
+
+        ORDERINGS.get(args.order)  # unknown names and bad arguments: one line
+    return args.order
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
@@ -109,7 +130,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     from ..io.nifti import load_label_nifti
     from ..workflows.labels import check_label_map_fits, describe_ids, parse_labels
     from ..workflows.provenance import RANDOM_NOTE, command_line
-    from ..workflows.segment import check_request, segment_volume
+    from ..workflows.segment import check_request, segment_volume, start_from_order
     from ..workflows.segment_results import check_output, load_scan, output_files
 
     t0 = time.perf_counter()
@@ -129,6 +150,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     check_model_args(args)
     window = _parse_window(args.ct_window)
     strategies = strategies_from_args(args)  # plugins, then names checked
+    order = _order_spec(args)
     query = load_scan(args.image, modality=args.modality)
     sup = load_scan(args.support_image, modality=args.modality)
     mask = load_label_nifti(args.support_mask, like=sup, what="Support mask")
@@ -146,15 +168,14 @@ def cmd_segment(args: argparse.Namespace) -> int:
     organs = parse_labels(labels, label_map=lm, present=present)
     check_request(organs, mask.array, support_select=args.support_select, support_slices=args.support_slice,
                   image_size=args.image_size)
-    if args.start_slice is not None and not 0 <= args.start_slice < query.shape[0]:
-        raise ValueError(f"--start-slice {args.start_slice} is outside the query's {query.shape[0]} slices.")
+    start = start_from_order(order, query.shape[0])
     checks_passed(args)
     model = model_from_args(args, meaningless="the masks mean nothing")
     engine = engine_from_args(model, args)
     res = segment_volume(
         query, sup, mask, engine=engine, labels=list(organs), label_map=lm,
-        support_select=args.support_select, support_slices=args.support_slice, start=args.start_slice,
-        memory_policy=strategies.memory_policy,
+        support_select=args.support_select, support_slices=args.support_slice, start=start,
+        memory_policy=strategies.memory_policy, support_views=strategies.support_views or 0,
         patience=args.patience if args.patience else None, ct_window=window, ground_truth=gt,
         progress=not args.no_progress,
     )

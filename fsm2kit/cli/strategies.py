@@ -37,6 +37,9 @@ def format_strategies() -> str:
         for e in reg.entries():
             notes = "; ".join(x for x in (e.details, "" if e.builtin else f"from {e.origin}") if x)
             lines.append(f"  {e.usage:<{width}}  {e.summary}" + (f"  [{notes}]" if notes else ""))
+    lines.append("support views (--support-views N, default 0): N = 0..5 augmented copies of each support as further "
+                 "conditioning memories, in this order: hflip, scale:1.1, scale:0.9, gamma:0.8, gamma:1.25 "
+                 "(an exploration aid)")
     return "\n".join(lines)
 
 

@@ -398,6 +398,7 @@ class Engine:
         plans: Sequence[Sequence[Plan]] | None = None,
         keep_banks: bool = False,
         memory_policy: MemoryPolicy | None = None,
+        supports: Sequence[Sequence[Support]] | None = None,
     ) -> list[EpisodeResult]:
         """Segment several episodes (e.g. the organs of one scan) side by side.
 
@@ -413,6 +414,9 @@ class Engine:
             As in :meth:`segment`.
         plans : sequence of sequences of Plan, optional
             Custom plans per episode.
+        supports : sequence of sequences of Support, optional
+            Per episode, the supports its (custom) plans' support frames index, instead of
+            ``episode.supports`` (augmented views, a support per query slice); needs ``plans``.
 
         Returns
         -------
@@ -425,6 +429,9 @@ class Engine:
         episodes = list(episodes)
         if plans is not None and len(plans) != len(episodes):
             raise ValueError(f"plans: expected one sequence of plans per episode ({len(episodes)}), got {len(plans)}.")
+        if supports is not None and (plans is None or len(supports) != len(episodes)):
+            raise ValueError("supports: give one sequence of supports per episode, together with plans.")
+        sups = [list(ep.supports) for ep in episodes] if supports is None else [list(s) for s in supports]
         all_plans: list[list[Plan]] = []
         for i, ep in enumerate(episodes):
             if plans is None:
@@ -442,7 +449,7 @@ class Engine:
         passes0 = self.stats.encoder_passes
         # encode every distinct slice once, up front and batched, when the cache can hold them
         # all; otherwise slices are encoded when a step needs them (bounded memory)
-        support_imgs = [ep.supports[i].image for ep, ps in zip(episodes, all_plans)
+        support_imgs = [sup[i].image for sup, ps in zip(sups, all_plans)
                         for i in sorted({i for p in ps for _, i in p.support_frames})]
         query_imgs = [ep.images[q] for ep, ps in zip(episodes, all_plans)
                       for q in sorted({f.index for p in ps for f in p.frames if f.kind == "query"})]
@@ -453,7 +460,7 @@ class Engine:
         jobs, owner = [], []
         for e, (ep, ps) in enumerate(zip(episodes, all_plans)):
             for i, plan in enumerate(ps):
-                jobs.append(self.plan_job(plan, ep.images, ep.supports, z=ep.z, plan_index=i,
+                jobs.append(self.plan_job(plan, ep.images, sups[e], z=ep.z, plan_index=i,
                                           memory_policy=memory_policy))
                 owner.append(e)
         total = sum(len(p.steps) for ps in all_plans for p in ps)

@@ -26,6 +26,9 @@ Orders for the FQ settings:
     the supports to the end, then backward from the frame before them to the first, in one
     state, so the backward pass may attend to forward-pass predictions (published
     ``by_volume_from_middle``; the paper's choice).
+``from:P`` / ``at:Z``
+    :func:`split_plan`: the "middle" layout with the split at any query slice (start there,
+    forward to the end, then backward to the first; what own-scan segmentation does).
 custom
     :func:`custom_plan` with any processing order of the query slices.
 """
@@ -44,6 +47,7 @@ __all__ = [
     "plans_1s1q",
     "plans_3s1q",
     "fq_plan",
+    "split_plan",
     "custom_plan",
     "build_plans",
     "normalize_setting",
@@ -176,6 +180,29 @@ def fq_plan(n_queries: int, supports: Sequence[int], order: str = "middle") -> P
     else:
         raise ValueError(f"Unknown order {order!r}; expected one of {', '.join(ORDERS)} (or a custom_plan).")
     return Plan(frames, steps, True)
+
+
+def split_plan(n_queries: int, supports: Sequence[int], start: int) -> Plan:
+    """Start at query position ``start`` and go both ways, in one memory state.
+
+    Frames ``queries[:start] + supports + queries[start:]``; steps forward from ``start`` to the
+    last query slice, then backward (``reverse=True``) from ``start - 1`` to the first. This is
+    :func:`fq_plan` 's ``middle`` order with the split at ``start`` instead of ``M // 2``
+    (``start = M // 2`` gives the same plan; ``start = 0`` the ``top`` plan; ``start = M``
+    runs backward only).
+    """
+    if n_queries < 1:
+        raise ValueError("need at least one query slice")
+    start = int(start)
+    if not 0 <= start <= n_queries:
+        raise ValueError(f"start position {start} outside the query slices 0..{n_queries - 1}")
+    sup = tuple(Frame("support", int(i)) for i in supports)
+    k = len(sup)
+    queries = tuple(Frame("query", q) for q in range(n_queries))
+    frames = queries[:start] + sup + queries[start:]
+    forward = tuple(Step(i) for i in range(start + k, n_queries + k))
+    backward = tuple(Step(i, reverse=True) for i in range(start - 1, -1, -1))
+    return Plan(frames, forward + backward, True)
 
 
 def custom_plan(query_order: Sequence[int], supports: Sequence[int], n_queries: int | None = None) -> Plan:

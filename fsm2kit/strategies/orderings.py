@@ -9,6 +9,14 @@ plan per query slice and no order):
     slice (published ``by_volume_from_middle``; the paper's choice).
 ``top``
     supports first, then the query slices in ascending z (published ``by_volume``).
+``from:P``
+    start at the query slice at relative position ``P`` in [0, 1] (position
+    ``floor(P * (M - 1) + 0.5)`` of the M query slices) and go both ways: forward to the end,
+    then backward to the first, in one memory state, as own-scan segmentation does
+    (:func:`fsm2kit.core.plans.split_plan`). ``from:0.5`` is ``middle``, ``from:0`` is ``top``.
+``at:Z``
+    the same, starting at the query slice whose z is ``Z`` (``fsm2kit segment --start-slice Z``
+    is ``--order at:Z``).
 
 A user's ordering may return any plans (e.g. :func:`fsm2kit.core.plans.custom_plan`)::
 
@@ -28,6 +36,7 @@ order's name (so results record it) or the ordering's plans.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Protocol, Sequence, runtime_checkable
 
@@ -38,7 +47,7 @@ if TYPE_CHECKING:  # no numpy at import: the CLI lists orderings while it builds
     from ..core.episode import Episode
     from ..core.plans import Plan
 
-__all__ = ["Ordering", "PlanOrder", "ORDERINGS", "register_ordering", "get_ordering", "engine_arguments"]
+__all__ = ["Ordering", "PlanOrder", "StartOrder", "ORDERINGS", "register_ordering", "get_ordering", "engine_arguments"]
 
 
 @runtime_checkable
@@ -69,6 +78,80 @@ class PlanOrder:
         return f"PlanOrder({self.order!r})"
 
 
+def _fq_supports(setting: str, episode: "Episode") -> list[int]:
+    """The support indices the setting's FQ plan conditions on (S1SFQ: the middle chunk's; 3SFQ: all)."""
+    from ..core.plans import build_plans
+
+    (plan,) = build_plans(setting, chunks=[int(c) for c in episode.chunks],
+                          support_chunks=[s.chunk for s in episode.supports], npart=episode.npart, order="top")
+    return [i for _, i in plan.support_frames]
+
+
+@dataclass(frozen=True)
+class StartOrder:
+    """Start at one query slice and go both ways (``from:P`` or ``at:Z``; :func:`~fsm2kit.core.plans.split_plan`).
+
+    Attributes
+    ----------
+    kind : {"from", "at"}
+        ``from``: ``value`` is a relative position P in [0, 1]; ``at``: the z of a query slice.
+    value : float or int
+    """
+
+    kind: str
+    value: float
+
+    @property
+    def strategy_name(self) -> str:
+        return f"{self.kind}:{self.value:g}" if self.kind == "from" else f"at:{int(self.value)}"
+
+    def start_position(self, z: Sequence[int], *, case: str = "") -> int:
+        """The position (0 .. M-1) of the start slice among the query slices ``z`` (ascending)."""
+        zs = [int(v) for v in z]
+        if not zs:
+            raise ValueError("no query slice to start from")
+        if self.kind == "from":
+            return int(math.floor(float(self.value) * (len(zs) - 1) + 0.5))
+        if int(self.value) not in zs:
+            raise ValueError(f"order {self.strategy_name}: z={int(self.value)} is not a query slice"
+                             f"{' of ' + case if case else ''}; its query slices are z {zs[0]}..{zs[-1]} "
+                             f"({len(zs)} slices: {zs[:12]}{' ...' if len(zs) > 12 else ''})")
+        return zs.index(int(self.value))
+
+    def __call__(self, setting: str, episode: "Episode") -> list["Plan"]:
+        from ..core.plans import build_plans, normalize_setting, split_plan
+
+        if not normalize_setting(setting).endswith("FQ"):  # 1Q settings: one plan per slice, no order
+            return build_plans(setting, chunks=[int(c) for c in episode.chunks],
+                               support_chunks=[s.chunk for s in episode.supports], npart=episode.npart)
+        start = self.start_position(episode.z, case=f"{episode.case_id}/{episode.label_name}")
+        return [split_plan(len(episode.z), _fq_supports(setting, episode), start)]
+
+    def __repr__(self) -> str:
+        return f"StartOrder({self.strategy_name!r})"
+
+
+def _parse_position(text: str) -> float:
+    try:
+        p = float(text)
+    except ValueError:
+        raise ValueError(f"P is a relative position, a number in [0, 1] (0 first query slice, 0.5 middle, "
+                         f"1 last), got {text!r}") from None
+    if not (0.0 <= p <= 1.0):
+        raise ValueError(f"P is a relative position in [0, 1] (0 first query slice, 0.5 middle, 1 last), got {text}")
+    return p
+
+
+def _parse_z(text: str) -> int:
+    try:
+        z = int(text)
+    except ValueError:
+        raise ValueError(f"Z is a slice index, an integer >= 0, got {text!r}") from None
+    if z < 0:
+        raise ValueError(f"Z is a slice index, an integer >= 0, got {z}")
+    return z
+
+
 ORDERINGS = Registry(
     "ordering",
     description="how the query slices are processed: (setting, episode) -> the plans the engine runs",
@@ -78,6 +161,13 @@ ORDERINGS.register("middle", PlanOrder("middle"), origin="fsm2kit",
                    summary="supports mid-volume; forward to the end, then backward to the first slice (the paper's)")
 ORDERINGS.register("top", PlanOrder("top"), origin="fsm2kit",
                    summary="supports first, then the query slices in ascending z (published by_volume)")
+ORDERINGS.register("from", lambda p: StartOrder("from", p), arg="P", parse=_parse_position, origin="fsm2kit",
+                   details="P in [0, 1]",
+                   summary="start at the query slice at relative position P, forward to the end, then backward "
+                           "(from:0.5 = middle, from:0 = top)")
+ORDERINGS.register("at", lambda z: StartOrder("at", z), arg="Z", parse=_parse_z, origin="fsm2kit",
+                   details="Z a query slice's z; segment --start-slice Z",
+                   summary="start at the query slice with z = Z, forward to the end, then backward")
 
 
 def register_ordering(name: str, ordering: Callable | str | None = None, *, summary: str | None = None,

@@ -16,8 +16,16 @@ protocol    ``L[int(pcts[p] * n)]``, the protocol (default)       episodes, segm
 middle      the middle organ slice of each chunk                  episodes, segment (1 slice)
 largest     the slice of largest organ area in each chunk         episodes, segment (1 slice)
 given:Z,..  these slices (one for all chunks, or one per chunk)   episodes, segment
-similar     most similar SAM2 embedding to the query              segment only (needs a model)
+random:S    one organ slice per chunk drawn with seed S           episodes, segment (1 slice)
+similar     per chunk: the chunk's slice most similar (SAM2        experiments, segment
+            image embedding) on average to the query slices of     (needs a model)
+            that chunk; ``similar:query``: each query slice's
+            own support(s) (1S1Q, 3S1Q only)
 ==========  ====================================================  =========================
+
+``similar`` needs the model's image encoder, so it is not a per-chunk rule
+(:attr:`SupportSelector.needs_model`): the experiment workflow chooses with its engine
+(:mod:`fsm2kit.workflows.support_plans`), ``fsm2kit segment`` with its own.
 
 ``fsm2kit segment`` (:mod:`fsm2kit.workflows.segment`) propagates one label through a whole scan
 and asks :meth:`SupportSelector.volume_slices`: ``middle`` and ``largest`` give one slice (the
@@ -51,7 +59,13 @@ __all__ = [
     "chunk_middle_slices",
     "chunk_largest_slices",
     "protocol_chunk_slices",
+    "chunk_candidates",
+    "chunk_random_slices",
+    "SIMILARITY_MODES",
 ]
+
+#: The modes of ``similar``: ``chunk`` (one support per chunk, the default) and ``query`` (per query slice).
+SIMILARITY_MODES = ("chunk", "query")
 
 
 def _volume(support_label_zhw, label_id) -> tuple["np.ndarray", "np.ndarray"]:
@@ -121,6 +135,26 @@ def chunk_largest_slices(support_label_zhw, label_id: int, npart: int = 3) -> li
     return out
 
 
+def chunk_candidates(support_label_zhw, label_id: int, npart: int = 3) -> list["np.ndarray"]:
+    """The organ slices of each chunk of ``L`` (ascending z); a chunk left empty by a short organ
+    gets the protocol's slice. What per-chunk selectors choose from."""
+    import numpy as np
+
+    _, present = _volume(support_label_zhw, label_id)
+    n, k = int(present.size), _npart(npart)
+    return [present[lo:hi].astype(np.int64) if hi > lo else present[[_fallback(n, p, k)]].astype(np.int64)
+            for p, (lo, hi) in enumerate(_chunks(n, k))]
+
+
+def chunk_random_slices(support_label_zhw, label_id: int, npart: int = 3, *, seed: int = 0) -> list[int]:
+    """One organ slice per chunk of ``L``, drawn uniformly with ``numpy.random.default_rng(seed)``
+    (chunk 0 first): the same seed gives the same slices."""
+    import numpy as np
+
+    rng = np.random.default_rng(int(seed))
+    return [int(c[rng.integers(c.size)]) for c in chunk_candidates(support_label_zhw, label_id, npart)]
+
+
 def check_support_choice(zs: object, support_label_zhw, label_id: int, npart: int | None, *,
                          name: str = "support selector") -> list[int]:
     """Check a selector's answer: integers, inside the volume, on slices with the class, ``npart`` of them.
@@ -184,15 +218,24 @@ class SupportSelector:
         return self.choose is None
 
     @property
+    def similarity(self) -> str | None:
+        """``"chunk"`` or ``"query"`` for a selector by SAM2 embedding (``similar``), else None."""
+        if not self.needs_model:
+            return None
+        mode = self.name.partition(":")[2].strip().lower() or "chunk"
+        return mode if mode in SIMILARITY_MODES else "chunk"
+
+    @property
     def serves(self) -> tuple[str, ...]:
-        """``"episodes"`` (build_episode's per-chunk contract) and/or ``"segment"``."""
-        return ("segment",) if self.needs_model else ("episodes", "segment")
+        """``"episodes"`` (build_episode's per-chunk contract), ``"experiments"`` and/or ``"segment"``."""
+        return ("experiments", "segment") if self.needs_model else ("episodes", "experiments", "segment")
 
     def __call__(self, support_label_zhw, label_id: int, npart: int) -> list[int]:
         """One support slice per chunk (build_episode's contract), checked."""
         if self.choose is None:
             raise ValueError(f"support selector {self.name!r} compares SAM2 embeddings of query and support slices: "
-                             "it needs a model and serves fsm2kit segment only, not episodes")
+                             "it needs a model: run_experiment and fsm2kit segment choose it with theirs, "
+                             "build_episode cannot")
         k = _npart(npart)
         return check_support_choice(self.choose(support_label_zhw, label_id, k), support_label_zhw, label_id, k,
                                     name=self.name)
@@ -230,6 +273,38 @@ def _given(zs: tuple[int, ...]) -> SupportSelector:
         return list(zs)
 
     return SupportSelector(f"given:{','.join(map(str, zs))}", choose, "these support slices", volume)
+
+
+def _random(seed: int) -> SupportSelector:
+    def choose(support_label_zhw, label_id, npart):
+        return chunk_random_slices(support_label_zhw, label_id, npart, seed=seed)
+
+    def volume(support_label_zhw, label_id, npart):
+        return chunk_random_slices(support_label_zhw, label_id, 1, seed=seed)
+
+    return SupportSelector(f"random:{seed}", choose, f"random organ slice per chunk (seed {seed})", volume)
+
+
+def _parse_seed(text: str) -> int:
+    try:
+        seed = int(text)
+    except ValueError:
+        raise ValueError(f"SEED is an integer >= 0, got {text!r}") from None
+    if seed < 0:
+        raise ValueError(f"SEED is an integer >= 0, got {seed}")
+    return seed
+
+
+def _similar(mode: str) -> SupportSelector:
+    name = "similar" if mode == "chunk" else f"similar:{mode}"
+    return SupportSelector(name, None, f"most similar SAM2 embedding (per {mode})")
+
+
+def _parse_mode(text: str) -> str:
+    mode = text.strip().lower()
+    if mode not in SIMILARITY_MODES:
+        raise ValueError(f"MODE is one of {', '.join(SIMILARITY_MODES)}, got {text!r}")
+    return mode
 
 
 def _parse_given(text: str) -> tuple[int, ...]:
@@ -279,9 +354,14 @@ SUPPORT_SELECTORS.register(
     "given", _given, arg="Z1,Z2,...", parse=_parse_given, origin="fsm2kit", details="episodes, segment",
     summary="these support slices: one for every chunk, or one per chunk")
 SUPPORT_SELECTORS.register(
-    "similar", SupportSelector("similar", None, "most similar SAM2 embedding"), origin="fsm2kit",
-    details="segment only: needs a model",
-    summary="the organ slice whose SAM2 image embedding is most similar to the query slice")
+    "random", _random, arg="SEED", default="0", parse=_parse_seed, origin="fsm2kit",
+    details="episodes, segment: one slice",
+    summary="one organ slice per chunk of the support scan drawn with this seed (deterministic; segment: one)")
+SUPPORT_SELECTORS.register(
+    "similar", _similar, arg="MODE", default="chunk", parse=_parse_mode, origin="fsm2kit",
+    details="experiments, segment: needs a model; MODE chunk or query (1S1Q/3S1Q)",
+    summary="the support slice whose SAM2 image embedding is most similar to the query slices: per chunk "
+            "(default), or per query slice")
 
 
 def register_support_selector(name: str, selector: Callable | str | None = None, *, summary: str | None = None,

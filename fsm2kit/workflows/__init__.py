@@ -6,7 +6,8 @@ Module map: ``config`` (ExperimentConfig) · ``episodes`` (loading and subsets) 
 ``baselines`` (paper-style tables, the paper's numbers) · ``dice_tables`` (paper-grade tables:
 CSV, Markdown, LaTeX) · ``dice_charts`` (Dice charts in the paper's order) · ``studies`` (one call per notebook section) ·
 ``provenance`` (the one provenance record) · ``figures`` · ``labels``, ``propagation``,
-``segment`` and ``segment_results`` (own scans) · ``sweeps`` (batch runs).
+``segment`` and ``segment_results`` (own scans) · ``support_plans`` (supports chosen with the
+model, augmented views) · ``sweeps`` (batch runs).
 
 Public names load lazily (PEP 562): importing this package imports no submodule.
 """
@@ -26,8 +27,9 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     ".propagation": ['DEFAULT_PATIENCE', 'NOT_RUN_LOGIT', 'ECHO_LOGIT', 'relative_start', 'should_stop', 'absent_after', 'propagation_plan', 'Propagation', 'propagation_job', 'propagate_volume'],
     ".provenance": ['RANDOM_NOTE', 'Provenance', 'command_line', 'inspection_provenance'],
     ".results": ['GROUP_KEYS', 'PROVENANCE_COLUMNS', 'RESULT_FILES', 'slice_dice', 'tidy_slices', 'ModelRun', 'Prediction', 'ExperimentResult', 'logits_key', 'format_dice', 'read_results'],
-    ".segment": ['resolve_overlaps', 'check_request', 'segment_volume'],
+    ".segment": ['resolve_overlaps', 'check_request', 'segment_volume', 'start_from_order'],
     ".segment_results": ['MODES', 'OrganResult', 'SegmentResult', 'modes_dice_table', 'load_scan', 'sidecar_path', 'check_output', 'dice_csv_path', 'output_files', 'SUPPORT_FROM_QUERY'],
+    ".support_plans": ['SupportScan', 'attach_support_scan', 'similar_per_chunk', 'similar_per_query', 'with_views', 'RunInputs', 'prepare_runs'],
     ".studies": ['Study', 'run_study', 'DICE_COLUMNS'],
     ".strategy_studies": ['StrategyStudy', 'run_strategy_study', 'STRATEGY_ROWS'],
     ".sweep_index": ['collect_index', 'organ_dice', 'write_index'],

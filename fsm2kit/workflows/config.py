@@ -23,6 +23,7 @@ from ..strategies.memory_policies import MEMORY_POLICIES
 from ..strategies.orderings import ORDERINGS
 from ..strategies.plugins import load_plugins
 from ..strategies.support_selectors import SUPPORT_SELECTORS
+from ..strategies.views import check_views
 
 __all__ = ["METRICS", "ExperimentConfig"]
 
@@ -90,8 +91,16 @@ class ExperimentConfig:
     support_selector : str or SupportSelector
         How the support slice of each chunk is chosen when episodes are built from an SSL-ALPNet
         folder (default ``"protocol"``: the protocol's rule); a registered name (``middle``,
-        ``largest``, ``given:Z1,Z2,Z3``, ...) or a selector object. npz episode dumps carry their
-        supports: only ``"protocol"`` applies to them.
+        ``largest``, ``random:SEED``, ``given:Z1,Z2,Z3``, ``similar``, ``similar:query``, ...) or a
+        selector object. The settings with one support per chunk apply it within each chunk of
+        the support scan. ``similar`` compares SAM2 image embeddings with the run's model
+        (:mod:`fsm2kit.workflows.support_plans`); ``similar:query`` (a support per query slice)
+        serves 1S1Q and 3S1Q only. npz episode dumps carry their supports: only ``"protocol"``
+        applies to them.
+    support_views : int
+        Augmented views per support (0..5; default 0, none): the first N of horizontal flip,
+        scale 1.1, scale 0.9, gamma 0.8, gamma 1.25, added as further conditioning memories
+        (:mod:`fsm2kit.strategies.views`). An exploration aid, not the paper's method.
     memory_policy : str or MemoryPolicy
         Which memories each tracking step attends to (default ``"sam2"``: SAM2's rule); a
         registered name or a policy object.
@@ -137,6 +146,7 @@ class ExperimentConfig:
     settings: tuple[str, ...] = ("S1SFQ",)
     orders: tuple = ("middle",)
     support_selector: object = "protocol"
+    support_views: int = 0
     memory_policy: object = "sam2"
     plugins: tuple[str, ...] = ()
     models: tuple[str, ...] = ("sam2-tiny",)
@@ -178,6 +188,16 @@ class ExperimentConfig:
             raise ValueError("ExperimentConfig.orders is empty but an FQ setting needs an order (middle or top).")
         s(self, "orders", tuple(dict.fromkeys(orders)))
         s(self, "support_selector", _strategy(SUPPORT_SELECTORS, "support_selector", self.support_selector))
+        try:
+            s(self, "support_views", check_views(self.support_views))
+        except ValueError as e:
+            raise ValueError(f"ExperimentConfig.support_views: {e}") from None
+        if getattr(SUPPORT_SELECTORS.get(self.support_selector), "similarity", None) == "query":
+            fq = [x for x in settings if x.endswith("FQ")]
+            if fq:
+                raise ValueError(f"ExperimentConfig.support_selector 'similar:query' chooses a support per query slice, "
+                                 f"which only 1S1Q and 3S1Q can use, not {'/'.join(fq)} (one memory state for all "
+                                 "slices); use 'similar' (per chunk) for the FQ settings.")
         s(self, "memory_policy", _strategy(MEMORY_POLICIES, "memory_policy", self.memory_policy))
         models = tuple(resolve_spec(m).name for m in _as_tuple("models", self.models))
         if not models:
@@ -288,7 +308,8 @@ class ExperimentConfig:
             f"{' classes ' + ','.join(self.classes) if self.classes else ''}; "
             f"{'+'.join(self.settings)} x {orders} x {'+'.join(self.models)}; checkpoint={ck}; "
             f"{self.image_size}px, {self.variant}, metric={self.metric}, "
-            f"support={strategy_name(self.support_selector)}, memory={strategy_name(self.memory_policy)}"
+            f"support={strategy_name(self.support_selector)}"
+            f"{f' +{self.support_views} views' if self.support_views else ''}, memory={strategy_name(self.memory_policy)}"
             f"{'; ' + ', '.join(sub) if sub else ''})"
         )
 

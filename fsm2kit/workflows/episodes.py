@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from ..core.episode import Episode
 from .config import ExperimentConfig
+from .support_plans import SupportScan, attach_support_scan
 
 __all__ = ["episode_folder_kind", "require_folder_options", "npz_episodes_matching", "load_episodes",
            "subset_episode", "load_config_episodes", "bars_off"]
@@ -158,6 +159,9 @@ def load_episodes(
     support_selector : str or SupportSelector, optional
         How each chunk's support slice is chosen (a registered name or a selector; default the
         protocol's rule). npz dumps carry their supports, so only ``"protocol"`` applies to them.
+        A selector that needs the model (``similar``) builds the episodes with the protocol's
+        supports and keeps the support scan (``meta["support_scan"]``) for the run to choose from
+        (:mod:`fsm2kit.workflows.support_plans`).
     """
     from ..io.alp import load_alp_folder
     from ..io.npz import load_npz_episodes
@@ -182,17 +186,18 @@ def load_episodes(
     lab = resolve_label(dataset, label)
     split = fold_split(dataset, int(fold), variant=variant, scan_ids=ds.scan_ids)
     sup = ds.load(split.support_id)
+    later = bool(getattr(selector, "needs_model", False))
+    scan = SupportScan(sup.array, sup.labels.array, lab, str(split.support_id)) if later else None
     episodes = []
     for qid in tqdm(split.query_ids, desc="load scans", leave=False, disable=bars_off(progress)):
         q = ds.load(qid)
-        episodes.append(
-            build_episode(
-                q.array, q.labels.array, sup.array, sup.labels.array, lab,
-                case_id=str(qid), support_case_id=str(split.support_id), dataset=ds.dataset,
-                fold=int(fold), variant=variant, npart=npart,
-                support_selector=None if strategy_name(selector) == "protocol" else selector,
-            )
+        ep = build_episode(
+            q.array, q.labels.array, sup.array, sup.labels.array, lab,
+            case_id=str(qid), support_case_id=str(split.support_id), dataset=ds.dataset,
+            fold=int(fold), variant=variant, npart=npart,
+            support_selector=None if later or strategy_name(selector) == "protocol" else selector,
         )
+        episodes.append(attach_support_scan(ep, scan) if later else ep)
     return episodes
 
 

@@ -28,9 +28,9 @@ from ..core.engine import Engine
 from ..core.episode import Episode
 from ..core.names import strategy_name
 from ..strategies.memory_policies import MEMORY_POLICIES
-from ..strategies.orderings import ORDERINGS, engine_arguments
 from .config import ExperimentConfig
 from .episodes import bars_off, load_config_episodes
+from .support_plans import prepare_runs
 from .results import PROVENANCE_COLUMNS, ExperimentResult, ModelRun, Prediction, tidy_slices
 
 __all__ = ["run_experiment", "run_experiments"]
@@ -40,22 +40,20 @@ def _engine(model, cache_dir: str | None, object_batch_size: int | None) -> Engi
     return Engine(model, progress=False, object_batch_size=object_batch_size, cache_dir=cache_dir)
 
 
-def _segment(engine: Engine, episodes: Sequence[Episode], setting: str, order, policy) -> list:
-    """One (setting, ordering) over episodes side by side, with the config's memory policy.
+def _segment(engine: Engine, episodes: Sequence[Episode], setting: str, order, policy, config: ExperimentConfig):
+    """One (setting, ordering) over episodes side by side, with the config's strategies.
 
-    A built-in order goes to the engine by name; a user's ordering gives each episode's plans,
-    and the results record the ordering's name.
+    A built-in order goes to the engine by name; a user's ordering (or ``similar:query``
+    supports, or augmented views) gives each episode's plans (:func:`~fsm2kit.workflows.support_plans.prepare_runs`),
+    and the results record the ordering's name. Returns the run inputs and the results.
     """
-    if order == "n/a":  # 1Q settings: one plan per query slice, no order
-        return engine.segment_many(episodes, setting, memory_policy=policy)
-    ordering = ORDERINGS.get(order)
-    args = [engine_arguments(ordering, setting, ep) for ep in episodes]
-    if "order" in args[0]:
-        return engine.segment_many(episodes, setting, order=args[0]["order"], memory_policy=policy)
-    done = engine.segment_many(episodes, setting, plans=[a["plans"] for a in args], memory_policy=policy)
-    for r in done:
-        r.order = strategy_name(ordering)
-    return done
+    inputs = prepare_runs(engine, episodes, setting, None if order == "n/a" else order,
+                          selector=config.support_selector, views=config.support_views)
+    done = engine.segment_many(inputs.episodes, setting, memory_policy=policy, **inputs.kwargs)
+    if "plans" in inputs.kwargs:
+        for r in done:
+            r.order = inputs.order
+    return inputs, done
 
 
 def _model_key(config: ExperimentConfig, model: str) -> tuple:
@@ -170,9 +168,9 @@ def run_experiments(
                         bar.set_postfix_str(f"{name} {setting}{'' if order == 'n/a' else '-' + strategy_name(order)} "
                                             f"{chunk[0].case_id}/{chunk[0].label_name}"
                                             f"{f' +{len(chunk) - 1}' if len(chunk) > 1 else ''}", refresh=False)
-                        done = _segment(engine, chunk, setting, order, policy)
+                        inputs, done = _segment(engine, chunk, setting, order, policy, c)
                         calls += len(chunk)
-                        for e, (ep, r) in enumerate(zip(chunk, done), start=k):
+                        for e, (ep, r) in enumerate(zip(inputs.episodes, done), start=k):
                             rank = (len(model_runs), i, e, u)
                             df = r.to_frame(ep.labels)
                             df["experiment"] = c.name
@@ -182,6 +180,9 @@ def run_experiments(
                             df["protocol_variant"] = ep.variant
                             df["support_selector"] = strategy_name(c.support_selector)
                             df["memory_policy"] = strategy_name(c.memory_policy)
+                            df["support_views"] = c.support_views
+                            zs = [inputs.support_z(e - k, r.plans[sl.plan_index]) for sl in r.slices]
+                            df["support_z"] = zs
                             for col in PROVENANCE_COLUMNS:
                                 if col in prov:
                                     df[col] = prov[col]

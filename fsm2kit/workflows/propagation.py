@@ -23,7 +23,7 @@ from ..core.tracking import TrackOutput
 from ..core.episode import Support
 from ..core.memory import MemoryPolicy, sam2_memory_policy
 from ..core.names import strategy_name
-from ..core.plans import Frame, Plan, Step
+from ..core.plans import Frame, Plan, split_plan
 
 __all__ = [
     "DEFAULT_PATIENCE",
@@ -110,13 +110,7 @@ def propagation_plan(query_z: Sequence[int], start: int, n_supports: int = 1) ->
         raise ValueError("query_z must be strictly ascending.")
     if n_supports < 1:
         raise ValueError("A propagation needs at least one support frame.")
-    half = sum(1 for z in zs if z < start)
-    sup = tuple(Frame("support", i) for i in range(n_supports))
-    queries = [Frame("query", i) for i in range(len(zs))]
-    frames = tuple(queries[:half]) + sup + tuple(queries[half:])
-    forward = tuple(Step(i) for i in range(half + n_supports, len(zs) + n_supports))
-    backward = tuple(Step(i, reverse=True) for i in range(half - 1, -1, -1))
-    return Plan(frames, forward + backward, True)
+    return split_plan(len(zs), range(n_supports), sum(1 for z in zs if z < start))
 
 
 @dataclass(eq=False)

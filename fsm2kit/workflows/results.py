@@ -369,6 +369,7 @@ class ExperimentResult:
                 "encoder_passes": self.encoder_passes,
                 "rows": int(len(s)),
                 "seconds": round(self.seconds, 3),
+                "support_views": sorted({int(v) for v in s["support_views"]}) if "support_views" in s.columns else [0],
                 **(details or {}),
             },
         )

@@ -63,7 +63,39 @@ from .labels import OrganSpec, parse_labels
 from .propagation import DEFAULT_PATIENCE, propagation_job, relative_start
 from .segment_results import OrganResult, SegmentResult, modes_dice_table
 
-__all__ = ["resolve_overlaps", "check_request", "segment_volume"]
+__all__ = ["resolve_overlaps", "check_request", "start_from_order", "segment_volume"]
+
+#: The support selectors with their own whole-volume rule here (the rest: the registry's ``volume_slices``).
+_OWN_SELECTORS = ("middle", "largest", "protocol", "similar")
+
+
+def start_from_order(order, n_slices: int) -> int | None:
+    """The start slice of a whole-volume propagation for an ordering (None: no ordering given).
+
+    ``at:Z`` starts at slice Z (``--start-slice Z``), ``from:P`` at ``floor(P * (Z - 1) + 0.5)``,
+    ``top`` at 0 and ``middle`` at ``Z // 2`` (the query volume's Z slices are all query slices).
+
+    Raises
+    ------
+    ValueError
+        An ordering that is not a start position (one line, listing the ones that are), or a
+        start outside the volume.
+    """
+    if order is None:
+        return None
+    from ..core.names import strategy_name
+    from ..strategies.orderings import ORDERINGS, PlanOrder, StartOrder
+
+    o = ORDERINGS.get(order)
+    n = int(n_slices)
+    if isinstance(o, StartOrder):
+        if o.kind == "at" and not 0 <= int(o.value) < n:
+            raise ValueError(f"order {o.strategy_name}: slice {int(o.value)} is outside the query's {n} slices (0..{n - 1}).")
+        return o.start_position(range(n))
+    if isinstance(o, PlanOrder):
+        return 0 if o.order == "top" else n // 2
+    raise ValueError(f"order {strategy_name(o)!r} is not a start position; fsm2kit segment takes top, middle, "
+                     "from:P (P in [0, 1]) or at:Z (a slice index).")
 
 
 def resolve_overlaps(logits: Sequence[np.ndarray], label_ids: Sequence[int]) -> np.ndarray:
@@ -184,8 +216,10 @@ def _choose_support(
             sim = S.SimilarityChoice("relative_position", tuple(targets), tuple(int(c) for c in cand),
                                      tuple(int(c) for c in cand), m)
         how = "similar"
-    else:
+    elif method in _OWN_SELECTORS:
         zs, how = S.select_support_slices(mask3d, method, npart=npart), method
+    else:
+        zs, how = _registry_slices(mask3d, method, npart), method
     for z in zs:
         _check_survives(organ, mask3d[z], z, engine.image_size)
     return [int(z) for z in zs], how, sim, mask3d
@@ -219,16 +253,32 @@ def check_request(
         mask3d = _organ_mask(lab, organ)
         if support_slices is not None:
             zs = S.given_slices(mask3d, _given_for(support_slices, organ))
-        elif str(support_select).lower() == "similar":
+        elif _selector_name(support_select) == "similar":
             out[organ.name] = None
             continue
+        elif _selector_name(support_select) in _OWN_SELECTORS:
+            zs = S.select_support_slices(mask3d, _selector_name(support_select), npart=npart)
         else:
-            zs = S.select_support_slices(mask3d, support_select, npart=npart)
+            zs = _registry_slices(mask3d, support_select, npart)
         if image_size is not None:
             for z in zs:
                 _check_survives(organ, mask3d[z], z, image_size)
         out[organ.name] = [int(z) for z in zs]
     return out
+
+
+def _selector_name(spec) -> str:
+    from ..core.names import strategy_name
+    from ..strategies.support_selectors import SUPPORT_SELECTORS
+
+    name = strategy_name(SUPPORT_SELECTORS.get(spec))  # unknown names: one-line error listing the registered
+    return name.partition(":")[0] if name.startswith("similar") else name
+
+
+def _registry_slices(mask3d: np.ndarray, spec, npart: int) -> list[int]:
+    from ..strategies.support_selectors import SUPPORT_SELECTORS
+
+    return SUPPORT_SELECTORS.get(spec).volume_slices(mask3d.astype(np.uint8), 1, npart=npart)
 
 
 def _organ_mask(lab: np.ndarray, organ: OrganSpec) -> np.ndarray:
@@ -272,6 +322,8 @@ def segment_volume(
     support_select: str = "middle",
     support_slices: int | Sequence[int] | Mapping | None = None,
     start: int | None = None,
+    order: object = None,
+    support_views: int = 0,
     patience: int | None = DEFAULT_PATIENCE,
     ct_window: tuple[float, float] | None = None,
     ground_truth: np.ndarray | LabelVolume | None = None,
@@ -297,16 +349,24 @@ def segment_volume(
         label map), or None for every id in the support mask.
     label_map : keyword-only
         Names of ids (default: the support mask's, if a LabelVolume).
-    support_select : {"middle", "largest", "protocol", "similar"}, keyword-only
-        How to choose each label's support slice(s) (:mod:`fsm2kit.support`). ``"protocol"``
-        uses the ``npart`` chunk centres together; ``"similar"`` the organ slice whose SAM2
-        embedding best matches the query slice at its relative position (or at ``start``).
+    support_select : str, keyword-only
+        How to choose each label's support slice(s), a support selector of the registry
+        (:mod:`fsm2kit.strategies.support_selectors`): ``"middle"``, ``"largest"``,
+        ``"protocol"`` (the ``npart`` chunk centres together), ``"random:SEED"``,
+        ``"given:Z,..."``, ``"similar"`` (the organ slice whose SAM2 embedding best matches the
+        query slice at its relative position, or at the start slice), or a user's.
     support_slices : int, sequence or {label: int or sequence}, keyword-only
         Support slice index(es) given by hand (overrides ``support_select``).
     start : int, optional, keyword-only
         First query slice; default the support's relative position along z
         (:func:`relative_start` of the middle support slice), which for a support taken from
         the query itself is its own slice.
+    order : str or Ordering, optional, keyword-only
+        The start as an ordering (:func:`start_from_order`): ``at:Z`` (= ``start=Z``),
+        ``from:P``, ``top``, ``middle``. Give ``start`` or ``order``, not both.
+    support_views : int, keyword-only
+        Augmented views per support slice (0..5, default 0), added as further conditioning
+        frames next to it (:mod:`fsm2kit.strategies.views`); an exploration aid.
     patience : int or None, keyword-only
         Stopping rule (:func:`should_stop`); None: the whole volume regardless of scores.
     ct_window : (lo, hi), optional, keyword-only
@@ -339,15 +399,20 @@ def segment_volume(
     lab, lm_mask = _as_label_array(support_mask, svol, "support mask")
     lm = LabelMap.coerce(label_map) if label_map is not None else lm_mask
     organs = parse_labels(labels, label_map=lm, present=np.unique(lab).tolist())
-    method = str(support_select).strip().lower()
-    if support_slices is None and method not in ("middle", "largest", "protocol", "similar"):
-        raise ValueError(
-            f"Unknown support_select {support_select!r}; expected middle, largest, protocol or similar "
-            "(or give support_slices=...)."
-        )
+    from ..core.names import strategy_name
+    from ..strategies.views import check_views, support_views as make_views
+
+    method = _selector_name(support_select) if support_slices is None else "given"
+    if method not in _OWN_SELECTORS:
+        method = strategy_name(support_select) if not isinstance(support_select, str) else support_select.strip()
+    n_views = check_views(support_views)
     qarr = _clip(qvol.array, ct_window)
     sarr = _clip(svol.array, ct_window)
     zq, zs_n = qarr.shape[0], sarr.shape[0]
+    if order is not None:
+        if start is not None:
+            raise ValueError(f"give start={start} or order={strategy_name(order)!r}, not both (at:Z is start=Z).")
+        start = start_from_order(order, zq)
     if start is not None and not 0 <= int(start) < zq:
         raise ValueError(f"start slice {start} is outside the query's {zq} slices (0..{zq - 1}).")
     gt = None
@@ -363,7 +428,10 @@ def segment_volume(
     jobs, made = [], []
     for organ in organs:
         zs, how, sim, mask3d = _choose_support(engine, organ, lab, sarr, qarr, method, support_slices, start, npart)
-        supports = [Support(image=sarr[z], mask=mask3d[z], chunk=0, z=z, case_id=svol.case_id) for z in zs]
+        supports = []
+        for z in zs:
+            sup = Support(image=sarr[z], mask=mask3d[z], chunk=0, z=z, case_id=svol.case_id)
+            supports += [sup, *make_views(sup, n_views)]  # each view right after its support
         s0 = int(start) if start is not None else relative_start(sorted(zs)[len(zs) // 2], zs_n, zq)
         jobs.append(propagation_job(engine, qarr, supports, start=s0, patience=patience,
                                     memory_policy=memory_policy))
@@ -398,6 +466,8 @@ def segment_volume(
         "support_select": "given" if support_slices is not None else method,
         "support_slices": support_slices if not isinstance(support_slices, Mapping) else {str(k): v for k, v in support_slices.items()},
         "start": start,
+        "order": strategy_name(order) if order is not None else None,
+        "support_views": n_views,
         "patience": patience,
         "ct_window": list(ct_window) if ct_window is not None else None,
         "npart": npart,
