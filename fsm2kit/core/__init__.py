@@ -16,7 +16,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     ".models": ['SAM2Model', 'load_sam2', 'save_checkpoint', 'resolve_device', 'download_checkpoint', 'cache_dir'],
     ".names": ['strategy_name'],
     ".policies": ['MAX_QUERY_SLOTS', 'previous_query_frames', 'query_memory_selection', 'StridePolicy', 'support_only_policy', 'RecentPolicy', 'ConfidentPolicy', 'BestPolicy'],
-    ".plans": ['SETTINGS', 'ORDERS', 'Frame', 'Step', 'Plan', 'plans_1s1q', 'plans_3s1q', 'fq_plan', 'custom_plan', 'build_plans', 'normalize_setting'],
+    ".plans": ['split_plan', 'SETTINGS', 'ORDERS', 'Frame', 'Step', 'Plan', 'plans_1s1q', 'plans_3s1q', 'fq_plan', 'custom_plan', 'build_plans', 'normalize_setting'],
     ".results": ['SliceResult', 'EpisodeResult', 'EngineStats'],
     ".specs": ['MODELS', 'ModelSpec', 'RANDOM_WEIGHTS', 'PUBLISHED_OVERRIDES', 'CheckpointError', 'CheckpointDownloadError', 'resolve_spec', 'check_image_size'],
     ".tracking": ['TrackRequest', 'TrackOutput', 'TrackJob', 'TrackObserver', 'request_signature', 'batch_groups', 'Tracker'],
