@@ -86,11 +86,11 @@ def kernel_env(monkeypatch):
     monkeypatch.setenv("TQDM_DISABLE", "1")
 
 
-def _execute(name, tmp_path):
+def _execute(name, tmp_path, **extra):
     import papermill as pm
 
     out = tmp_path / "out"
-    params = {**SMOKE, **EXTRA.get(name, {}), "output_dir": str(out)}
+    params = {**SMOKE, **EXTRA.get(name, {}), **extra, "output_dir": str(out)}
     executed = tmp_path / f"{name}.ipynb"
     pm.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(executed), parameters=params, kernel_name="python3",
                         cwd=str(tmp_path), progress_bar=False)
@@ -142,6 +142,7 @@ def test_00_quickstart(tmp_path, kernel_env):
     slices = _check_result_files(out)
     assert len(slices) == 3 and set(slices["setting"]) == {"S1SFQ"} and set(slices["order"]) == {"middle"}
     _png(out / "overlays.png")
+    _check_presets(out, ["overlays"])  # screen + paper (183 mm figure)
     assert _has_image_output(nb, "image/png")
 
 
@@ -159,6 +160,7 @@ def test_01_table1_settings(tmp_path, kernel_env):
             ("sam2-tiny 3S1Q", "ours")] + [("sam2-tiny S1SFQ-middle", k) for k in ("published", "ours", "difference")] + [
             ("sam2-tiny 3SFQ-middle", "ours")]  # the paper's order; the paper has no 3S1Q/3SFQ in Table 1
     _png(out / "dice_bars.png")
+    _check_presets(out, ["dice_bars"], width_mm=89.0)  # screen (144 dpi) + paper (300 dpi, 89 mm)
     assert _has_image_output(nb, "image/svg+xml")  # altair's offline svg renderer
 
 
@@ -171,6 +173,7 @@ def test_02_support_memory(tmp_path, kernel_env):
     assert list(dict.fromkeys(zip(t["row"], t["kind"]))) == [
         (r, k) for r in ("sam2-tiny 1S1Q", "sam2-tiny 3S1Q") for k in ("published", "ours", "difference")]
     _png(out / "dice_bars.png")
+    _check_presets(out, ["dice_bars"], width_mm=89.0)
 
 
 @pytest.mark.slow
@@ -183,6 +186,7 @@ def test_03_inference_order(tmp_path, kernel_env):
         assert list(dict.fromkeys(zip(t["row"], t["kind"]))) == [
             (r, k) for r in ("sam2-tiny top", "sam2-tiny middle") for k in ("published", "ours", "difference")]
     _png(out / "slice_dice_curves.png")
+    _check_presets(out, ["slice_dice_curves", "relative_position"], width_mm=89.0)  # screen + paper
     _png(out / "relative_position.png")
     assert (out / "slice_dice_curves.svg").read_text().lstrip().startswith("<svg")
 
@@ -232,10 +236,11 @@ def test_05_memory_inspector(tmp_path, kernel_env):
 
 
 @pytest.mark.slow
-def test_06_strategies(tmp_path, kernel_env):
-    """Memory policy x order x selector at smoke size: the table has one row per combination and says
-    its Dice variant; the memories chart and the attention comparison are written."""
-    out, nb = _execute("06_strategies", tmp_path)
+def test_06_strategies(tmp_path, kernel_env, alp_folder):
+    """Memory policy x order x selector at smoke size on a synthetic SSL-ALPNet folder (the bundled npz
+    case fixes its supports): the table has one row per combination and says its Dice variant; the
+    memories chart and the attention comparison are written in both presets."""
+    out, nb = _execute("06_strategies", tmp_path, episodes=str(alp_folder), folds=[0], classes=["liver"])
     slices = pd.read_csv(out / "slices.csv")
     assert set(slices["memory_policy"]) == {"sam2", "support-only", "recent:1"}
     assert set(slices["support_selector"]) == {"protocol", "largest"}

@@ -244,6 +244,7 @@ def test_segment_volume_with_scripted_engine_and_save(tmp_path):
     out, side = res.save(tmp_path / "out" / "pred.nii.gz")
     img, src = nib.load(out), nib.load(example_dir() / "totalseg_ct_small" / "example_ct_sm.nii.gz")
     assert img.shape == src.shape and np.array_equal(img.affine, src.affine)
+    assert b"RANDOM WEIGHTS" in img.header["descrip"].tobytes()  # the random-weights marker in the header too
     np.testing.assert_array_equal(load_nifti(out).array, res.labels)
     meta = json.loads(side.read_text())
     assert meta["random_weights"] is True and "RANDOM WEIGHTS" in meta["note"]

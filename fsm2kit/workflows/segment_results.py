@@ -273,6 +273,11 @@ class SegmentResult:
             extra["dice_csv"] = str(dice_path)
         meta = self.sidecar(command=command, details={**extra, **(details or {})})
         img = self.query.mask_to_nifti(self.labels, dtype=self.labels.dtype)
+        # the NIfTI header's 80-byte description says how it was made (random weights first)
+        model = self.model_provenance.get("model", "SAM2")
+        descrip = f"fsm2kit {model}: " + ("RANDOM WEIGHTS, masks mean nothing" if self.random_weights
+                                          else "SAM2 few-shot labels")
+        img.header["descrip"] = descrip.encode("ascii", "replace")[:79]
 
         def write_sidecar(tmp: str) -> None:
             meta["output_sha256"] = file_sha256(tmp_image[0])

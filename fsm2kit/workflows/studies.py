@@ -157,39 +157,48 @@ class Study:
         return t
 
     # ------------------------------------------------------------------ figures
+    def _save_chart(self, chart, file: str, presets: Sequence[str], formats: Sequence[str] | None) -> None:
+        """``file.*`` in the ``screen`` preset and ``file_paper.*`` in the ``paper`` one
+        (:func:`fsm2kit.io.charts.save_presets`); with ``formats``, just those files (no preset)."""
+        from ..io.charts import save_chart, save_presets
+
+        if formats is not None:
+            save_chart(chart, self._path(file), formats=formats)
+        else:
+            save_presets(chart, self._path(file), presets=presets)
+
     def dice_bars(self, metric: str = "mean_per_volume", *, color: str = "run", column: str | None = "model",
-                  file: str | None = "dice_bars", formats: Sequence[str] = ("png", "svg")):
-        """Grouped Dice bars per organ (:func:`~fsm2kit.workflows.dice_charts.dice_bars`), saved as ``file.<format>``."""
-        from ..io.charts import save_chart
+                  file: str | None = "dice_bars", presets: Sequence[str] = ("screen", "paper"),
+                  formats: Sequence[str] | None = None):
+        """Grouped Dice bars per organ (:func:`~fsm2kit.workflows.dice_charts.dice_bars`), saved in ``presets`` (``file.*``, ``file_paper.*``)."""
         from .dice_charts import dice_bars
 
         chart = dice_bars(self.result.summary(), metric=metric, color=color, column=column)
         if file is not None:
-            save_chart(chart, self._path(file), formats=formats)
+            self._save_chart(chart, file, presets, formats)
         return chart
 
     def slice_dice_curves(self, *, color: str = "order", row: str | None = "setting", column: str | None = "model",
-                          file: str | None = "slice_dice_curves", formats: Sequence[str] = ("png", "svg")):
-        """Per-slice Dice along z (:func:`~fsm2kit.workflows.dice_charts.slice_dice_curves`), saved as ``file.<format>``."""
-        from ..io.charts import save_chart
+                          file: str | None = "slice_dice_curves", presets: Sequence[str] = ("screen", "paper"),
+                          formats: Sequence[str] | None = None):
+        """Per-slice Dice along z (:func:`~fsm2kit.workflows.dice_charts.slice_dice_curves`), saved in ``presets`` (``file.*``, ``file_paper.*``)."""
         from .dice_charts import slice_dice_curves
 
         chart = slice_dice_curves(self.result.slices, color=color, row=row, column=column)
         if file is not None:
-            save_chart(chart, self._path(file), formats=formats)
+            self._save_chart(chart, file, presets, formats)
         return chart
 
     def relative_position(self, *, color: str = "order", row: str | None = "setting", column: str | None = "model",
                           bins: int = 10, file: str | None = "relative_position",
-                          formats: Sequence[str] = ("png", "svg")):
+                          presets: Sequence[str] = ("screen", "paper"), formats: Sequence[str] | None = None):
         """Per-slice Dice by relative position in the organ, mean and 95 % band across volumes
-        (:func:`~fsm2kit.workflows.dice_charts.relative_position_chart`), saved as ``file.<format>``."""
-        from ..io.charts import save_chart
+        (:func:`~fsm2kit.workflows.dice_charts.relative_position_chart`), saved in ``presets`` (``file.*``, ``file_paper.*``)."""
         from .dice_charts import relative_position_chart
 
         chart = relative_position_chart(self.result.slices, color=color, row=row, column=column, bins=bins)
         if file is not None:
-            save_chart(chart, self._path(file), formats=formats)
+            self._save_chart(chart, file, presets, formats)
         return chart
 
     def overlays(self, *, setting: str | None = None, order: str | None = None, model: str | None = None,
