@@ -246,7 +246,7 @@ def test_cli_bad_strategy_input_fails_in_one_line_before_a_model(alp_folder, tmp
     seg = ["segment", "--image", str(ct / "example_ct_sm.nii.gz"), "--support-image", str(ct / "example_ct_sm.nii.gz"),
            "--support-mask", str(ct / "example_seg.nii.gz"), "--labels", "liver=5", *SMALL,
            "--out", str(tmp_path / "s.nii.gz")]
-    for extra, words in ((["--order", "from:2"], "[0, 1]"), (["--order", "bottom"], "unknown ordering"),
+    for extra, words in ((["--order", "from:2"], "[0, 1]"), (["--order", "sideways"], "unknown ordering"),
                          (["--start-slice", "3", "--order", "at:4"], "not both"),
                          (["--support-select", "nope"], "unknown support selector"),
                          (["--support-views", "7"], "0..5"), (["--order", "at:999"], "outside")):
