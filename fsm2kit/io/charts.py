@@ -384,7 +384,8 @@ def save_presets(obj, path: str | os.PathLike, *, presets: Sequence[str] = ("scr
         Path without extension.
     presets : sequence of {"screen", "paper"}
     width : {"single", "double"} or float, optional
-        Paper width (default: double column for figures, single for charts).
+        Paper width (default: double column for figures; for charts a single column, or both
+        columns when the chart does not fit one at the paper fonts).
 
     Returns
     -------
@@ -399,7 +400,14 @@ def save_presets(obj, path: str | os.PathLike, *, presets: Sequence[str] = ("scr
         target = base if name == "screen" else base.with_name(f"{base.name}_{name}")
         if is_figure:
             files = save_figure(obj, target, preset=p, width=width or "double")
-        else:
-            files = save_chart(obj, target, preset=p, width=width or "single")
+        elif width is not None:
+            files = save_chart(obj, target, preset=p, width=width)
+        else:  # a single column when the chart fits there at the paper fonts, else both columns
+            try:
+                files = save_chart(obj, target, preset=p, width="single")
+            except ValueError as exc:
+                if "cannot fit" not in str(exc):
+                    raise
+                files = save_chart(obj, target, preset=p, width="double")
         out.update({f"{name}.{fmt}": f for fmt, f in files.items()})
     return out
