@@ -19,7 +19,6 @@ Both take ``preset=None`` for the plain behaviour (``formats`` and ``scale``/``d
 
 from __future__ import annotations
 
-import io
 import os
 import re
 from dataclasses import dataclass
@@ -218,6 +217,12 @@ def _fit_paper(chart, target_pt: float, font_pt: float) -> tuple[dict, str, tupl
                      "at the paper fonts; use width='double' or fewer facets.")
 
 
+def _write_data(out: Path, data: bytes | str) -> None:
+    """Write rendered chart data (text or bytes) atomically."""
+    atomic_write(out, lambda tmp: (Path(tmp).write_text(data, encoding="utf-8") if isinstance(data, str)
+                                   else Path(tmp).write_bytes(data)))
+
+
 def save_chart(chart, path: str | os.PathLike, *, formats: Sequence[str] | None = None, scale: float = 1.0,
                preset: str | ExportPreset | None = None, width: str | float = "single") -> dict[str, Path]:
     """Save an altair chart offline, one file per format, each written atomically.
@@ -276,8 +281,7 @@ def save_chart(chart, path: str | os.PathLike, *, formats: Sequence[str] | None 
                     import json
 
                     data = json.dumps(spec, indent=2)
-                atomic_write(out, lambda tmp, d=data: (Path(tmp).write_text(d, encoding="utf-8") if isinstance(d, str)
-                                                       else Path(tmp).write_bytes(d)))
+                _write_data(out, data)
                 written[fmt] = out
             return written
         if p is not None:  # screen: the preset's colours, PNG at the preset's dpi
@@ -300,8 +304,7 @@ def save_chart(chart, path: str | os.PathLike, *, formats: Sequence[str] | None 
                     data = vlc.vegalite_to_html(spec, vl_version=vl, bundle=True)
                 else:
                     data = json.dumps(spec, indent=2)
-                atomic_write(out, lambda tmp, d=data: (Path(tmp).write_text(d, encoding="utf-8") if isinstance(d, str)
-                                                       else Path(tmp).write_bytes(d)))
+                _write_data(out, data)
                 written[fmt] = out
             return written
         for fmt in fmts:

@@ -18,7 +18,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     ".memory_policies": ['MEMORY_POLICIES', 'register_memory_policy', 'get_memory_policy'],
     ".orderings": ['Ordering', 'PlanOrder', 'StartOrder', 'ORDERINGS', 'register_ordering', 'get_ordering', 'engine_arguments'],
     ".plugins": ['ENTRY_POINT_GROUP', 'PluginError', 'load_plugins', 'load_plugin', 'load_entry_points', 'plugin_errors'],
-    ".registry": ['Entry', 'Registry', 'NamedStrategy', 'named', 'parse_spec', 'registries', 'FAMILY_MODULES'],
+    ".registry": ['Entry', 'Registry', 'NamedStrategy', 'named', 'parse_spec', 'parse_index', 'registries', 'FAMILY_MODULES'],
     ".selectors": ['SUPPORT_METHODS', 'organ_slices', 'protocol_slices', 'middle_slice', 'largest_slice', 'given_slices', 'select_support_slices', 'slice_embedding', 'similarity_matrix', 'SimilarityChoice', 'most_similar_per_query', 'most_similar_per_chunk'],
     ".stopping": ['DEFAULT_PATIENCE', 'StoppingRule', 'Patience', 'NoStop', 'NOSTOP', 'STOPPING_RULES', 'register_stopping_rule', 'get_stopping_rule', 'stop_index', 'from_patience'],
     ".views": ['VIEW_SEQUENCE', 'MAX_VIEWS', 'hflip_view', 'scale_view', 'gamma_view', 'apply_view', 'check_views', 'support_views', 'plan_with_views'],

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Protocol, Sequence, runtime_checkable
 
 from ..core.names import strategy_name
-from .registry import Registry
+from .registry import Registry, parse_index
 
 if TYPE_CHECKING:  # no numpy at import: the CLI lists orderings while it builds its parser
     from ..core.episode import Episode
@@ -143,13 +143,7 @@ def _parse_position(text: str) -> float:
 
 
 def _parse_z(text: str) -> int:
-    try:
-        z = int(text)
-    except ValueError:
-        raise ValueError(f"Z is a slice index, an integer >= 0, got {text!r}") from None
-    if z < 0:
-        raise ValueError(f"Z is a slice index, an integer >= 0, got {z}")
-    return z
+    return parse_index(text, "Z is a slice index, an integer >= 0")
 
 
 ORDERINGS = Registry(

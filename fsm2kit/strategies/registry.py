@@ -32,7 +32,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
-__all__ = ["Entry", "Registry", "NamedStrategy", "named", "parse_spec", "registries", "FAMILY_MODULES"]
+__all__ = ["Entry", "Registry", "NamedStrategy", "named", "parse_spec", "parse_index", "registries", "FAMILY_MODULES"]
 
 #: The built-in families, in display order: ``family -> module`` (each defines one registry).
 FAMILY_MODULES: dict[str, str] = {
@@ -52,6 +52,18 @@ def registries() -> dict[str, "Registry"]:
         importlib.import_module(module)
     first = [f for f in FAMILY_MODULES if f in _ALL]
     return {f: _ALL[f] for f in first + [f for f in _ALL if f not in FAMILY_MODULES]}
+
+
+def parse_index(text: str, what: str) -> int:
+    """An argument that is an integer >= 0 (a slice index, a seed); ``what`` says so in the error,
+    e.g. ``"Z is a slice index, an integer >= 0"``."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise ValueError(f"{what}, got {text!r}") from None
+    if n < 0:
+        raise ValueError(f"{what}, got {n}")
+    return n
 
 
 def parse_spec(spec: str) -> tuple[str, str | None]:

@@ -45,7 +45,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Callable, Sequence
 
-from .registry import Registry
+from .registry import Registry, parse_index
 
 if TYPE_CHECKING:
     import numpy as np
@@ -286,13 +286,7 @@ def _random(seed: int) -> SupportSelector:
 
 
 def _parse_seed(text: str) -> int:
-    try:
-        seed = int(text)
-    except ValueError:
-        raise ValueError(f"SEED is an integer >= 0, got {text!r}") from None
-    if seed < 0:
-        raise ValueError(f"SEED is an integer >= 0, got {seed}")
-    return seed
+    return parse_index(text, "SEED is an integer >= 0")
 
 
 def _similar(mode: str) -> SupportSelector:

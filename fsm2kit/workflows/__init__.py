@@ -33,7 +33,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     ".studies": ['Study', 'run_study', 'DICE_COLUMNS'],
     ".strategy_studies": ['StrategyStudy', 'run_strategy_study', 'STRATEGY_ROWS'],
     ".sweep_index": ['collect_index', 'organ_dice', 'write_index'],
-    ".sweep_runs": ['RunOutcome', 'execute_run', 'kernel_manager_class', 'export_html', 'write_json', 'remove_tree'],
+    ".sweep_runs": ['RunOutcome', 'read_run_summary', 'execute_run', 'kernel_manager_class', 'export_html', 'write_json', 'remove_tree'],
     ".sweep_spec": ['KERNEL_NAME', 'DONE_MARKER', 'FAILED_MARKER', 'SWEEP_KEYS', 'KERNEL_ENV', 'Sweep', 'RunSpec', 'load_sweep', 'safe_name', 'value_text', 'require_module', 'WORK_DIR'],
     ".sweeps": ['SweepResult', 'run_sweep', 'plan_runs'],
     ".tables": ['ORGAN_ORDER', 'ORDER_ORDER', 'paper_order', 'results_table'],

@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..core.fileio import atomic_write
+from .sweep_runs import read_run_summary
 from .sweep_spec import DONE_MARKER, FAILED_MARKER, Sweep, value_text
 from .tables import ORGAN_ORDER
 
@@ -35,14 +36,8 @@ def organ_dice(folder: str | os.PathLike) -> dict[str, float]:
     dataset joins the name (``dice_<metric>_<DATASET>_<ORGAN>``) when the run has several.
     Empty when there is no readable ``summary.csv``.
     """
-    p = Path(folder) / "summary.csv"
-    if not p.is_file():
-        return {}
-    try:
-        s = pd.read_csv(p, keep_default_na=False, na_values=[""])
-    except Exception:  # a notebook's own file: never fail the index on it
-        return {}
-    if not {"metric", "dice", "label_name"} <= set(s.columns):
+    s = read_run_summary(folder)
+    if s is None or not {"metric", "dice", "label_name"} <= set(s.columns):
         return {}
     s["label_name"] = s["label_name"].astype(str).str.upper()
     s["dice"] = pd.to_numeric(s["dice"], errors="coerce")

@@ -17,7 +17,7 @@ import pandas as pd
 from ..core.fileio import atomic_write
 from .sweep_spec import DONE_MARKER, FAILED_MARKER, KERNEL_ENV, RunSpec
 
-__all__ = ['RunOutcome', 'execute_run', 'kernel_manager_class', 'export_html', 'write_json', 'remove_tree']
+__all__ = ['RunOutcome', 'read_run_summary', 'execute_run', 'kernel_manager_class', 'export_html', 'write_json', 'remove_tree']
 
 # ============================================================================ one run (on a worker)
 @dataclass
@@ -66,14 +66,22 @@ def export_html(notebook: str | os.PathLike, out: str | os.PathLike | None = Non
     return atomic_write(out, lambda tmp: Path(tmp).write_text(body, encoding="utf-8"))
 
 
+def read_run_summary(folder: str | os.PathLike) -> pd.DataFrame | None:
+    """A run's ``summary.csv``, or None when it is missing or unreadable (a notebook's own file:
+    neither a run nor the index ever fails on it)."""
+    p = Path(folder) / "summary.csv"
+    if not p.is_file():
+        return None
+    try:
+        return pd.read_csv(p, keep_default_na=False, na_values=[""])
+    except Exception:
+        return None
+
+
 def _dice_summary(folder: Path) -> dict:
     """Mean Dice per metric over the rows of the run's ``summary.csv`` (+ weights), if any."""
-    p = folder / "summary.csv"
-    if not p.is_file():
-        return {}
-    try:
-        s = pd.read_csv(p, keep_default_na=False, na_values=[""])
-    except Exception:  # a notebook's own file: never fail the run on it
+    s = read_run_summary(folder)
+    if s is None:
         return {}
     out = {}
     if {"metric", "dice"} <= set(s.columns):
