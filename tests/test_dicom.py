@@ -37,6 +37,7 @@ def write_slice(path: Path, pixels: np.ndarray, *, position, orientation=AXIAL, 
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
     ds.StudyInstanceUID = "1.2.3"
     ds.SeriesInstanceUID = series_uid
+    ds.FrameOfReferenceUID = "1.2.3.5"
     ds.Modality = modality
     if instance is not None:
         ds.InstanceNumber = int(instance)

@@ -1,7 +1,9 @@
 """``fsm2kit segment``: own scans (NIfTI/DICOM in, a label volume in the scan's grid out).
 
-Every option and input is checked before the model loads: ``--out`` (and its sidecar and Dice
-table) must not be an input and needs ``--overwrite`` to replace an earlier output; the label
+The label volume is NIfTI (``--out pred.nii.gz``), or for a DICOM query a DICOM Segmentation
+(``--out pred.dcm``) that references the series. Every option and input is checked before the
+model loads: ``--out`` (and its sidecar and Dice table) must not be an input and needs
+``--overwrite`` to replace an earlier output, ``.dcm`` needs a DICOM query; the label
 volume, its JSON sidecar and Dice table are written all or none
 (:meth:`~fsm2kit.workflows.segment_results.SegmentResult.save`).
 """
@@ -92,7 +94,8 @@ def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPar
                    help="modality recorded on the volumes (default: from DICOM, else unknown)")
     p.add_argument("--ground-truth", default=None,
                    help="query labels (same ids): adds the oracle-range mode and a Dice table")
-    p.add_argument("--out", required=True, help="output label volume (.nii.gz); the sidecar is <name>.json "
+    p.add_argument("--out", required=True, help="output label volume: .nii.gz (NIfTI), or .dcm (a DICOM "
+                   "Segmentation referencing the series; DICOM --image only); the sidecar is <name>.json "
                    "(and <name>.dice.csv with --ground-truth); never one of the inputs")
     add_overwrite_arg(p, "an existing --out (and its sidecar and Dice table)")
     # --support-select (registry; default middle), --memory-policy, --support-views, --plugins
@@ -131,7 +134,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     from ..workflows.labels import check_label_map_fits, describe_ids, parse_labels
     from ..workflows.provenance import RANDOM_NOTE, command_line
     from ..workflows.segment import check_request, segment_volume, start_from_order
-    from ..workflows.segment_results import check_output, load_scan, output_files
+    from ..workflows.segment_results import check_dicom_output, check_output, load_scan, output_files
 
     t0 = time.perf_counter()
     out = Path(args.out)
@@ -141,6 +144,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
                   {"--image": args.image, "--support-image": args.support_image, "--support-mask": args.support_mask,
                    "--ground-truth": args.ground_truth, "--checkpoint": args.checkpoint})
     check_output(out, overwrite=args.overwrite)
+    check_dicom_output(out, args.image)  # .dcm: a DICOM query whose slices a SEG can reference
     if args.support_slice is not None and args.support_slice < 0:
         raise ValueError(f"--support-slice {args.support_slice}: slice indices count from 0 (the most inferior "
                          "slice) upwards; negative values are not counted from the end.")

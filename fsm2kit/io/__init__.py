@@ -9,7 +9,8 @@ from ..core.lazy import lazy_exports
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     ".alp": ['ALPDataset', 'load_alp_folder'],
     ".charts": ['CHART_FORMATS', 'COLUMN_WIDTHS_MM', 'ExportPreset', 'PRESETS', 'paper_config', 'save_chart', 'save_figure', 'save_presets'],
-    ".dicom": ['DicomSeries', 'read_dicom_series', 'dicom_affine', 'trailing_number'],
+    ".dicom": ['DicomSeries', 'read_dicom_series', 'dicom_affine', 'series_files', 'trailing_number'],
+    ".dicom_seg": ['SegmentCode', 'ORGAN_CODES', 'GENERIC_CODE', 'organ_code', 'seg_source_headers', 'check_dicom_seg_source', 'dicom_seg'],
     ".examples": ['example_dir', 'example_episodes', 'example_ct'],
     ".nifti": ['read_image', 'squeeze_to_3d', 'as_label_ids', 'load_nifti', 'volume_from_nifti_image', 'load_label_nifti', 'save_mask'],
     ".npz": ['NpzName', 'parse_npz_name', 'load_npz_episodes'],

@@ -36,6 +36,7 @@ __all__ = [
     "DicomSeries",
     "read_dicom_series",
     "dicom_affine",
+    "series_files",
     "trailing_number",
 ]
 
@@ -262,7 +263,10 @@ def _read_one(path: Path) -> _Slice:
     )
 
 
-def _list_files(folder: Path) -> list[Path]:
+def series_files(folder: str | os.PathLike) -> list[Path]:
+    """The files :func:`read_dicom_series` reads from ``folder``: every regular file, by name,
+    except hidden files and ``DICOMDIR``-like names."""
+    folder = Path(folder)
     return sorted(
         p for p in folder.iterdir()
         if p.is_file() and not p.name.startswith(".") and p.name not in _SKIP_NAMES
@@ -310,7 +314,7 @@ def read_dicom_series(
             raise FileNotFoundError(f"DICOM folder not found: {folder} (absolute: {folder.absolute()}).")
         if not folder.is_dir():
             raise NotADirectoryError(f"Expected a folder of DICOM slices, got the file {folder}.")
-        paths = _list_files(folder)
+        paths = series_files(folder)
     else:
         paths = [Path(p) for p in files]
     if not paths:

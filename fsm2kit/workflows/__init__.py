@@ -28,7 +28,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     ".provenance": ['RANDOM_NOTE', 'Provenance', 'command_line', 'inspection_provenance'],
     ".results": ['GROUP_KEYS', 'PROVENANCE_COLUMNS', 'RESULT_FILES', 'slice_dice', 'tidy_slices', 'ModelRun', 'Prediction', 'ExperimentResult', 'logits_key', 'format_dice', 'read_results'],
     ".segment": ['resolve_overlaps', 'check_request', 'segment_volume', 'start_from_order'],
-    ".segment_results": ['MODES', 'OrganResult', 'SegmentResult', 'modes_dice_table', 'load_scan', 'sidecar_path', 'check_output', 'dice_csv_path', 'output_files', 'SUPPORT_FROM_QUERY'],
+    ".segment_results": ['MODES', 'OrganResult', 'SegmentResult', 'modes_dice_table', 'load_scan', 'sidecar_path', 'check_output', 'check_dicom_output', 'OUTPUT_SUFFIXES', 'dice_csv_path', 'output_files', 'SUPPORT_FROM_QUERY'],
     ".support_plans": ['SupportScan', 'attach_support_scan', 'similar_per_chunk', 'similar_per_query', 'with_views', 'RunInputs', 'prepare_runs'],
     ".studies": ['Study', 'run_study', 'DICE_COLUMNS'],
     ".strategy_studies": ['StrategyStudy', 'run_strategy_study', 'STRATEGY_ROWS'],

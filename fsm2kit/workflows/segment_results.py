@@ -5,7 +5,8 @@ label (and per oracle-range run), the Dice table of both modes (:func:`modes_dic
 ground truth) and the model's provenance. :meth:`SegmentResult.save` writes the label volume into
 the query file's grid and a JSON sidecar (:func:`sidecar_path`): the one provenance record
 (:class:`~fsm2kit.workflows.provenance.Provenance`, kind ``"segment"``) with the options, the
-grid, the z axis and per-label per-slice object scores.
+grid, the z axis and per-label per-slice object scores. For a DICOM query the label volume may
+also be a DICOM Segmentation (``.dcm``, :mod:`fsm2kit.io.dicom_seg`) referencing the series.
 """
 
 from __future__ import annotations
@@ -34,10 +35,15 @@ __all__ = [
     "load_scan",
     "sidecar_path",
     "check_output",
+    "check_dicom_output",
+    "OUTPUT_SUFFIXES",
     "dice_csv_path",
     "output_files",
     "SUPPORT_FROM_QUERY",
 ]
+
+#: The label volume's file types: NIfTI, or a DICOM Segmentation (of a DICOM query only).
+OUTPUT_SUFFIXES = (".nii.gz", ".nii", ".dcm")
 
 #: The two modes of the Dice table.
 MODES = ("whole_volume", "oracle_range")
@@ -248,19 +254,24 @@ class SegmentResult:
         Parameters
         ----------
         path : path-like
-            ``.nii.gz`` or ``.nii``; the sidecar is :func:`sidecar_path`.
+            ``.nii.gz`` or ``.nii`` (NIfTI), or ``.dcm``: a DICOM Segmentation (highdicom) that
+            references the query's DICOM series (:func:`check_dicom_output`), one segment per
+            label with its name and SNOMED CT code (:func:`fsm2kit.io.dicom_seg.dicom_seg`); the
+            sidecar records its UIDs and codes. The sidecar is :func:`sidecar_path`.
         overwrite : bool, keyword-only
             Replace an existing label volume / sidecar / Dice table (default: refuse).
 
         Returns
         -------
         (Path, Path)
-            The NIfTI file and the sidecar (:func:`sidecar_path`).
+            The label volume and the sidecar (:func:`sidecar_path`).
 
         Raises
         ------
         FileExistsError
             One of the files exists and ``overwrite`` is False.
+        ValueError
+            ``.dcm`` for a query that is not a DICOM series.
         """
         import nibabel as nib
 
@@ -268,32 +279,70 @@ class SegmentResult:
         side = sidecar_path(path)
         dice_path = dice_csv_path(path)
         check_output(path, overwrite=overwrite)
+        dicom = check_dicom_output(path, self.query.path)
         extra = {"output": str(path)}
         if self.dice is not None:
             extra["dice_csv"] = str(dice_path)
-        meta = self.sidecar(command=command, details={**extra, **(details or {})})
-        img = self.query.mask_to_nifti(self.labels, dtype=self.labels.dtype)
-        # the NIfTI header's 80-byte description says how it was made (random weights first)
+        # the file itself says how it was made (random weights first)
         model = self.model_provenance.get("model", "SAM2")
         descrip = f"fsm2kit {model}: " + ("RANDOM WEIGHTS, masks mean nothing" if self.random_weights
                                           else "SAM2 few-shot labels")
-        img.header["descrip"] = descrip.encode("ascii", "replace")[:79]
+        img = self.query.mask_to_nifti(self.labels, dtype=self.labels.dtype)
+        tmp_image: list[str] = []
+        if dicom:
+            seg, extra["dicom_seg"] = self._dicom_seg(img, descrip)
+
+            def write_image(tmp: str) -> None:
+                seg.save_as(tmp)
+                tmp_image.append(tmp)
+        else:
+            img.header["descrip"] = descrip.encode("ascii", "replace")[:79]
+
+            def write_image(tmp: str) -> None:
+                nib.save(img, tmp)
+                tmp_image.append(tmp)
+
+        meta = self.sidecar(command=command, details={**extra, **(details or {})})
 
         def write_sidecar(tmp: str) -> None:
             meta["output_sha256"] = file_sha256(tmp_image[0])
             Path(tmp).write_text(json.dumps(_finite(meta), indent=2, default=_json_default, allow_nan=False))
-
-        tmp_image: list[str] = []
-
-        def write_image(tmp: str) -> None:
-            nib.save(img, tmp)
-            tmp_image.append(tmp)
 
         writes = {path: write_image, side: write_sidecar}
         if self.dice is not None:
             writes[dice_path] = lambda t: self.dice.to_csv(t, index=False)  # type: ignore[attr-defined]
         atomic_write_group(writes, marker=path, remove=() if self.dice is not None else (dice_path,))
         return path, side
+
+    def _dicom_seg(self, img, descrip: str) -> tuple[object, dict]:
+        """The DICOM SEG of the label volume ``img`` (in the series' NIfTI grid) and its sidecar record."""
+        from ..core.version import __version__
+        from ..io.dicom import read_dicom_series
+        from ..io.dicom_seg import dicom_seg, organ_code, seg_source_headers
+
+        series = read_dicom_series(self.query.path)  # type: ignore[arg-type]
+        if tuple(img.shape[::-1]) != series.shape or not np.allclose(img.affine, series.affine, atol=1e-5):
+            raise ValueError(f"The DICOM series in {self.query.path} changed since it was segmented (now "
+                             f"{series.shape[::-1]}, the labels are {img.shape}); segment it again.")
+        segments = [(o.label_id, o.name) for o in self.organs]
+        model = str(self.model_provenance.get("model", "SAM2"))
+        random = " RANDOM WEIGHTS" if self.random_weights else ""
+        seg = dicom_seg(
+            np.asarray(img.dataobj).transpose(2, 1, 0), seg_source_headers(series.files), segments,
+            series_description=f"fsm2kit {model} SEG{random}", content_description=descrip,
+            model_name=model, algorithm_version=__version__,
+            algorithm_parameters={"model": model, "weights": self.weights},
+        )
+        record = {
+            "sop_class": "Segmentation Storage (binary)",
+            "series_instance_uid": str(seg.SeriesInstanceUID),
+            "sop_instance_uid": str(seg.SOPInstanceUID),
+            "referenced_series_uid": series.series_uid,
+            "series_description": str(seg.SeriesDescription),
+            "segments": [{"number": k, "label": name, "id": i, "code": organ_code(name).to_dict()}
+                         for k, (i, name) in enumerate(segments, start=1)],
+        }
+        return seg, record
 
     def __repr__(self) -> str:
         names = ", ".join(f"{o.name}={o.label_id}" for o in self.organs)
@@ -328,12 +377,38 @@ def _json_default(o):
 
 
 def sidecar_path(path: str | os.PathLike) -> Path:
-    """``pred.nii.gz`` -> ``pred.json`` (the provenance sidecar next to a mask)."""
+    """``pred.nii.gz`` (or ``pred.dcm``) -> ``pred.json`` (the provenance sidecar next to a mask)."""
     p = Path(path)
-    for suf in (".nii.gz", ".nii"):
+    for suf in OUTPUT_SUFFIXES:
         if p.name.endswith(suf):
             return p.with_name(p.name[: -len(suf)] + ".json")
-    raise ValueError(f"The output must be a NIfTI file ending in .nii.gz or .nii, got {p.name!r}.")
+    raise ValueError(f"The output must be a NIfTI file ending in .nii.gz or .nii (or .dcm, a DICOM Segmentation "
+                     f"of a DICOM query), got {p.name!r}.")
+
+
+def check_dicom_output(path: str | os.PathLike, image: str | os.PathLike | None) -> bool:
+    """Whether ``path`` is a DICOM SEG output (``.dcm``); if so, check (before any model runs)
+    that the query ``image`` is a DICOM folder a SEG can reference
+    (:func:`fsm2kit.io.dicom_seg.check_dicom_seg_source`; needs highdicom).
+
+    Raises
+    ------
+    ValueError
+        ``.dcm`` with a query that is not a DICOM folder (one line), or slices without the
+        UIDs a SEG references.
+    """
+    p = Path(path)
+    if not p.name.endswith(".dcm"):
+        return False
+    if image is not None and not Path(image).exists():
+        return True  # the query's reader says it is missing
+    if image is None or not Path(image).is_dir():
+        raise ValueError(f"Output {p.name} is a DICOM Segmentation, which needs a DICOM series (a folder of "
+                         f"slices) as the query, got {image}; write NIfTI instead, e.g. {p.name[:-4]}.nii.gz.")
+    from ..io.dicom_seg import check_dicom_seg_source
+
+    check_dicom_seg_source(image)
+    return True
 
 
 def dice_csv_path(path: str | os.PathLike) -> Path:
