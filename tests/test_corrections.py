@@ -68,6 +68,10 @@ def _check(model, ep, setting, order, rounds):
         assert (ref > 0).any() and (ref <= 0).any()
         assert_logits_close(ours, ref)
         np.testing.assert_array_equal(ours > 0, ref > 0)
+    pos = {int(z): i for i, z in enumerate(ep.z)}
+    for r, rnd in enumerate(rounds):  # each corrected slice's logits changed in its round
+        for c in rnd:
+            assert not np.array_equal(refs[r][pos[c.z]], refs[r + 1][pos[c.z]])
     return run, refs
 
 
@@ -101,6 +105,11 @@ def test_3sfq_middle_and_mask(present128, small_episode):
     ep = small_episode
     rounds = [[Correction(int(ep.z[0]), points=[(60, 70, 1)]), Correction(int(ep.z[7]), mask=ep.supports[0].mask)]]
     _check(present128, ep, "3SFQ", "middle", rounds)
+
+
+def test_3sfq_top_one_point(present128, small_episode):
+    ep = small_episode
+    _check(present128, ep, "3SFQ", "top", [[Correction(int(ep.z[4]), points=[(60, 70, 1)])]])
 
 
 def test_undo_equals_fresh_run(present128, small_episode):
