@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from fsm2kit.core import Correction, Engine, install_cpu_connected_components, segment_with_corrections
+from fsm2kit.core.plans import split_plan
 from fsm2kit.testing import assert_logits_close
 from fsm2kit.testing.reference import run_video_corrections
 
@@ -40,7 +41,7 @@ def small_episode(example_episode):
                                chunks=ep.chunks[keep], supports=sups)
 
 
-def _reference(model, ep, setting, order, rounds):
+def _reference(model, ep, setting, order, rounds, split=None):
     sup_idx = [len(ep.supports) // 2] if setting == "S1SFQ" else list(range(len(ep.supports)))
     k, m = len(sup_idx), ep.n_slices
     sups = [ep.supports[i].image for i in sup_idx]
@@ -50,7 +51,7 @@ def _reference(model, ep, setting, order, rounds):
         frames, cond, props = sups + list(ep.images), list(range(k)), [(0, False)]
         frame_of = lambda q: k + q  # noqa: E731
     else:
-        half = m // 2
+        half = m // 2 if split is None else split
         frames = list(ep.images[:half]) + sups + list(ep.images[half:])
         cond, props = list(range(half, half + k)), [(half, False), (half, True)]
         frame_of = lambda q: q if q < half else q + k  # noqa: E731
@@ -59,9 +60,13 @@ def _reference(model, ep, setting, order, rounds):
     return [np.stack([st[frame_of(q)] for q in range(m)]) for st in stages]
 
 
-def _check(model, ep, setting, order, rounds):
-    run = segment_with_corrections(Engine(model, progress=False), ep, setting, rounds, order=order)
-    refs = _reference(model, ep, setting, order, rounds)
+def _check(model, ep, setting, order, rounds, split=None):
+    plan = None
+    if split is not None:
+        sup_idx = [len(ep.supports) // 2] if setting == "S1SFQ" else list(range(len(ep.supports)))
+        plan = split_plan(ep.n_slices, sup_idx, split)
+    run = segment_with_corrections(Engine(model, progress=False), ep, setting, rounds, order=order, plan=plan)
+    refs = _reference(model, ep, setting, order, rounds, split=split)
     assert len(run.stages) == len(refs) == len(rounds) + 1
     for res, ref in zip(run.stages, refs):
         ours = res.logits()
@@ -110,6 +115,11 @@ def test_3sfq_middle_and_mask(present128, small_episode):
 def test_3sfq_top_one_point(present128, small_episode):
     ep = small_episode
     _check(present128, ep, "3SFQ", "top", [[Correction(int(ep.z[4]), points=[(60, 70, 1)])]])
+
+
+def test_s1sfq_split_plan_own_scan_start(present128, small_episode):
+    ep = small_episode
+    _check(present128, ep, "S1SFQ", "middle", [[Correction(int(ep.z[1]), points=[(60, 70, 1)])]], split=5)
 
 
 def test_undo_equals_fresh_run(present128, small_episode):

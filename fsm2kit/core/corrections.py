@@ -27,7 +27,7 @@ from .engine import Engine
 from .episode import Episode
 from .memory import MemoryBank, MemoryEntry, sam2_memory_policy
 from .names import strategy_name
-from .plans import build_plans, normalize_setting
+from .plans import Plan, build_plans, normalize_setting
 from .results import EpisodeResult, SliceResult
 from .tracking import TrackRequest
 
@@ -201,6 +201,7 @@ def segment_with_corrections(
     rounds: Sequence[Sequence[Correction]] = (),
     *,
     order: str = "middle",
+    plan: Plan | None = None,
 ) -> CorrectionRun:
     """Segment an episode under an FQ setting, then apply correction rounds.
 
@@ -213,6 +214,9 @@ def segment_with_corrections(
     rounds : sequence of sequences of Correction
         Each round: corrections on distinct slices, then a re-propagation.
     order : {"middle", "top"}
+    plan : Plan, optional
+        A plan of the setting instead of the order's, e.g. :func:`~fsm2kit.core.plans.split_plan`
+        (own-scan segmentation starting at a slice); its predictions must join memory.
 
     Returns
     -------
@@ -225,8 +229,15 @@ def segment_with_corrections(
         raise ValueError(f"corrections need a propagation: setting {setting} segments each slice alone; "
                          "use S1SFQ or 3SFQ.")
     checked = _check_rounds(episode, rounds)
-    (plan,) = build_plans(setting, chunks=[int(c) for c in episode.chunks],
-                          support_chunks=[s.chunk for s in episode.supports], npart=episode.npart, order=order)
+    if plan is None:
+        (plan,) = build_plans(setting, chunks=[int(c) for c in episode.chunks],
+                              support_chunks=[s.chunk for s in episode.supports], npart=episode.npart, order=order)
+        label_order = order
+    elif not plan.store_predictions or sorted(plan.query_order) != list(range(episode.n_slices)):
+        raise ValueError("plan: corrections need a plan whose predictions join memory and that segments every "
+                         "query slice once (fq_plan, split_plan or custom_plan).")
+    else:
+        label_order = "custom"
     t0 = time.perf_counter()
     passes0 = engine.stats.encoder_passes
     engine.encode_all([episode.supports[i].image for _, i in plan.support_frames], desc="encode supports")
@@ -235,7 +246,7 @@ def segment_with_corrections(
     ((stages, bank),) = engine.drive([_job(engine, plan, episode, checked)], total=total, desc=f"{setting} corrections")
     seconds = time.perf_counter() - t0
     out = tuple(EpisodeResult(
-        case_id=episode.case_id, label=episode.label, label_name=episode.label_name, setting=setting, order=order,
+        case_id=episode.case_id, label=episode.label, label_name=episode.label_name, setting=setting, order=label_order,
         slices=sorted(res, key=lambda r: r.position), provenance=engine.model.provenance(), seconds=seconds,
         encoder_passes=engine.stats.encoder_passes - passes0, plans=[plan], banks=None,
         memory_policy=strategy_name(sam2_memory_policy)) for res in stages)
