@@ -56,6 +56,12 @@ class TrackRequest:
     store: bool = False
     index: int = 0
     z: int | None = None
+    #: SAM2 point prompts of a correction step: ``(coords (1, N, 2) float32 in model-input
+    #: pixels, labels (1, N) int32)`` (box corners first, labels 2 and 3), or None
+    points: tuple | None = None
+    #: the slice's previous low-resolution mask logits fed with the points (SAM2's
+    #: ``prev_sam_mask_logits``, clamped to +-32), or None
+    mask_logits: torch.Tensor | None = None
 
 
 #: A tracking job: a generator that yields :class:`TrackRequest` s, receives each one's
@@ -85,7 +91,10 @@ def request_signature(request: TrackRequest) -> tuple[int, int, bool]:
     spatial memories and of pointers; and all of them store a memory or none does.
     """
     sel = request.selection
-    return (len(sel.spatial), len(sel.pointers), bool(request.store))
+    if request.points is None and request.mask_logits is None:
+        return (len(sel.spatial), len(sel.pointers), bool(request.store))
+    n_pts = 0 if request.points is None else int(request.points[1].shape[-1])
+    return (len(sel.spatial), len(sel.pointers), bool(request.store), n_pts, request.mask_logits is not None)
 
 
 def batch_groups(signatures: Sequence[Hashable], max_batch: int) -> list[list[int]]:
@@ -136,6 +145,25 @@ class Tracker:
         if self._maskmem_pos is None:  # identical for every frame: one shared copy
             self._maskmem_pos = pos[-1][0:1].clone().to(self.storage_device)
         return maskmem.to(torch.bfloat16).to(self.storage_device), self._maskmem_pos
+
+    @torch.inference_mode()
+    def mask_memory(self, image: np.ndarray, low_res: torch.Tensor, object_score: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """A conditioning memory from a slice's hole-filled low-resolution logits.
+
+        What SAM2's ``propagate_in_video_preflight`` does with a prompted frame: the logits are
+        upsampled to image size and encoded as a mask from points (binarised). Returns the stored
+        (maskmem, pos) pair (:meth:`store_maskmem`).
+        """
+        m = self.module
+        feats = self.features.on_device(self.features.encode(image))
+        score = torch.tensor([[object_score]], dtype=torch.float32, device=self.device)
+        size = (self.model.image_size,) * 2
+        with self.model.autocast():
+            high = F.interpolate(low_res.to(self.device).float(), size=size, mode="bilinear", align_corners=False)
+            maskmem, pos = m._encode_new_memory(list(feats.vision_feats), list(feats.feat_sizes), high, score,
+                                                is_mask_from_pts=True)
+        self.stats.memory_encoder_passes += 1
+        return self.store_maskmem(maskmem, pos)
 
     def to_video_res(self, low_res: torch.Tensor, shape: tuple[int, int]) -> np.ndarray:
         x = low_res.float()
@@ -271,11 +299,19 @@ class Tracker:
             ob.before_forward(requests, layouts)
         with self.model.autocast():
             pix = self._condition(feats, requests, layouts)
-            multimask = m._use_multimask(False, None)
+            point_inputs = mask_inputs = None
+            if requests[0].points is not None:  # a correction: SAM2's refinement with prompts
+                point_inputs = {
+                    "point_coords": torch.cat([r.points[0] for r in requests]).to(self.device),
+                    "point_labels": torch.cat([r.points[1] for r in requests]).to(self.device),
+                }
+            if requests[0].mask_logits is not None:
+                mask_inputs = torch.cat([r.mask_logits for r in requests]).to(self.device)
+            multimask = m._use_multimask(False, point_inputs)
             _, _, ious, low_res, high_res_masks, obj_ptr, score = m._forward_sam_heads(
                 backbone_features=pix,
-                point_inputs=None,
-                mask_inputs=None,
+                point_inputs=point_inputs,
+                mask_inputs=mask_inputs,
                 high_res_features=high_res,
                 multimask_output=multimask,
             )

@@ -17,7 +17,7 @@ filling with :func:`fsm2kit.models.install_cpu_connected_components`.
 
 from __future__ import annotations
 
-__all__ = ["normalize_img", "frames_from_np", "run_video", "published_logits"]
+__all__ = ["normalize_img", "frames_from_np", "run_video", "published_logits", "run_video_corrections"]
 
 import contextlib
 from unittest import mock
@@ -109,3 +109,42 @@ def published_logits(predictor, setting, queries, chunks, supports, support_mask
             for q in range(m):
                 res[q] = out[q if q < half else q + k]
     return np.stack(res)
+
+
+def run_video_corrections(predictor, frames2d, support_frames, support_masks, propagations, rounds):
+    """:func:`run_video`, then correction rounds, as issue 13 drives SAM2's predictor.
+
+    ``rounds``: per round a list of (frame_idx, points [(x, y, label)], box (x0, y0, x1, y1) or
+    None, mask or None). The predictor runs with ``add_all_frames_to_correct_as_cond=True`` (set
+    for the call, restored after). Each correction is one ``add_new_points_or_box`` (pixel
+    coordinates, ``normalize_coords=True``, ``clear_old_points=True``) or ``add_new_mask``; then
+    the same propagations again. Returns one {frame_idx: logits} per stage (before the rounds,
+    then after each).
+    """
+    images, h, w = frames_from_np([_as_npz_slice(f) for f in frames2d], predictor.image_size)
+    old = predictor.add_all_frames_to_correct_as_cond
+    predictor.add_all_frames_to_correct_as_cond = True
+    try:
+        with torch.inference_mode(), _np_video(images, h, w):
+            state = predictor.init_state(video_path="<numpy frames>")
+        stages = []
+        with torch.inference_mode():
+            for fi, m in zip(support_frames, support_masks):
+                predictor.add_new_mask(state, frame_idx=fi, obj_id=1, mask=np.asarray(m) > 0.5)
+            for rnd in [None, *rounds]:
+                for fi, points, box, mask in rnd or ():
+                    if mask is not None:
+                        predictor.add_new_mask(state, frame_idx=fi, obj_id=1, mask=np.asarray(mask) > 0.5)
+                        continue
+                    pts = [[x, y] for x, y, _ in points] or None
+                    labels = [lab for _, _, lab in points] or None
+                    predictor.add_new_points_or_box(state, frame_idx=fi, obj_id=1, points=pts, labels=labels,
+                                                    clear_old_points=True, normalize_coords=True, box=box)
+                out = {}
+                for start, reverse in propagations:
+                    for fi, _, masks in predictor.propagate_in_video(state, start_frame_idx=start, reverse=reverse):
+                        out[fi] = masks[0, 0].float().cpu().numpy()
+                stages.append(out)
+    finally:
+        predictor.add_all_frames_to_correct_as_cond = old
+    return stages
