@@ -6,7 +6,7 @@ Public names load lazily (PEP 562): importing this package imports no submodule.
 from .lazy import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
-    ".corrections": ['Correction', 'CorrectionRun', 'segment_with_corrections'],
+    ".corrections": ['Correction', 'CorrectionRun', 'check_rounds', 'corrections_job', 'segment_with_corrections'],
     ".display": ['OKABE_ITO', 'COLORS', 'ATTENTION_CMAP', 'MEMORY_GROUP_COLORS', 'PROTOCOL_AXCODES', 'axcodes_from_affine', 'DisplayOrientation', 'display_orientation', 'DisplaySlice', 'display_slice', 'episode_axcodes'],
     ".engine": ['SupportMemory', 'Engine'],
     ".episode": ['Support', 'Episode'],

@@ -31,7 +31,7 @@ from .plans import Plan, build_plans, normalize_setting
 from .results import EpisodeResult, SliceResult
 from .tracking import TrackRequest
 
-__all__ = ["Correction", "CorrectionRun", "segment_with_corrections"]
+__all__ = ["Correction", "CorrectionRun", "check_rounds", "corrections_job", "segment_with_corrections"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -72,13 +72,16 @@ class Correction:
             raise ValueError(f"correction on z={self.z} is empty: give points, a box or a mask.")
 
     def check(self, shape: tuple[int, int]) -> None:
-        """Refuse prompts outside a slice of this (H, W) shape."""
+        """Refuse prompts outside a slice of this (H, W) shape (points: x < W, y < H; box edges up to W, H)."""
         h, w = shape
-        xs = [p[0] for p in self.points] + ([] if self.box is None else [self.box[0], self.box[2]])
-        ys = [p[1] for p in self.points] + ([] if self.box is None else [self.box[1], self.box[3]])
-        if any(not 0 <= x <= w for x in xs) or any(not 0 <= y <= h for y in ys):
-            raise ValueError(f"correction on z={self.z}: prompts {self.points} {self.box} outside the {w}x{h} slice "
-                             "(x = column in 0..W, y = row in 0..H).")
+        out = [p for p in self.points if not (0 <= p[0] < w and 0 <= p[1] < h)]
+        if out:
+            raise ValueError(f"point(s) {[list(p) for p in out]} outside the {w}x{h} slice "
+                             f"(x = column in 0..{w - 1}, y = row in 0..{h - 1}, as stored).")
+        b = self.box
+        if b is not None and not (0 <= b[0] and 0 <= b[1] and b[2] <= w and b[3] <= h):
+            raise ValueError(f"box {list(b)} reaches outside the {w}x{h} slice "
+                             f"(x in 0..{w}, y in 0..{h}, as stored).")
         if self.mask is not None and np.shape(self.mask) != (h, w):
             raise ValueError(f"correction mask on z={self.z} has shape {np.shape(self.mask)}, the slice {(h, w)}.")
 
@@ -114,7 +117,12 @@ class CorrectionRun:
         return f"CorrectionRun({len(self.rounds)} rounds, {sum(len(r) for r in self.rounds)} corrections)"
 
 
-def _check_rounds(episode: Episode, rounds) -> list[list[Correction]]:
+def check_rounds(episode: Episode, rounds) -> list[list[Correction]]:
+    """The rounds as lists of :class:`Correction`, checked against the episode's slices.
+
+    Refuses a correction that is not a :class:`Correction`, two corrections on one slice in a
+    round, a z that is not a query slice of the episode and prompts outside the slice.
+    """
     pos = {int(z): i for i, z in enumerate(episode.z)}
     out = []
     for r, rnd in enumerate(rounds):
@@ -131,12 +139,24 @@ def _check_rounds(episode: Episode, rounds) -> list[list[Correction]]:
     return out
 
 
-def _job(engine: Engine, plan, episode: Episode, rounds: list[list[Correction]]):
-    """Propagate, then per round: corrections, then the same propagation (a job for Engine.drive)."""
+def corrections_job(engine: Engine, plan: Plan, episode: Episode, rounds: Sequence[Sequence[Correction]], *,
+                    supports=None, memory_policy=None):
+    """Propagate, then per round: corrections, then the same propagation.
+
+    A job for :meth:`Engine.drive <fsm2kit.core.engine.Engine.drive>` (it yields
+    :class:`~fsm2kit.core.tracking.TrackRequest` s); its return value is ``(stages, bank)``:
+    per stage (before the rounds, then after each round) the :class:`SliceResult` s in
+    processing order, and the final :class:`MemoryBank`. ``rounds`` must be checked
+    (:func:`check_rounds`); ``supports`` are the supports the plan's support frames index
+    (default ``episode.supports``); ``memory_policy`` chooses each tracking step's memories
+    (default SAM2's rule; the corrections' own steps use it too).
+    """
     settings = engine.settings
+    policy = sam2_memory_policy if memory_policy is None else memory_policy
+    sups = episode.supports if supports is None else supports
     bank = MemoryBank(plan.num_frames)
     for frame_idx, s in plan.support_frames:
-        bank.add(frame_idx, engine.support_memory(episode.supports[s], index=s).entry)
+        bank.add(frame_idx, engine.support_memory(sups[s], index=s).entry)
     frame_of = {f.index: i for i, f in enumerate(plan.frames) if f.kind == "query"}
     reverse_of = {s.frame_idx: s.reverse for s in plan.steps}
     pos_of = {int(z): i for i, z in enumerate(episode.z)}
@@ -153,7 +173,7 @@ def _job(engine: Engine, plan, episode: Episode, rounds: list[list[Correction]])
                 logits, score, iou, sel = cond_out[step.frame_idx]
                 results.append(SliceResult(q, zq, logits, score, iou, 0, k, sel))
                 continue
-            sel = sam2_memory_policy(bank, step.frame_idx, reverse=step.reverse, settings=settings)
+            sel = policy(bank, step.frame_idx, reverse=step.reverse, settings=settings)
             out = yield TrackRequest(episode.images[q], sel, bank, True, q, zq)
             bank.add(step.frame_idx, out.memory)
             low[step.frame_idx] = out.low_res_logits
@@ -168,7 +188,7 @@ def _job(engine: Engine, plan, episode: Episode, rounds: list[list[Correction]])
             fi = frame_of[q]
             image = episode.images[q]
             reverse = reverse_of[fi]
-            sel = sam2_memory_policy(bank, fi, reverse=reverse, settings=settings)
+            sel = policy(bank, fi, reverse=reverse, settings=settings)
             if c.mask is not None:  # add_new_mask: the mask is the output and a conditioning memory
                 sm = engine.support_memory((image, np.asarray(c.mask)), index=q)
                 entry = replace(sm.entry, kind="query", index=q, z=int(c.z))
@@ -202,6 +222,8 @@ def segment_with_corrections(
     *,
     order: str = "middle",
     plan: Plan | None = None,
+    memory_policy=None,
+    keep_bank: bool = False,
 ) -> CorrectionRun:
     """Segment an episode under an FQ setting, then apply correction rounds.
 
@@ -217,6 +239,11 @@ def segment_with_corrections(
     plan : Plan, optional
         A plan of the setting instead of the order's, e.g. :func:`~fsm2kit.core.plans.split_plan`
         (own-scan segmentation starting at a slice); its predictions must join memory.
+    memory_policy : MemoryPolicy, optional
+        Which memories each step attends to (default SAM2's rule), as in
+        :meth:`Engine.segment <fsm2kit.core.engine.Engine.segment>`.
+    keep_bank : bool
+        Keep the final memory bank on the last stage (``final.banks``), e.g. for the inspector.
 
     Returns
     -------
@@ -228,7 +255,7 @@ def segment_with_corrections(
     if not setting.endswith("FQ"):
         raise ValueError(f"corrections need a propagation: setting {setting} segments each slice alone; "
                          "use S1SFQ or 3SFQ.")
-    checked = _check_rounds(episode, rounds)
+    checked = check_rounds(episode, rounds)
     if plan is None:
         (plan,) = build_plans(setting, chunks=[int(c) for c in episode.chunks],
                               support_chunks=[s.chunk for s in episode.supports], npart=episode.npart, order=order)
@@ -243,11 +270,14 @@ def segment_with_corrections(
     engine.encode_all([episode.supports[i].image for _, i in plan.support_frames], desc="encode supports")
     engine.encode_all(list(episode.images), desc="encode queries")
     total = len(plan.steps) * (1 + len(checked)) + sum(len(r) for r in checked)
-    ((stages, bank),) = engine.drive([_job(engine, plan, episode, checked)], total=total, desc=f"{setting} corrections")
+    job = corrections_job(engine, plan, episode, checked, memory_policy=memory_policy)
+    ((stages, bank),) = engine.drive([job], total=total, desc=f"{setting} corrections")
     seconds = time.perf_counter() - t0
     out = tuple(EpisodeResult(
         case_id=episode.case_id, label=episode.label, label_name=episode.label_name, setting=setting, order=label_order,
         slices=sorted(res, key=lambda r: r.position), provenance=engine.model.provenance(), seconds=seconds,
-        encoder_passes=engine.stats.encoder_passes - passes0, plans=[plan], banks=None,
-        memory_policy=strategy_name(sam2_memory_policy)) for res in stages)
+        encoder_passes=engine.stats.encoder_passes - passes0, plans=[plan],
+        banks=[bank] if keep_bank and k == len(stages) - 1 else None,
+        memory_policy=strategy_name(sam2_memory_policy if memory_policy is None else memory_policy))
+        for k, res in enumerate(stages))
     return CorrectionRun(out, tuple(tuple(r) for r in checked))

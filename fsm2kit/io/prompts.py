@@ -1,0 +1,251 @@
+"""Correction prompts as JSON: the file ``fsm2kit run/segment --prompts`` read and the widget saves.
+
+The file is a JSON list of *rounds*; a round is a list of corrections, each on its own slice::
+
+    [[{"z": 16, "points": [[38, 135, 1]]}, {"z": 30, "box": [14, 72, 174, 195]}]]
+
+A correction has ``"z"`` and ``"points"`` (``[x, y, 1 or 0]``: 1 positive, 0 negative), ``"box"``
+(``[x0, y0, x1, y1]``) or both, in pixel coordinates of the slice *as stored* (x = column,
+y = row; not as displayed). ``"case"`` and ``"label"`` say which episode (``run``) or which
+label (``segment``) it corrects; they are needed only when there are several. Each round is
+followed by a re-propagation (:func:`fsm2kit.core.corrections.segment_with_corrections`).
+
+:func:`read_prompts` checks everything the file alone can show (structure, labels 0/1, boxes,
+one correction per slice and target in a round) and says where the problem is;
+:meth:`PromptFile.rounds_for` checks the rest against an episode (z in its query range,
+prompts inside the slice). Mask corrections go through the Python API only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from ..core.corrections import Correction
+from ..core.fileio import atomic_write
+
+__all__ = ["PromptError", "Prompt", "PromptFile", "read_prompts", "parse_prompts", "prompts_json", "write_prompts"]
+
+_KEYS = {"z", "points", "box", "case", "label"}
+
+
+class PromptError(ValueError):
+    """A prompt file that cannot be used: the message names the file, round and correction."""
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One correction of a prompt file with its target (``case``/``label``: None when not given)."""
+
+    correction: Correction
+    case: str | None = None
+    label: str | int | None = None
+
+    def matches(self, *, case: str | None = None, label: int | None = None, label_name: str | None = None) -> bool:
+        """Whether this prompt targets the episode (case id) / label (id or name, any case)."""
+        if self.case is not None and case is not None and str(self.case) != str(case):
+            return False
+        if self.label is not None and (label is not None or label_name is not None):
+            if isinstance(self.label, int):
+                return label is not None and int(label) == self.label
+            text = str(self.label).strip()
+            if text.lstrip("-").isdigit():
+                return label is not None and int(text) == int(label)
+            return label_name is not None and text.lower() == str(label_name).lower()
+        return True
+
+    def target(self) -> str:
+        parts = ([f"case {self.case}"] if self.case is not None else []) + (
+            [f"label {self.label}"] if self.label is not None else [])
+        return ", ".join(parts) or "every target"
+
+
+@dataclass(frozen=True)
+class PromptFile:
+    """The rounds of a prompt file (see the module docstring); ``source`` is its path or None."""
+
+    rounds: tuple[tuple[Prompt, ...], ...]
+    source: str | None = None
+
+    @property
+    def n_corrections(self) -> int:
+        return sum(len(r) for r in self.rounds)
+
+    def targets(self) -> set[tuple]:
+        """The distinct (case, label) pairs the prompts name (None where not given)."""
+        return {(p.case, p.label) for r in self.rounds for p in r}
+
+    def rounds_for(self, *, case: str | None = None, label: int | None = None, label_name: str | None = None,
+                   z_range: Sequence[int] | None = None, shape: tuple[int, int] | None = None) -> list[list[Correction]]:
+        """The corrections for one episode or label, round by round.
+
+        Rounds with no correction for it are left out: each episode is corrected on its own,
+        and a round without a correction would re-propagate for nothing. ``z_range`` (the query
+        slices' z) and ``shape`` (H, W) check each correction's z and coordinates.
+        """
+        out = []
+        zs = None if z_range is None else {int(z) for z in z_range}
+        for r, rnd in enumerate(self.rounds):
+            mine = [p.correction for p in rnd if p.matches(case=case, label=label, label_name=label_name)]
+            for c in mine:
+                where = f"{self._where(r)}, z={c.z}"
+                if zs is not None and c.z not in zs:
+                    lo, hi = (min(zs), max(zs)) if zs else (None, None)
+                    raise PromptError(f"{where}: z={c.z} is outside the query range (z {lo}..{hi}).")
+                if shape is not None:
+                    try:
+                        c.check(shape)
+                    except ValueError as e:
+                        raise PromptError(f"{where}: {e}") from None
+            if mine:
+                out.append(mine)
+        return out
+
+    def unused(self, used: Sequence[Prompt]) -> list[Prompt]:
+        ids = {id(p) for p in used}
+        return [p for r in self.rounds for p in r if id(p) not in ids]
+
+    def to_json(self) -> list:
+        """The file's content (for run records)."""
+        return [[_prompt_dict(p.correction, case=p.case, label=p.label) for p in rnd] for rnd in self.rounds]
+
+    def _where(self, r: int, k: int | None = None) -> str:
+        src = Path(self.source).name if self.source else "prompts"
+        return f"{src}: round {r + 1}" + ("" if k is None else f", correction {k + 1}")
+
+    def __repr__(self) -> str:
+        src = f", {Path(self.source).name}" if self.source else ""
+        return f"PromptFile({len(self.rounds)} rounds, {self.n_corrections} corrections{src})"
+
+
+def _number(v, what: str, where: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise PromptError(f"{where}: {what} must be a finite number, got {json.dumps(v)}.")
+    return float(v)
+
+
+def _parse_correction(d, where: str) -> Prompt:
+    if not isinstance(d, dict):
+        raise PromptError(f"{where}: expected an object like {{\"z\": 16, \"points\": [[38, 135, 1]]}}, "
+                          f"got {json.dumps(d)[:60]}.")
+    unknown = sorted(set(d) - _KEYS)
+    if unknown:
+        hint = " (a mask correction goes through the Python API only)" if "mask" in unknown else ""
+        raise PromptError(f"{where}: unknown key(s) {unknown}; expected z, points, box, case, label{hint}.")
+    z = d.get("z")
+    if isinstance(z, bool) or not isinstance(z, int) or z < 0:
+        raise PromptError(f"{where}: \"z\" must be a slice index (an integer >= 0), got {json.dumps(z)}.")
+    points = d.get("points", [])
+    if not isinstance(points, list):
+        raise PromptError(f"{where}: \"points\" must be a list of [x, y, 1 or 0], got {json.dumps(points)[:60]}.")
+    pts = []
+    for p in points:
+        if not isinstance(p, list) or len(p) != 3:
+            raise PromptError(f"{where}: a point must be [x, y, label] (x = column, y = row, label 1 or 0), "
+                              f"got {json.dumps(p)}.")
+        x, y = _number(p[0], "a point's x", where), _number(p[1], "a point's y", where)
+        if isinstance(p[2], bool) or p[2] not in (0, 1):
+            raise PromptError(f"{where}: point {json.dumps(p)} has label {json.dumps(p[2])}; "
+                              "expected 1 (positive) or 0 (negative).")
+        pts.append((x, y, int(p[2])))
+    box = d.get("box")
+    if box is not None:
+        if not isinstance(box, list) or len(box) != 4:
+            raise PromptError(f"{where}: \"box\" must be [x0, y0, x1, y1], got {json.dumps(box)}.")
+        box = tuple(_number(v, "a box coordinate", where) for v in box)
+        if not (box[0] < box[2] and box[1] < box[3]):
+            raise PromptError(f"{where}: box {json.dumps(d['box'])} is inverted or empty; "
+                              "expected [x0, y0, x1, y1] with x0 < x1 and y0 < y1.")
+    if not pts and box is None:
+        raise PromptError(f"{where}: the correction on z={z} has no prompt; give \"points\", \"box\" or both.")
+    case = d.get("case")
+    label = d.get("label")
+    if case is not None and not isinstance(case, (str, int)) or isinstance(case, bool):
+        raise PromptError(f"{where}: \"case\" must be a case id (text), got {json.dumps(case)}.")
+    if label is not None and not isinstance(label, (str, int)) or isinstance(label, bool):
+        raise PromptError(f"{where}: \"label\" must be a label name or id, got {json.dumps(label)}.")
+    return Prompt(Correction(z, points=pts, box=box), None if case is None else str(case), label)
+
+
+def parse_prompts(data, *, source: str | None = None) -> PromptFile:
+    """Check a prompt file's content (already decoded JSON) and return it typed."""
+    src = Path(source).name if source else "prompts"
+    if not isinstance(data, list) or not all(isinstance(r, list) for r in data):
+        raise PromptError(f"{src}: expected a JSON list of rounds, each a list of corrections, e.g. "
+                          '[[{"z": 16, "points": [[38, 135, 1]]}]].')
+    if not data:
+        raise PromptError(f"{src}: the file holds no round; give at least one correction.")
+    rounds = []
+    for r, rnd in enumerate(data):
+        if not rnd:
+            raise PromptError(f"{src}: round {r + 1} is empty; a round holds at least one correction.")
+        prompts = [_parse_correction(d, f"{src}: round {r + 1}, correction {k + 1}") for k, d in enumerate(rnd)]
+        seen: dict[tuple, int] = {}
+        for k, p in enumerate(prompts):
+            key = (p.case, None if p.label is None else str(p.label).lower(), p.correction.z)
+            if key in seen:
+                raise PromptError(f"{src}: round {r + 1}: corrections {seen[key] + 1} and {k + 1} are both on "
+                                  f"z={p.correction.z} ({p.target()}); at most one correction per slice in a "
+                                  "round (put points and box in one correction, or the second in a new round).")
+            seen[key] = k
+        rounds.append(tuple(prompts))
+    return PromptFile(tuple(rounds), None if source is None else str(source))
+
+
+def read_prompts(path: str | os.PathLike) -> PromptFile:
+    """Read and check a prompt file (see the module docstring for the format)."""
+    p = Path(path)
+    if not p.is_file():
+        raise PromptError(f"prompt file {p} not found" + (" (it is a folder)" if p.is_dir() else "") + ".")
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise PromptError(f"{p.name}: not valid JSON ({e}); expected a list of rounds like "
+                          '[[{"z": 16, "points": [[38, 135, 1]]}]].') from None
+    return parse_prompts(data, source=str(p))
+
+
+def _prompt_dict(c: Correction, *, case=None, label=None) -> dict:
+    if c.mask is not None:
+        raise PromptError(f"{c!r}: a mask correction cannot be saved as a prompt file; it goes through the "
+                          "Python API only.")
+    d: dict = {"z": int(c.z)}
+    if c.points:
+        d["points"] = [[_plain(x), _plain(y), int(lab)] for x, y, lab in c.points]
+    if c.box is not None:
+        d["box"] = [_plain(v) for v in c.box]
+    if case is not None:
+        d["case"] = str(case)
+    if label is not None:
+        d["label"] = label
+    return d
+
+
+def _plain(v: float):
+    v = float(v)
+    return int(v) if v.is_integer() else round(v, 3)
+
+
+def prompts_json(rounds: Sequence[Sequence[Correction]], *, case: str | None = None, label=None) -> list:
+    """Rounds of :class:`Correction` as the prompt file's JSON content (``case``/``label`` on each)."""
+    return [[_prompt_dict(c, case=case, label=label) for c in rnd] for rnd in rounds]
+
+
+def write_prompts(path: str | os.PathLike, rounds: Sequence[Sequence[Correction]], *, case: str | None = None,
+                  label=None, overwrite: bool = False) -> Path:
+    """Write rounds of corrections as a prompt file (atomically), replayable by ``--prompts``.
+
+    ``case`` and ``label`` are written on every correction when given (needed when the run has
+    several episodes or labels). An existing file is kept unless ``overwrite=True``.
+    """
+    p = Path(path)
+    data = prompts_json(rounds, case=case, label=label)
+    parse_prompts(data, source=str(p))  # what is written reads back
+    if p.exists() and not overwrite:
+        raise FileExistsError(f"{p} exists; pass overwrite=True to replace it.")
+    text = "[\n" + ",\n".join(" [\n" + ",\n".join("  " + json.dumps(c) for c in rnd) + "\n ]" for rnd in data) + "\n]\n"
+    return atomic_write(p, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
