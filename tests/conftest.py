@@ -29,6 +29,29 @@ def tiny256():
 
 
 @pytest.fixture(scope="session")
+def tiny128():
+    """A random-weights sam2-tiny at 128 px (shared: do not modify it)."""
+    return _load(image_size=128)
+
+
+@pytest.fixture(scope="session")
+def present128():
+    """A random-weights sam2-tiny at 128 px whose object-score head is shifted (+4) so masks are
+    non-trivial: random weights alone call every object absent (logits -1024). Shared: do not modify."""
+    import torch
+
+    from fsm2kit.core import install_cpu_connected_components
+
+    install_cpu_connected_components()
+    model = _load(image_size=128)
+    head = model.module.sam_mask_decoder.pred_obj_score_head
+    lin = head.layers[-1] if hasattr(head, "layers") else head
+    with torch.no_grad():
+        lin.bias += 4.0
+    return model
+
+
+@pytest.fixture(scope="session")
 def example_episode():
     from fsm2kit.io.npz import load_npz_episodes
 

@@ -4,26 +4,13 @@ import dataclasses
 
 import numpy as np
 import pytest
-import torch
 
-from fsm2kit.core import Correction, Engine, install_cpu_connected_components, segment_with_corrections
+from fsm2kit.core import Correction, Engine, segment_with_corrections
 from fsm2kit.core.plans import split_plan
 from fsm2kit.testing import assert_logits_close
 from fsm2kit.testing.reference import run_video_corrections
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def present128(load_random):
-    """Random sam2-tiny at 128 px, object-score head shifted so masks are non-trivial (as test_engine)."""
-    install_cpu_connected_components()
-    model = load_random("sam2-tiny", 128)
-    head = model.module.sam_mask_decoder.pred_obj_score_head
-    lin = head.layers[-1] if hasattr(head, "layers") else head
-    with torch.no_grad():
-        lin.bias += 4.0
-    return model
 
 
 def _down(a):

@@ -362,11 +362,6 @@ class _Watch:
 
 
 @pytest.fixture(scope="module")
-def tiny128(load_random):
-    return load_random("sam2-tiny", 128)
-
-
-@pytest.fixture(scope="module")
 def small_episodes(example_episode):
     """Two 6-slice episodes cut from the bundled case (two slices per chunk)."""
     ep = example_episode

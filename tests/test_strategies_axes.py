@@ -170,11 +170,6 @@ def test_order_arguments_are_validated_in_one_line():
 
 
 # ----------------------------------------------------------------------------- through the run path
-@pytest.fixture(scope="module")
-def tiny128(load_random):
-    return load_random(image_size=128)
-
-
 def _config(folder, **kw):
     from fsm2kit.workflows import ExperimentConfig
 

@@ -59,6 +59,11 @@ def register_cli(sub) -> argparse.ArgumentParser:
                      help="protocol variant (default ALP, as FS-MedSAM2)")
     run.add_argument("--out", required=True, help="output folder (built beside it, then renamed into place)")
     add_overwrite_arg(run, "an existing --out folder (an earlier run)")
+    run.add_argument("--prompts", default=None, metavar="FILE.json",
+                     help="correction rounds after the propagation (S1SFQ/3SFQ): a JSON list of rounds, each a "
+                          'list of {"z": Z, "points": [[x, y, 1 or 0], ...], "box": [x0, y0, x1, y1]} in stored '
+                          'pixel coordinates (x = column), with "case" and "label" keys when the run has several '
+                          "episodes; each round re-propagates. The run record keeps the prompts")
     add_strategy_args(run, views=True)  # --order (FQ), --support-select, --memory-policy, --support-views, --plugins
     add_model_args(run)
     run.set_defaults(func=_cmd_run)
@@ -91,6 +96,7 @@ def config_from_args(args: argparse.Namespace):
         support_selector=args.support_select,
         support_views=strategies.support_views or 0,
         memory_policy=args.memory_policy,
+        prompts=os.path.abspath(args.prompts) if getattr(args, "prompts", None) else None,
         plugins=tuple(getattr(args, "plugins", None) or ()),
         models=(args.model,),
         checkpoint=args.checkpoint,
@@ -113,6 +119,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     check_model_args(args)
     check_outputs({"--out": args.out}, {"--episodes": args.episodes, "--checkpoint": args.checkpoint,
+                                        "--prompts": args.prompts,
                                         **{f"--plugins {m}": m for m in (args.plugins or []) if m.endswith(".py")}})
     check_output_folder(args.out, overwrite=args.overwrite)
     config = config_from_args(args)
@@ -122,6 +129,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"npz episode dumps record scan and class ids only: classes {classes} named as "
               f"{args.dataset or 'CHAOST2'} ids{'' if args.dataset else ' (the default; --dataset to change)'}, "
               f"fold {args.fold if args.fold is not None else 'not recorded (-1)'}", file=sys.stderr)
+    if config.prompts:  # every correction checked against its episode before the model loads
+        from ..workflows.corrections import episode_rounds
+
+        rounds = episode_rounds(config.prompt_file(), episodes)
+        print(f"prompts: {sum(len(r) for e in rounds for r in e)} correction(s) in "
+              f"{max((len(e) for e in rounds), default=0)} round(s) on {sum(1 for e in rounds if e)} episode(s)",
+              file=sys.stderr)
     checks_passed(args)
     model = model_from_args(args)
     n = sum(e.n_slices for e in episodes)

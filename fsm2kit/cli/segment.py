@@ -97,6 +97,11 @@ def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPar
     p.add_argument("--out", required=True, help="output label volume: .nii.gz (NIfTI), or .dcm (a DICOM "
                    "Segmentation referencing the series; DICOM --image only); the sidecar is <name>.json "
                    "(and <name>.dice.csv with --ground-truth); never one of the inputs")
+    p.add_argument("--prompts", default=None, metavar="FILE.json",
+                   help="correction rounds after the propagation: a JSON list of rounds, each a list of "
+                        '{"z": Z, "points": [[x, y, 1 or 0], ...], "box": [x0, y0, x1, y1]} on slice Z of the query '
+                        "as stored (x = column, y = row), with \"label\": NAME when several labels are segmented; "
+                        "each round re-propagates (the stopping rule is off for corrected labels)")
     add_overwrite_arg(p, "an existing --out (and its sidecar and Dice table)")
     # --support-select (registry; default middle), --memory-policy, --support-views, --plugins
     add_strategy_args(p, ordering=False, views=True, defaults={"support selector": "middle"})
@@ -142,7 +147,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     img_file, side_file, dice_file = output_files(out)  # also checks the suffix
     check_outputs({"--out": img_file, "its sidecar": side_file, "its Dice table": dice_file},
                   {"--image": args.image, "--support-image": args.support_image, "--support-mask": args.support_mask,
-                   "--ground-truth": args.ground_truth, "--checkpoint": args.checkpoint})
+                   "--ground-truth": args.ground_truth, "--checkpoint": args.checkpoint, "--prompts": args.prompts})
     check_output(out, overwrite=args.overwrite)
     check_dicom_output(out, args.image)  # .dcm: a DICOM query whose slices a SEG can reference
     if args.support_slice is not None and args.support_slice < 0:
@@ -173,6 +178,13 @@ def cmd_segment(args: argparse.Namespace) -> int:
     check_request(organs, mask.array, support_select=args.support_select, support_slices=args.support_slice,
                   image_size=args.image_size)
     start = start_from_order(order, query.shape[0])
+    prompts = None
+    if args.prompts:  # read and checked against the query's slices before the model loads
+        from ..io.prompts import read_prompts
+        from ..workflows.corrections import label_rounds
+
+        prompts = read_prompts(args.prompts)
+        label_rounds(prompts, organs, query.shape)
     checks_passed(args)
     model = model_from_args(args, meaningless="the masks mean nothing")
     engine = engine_from_args(model, args)
@@ -181,7 +193,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         support_select=args.support_select, support_slices=args.support_slice, start=start,
         memory_policy=strategies.memory_policy, support_views=strategies.support_views or 0,
         patience=args.patience if args.patience else None, ct_window=window, ground_truth=gt,
-        progress=not args.no_progress,
+        corrections=prompts, progress=not args.no_progress,
     )
     inputs = {}
     for key, pth in (("image", args.image), ("support_image", args.support_image),

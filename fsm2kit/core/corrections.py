@@ -222,6 +222,7 @@ def segment_with_corrections(
     *,
     order: str = "middle",
     plan: Plan | None = None,
+    supports=None,
     memory_policy=None,
     keep_bank: bool = False,
 ) -> CorrectionRun:
@@ -239,6 +240,9 @@ def segment_with_corrections(
     plan : Plan, optional
         A plan of the setting instead of the order's, e.g. :func:`~fsm2kit.core.plans.split_plan`
         (own-scan segmentation starting at a slice); its predictions must join memory.
+    supports : sequence of Support, optional
+        The supports ``plan``'s support frames index (default ``episode.supports``), e.g. with
+        augmented views; needs ``plan``.
     memory_policy : MemoryPolicy, optional
         Which memories each step attends to (default SAM2's rule), as in
         :meth:`Engine.segment <fsm2kit.core.engine.Engine.segment>`.
@@ -265,12 +269,15 @@ def segment_with_corrections(
                          "query slice once (fq_plan, split_plan or custom_plan).")
     else:
         label_order = "custom"
+    if supports is not None and label_order != "custom":
+        raise ValueError("supports: give them with the plan whose support frames index them.")
+    sups = episode.supports if supports is None else tuple(supports)
     t0 = time.perf_counter()
     passes0 = engine.stats.encoder_passes
-    engine.encode_all([episode.supports[i].image for _, i in plan.support_frames], desc="encode supports")
+    engine.encode_all([sups[i].image for _, i in plan.support_frames], desc="encode supports")
     engine.encode_all(list(episode.images), desc="encode queries")
     total = len(plan.steps) * (1 + len(checked)) + sum(len(r) for r in checked)
-    job = corrections_job(engine, plan, episode, checked, memory_policy=memory_policy)
+    job = corrections_job(engine, plan, episode, checked, supports=sups, memory_policy=memory_policy)
     ((stages, bank),) = engine.drive([job], total=total, desc=f"{setting} corrections")
     seconds = time.perf_counter() - t0
     out = tuple(EpisodeResult(

@@ -92,7 +92,7 @@ class PromptFile:
         for r, rnd in enumerate(self.rounds):
             mine = [p.correction for p in rnd if p.matches(case=case, label=label, label_name=label_name)]
             for c in mine:
-                where = f"{self._where(r)}, z={c.z}"
+                where = f"{self.where(r)}, z={c.z}"
                 if zs is not None and c.z not in zs:
                     lo, hi = (min(zs), max(zs)) if zs else (None, None)
                     raise PromptError(f"{where}: z={c.z} is outside the query range (z {lo}..{hi}).")
@@ -113,7 +113,8 @@ class PromptFile:
         """The file's content (for run records)."""
         return [[_prompt_dict(p.correction, case=p.case, label=p.label) for p in rnd] for rnd in self.rounds]
 
-    def _where(self, r: int, k: int | None = None) -> str:
+    def where(self, r: int, k: int | None = None) -> str:
+        """"FILE: round R, correction K" (1-based), for messages."""
         src = Path(self.source).name if self.source else "prompts"
         return f"{src}: round {r + 1}" + ("" if k is None else f", correction {k + 1}")
 

@@ -17,6 +17,7 @@ from ..core.lazy import lazy_exports
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     ".baselines": ['PAPER_CITATION', 'PAPER_CSV', 'PAPER_DICE_VARIANT', 'BASELINE_DICE_VARIANT', 'PAPER_DATASETS', 'PAPER_ORGANS', 'paper_numbers', 'published_dice', 'QuotedRow', 'PUBLISHED_BASELINES', 'baseline_table'],
     ".config": ['METRICS', 'ExperimentConfig'],
+    ".corrections": ['corrections_record', 'episode_rounds', 'label_rounds', 'prompt_record', 'segment_corrected'],
     ".dice_charts": ['AXIS_TITLES', 'sort_order', 'dice_bars', 'slice_dice_curves', 'relative_position_dice', 'relative_position_chart', 'runs_dice_chart'],
     ".dice_tables": ['TABLE_FORMATS', 'OURS_DICE_VARIANTS', 'DiceTable', 'dice_table', 'save_table'],
     ".episodes": ['episode_folder_kind', 'require_folder_options', 'load_episodes', 'subset_episode', 'load_config_episodes', 'bars_off', 'npz_episodes_matching'],

@@ -104,6 +104,13 @@ class ExperimentConfig:
     memory_policy : str or MemoryPolicy
         Which memories each tracking step attends to (default ``"sam2"``: SAM2's rule); a
         registered name or a policy object.
+    prompts : str or None
+        A correction prompt file (:mod:`fsm2kit.io.prompts`): after each episode's propagation,
+        its rounds of corrections run, each followed by a re-propagation
+        (:func:`fsm2kit.core.corrections.segment_with_corrections`), and the tables hold the
+        final stage. FQ settings only; checked when the config is made, and against the
+        episodes before any model loads. Corrections name ``"case"`` and ``"label"`` when
+        the run has several episodes.
     plugins : sequence of str
         Modules (or ``.py`` files) imported before the strategies are looked up: they register a
         user's own strategies (:func:`fsm2kit.strategies.load_plugins`).
@@ -148,6 +155,7 @@ class ExperimentConfig:
     support_selector: object = "protocol"
     support_views: int = 0
     memory_policy: object = "sam2"
+    prompts: str | None = None
     plugins: tuple[str, ...] = ()
     models: tuple[str, ...] = ("sam2-tiny",)
     checkpoint: str | None | tuple[tuple[str, str], ...] = None
@@ -199,6 +207,13 @@ class ExperimentConfig:
                                  f"which only 1S1Q and 3S1Q can use, not {'/'.join(fq)} (one memory state for all "
                                  "slices); use 'similar' (per chunk) for the FQ settings.")
         s(self, "memory_policy", _strategy(MEMORY_POLICIES, "memory_policy", self.memory_policy))
+        if self.prompts is not None:
+            s(self, "prompts", os.fspath(self.prompts))
+            one = [x for x in settings if not x.endswith("FQ")]
+            if one:
+                raise ValueError(f"ExperimentConfig.prompts: corrections need a propagation to correct, but "
+                                 f"{'/'.join(one)} segment each slice alone; use S1SFQ or 3SFQ.")
+            self.prompt_file()  # the file is read and checked now
         models = tuple(resolve_spec(m).name for m in _as_tuple("models", self.models))
         if not models:
             raise ValueError("ExperimentConfig.models is empty; give at least one model name, e.g. 'sam2-tiny'.")
@@ -255,6 +270,12 @@ class ExperimentConfig:
     def random_weights(self) -> bool:
         return self.checkpoint == "random"
 
+    def prompt_file(self):
+        """The checked :class:`~fsm2kit.io.prompts.PromptFile` of ``prompts`` (None without)."""
+        from ..io.prompts import read_prompts
+
+        return None if self.prompts is None else read_prompts(self.prompts)
+
     def checkpoint_for(self, model: str) -> str | None:
         """The checkpoint argument of :func:`fsm2kit.load_sam2` for ``model``.
 
@@ -310,6 +331,7 @@ class ExperimentConfig:
             f"{self.image_size}px, {self.variant}, metric={self.metric}, "
             f"support={strategy_name(self.support_selector)}"
             f"{f' +{self.support_views} views' if self.support_views else ''}, memory={strategy_name(self.memory_policy)}"
+            f"{f', prompts={Path(self.prompts).name}' if self.prompts else ''}"
             f"{'; ' + ', '.join(sub) if sub else ''})"
         )
 

@@ -29,6 +29,7 @@ from ..core.episode import Episode
 from ..core.names import strategy_name
 from ..strategies.memory_policies import MEMORY_POLICIES
 from .config import ExperimentConfig
+from .corrections import episode_rounds, prompt_record, segment_corrected
 from .episodes import bars_off, load_config_episodes
 from .support_plans import prepare_runs
 from .results import PROVENANCE_COLUMNS, ExperimentResult, ModelRun, Prediction, tidy_slices
@@ -40,21 +41,31 @@ def _engine(model, cache_dir: str | None, object_batch_size: int | None) -> Engi
     return Engine(model, progress=False, object_batch_size=object_batch_size, cache_dir=cache_dir)
 
 
-def _segment(engine: Engine, episodes: Sequence[Episode], setting: str, order, policy, config: ExperimentConfig):
+def _segment(engine: Engine, episodes: Sequence[Episode], setting: str, order, policy, config: ExperimentConfig,
+             rounds=None):
     """One (setting, ordering) over episodes side by side, with the config's strategies.
 
     A built-in order goes to the engine by name; a user's ordering (or ``similar:query``
     supports, or augmented views) gives each episode's plans (:func:`~fsm2kit.workflows.support_plans.prepare_runs`),
-    and the results record the ordering's name. Returns the run inputs and the results.
+    and the results record the ordering's name. An episode with correction ``rounds`` runs
+    them (:func:`~fsm2kit.workflows.corrections.segment_corrected`); the others run side by
+    side as without prompts. Returns the run inputs and the results.
     """
     inputs = prepare_runs(engine, episodes, setting, None if order == "n/a" else order,
                           selector=config.support_selector, views=config.support_views)
-    done = engine.segment_many(inputs.episodes, setting, memory_policy=policy, **inputs.kwargs)
-    if "plans" in inputs.kwargs:
-        for r in done:
-            r.order = inputs.order
+    plain = [i for i in range(len(inputs.episodes)) if not (rounds and rounds[i])]
+    done: list = [None] * len(inputs.episodes)
+    if plain:
+        kwargs = {k: (v if k == "order" else [v[i] for i in plain]) for k, v in inputs.kwargs.items()}
+        for i, r in zip(plain, engine.segment_many([inputs.episodes[i] for i in plain], setting,
+                                                   memory_policy=policy, **kwargs)):
+            done[i] = r
+            if "plans" in kwargs:
+                r.order = inputs.order
+    for i in range(len(done)):
+        if done[i] is None:
+            done[i] = segment_corrected(engine, inputs, i, setting, rounds[i], memory_policy=policy)
     return inputs, done
-
 
 def _model_key(config: ExperimentConfig, model: str) -> tuple:
     return (model, config.checkpoint_for(model), config.seed, config.image_size, config.device)
@@ -120,6 +131,9 @@ def run_experiments(
         unlabelled = [f"{e.case_id}/{e.label_name}" for e in eps if e.labels is None]
         if unlabelled:
             raise ValueError(f"Episodes {unlabelled[:5]} have no ground truth to score.")
+    # correction prompts: read once, checked against the episodes before any model loads
+    prompt_files = [c.prompt_file() for c in configs]
+    rounds_of = [None if pf is None else episode_rounds(pf, eps) for pf, eps in zip(prompt_files, episodes)]
 
     # work per model key: [(config index, model name)]
     plan: dict[tuple, list[tuple[int, str]]] = {}
@@ -168,7 +182,8 @@ def run_experiments(
                         bar.set_postfix_str(f"{name} {setting}{'' if order == 'n/a' else '-' + strategy_name(order)} "
                                             f"{chunk[0].case_id}/{chunk[0].label_name}"
                                             f"{f' +{len(chunk) - 1}' if len(chunk) > 1 else ''}", refresh=False)
-                        inputs, done = _segment(engine, chunk, setting, order, policy, c)
+                        rounds = None if rounds_of[i] is None else rounds_of[i][k:k + len(chunk)]
+                        inputs, done = _segment(engine, chunk, setting, order, policy, c, rounds)
                         calls += len(chunk)
                         for e, (ep, r) in enumerate(zip(inputs.episodes, done), start=k):
                             rank = (len(model_runs), i, e, u)
@@ -201,4 +216,5 @@ def run_experiments(
         bar.close()
     slices = tidy_slices([df for _, df in sorted(frames, key=lambda x: x[0])])
     predictions = [p for _, p in sorted(kept, key=lambda x: x[0])]
-    return ExperimentResult(configs, slices, tuple(model_runs), time.perf_counter() - t0, predictions)
+    prompts = tuple({"config": c.name, **prompt_record(pf)} for c, pf in zip(configs, prompt_files) if pf is not None)
+    return ExperimentResult(configs, slices, tuple(model_runs), time.perf_counter() - t0, predictions, prompts)

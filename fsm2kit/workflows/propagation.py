@@ -36,6 +36,7 @@ __all__ = [
     "Propagation",
     "propagation_job",
     "propagate_volume",
+    "corrected_propagation_job",
 ]
 
 #: Default number of consecutive slices with a non-positive object score that end the organ.
@@ -292,13 +293,9 @@ def propagation_job(
     return _propagation_steps(engine, imgs, supports, int(start), patience, lo, hi, memory_policy)
 
 
-def _propagation_steps(engine, imgs: np.ndarray, supports: Sequence[Support], start: int,
-                       patience: int | None, lo: int, hi: int, memory_policy: MemoryPolicy | None):
-    t0 = time.perf_counter()
+def _echo_outputs(engine, imgs: np.ndarray, supports: Sequence[Support], echo: dict[int, int]):
+    """Logits, scores, processed flags with the echo slices filled, and whether SAM2's echo is exact."""
     n = imgs.shape[0]
-    echo = _echo_slices(imgs, supports, lo, hi)
-    query_z = [z for z in range(lo, hi + 1) if z not in echo]
-
     logits = np.full(imgs.shape, NOT_RUN_LOGIT, dtype=np.float32)
     scores = np.full(n, np.nan)
     processed = np.zeros(n, dtype=bool)
@@ -310,6 +307,90 @@ def _propagation_steps(engine, imgs: np.ndarray, supports: Sequence[Support], st
         scores[z] = mem.entry.object_score
         processed[z] = True
         echo_exact.append(bool(np.array_equal(mem.logits > 0, m)))
+    return logits, scores, processed, echo_exact
+
+
+def corrected_propagation_job(
+    engine,
+    images: np.ndarray,
+    supports: Sequence[Support],
+    rounds,
+    *,
+    start: int,
+    z_range: tuple[int, int] | None = None,
+    memory_policy: MemoryPolicy | None = None,
+    case_id: str = "query",
+    label: int = 1,
+    label_name: str = "label",
+):
+    """A whole-volume propagation followed by correction rounds, as a job for ``Engine.drive``.
+
+    The layout is :func:`propagation_plan` 's (supports at ``start``, forward then backward)
+    without a stopping rule (as SAM2's predictor, every slice is tracked, in each
+    re-propagation too); then per round the corrections run and the volume is propagated again
+    (:func:`fsm2kit.core.corrections.corrections_job`). ``rounds`` are rounds of
+    :class:`~fsm2kit.core.corrections.Correction` whose z are slice indices of ``images``; a
+    correction on an echo slice (the annotated support slice itself) is refused. With
+    ``z_range`` (the oracle-range mode) only ``lo..hi`` is visited and corrections outside it
+    are left out (rounds left empty are dropped). Returns the final stage's
+    :class:`Propagation` (``patience`` None). Arguments and corrections are checked at once.
+    """
+    from ..core.corrections import check_rounds
+    from ..core.episode import Episode
+
+    t0 = time.perf_counter()
+    imgs = np.asarray(images)
+    if imgs.ndim != 3:
+        raise ValueError(f"images: expected a (Z, H, W) volume, got shape {imgs.shape}.")
+    if not supports:
+        raise ValueError("a propagation needs at least one support.")
+    n = imgs.shape[0]
+    lo, hi = (0, n - 1) if z_range is None else (int(z_range[0]), int(z_range[1]))
+    if not 0 <= lo <= int(start) <= hi < n:
+        raise ValueError(f"start slice {start} or z_range {z_range} is outside the volume's 0..{n - 1}.")
+    if z_range is not None:
+        rounds = [r for r in ([c for c in rnd if lo <= c.z <= hi] for rnd in rounds) if r]
+    echo = _echo_slices(imgs, supports, lo, hi)
+    on_echo = sorted({c.z for rnd in rounds for c in rnd} & set(echo))
+    if on_echo:
+        raise ValueError(f"corrections on z={on_echo}: that slice is the annotated support itself; "
+                         "edit the support mask instead.")
+    query_z = [z for z in range(lo, hi + 1) if z not in echo]
+    episode = Episode(case_id=str(case_id), label=int(label), label_name=str(label_name), z=np.asarray(query_z),
+                      images=imgs[query_z], labels=None, chunks=np.zeros(len(query_z), dtype=int),
+                      supports=(supports[0],), npart=1)
+    checked = check_rounds(episode, rounds)
+    plan = propagation_plan(query_z, int(start), len(supports))
+    return _corrected_steps(engine, imgs, supports, echo, episode, plan, checked, memory_policy, int(start),
+                            (lo, hi), t0)
+
+
+def _corrected_steps(engine, imgs, supports, echo, episode, plan, checked, memory_policy, start, z_range, t0):
+    from ..core.corrections import corrections_job
+
+    stages, _ = yield from corrections_job(engine, plan, episode, checked, supports=supports,
+                                           memory_policy=memory_policy)
+    logits, scores, processed, echo_exact = _echo_outputs(engine, imgs, supports, echo)
+    final = sorted(stages[-1], key=lambda r: r.step)
+    for r in final:
+        logits[r.z] = r.logits
+        scores[r.z] = r.object_score
+        processed[r.z] = True
+    return Propagation(
+        logits=logits, object_scores=scores, processed=processed, order=tuple(r.z for r in final), start=start,
+        z_range=z_range, echo_z=tuple(sorted(echo)), echo_exact=tuple(echo_exact), stop_forward=None,
+        stop_backward=None, patience=None, support_z=tuple(s.z for s in supports), plan=plan,
+        seconds=time.perf_counter() - t0,
+        memory_policy=strategy_name(sam2_memory_policy if memory_policy is None else memory_policy))
+
+
+def _propagation_steps(engine, imgs: np.ndarray, supports: Sequence[Support], start: int,
+                       patience: int | None, lo: int, hi: int, memory_policy: MemoryPolicy | None):
+    t0 = time.perf_counter()
+    echo = _echo_slices(imgs, supports, lo, hi)
+    query_z = [z for z in range(lo, hi + 1) if z not in echo]
+
+    logits, scores, processed, echo_exact = _echo_outputs(engine, imgs, supports, echo)
 
     order: list[int] = []
     stops: dict[bool, int | None] = {False: None, True: None}

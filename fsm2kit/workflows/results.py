@@ -196,6 +196,9 @@ class ExperimentResult:
     seconds : float
     predictions : list of Prediction
         Kept only with ``keep_predictions=True`` (logits, overlays and panels).
+    prompts : tuple of dict
+        Per config with a prompt file: ``config``, ``file``, ``rounds`` (the file's content, as
+        run) and ``corrections``; the run record (``provenance.json``) keeps them.
     """
 
     configs: tuple[ExperimentConfig, ...]
@@ -203,6 +206,7 @@ class ExperimentResult:
     model_runs: tuple[ModelRun, ...]
     seconds: float
     predictions: list[Prediction] = field(default_factory=list, repr=False)
+    prompts: tuple = field(default=(), repr=False)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -370,6 +374,7 @@ class ExperimentResult:
                 "rows": int(len(s)),
                 "seconds": round(self.seconds, 3),
                 "support_views": sorted({int(v) for v in s["support_views"]}) if "support_views" in s.columns else [0],
+                **({"prompts": list(self.prompts)} if self.prompts else {}),
                 **(details or {}),
             },
         )

@@ -329,6 +329,7 @@ def segment_volume(
     ground_truth: np.ndarray | LabelVolume | None = None,
     npart: int = 3,
     memory_policy: MemoryPolicy | None = None,
+    corrections=None,
     progress: bool | None = None,
 ) -> SegmentResult:
     """Segment labels of a query scan from annotated support slices, through the whole volume.
@@ -378,6 +379,13 @@ def segment_volume(
     memory_policy : MemoryPolicy, optional, keyword-only
         Which memories each propagation step attends to (default SAM2's rule), as in
         :meth:`Engine.segment <fsm2kit.core.engine.Engine.segment>`.
+    corrections : PromptFile, rounds of Correction or {label: rounds}, optional, keyword-only
+        Correction rounds after the propagation (:func:`~fsm2kit.workflows.corrections.label_rounds`):
+        z is the query's slice index, coordinates are the stored slice's (x = column, y = row).
+        Each round's corrections run SAM2's refinement and become conditioning memories, then
+        the volume is propagated again (:func:`~fsm2kit.core.corrections.segment_with_corrections`).
+        A corrected label runs without the stopping rule (every slice, as SAM2's predictor); in
+        the oracle-range mode its corrections inside the range apply.
     progress : bool, optional, keyword-only
 
     Returns
@@ -421,6 +429,10 @@ def segment_volume(
         if gt_arr.shape != qvol.shape:
             raise ValueError(f"ground_truth has shape {gt_arr.shape}, the query {qvol.shape}; they must share a grid.")
         gt = gt_arr
+    from .corrections import corrections_record, label_rounds
+    from .propagation import corrected_propagation_job
+
+    fixes = label_rounds(corrections, organs, qarr.shape)
     passes0 = engine.stats.encoder_passes
 
     # every label's propagations (whole volume, and the oracle range with ground truth) run
@@ -433,14 +445,23 @@ def segment_volume(
             sup = Support(image=sarr[z], mask=mask3d[z], chunk=0, z=z, case_id=svol.case_id)
             supports += [sup, *make_views(sup, n_views)]  # each view right after its support
         s0 = int(start) if start is not None else relative_start(sorted(zs)[len(zs) // 2], zs_n, zq)
-        jobs.append(propagation_job(engine, qarr, supports, start=s0, patience=patience,
-                                    memory_policy=memory_policy))
+        fix = fixes.get(organ.label_id)
+        who = dict(case_id=qvol.case_id or "query", label=organ.label_id, label_name=organ.name)
+        if fix:
+            jobs.append(corrected_propagation_job(engine, qarr, supports, fix, start=s0, memory_policy=memory_policy,
+                                                  **who))
+        else:
+            jobs.append(propagation_job(engine, qarr, supports, start=s0, patience=patience,
+                                        memory_policy=memory_policy))
         made.append((organ, "whole_volume", tuple(zs), how, sim))
         if gt is not None:
             tz = np.flatnonzero((gt == organ.label_id).any(axis=(1, 2)))
             if tz.size:
                 lo, hi = int(tz[0]), int(tz[-1])
-                jobs.append(propagation_job(engine, qarr, supports, start=min(max(s0, lo), hi), patience=None,
+                s1 = min(max(s0, lo), hi)
+                jobs.append(corrected_propagation_job(engine, qarr, supports, fix, start=s1, z_range=(lo, hi),
+                                                      memory_policy=memory_policy, **who) if fix else
+                            propagation_job(engine, qarr, supports, start=s1, patience=None,
                                             z_range=(lo, hi), memory_policy=memory_policy))
                 made.append((organ, "oracle_range", tuple(zs), how, sim))
     names = ", ".join(o.name for o in organs)
@@ -469,6 +490,11 @@ def segment_volume(
         "order": strategy_name(order) if order is not None else None,
         "support_views": n_views,
         "patience": patience,
+        "corrections": None if not fixes else {
+            "rounds": {o.name: len(fixes[o.label_id]) for o in organs if o.label_id in fixes},
+            "prompts": corrections_record(corrections, {o.name: fixes[o.label_id] for o in organs if o.label_id in fixes}),
+            "stopping_rule": "off for corrected labels (every slice is tracked, as SAM2's predictor)",
+        },
         "ct_window": list(ct_window) if ct_window is not None else None,
         "npart": npart,
         "labels": {o.name: o.label_id for o in organs},
