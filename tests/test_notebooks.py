@@ -138,9 +138,14 @@ def _has_image_output(nb, mime):
 
 @pytest.mark.slow
 def test_00_quickstart(tmp_path, kernel_env):
-    out, nb = _execute("00_quickstart", tmp_path)
+    # with a correction prompt file, as a sweep replays a widget session (a round re-propagates)
+    prompts = [[{"z": 12, "points": [[120, 130, 1]]}]]
+    (tmp_path / "fix.json").write_text(json.dumps(prompts))
+    out, nb = _execute("00_quickstart", tmp_path, prompts=str(tmp_path / "fix.json"))
     slices = _check_result_files(out)
     assert len(slices) == 3 and set(slices["setting"]) == {"S1SFQ"} and set(slices["order"]) == {"middle"}
+    (kept,) = json.loads((out / "provenance.json").read_text())["prompts"]
+    assert kept["rounds"] == prompts and kept["file"] == str(tmp_path / "fix.json")
     _png(out / "overlays.png")
     _check_presets(out, ["overlays"])  # screen + paper (183 mm figure)
     assert _has_image_output(nb, "image/png")

@@ -207,7 +207,7 @@ def test_run_prompts_equal_the_python_api(tmp_path, present128, example_episode,
         warnings.simplefilter("ignore")
         assert main(argv) == 0
     rec = json.loads((out / "provenance.json").read_text())
-    (kept,) = rec["details"]["prompts"] if "details" in rec else rec["prompts"]
+    (kept,) = rec["prompts"]
     assert kept["rounds"] == data and kept["corrections"] == 2
     saved = np.load(out / "logits.npz")
     rounds = read_prompts(tmp_path / "p.json").rounds_for()
@@ -250,3 +250,26 @@ def test_segment_prompts_equal_the_python_api(tmp_path, present128, monkeypatch)
     side = json.loads((tmp_path / "pred.json").read_text())
     text = json.dumps(side)
     assert '"rounds": [[{"z": 20' in text and '"corrections"' in text
+
+
+@pytest.mark.slow
+def test_corrections_of_two_labels_batched_agree_with_one_at_a_time(present128):
+    """Prompted steps of two labels in one round share SAM2 forwards (object_batch_size=2): the
+    same results as one step per forward, up to the shared tolerance rule (another summation order)."""
+    from fsm2kit.core import Engine
+    from fsm2kit.io.nifti import load_label_nifti, load_nifti
+    from fsm2kit.testing import assert_logits_close, assert_masks_agree
+    from fsm2kit.workflows.segment import segment_volume
+
+    ct = load_nifti(CT / "example_ct_sm.nii.gz")
+    seg = load_label_nifti(CT / "example_seg.nii.gz", like=ct)
+    q = ct.array[8:18]
+    prompts = parse_prompts([[{"z": 3, "points": [[60, 50, 1]], "label": "liver"},
+                              {"z": 3, "points": [[30, 40, 1]], "label": "spleen"}]])  # same signature: batched
+    runs = [segment_volume(q, ct, seg, engine=Engine(present128, progress=False, object_batch_size=b),
+                           labels="liver=5,spleen=1", support_slices=14, corrections=prompts, progress=False)
+            for b in (1, 2)]
+    for a, b in zip(runs[0].organs, runs[1].organs):
+        assert a.propagation.patience is None and a.propagation.processed.all()
+        assert_logits_close(b.propagation.logits, a.propagation.logits)
+        assert_masks_agree(b.propagation.logits > 0, a.propagation.logits > 0, reference_logits=a.propagation.logits)

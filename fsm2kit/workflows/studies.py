@@ -52,6 +52,7 @@ def run_study(
     support_selector: object = "protocol",
     support_views: int = 0,
     memory_policy: object = "sam2",
+    prompts: str | os.PathLike | None = None,
     plugins: Sequence[str] = (),
     models: Sequence[str] = ("sam2-tiny",),
     checkpoint=None,
@@ -75,7 +76,7 @@ def run_study(
         folders or npz episode folders; None is the bundled CHAOS case.
     output_dir : path, keyword-only
         Created if missing; gets the result files, tables and figures.
-    folds, classes, variant, settings, orders, support_selector, support_views, memory_policy, plugins, models, checkpoint, seed, image_size, device, cache_dir, max_slices, object_batch_size
+    folds, classes, variant, settings, orders, support_selector, support_views, memory_policy, prompts, plugins, models, checkpoint, seed, image_size, device, cache_dir, max_slices, object_batch_size
         As in :class:`~fsm2kit.workflows.config.ExperimentConfig` (the same for every dataset);
         the strategies by registered name or as objects, ``plugins`` imported first.
     keep_predictions : bool, keyword-only
@@ -87,7 +88,7 @@ def run_study(
     configs = [
         ExperimentConfig(
             episodes=path, dataset=dataset, folds=folds, classes=classes, settings=settings, orders=orders,
-            support_selector=support_selector, support_views=support_views, memory_policy=memory_policy, plugins=plugins, models=models, checkpoint=checkpoint, seed=seed, image_size=image_size, device=device,
+            support_selector=support_selector, support_views=support_views, memory_policy=memory_policy, prompts=prompts, plugins=plugins, models=models, checkpoint=checkpoint, seed=seed, image_size=image_size, device=device,
             variant=variant, max_slices=max_slices, cache_dir=cache_dir, object_batch_size=object_batch_size,
             name=name,
         )
