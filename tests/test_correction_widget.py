@@ -192,3 +192,15 @@ def test_correct_episode_replays_a_prompt_file(engine128, small, tmp_path):
     assert html.count("data:image/png;base64,") == 3 and "RANDOM WEIGHTS" in html
     with pytest.raises(ValueError, match="not both"):
         correct_episode(engine128, small, "S1SFQ", prompts=path, rounds=[[c]])
+
+
+@pytest.mark.slow
+def test_inspect_corrections_mask_correction_has_no_step(engine128, small):
+    from fsm2kit.inspector import inspect_corrections
+
+    z = int(small.z[3])
+    insp = inspect_corrections(engine128, small, "S1SFQ", [[Correction(z, mask=small.labels[3] > 0)]], layers=[3])
+    assert sorted(s.z for s in insp.steps) == sorted(int(v) for v in small.z if int(v) != z)
+    with pytest.raises(KeyError, match=f"z={z}"):
+        insp.step_of_z(z)
+    assert len(insp.result.slices) == small.n_slices

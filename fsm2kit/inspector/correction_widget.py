@@ -45,7 +45,7 @@ __all__ = ["PromptImage", "CorrectionWidget", "correct_episode", "show_correctio
 
 #: Colours of the prompts (Okabe-Ito): positive points, negative points, boxes.
 PROMPT_COLORS = {"positive": OKABE_ITO["sky blue"], "negative": OKABE_ITO["vermillion"], "box": OKABE_ITO["yellow"]}
-_MODES = (("positive point", "positive"), ("negative point", "negative"), ("box", "box"))
+_MODES = (("+ point", "positive"), ("- point", "negative"), ("box", "box"))
 
 try:  # an image reporting clicks and drags; anywidget ships its JupyterLab extension, no CDN needed
     import anywidget
@@ -171,7 +171,8 @@ class CorrectionWidget(W.VBox):
                                         description="slice", continuous_update=False, layout=W.Layout(width="420px"))
         self.slider.add_class("fsm2-corr-slider")
         self.mode = W.ToggleButtons(options=list(_MODES), value="positive", description="prompt",
-                                    style={"button_width": "110px"})
+                                    tooltips=["positive point", "negative point", "box: drag, or click two corners"],
+                                    style={"button_width": "80px"})
         self.mode.add_class("fsm2-corr-mode")
         self.buttons = {}
         for key, label, style in (("repropagate", "re-propagate", "primary"), ("undo", "undo", ""),
@@ -466,6 +467,13 @@ class CorrectionWidget(W.VBox):
                 f"{_b64img(self.areas.value if self.show_chart else b'', 'fsm2-static-areas')}</div>"
                 f"{_b64img(self.chart.value if self.show_chart else b'', 'fsm2-static-chart')}</div>")
 
+    def snapshot(self):
+        """The current view as a static HTML display object: display it in a cell after the widget
+        so that an HTML export shows it where the widget cannot be drawn."""
+        from IPython.display import HTML
+
+        return HTML(self.static_html())
+
     def _repr_mimebundle_(self, **kwargs):
         data = super()._repr_mimebundle_(**kwargs) or {}
         data["text/html"] = self.static_html()
@@ -482,7 +490,9 @@ def _legend_html() -> str:
              ("box", PROMPT_COLORS["box"]))
     return "<div class='fsm2-legend'>" + "".join(
         f"<span style='display:inline-block;background:{c};width:12px;height:12px;margin:0 4px 0 10px;"
-        f"vertical-align:middle'></span>{html.escape(t)}" for t, c in items) + "</div>"
+        f"vertical-align:middle'></span>{html.escape(t)}" for t, c in items) + (
+        " <span style='margin-left:10px'>(dots and thin boxes: rounds done; cross-hairs and thick boxes: "
+        "pending)</span></div>")
 
 
 def correct_episode(engine: Engine, episode: Episode, setting: str, *, prompts: str | Path | None = None,

@@ -30,21 +30,21 @@ __all__ = ["inspect_corrections", "correction_stages"]
 
 
 class _BankSnapshots:
-    """An engine observer: per tracked step, a copy of the bank's entry maps and whether it was a correction."""
+    """An engine observer: per tracked step, a copy of the bank as the step saw it (entries are not copied)."""
 
     def __init__(self) -> None:
-        self.steps: list[tuple[MemoryBank, bool]] = []
+        self.banks: list[MemoryBank] = []
 
     def before_forward(self, requests, layouts) -> None:
         for r in requests:
             b = r.bank
-            self.steps.append((MemoryBank(b.num_frames, dict(b.cond), dict(b.non_cond)), r.points is not None))
+            self.banks.append(MemoryBank(b.num_frames, dict(b.cond), dict(b.non_cond)))
 
     def after_forward(self, requests, outputs) -> None:
         pass
 
     def __repr__(self) -> str:
-        return f"_BankSnapshots({len(self.steps)} steps)"
+        return f"_BankSnapshots({len(self.banks)} steps)"
 
 
 def inspect_corrections(
@@ -90,8 +90,8 @@ def inspect_corrections(
         run = segment_with_corrections(engine, episode, setting, rounds, order=order, plan=plan,
                                        memory_policy=memory_policy, keep_bank=True)
     recs = list(insp.records)
-    if len(recs) != len(snaps.steps):
-        raise RuntimeError(f"{len(recs)} captured steps but {len(snaps.steps)} observed: the capture missed forwards.")
+    if len(recs) != len(snaps.banks):
+        raise RuntimeError(f"{len(recs)} captured steps but {len(snaps.banks)} observed: the capture missed forwards.")
     mask_z = set()
     for rnd in run.rounds:
         for c in rnd:
@@ -110,7 +110,7 @@ def inspect_corrections(
             raise RuntimeError(f"no captured step matches query slice z={s.z} of the final stage; "
                                "the capture and the run disagree.")
         k = len(steps)
-        steps.append(replace(r, plan_index=s.plan_index, step=s.step, call=k, bank=snaps.steps[i][0],
+        steps.append(replace(r, plan_index=s.plan_index, step=s.step, call=k, bank=snaps.banks[i],
                              pixels=[replace(p, step=k) for p in r.pixels]))
     options = insp.options
     options["run"] = run
