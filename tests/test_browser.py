@@ -196,6 +196,16 @@ def _correct_and_repropagate(page) -> dict:
     assert before["query"] != after["query"], "the corrected slice did not change"
     assert before["chart"] != after["chart"], "the attention-mass chart did not change"
     assert before["areas"] != after["areas"], "the masks-along-z chart did not change"
+    # box mode: a drag on the slice becomes a pending box
+    page.locator(".fsm2-corr-mode button", has_text="box").first.click()
+    box = img.bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.3)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.7, box["y"] + box["height"] * 0.6, steps=5)
+    page.mouse.up()
+    page.wait_for_function(
+        "() => { const s = document.querySelector('.fsm2-corr-pending'); return s && s.innerText.includes('box ('); }",
+        timeout=60_000)
     return shots
 
 

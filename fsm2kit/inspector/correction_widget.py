@@ -40,6 +40,7 @@ from .corrections import correction_stages, inspect_corrections
 from .drawing import draw_marker, hex_rgb
 from .inspection import Inspection
 from .views import chart_png, clicked_pixel, mass_chart, panel_orientation, query_image
+from .widget import ClickImage
 
 __all__ = ["PromptImage", "CorrectionWidget", "correct_episode", "show_corrections", "example_correction"]
 
@@ -47,12 +48,11 @@ __all__ = ["PromptImage", "CorrectionWidget", "correct_episode", "show_correctio
 PROMPT_COLORS = {"positive": OKABE_ITO["sky blue"], "negative": OKABE_ITO["vermillion"], "box": OKABE_ITO["yellow"]}
 _MODES = (("+ point", "positive"), ("- point", "negative"), ("box", "box"))
 
-try:  # an image reporting clicks and drags; anywidget ships its JupyterLab extension, no CDN needed
-    import anywidget
+if ClickImage is not None:  # anywidget ships its JupyterLab extension, no CDN needed
 
-    class PromptImage(anywidget.AnyWidget):
-        """A PNG image reporting clicks (``click``: relative ``[y, x, t]``) and drags (``drag``:
-        relative ``[y0, x0, y1, x1, t]``), positions in [0, 1) of the displayed image."""
+    class PromptImage(ClickImage):
+        """A :class:`~fsm2kit.inspector.widget.ClickImage` that also reports drags (``drag``: relative
+        ``[y0, x0, y1, x1, t]`` in [0, 1) of the displayed image); a press and release within 5 px is a click."""
 
         _esm = """
         function render({ model, el }) {
@@ -90,15 +90,9 @@ try:  # an image reporting clicks and drags; anywidget ships its JupyterLab exte
         }
         export default { render };
         """
-        png_b64 = traitlets.Unicode("").tag(sync=True)
-        width = traitlets.Int(256).tag(sync=True)
-        click = traitlets.List([]).tag(sync=True)
         drag = traitlets.List([]).tag(sync=True)
 
-        def set_png(self, data: bytes) -> None:
-            self.png_b64 = base64.b64encode(data).decode("ascii")
-
-except ImportError:  # pragma: no cover - anywidget is part of the notebooks extra
+else:  # pragma: no cover - anywidget is part of the notebooks extra
     PromptImage = None  # type: ignore[assignment]
 
 
