@@ -26,6 +26,8 @@ from fsm2kit.inspector import clicked_pixel
     (("A", "R"), (2, 1)),  # both flips: column 4 of 6 -> 6 - 1 - 4
     (("L", "P"), (4, 1)),  # transposed (display 6 x 4)
     (("R", "A"), (1, 2)),  # transposed, then both flips: (6 - 1 - 4, 4 - 1 - 1)
+    (("I", "R"), (1, 1)),  # coronal, superior up, right on the left: columns flipped
+    (("A", "S"), (1, 2)),  # sagittal, superior up, anterior on the left: transposed, both flips
 ])
 def test_click_on_the_display_maps_to_the_stored_pixel(codes, shown):
     shape = (4, 6)  # stored (H, W); stored pixel y=1 (row), x=4 (column)
