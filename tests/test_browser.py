@@ -4,7 +4,9 @@ Starts JupyterLab on 127.0.0.1 (random free port, a token, news and autosave off
 parameterised copy of ``notebooks/05_memory_inspector.ipynb`` (random weights, 256 px, a few
 slices), runs all cells (``runmenu:run-all``), moves the slice slider and checks that the
 displayed query slice, the attention panel and the status line change; clicks on the query
-slice and checks that the pixel changes. Screenshots go to ``tests/artifacts/``.
+slice and checks that the pixel changes; then, in the correction widget, moves to another slice,
+clicks a positive point, re-propagates and checks that the slice and the attention-mass chart
+change. Screenshots go to ``tests/artifacts/``.
 
 Skipped where ``/usr/bin/chromium`` or playwright is missing (``scripts/install_browser.sh``
 installs Chromium; never ``playwright install``). CI installs Chromium, so it runs there.
@@ -142,6 +144,71 @@ def _src(page, selector: str) -> str:
     return page.locator(selector).first.get_attribute("src") or ""
 
 
+def _status_changed(page, selector: str, text: str, timeout: float = 240_000) -> None:
+    page.wait_for_function(
+        "([sel, t]) => { const s = document.querySelector(sel); return s && s.innerText !== t; }",
+        arg=[selector, text], timeout=timeout)
+
+
+def _correct_and_repropagate(page) -> dict:
+    """Move to the next slice, click a positive point, re-propagate: the slice and the mass chart change."""
+    status = page.locator(".fsm2-corr-status").first
+    page.wait_for_function(
+        "() => { const s = document.querySelector('.fsm2-corr-status'); return s && s.innerText.includes('1 round(s) done'); }",
+        timeout=240_000)
+    page.wait_for_function(
+        "() => { const i = document.querySelector('img.fsm2-corr-chart'); return i && i.naturalWidth > 0; }",
+        timeout=60_000)
+    widget = page.locator(".fsm2-corrector").first
+    widget.scroll_into_view_if_needed()
+    text = status.inner_text()
+    handle = page.locator(".fsm2-corr-slider .noUi-handle").first
+    handle.focus()
+    handle.press("ArrowRight")  # another slice than the example round's (the left one if it is the last)
+    try:
+        _status_changed(page, ".fsm2-corr-status", text, timeout=5_000)
+    except Exception:
+        handle.press("ArrowLeft")
+        _status_changed(page, ".fsm2-corr-status", text)
+    page.wait_for_timeout(500)
+    before = dict(text=status.inner_text(), query=_src(page, ".fsm2-corr-query img"),
+                  chart=_src(page, "img.fsm2-corr-chart"), areas=_src(page, "img.fsm2-corr-areas"))
+    shots = {"corrector_before": ARTIFACTS / "corrector_before.png"}
+    widget.screenshot(path=str(shots["corrector_before"]))
+    img = page.locator(".fsm2-corr-query img").first
+    box = img.bounding_box()
+    img.click(position={"x": box["width"] * 0.5, "y": box["height"] * 0.5})
+    page.wait_for_function(
+        "() => { const s = document.querySelector('.fsm2-corr-status'); return s && s.innerText.includes('1 pending'); }",
+        timeout=60_000)
+    pending = page.locator(".fsm2-corr-pending").first.inner_text()
+    assert "z=" in pending and "+(" in pending, pending
+    page.locator("button.fsm2-corr-repropagate").first.click()
+    page.wait_for_function(
+        "() => { const s = document.querySelector('.fsm2-corr-status'); return s && s.innerText.includes('2 round(s) done'); }",
+        timeout=240_000)
+    page.wait_for_timeout(1000)
+    after = dict(text=status.inner_text(), query=_src(page, ".fsm2-corr-query img"),
+                 chart=_src(page, "img.fsm2-corr-chart"), areas=_src(page, "img.fsm2-corr-areas"))
+    shots["corrector_after"] = ARTIFACTS / "corrector_after.png"
+    widget.screenshot(path=str(shots["corrector_after"]))
+    assert "0 pending" in after["text"] and after["text"].count(",") > before["text"].count(","), (before, after)
+    assert before["query"] != after["query"], "the corrected slice did not change"
+    assert before["chart"] != after["chart"], "the attention-mass chart did not change"
+    assert before["areas"] != after["areas"], "the masks-along-z chart did not change"
+    # box mode: a drag on the slice becomes a pending box
+    page.locator(".fsm2-corr-mode button", has_text="box").first.click()
+    box = img.bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.3)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.7, box["y"] + box["height"] * 0.6, steps=5)
+    page.mouse.up()
+    page.wait_for_function(
+        "() => { const s = document.querySelector('.fsm2-corr-pending'); return s && s.innerText.includes('box ('); }",
+        timeout=60_000)
+    return shots
+
+
 def test_inspector_in_jupyterlab(lab):
     from playwright.sync_api import sync_playwright
 
@@ -225,6 +292,9 @@ def test_inspector_in_jupyterlab(lab):
             assert abs(int(m.group(1)) - 63) <= 2 and abs(int(m.group(2)) - 64) <= 2, clicked
             shots["page"] = ARTIFACTS / "inspector_page.png"
             page.screenshot(path=str(shots["page"]), full_page=False)
+
+            # correct and re-propagate: the corrector starts with the notebook's example round
+            shots.update(_correct_and_repropagate(page))
             assert not [e for e in errors if "fsm2" in e.lower()], errors
         finally:
             browser.close()

@@ -244,6 +244,8 @@ def test_05_memory_inspector(tmp_path, kernel_env):
     html, _ = HTMLExporter().from_notebook_node(nb)
     assert "fsm2-static" in html and "static rendering of the widget" in html
     assert "pointers" in html  # the one naming scheme (groups in the shares table)
+    # correct and re-propagate: the example round replayed, its static view in the export
+    assert "fsm2-static-areas" in html and "1 round(s) done" in html
 
 
 @pytest.mark.slow

@@ -108,6 +108,11 @@ class MemoryInspector:
         state = "capturing" if self._active else "idle"
         return f"MemoryInspector({len(self.records)} steps captured, {state})"
 
+    @property
+    def options(self) -> dict:
+        """The options of the latest :meth:`capture` (layers, heads, pixels, verify, ...), a copy."""
+        return dict(self._options)
+
     def clear(self) -> None:
         self.records.clear()
         self.unattributed_calls = 0
@@ -324,6 +329,6 @@ class MemoryInspector:
             steps.append(replace(r, plan_index=s.plan_index, step=s.step, call=k, pixels=pixels))
         from .inspection import Inspection  # (inspection.py builds on this module)
 
-        return Inspection(steps=steps, result=result, episode=episode, engine=engine, options=dict(self._options))
+        return Inspection(steps=steps, result=result, episode=episode, engine=engine, options=self.options)
 
 

@@ -70,6 +70,7 @@ __all__ = [
     "GROUP_COLORS",
     "role_colors",
     "panel_orientation",
+    "clicked_pixel",
 ]
 
 #: Colours of the three memory groups (support memory, query memory, pointers): the one scheme
@@ -275,6 +276,29 @@ def chart_png(chart, *, scale: float = 1.0) -> bytes:
 def panel_orientation(insp: Inspection):
     """The radiological display of the inspection's slices (None: unknown, shown as stored)."""
     return display_orientation(episode_axcodes(insp.episode)) if insp.episode is not None else None
+
+
+def clicked_pixel(rel: tuple[float, float], shape: tuple[int, int], orientation=None) -> tuple[int, int]:
+    """The stored pixel ``(y, x)`` under a click on the displayed slice.
+
+    Parameters
+    ----------
+    rel : (float, float)
+        The click's relative position ``(y, x)`` in ``[0, 1)`` of the displayed image (what
+        :class:`~fsm2kit.inspector.widget.ClickImage` reports).
+    shape : (int, int)
+        The stored slice's ``(H, W)``.
+    orientation : DisplayOrientation or None
+        How the slice is displayed (:func:`panel_orientation`; None: as stored).
+    """
+    h, w = shape
+    o = orientation
+    dh, dw = (w, h) if o is not None and o.transpose else (h, w)  # the displayed slice's shape
+    y = min(max(int(float(rel[0]) * dh), 0), dh - 1)
+    x = min(max(int(float(rel[1]) * dw), 0), dw - 1)
+    if o is not None:
+        y, x = (int(c) for c in o.stored_point(y, x, (h, w)))
+    return y, x
 
 
 def _letters(o) -> dict | None:

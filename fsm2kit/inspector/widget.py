@@ -28,7 +28,7 @@ import traitlets
 
 from ..core.display import COLORS
 from .inspection import Inspection
-from .views import chart_png, mass_chart, memory_panels, panel_orientation, query_image
+from .views import chart_png, clicked_pixel, mass_chart, memory_panels, panel_orientation, query_image
 
 __all__ = ["ClickImage", "MemoryInspectorWidget", "show_inspector"]
 
@@ -187,13 +187,8 @@ class MemoryInspectorWidget(W.VBox):
         v = change["new"]
         if not v or len(v) < 2:
             return
-        h, w = self.inspection.steps[self.step].image_shape
-        o = panel_orientation(self.inspection)
-        dh, dw = (w, h) if o is not None and o.transpose else (h, w)  # the displayed slice's shape
-        y = min(max(int(float(v[0]) * dh), 0), dh - 1)
-        x = min(max(int(float(v[1]) * dw), 0), dw - 1)
-        if o is not None:
-            y, x = (int(c) for c in o.stored_point(y, x, (h, w)))
+        shape = self.inspection.steps[self.step].image_shape
+        y, x = clicked_pixel((v[0], v[1]), shape, panel_orientation(self.inspection))
         self._busy = True
         self.follow.value = False
         self._busy = False

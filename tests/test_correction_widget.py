@@ -1,0 +1,208 @@
+"""Correct and re-propagate in the notebook (issue 13 item 4): click mapping, inspect_corrections,
+the correction widget's logic without a browser (tests/test_browser.py drives it in JupyterLab).
+
+Random weights (sam2-tiny, 128 px, object-score head shifted so that masks are non-trivial, as in
+tests/test_corrections.py): what is tested is the bookkeeping, never a segmentation quality.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from fsm2kit.core import Correction, Engine, segment_with_corrections
+from fsm2kit.core.display import display_orientation
+from fsm2kit.inspector import clicked_pixel
+
+
+# ----------------------------------------------------------------------------- click mapping, no SAM2
+@pytest.mark.parametrize("codes, shown", [
+    (None, (1, 4)),  # unknown orientation: shown as stored
+    (("P", "L"), (1, 4)),  # already radiological
+    (("A", "L"), (2, 4)),  # CHAOST2: flipped up-down, row 1 of 4 -> 4 - 1 - 1
+    (("A", "R"), (2, 1)),  # both flips: column 4 of 6 -> 6 - 1 - 4
+    (("L", "P"), (4, 1)),  # transposed (display 6 x 4)
+    (("R", "A"), (1, 2)),  # transposed, then both flips: (6 - 1 - 4, 4 - 1 - 1)
+    (("I", "R"), (1, 1)),  # coronal, superior up, right on the left: columns flipped
+    (("A", "S"), (1, 2)),  # sagittal, superior up, anterior on the left: transposed, both flips
+])
+def test_click_on_the_display_maps_to_the_stored_pixel(codes, shown):
+    shape = (4, 6)  # stored (H, W); stored pixel y=1 (row), x=4 (column)
+    o = display_orientation(codes)
+    dshape = (6, 4) if o is not None and o.transpose else (4, 6)
+    if o is not None:
+        assert tuple(int(v) for v in o.point(1, 4, shape)) == shown  # the hand-computed display position
+    for fy, fx in ((0.5, 0.5), (0.05, 0.05), (0.95, 0.95)):  # anywhere inside the displayed pixel
+        rel = ((shown[0] + fy) / dshape[0], (shown[1] + fx) / dshape[1])
+        assert clicked_pixel(rel, shape, o) == (1, 4)
+    assert clicked_pixel((1.0, 1.0), shape, o) in {(0, 0), (3, 5), (0, 5), (3, 0)}  # clamped to a corner
+
+
+# ----------------------------------------------------------------------------- SAM2 (random weights)
+
+@pytest.fixture(scope="module")
+def engine128(load_random):
+    from fsm2kit.core import install_cpu_connected_components
+
+    install_cpu_connected_components()
+    model = load_random("sam2-tiny", 128)
+    head = model.module.sam_mask_decoder.pred_obj_score_head
+    lin = head.layers[-1] if hasattr(head, "layers") else head
+    with torch.no_grad():
+        lin.bias += 4.0
+    return Engine(model, progress=False)
+
+
+@pytest.fixture(scope="module")
+def small(example_episode):
+    """5 query slices at 128 x 128 (every 3rd slice of the example from 6), supports downsampled."""
+    ep = example_episode
+
+    def down(a):
+        return np.asarray(a)[::2, ::2]
+
+    keep = np.arange(6, ep.n_slices, 3)[:5]
+    sups = tuple(dataclasses.replace(s, image=down(s.image), mask=down(s.mask)) for s in ep.supports)
+    return dataclasses.replace(ep, z=ep.z[keep], images=np.stack([down(i) for i in ep.images[keep]]),
+                               labels=np.stack([down(x) for x in ep.labels[keep]]), chunks=ep.chunks[keep],
+                               supports=sups)
+
+
+def _logits(result):
+    return [torch.as_tensor(s.logits) for s in sorted(result.slices, key=lambda s: s.position)]
+
+
+def _key(c):
+    return c.z, c.points, c.box
+
+
+def _same(a, b):
+    return all(torch.equal(x, y) for x, y in zip(_logits(a), _logits(b)))
+
+
+@pytest.mark.slow
+def test_inspect_corrections_without_rounds_is_inspect_episode(engine128, small):
+    from fsm2kit.inspector import inspect_corrections, inspect_episode
+
+    a = inspect_episode(engine128, small, "S1SFQ", layers=[0, 3])
+    b = inspect_corrections(engine128, small, "S1SFQ", [], layers=[0, 3])
+    assert _same(a.result, b.result)
+    assert [s.z for s in a.steps] == [s.z for s in b.steps]
+    assert np.allclose(a.masses["mass"], b.masses["mass"], atol=1e-6)
+    assert len(b.options["run"].stages) == 1 and b.options["corrected_z"] == []
+
+
+@pytest.mark.slow
+def test_inspect_corrections_final_stage_bookkeeping(engine128, small):
+    from fsm2kit.inspector import inspect_corrections
+
+    z = int(small.z[1])
+    rounds = [[Correction(z, points=((64, 60, 1), (20, 20, 0)))]]
+    insp = inspect_corrections(engine128, small, "S1SFQ", rounds, layers=[3], pixels=[(60, 64)])
+    run = insp.options["run"]
+    ref = segment_with_corrections(engine128, small, "S1SFQ", rounds)
+    assert _same(insp.result, ref.final) and len(run.stages) == 2
+    assert len(insp.steps) == small.n_slices and sorted(s.z for s in insp.steps) == sorted(int(v) for v in small.z)
+    assert [k for k, s in enumerate(insp.steps)] == [s.call for s in insp.steps]
+    k = insp.step_of_z(z)
+    final = {s.z: s for s in insp.result.slices}
+    for s in insp.steps:  # every step matches the final stage's slice
+        assert s.selection == final[s.z].selection
+        assert np.array_equal(s.prediction, np.asarray(final[s.z].logits) > 0)
+    # every step segmented after the corrected slice attends to its conditioning memory
+    later = [s for s in insp.steps[k + 1:] if any(e.source == "query" and e.is_cond and e.z == z for e in s.layout)]
+    assert later, [s.layout for s in insp.steps]
+    m = insp.masses
+    cond = m[(m["entry_z"] == z) & m["is_cond"] & (m["region"] == "all") & (m["entry_kind"] == "query")]
+    assert (cond["mass"] > 0).all() and set(cond["role"]) == {"query (t-0)"}
+    # on-demand pixel maps use each step's own bank (re-propagation replaces memories as it goes)
+    for j in (0, len(insp.steps) - 1):
+        captured = [p for p in insp.steps[j].pixels if p.pixel == (60, 64)][0]
+        again = dataclasses.replace(insp, steps=[dataclasses.replace(s, pixels=[]) for s in insp.steps],
+                                    _pixel_cache={})
+        rec = again.pixel_attention(j, (60, 64), layer=3)
+        assert np.allclose(rec.weights, captured.weights, atol=1e-5), j
+
+
+@pytest.mark.slow
+def test_correction_widget_logic(engine128, small, tmp_path):
+    from fsm2kit.inspector import CorrectionWidget
+    from fsm2kit.io.prompts import read_prompts
+
+    w = CorrectionWidget(engine128, small, "S1SFQ", layers=[3], size=128, chart=False)
+    z = w.z
+    assert "0 round(s) done" in w.status.value and "RANDOM WEIGHTS" in w.status.value
+    stage0 = {s.z: s.prediction for s in w.run.final.slices}
+    q0 = w.query.png_b64
+    # CHAOST2 slices are shown flipped up-down: a click at 1/4 height, 1/2 width is stored row 128 - 1 - 32
+    w.query.click = [0.25, 0.5, 1]
+    assert w.pending_corrections()[0].points == ((64.0, 95.0, 1),) and w.query.png_b64 != q0
+    w.mode.value = "negative"
+    w.query.click = [0.9, 0.1, 2]
+    w.mode.value = "box"
+    w.query.drag = [0.2, 0.3, 0.7, 0.8, 3]  # displayed rows 25..89, columns 38..102
+    (c,) = w.pending_corrections()
+    assert c.z == z and c.points == ((64.0, 95.0, 1), (12.0, 12.0, 0)) and c.box == (38.0, 38.0, 103.0, 103.0)
+    assert "z=%d" % z in w.pending_view.value and "1 pending" in w.status.value
+    w.repropagate()
+    assert [[_key(x) for x in rnd] for rnd in w.rounds] == [[_key(c)]]
+    assert not w.pending and "1 round(s) done" in w.status.value and "0 pending" in w.status.value
+    # the corrected slice's mask changed, and the replay is segment_with_corrections
+    after = {s.z: s.prediction for s in w.run.final.slices}
+    assert not np.array_equal(after[z], stage0[z])
+    assert _same(w.run.final, segment_with_corrections(engine128, small, "S1SFQ", w.rounds).final)
+    one = w.run.final
+    # a second round on another slice, then undo: equal to a fresh run without it
+    w.slider.value = int(small.z[-1])
+    w.mode.value = "positive"
+    w.query.click = [0.5, 0.5, 4]
+    w.repropagate()
+    assert len(w.rounds) == 2 and len(w.run.stages) == 3
+    w.undo()
+    assert len(w.rounds) == 1 and _same(w.run.final, one)
+    # save prompts: the rounds read back; no overwrite unless asked
+    path = tmp_path / "prompts.json"
+    assert w.save(str(path)) == path
+    back = read_prompts(path).rounds_for(case=small.case_id, label=small.label, label_name=small.label_name)
+    assert [[_key(b) for b in rnd] for rnd in back] == [[_key(c)]]
+    assert w.save(str(path)) is None and "exists" in w.message.value
+    assert w.save(str(path), overwrite=True) == path
+    # nothing pending: re-propagate does nothing; clear pending
+    w.repropagate()
+    assert "nothing pending" in w.message.value and len(w.rounds) == 1
+    w.query.click = [0.5, 0.5, 5]
+    w.clear_pending()
+    assert not w.pending_corrections()
+    assert "random weights" in repr(w)
+
+
+@pytest.mark.slow
+def test_correct_episode_replays_a_prompt_file(engine128, small, tmp_path):
+    from fsm2kit.inspector import correct_episode, example_correction
+    from fsm2kit.io.prompts import write_prompts
+
+    c = example_correction(small)
+    assert c.points[0][2] == 1 and small.labels[list(small.z).index(c.z)][int(c.points[0][1]), int(c.points[0][0])]
+    path = write_prompts(tmp_path / "p.json", [[c]], case=small.case_id, label=small.label_name)
+    w = correct_episode(engine128, small, "S1SFQ", prompts=path, layers=[3], size=128)
+    assert len(w.rounds) == 1 and w.z == c.z and w.path.value == str(path)
+    assert w.areas.value and w.chart.value  # charts drawn (PNG)
+    html = w._repr_mimebundle_()["text/html"]
+    assert html.count("data:image/png;base64,") == 3 and "RANDOM WEIGHTS" in html
+    with pytest.raises(ValueError, match="not both"):
+        correct_episode(engine128, small, "S1SFQ", prompts=path, rounds=[[c]])
+
+
+@pytest.mark.slow
+def test_inspect_corrections_mask_correction_has_no_step(engine128, small):
+    from fsm2kit.inspector import inspect_corrections
+
+    z = int(small.z[3])
+    insp = inspect_corrections(engine128, small, "S1SFQ", [[Correction(z, mask=small.labels[3] > 0)]], layers=[3])
+    assert sorted(s.z for s in insp.steps) == sorted(int(v) for v in small.z if int(v) != z)
+    with pytest.raises(KeyError, match=f"z={z}"):
+        insp.step_of_z(z)
+    assert len(insp.result.slices) == small.n_slices
