@@ -1,12 +1,12 @@
 """The memory-inspector notebook in a real browser: JupyterLab + Debian's Chromium via Playwright.
 
 Starts JupyterLab on 127.0.0.1 (random free port, a token, news and autosave off) serving a
-parameterised copy of ``notebooks/05_memory_inspector.ipynb`` (random weights, 256 px, a few
-slices), runs all cells (``runmenu:run-all``), moves the slice slider and checks that the
+parameterised copy of ``notebooks/05_memory_inspector.ipynb`` (random weights with the object-score
+head shifted so masks are not empty, saved as a checkpoint; 256 px, a few slices), runs all cells (``runmenu:run-all``), moves the slice slider and checks that the
 displayed query slice, the attention panel and the status line change; clicks on the query
 slice and checks that the pixel changes; then, in the correction widget, moves to another slice,
-clicks a positive point, re-propagates and checks that the slice and the attention-mass chart
-change. Screenshots go to ``tests/artifacts/``.
+clicks a positive point, re-propagates and checks that the slice's mask (its predicted pixels),
+the slice image and the attention-mass chart change. Screenshots go to ``tests/artifacts/``.
 
 Skipped where ``/usr/bin/chromium`` or playwright is missing (``scripts/install_browser.sh``
 installs Chromium; never ``playwright install``). CI installs Chromium, so it runs there.
@@ -61,15 +61,36 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _present_checkpoint(path: Path) -> Path:
+    """Random sam2-tiny weights (seed 0) with the object-score head shifted by +4, saved in the released
+    format: random weights alone call every object absent (empty masks), so a correction could not
+    change a mask. Loaded by the notebook through the real checkpoint path."""
+    import warnings
+
+    import torch
+
+    from fsm2kit.core import load_sam2, save_checkpoint
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        model = load_sam2("sam2-tiny", "random", seed=0, image_size=256, device="cpu", progress=False)
+    head = model.module.sam_mask_decoder.pred_obj_score_head
+    lin = head.layers[-1] if hasattr(head, "layers") else head
+    with torch.no_grad():
+        lin.bias += 4.0
+    return save_checkpoint(model, path)
+
+
 def _prepare(tmp: Path) -> Path:
     """A parameterised copy of the notebook (papermill prepare_only: parameters injected, not run)."""
     import papermill as pm
 
     out = tmp / "work" / NOTEBOOK.name
     out.parent.mkdir(parents=True)
+    ckpt = _present_checkpoint(tmp / "sam2_tiny_random_present.pt")
     pm.execute_notebook(
         str(NOTEBOOK), str(out), kernel_name="python3", prepare_only=True, progress_bar=False,
-        parameters={"checkpoint": "random", "image_size": 256, "max_slices": 5, "setting": "S1SFQ",
+        parameters={"checkpoint": str(ckpt), "image_size": 256, "max_slices": 5, "setting": "S1SFQ",
                     "order": "middle", "output_dir": str(tmp / "out")},
     )
     return out
@@ -194,6 +215,9 @@ def _correct_and_repropagate(page) -> dict:
     widget.screenshot(path=str(shots["corrector_after"]))
     assert "0 pending" in after["text"] and after["text"].count(",") > before["text"].count(","), (before, after)
     assert before["query"] != after["query"], "the corrected slice did not change"
+    px = [re.search(r"predicted (\d+) px", t["text"]) for t in (before, after)]
+    assert px[0] and px[1] and px[0].group(1) != px[1].group(1), ("the corrected slice's mask did not change",
+                                                                  before["text"], after["text"])
     assert before["chart"] != after["chart"], "the attention-mass chart did not change"
     assert before["areas"] != after["areas"], "the masks-along-z chart did not change"
     # box mode: a drag on the slice becomes a pending box
