@@ -44,16 +44,8 @@ def test_click_on_the_display_maps_to_the_stored_pixel(codes, shown):
 # ----------------------------------------------------------------------------- SAM2 (random weights)
 
 @pytest.fixture(scope="module")
-def engine128(load_random):
-    from fsm2kit.core import install_cpu_connected_components
-
-    install_cpu_connected_components()
-    model = load_random("sam2-tiny", 128)
-    head = model.module.sam_mask_decoder.pred_obj_score_head
-    lin = head.layers[-1] if hasattr(head, "layers") else head
-    with torch.no_grad():
-        lin.bias += 4.0
-    return Engine(model, progress=False)
+def engine128(present128):
+    return Engine(present128, progress=False)
 
 
 @pytest.fixture(scope="module")

@@ -80,6 +80,29 @@ def test_paper_chart_dpi_size_fonts(tmp_path, width):
     assert min(_font_sizes(paper_config())) >= 7
 
 
+def test_long_titles_wrap_at_the_double_width(tmp_path):
+    """A subtitle naming a checkpoint by its sha256 (wider than 183 mm at 7 pt) is wrapped into lines at
+    the double width, so the chart still fits; at a single column it goes to the double width as before."""
+    import json
+
+    import altair as alt
+
+    sha = "sha256:" + "0123456789abcdef" * 4
+    df = pd.DataFrame({"x": list("abc"), "y": [1.0, 2.0, 3.0]})
+    chart = alt.Chart(df).mark_bar().encode(x="x:N", y="y:Q").properties(
+        width=200, height=100, title={"text": "Attention mass per memory entry",
+                                      "subtitle": f"1/LIVER, S1SFQ-middle, mean of layers 0, 1, 2, 3; sam2-tiny, {sha}"})
+    save_chart(chart, tmp_path / "d.png", preset="paper", width="double")
+    check_paper_files(tmp_path / "d", COLUMN_WIDTHS_MM["double"])
+    spec = json.loads(save_chart(chart, tmp_path / "j", preset="paper", width="double", formats=["json"])["json"].read_text())
+    lines = spec["title"]["subtitle"]
+    assert isinstance(lines, list) and len(lines) >= 2 and "".join(lines).replace(" ", "").endswith(sha)
+    written = save_presets(chart, tmp_path / "auto", presets=("paper",))
+    assert _svg_width_mm(written["paper.svg"] if "paper.svg" in written else
+                         next(p for p in written.values() if str(p).endswith(".svg"))) == pytest.approx(
+        COLUMN_WIDTHS_MM["double"], rel=0.02)
+
+
 def test_screen_preset_and_plain(tmp_path):
     w = save_chart(_chart(), tmp_path / "c", preset="screen")
     assert sorted(w) == ["html", "png", "svg"] and round(Image.open(w["png"]).info["dpi"][0]) == 144

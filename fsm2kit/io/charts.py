@@ -197,11 +197,44 @@ def _vl_version() -> str:
     return "v" + "_".join(alt.SCHEMA_VERSION.lstrip("v").split(".")[:2])
 
 
+def _wrap_titles(spec, max_chars: int):
+    """Every title's ``text`` and ``subtitle`` longer than ``max_chars`` as lines (long words broken)."""
+    import textwrap
+
+    def lines(v):
+        if isinstance(v, str) and len(v) > max_chars:
+            return textwrap.wrap(v, max_chars, break_long_words=True, break_on_hyphens=False)
+        return v
+
+    if isinstance(spec, dict):
+        out = {}
+        for k, v in spec.items():
+            if k == "title" and isinstance(v, str):
+                out[k] = lines(v)
+            elif k == "title" and isinstance(v, dict):
+                out[k] = {kk: (lines(vv) if kk in ("text", "subtitle") else vv) for kk, vv in v.items()}
+            elif k == "config":
+                out[k] = v
+            else:
+                out[k] = _wrap_titles(v, max_chars)
+        return out
+    if isinstance(spec, list):
+        return [_wrap_titles(v, max_chars) for v in spec]
+    return spec
+
+
 def _fit_paper(chart, target_pt: float, font_pt: float) -> tuple[dict, str, tuple[float, float]]:
-    """(Vega-Lite spec with the paper config fitted to ``target_pt``, its SVG, its natural size)."""
+    """(Vega-Lite spec with the paper config fitted to ``target_pt``, its SVG, its natural size).
+
+    At the double-column width (the widest there is) titles and subtitles too long for it (e.g.
+    a checkpoint's sha256) are wrapped into lines; at a single column they are kept, so that a
+    chart with a long title goes to the double width.
+    """
     import vl_convert as vlc
 
     spec = _paper_spec(chart.to_dict(), font_pt)
+    if target_pt >= COLUMN_WIDTHS_MM["double"] * _PT_PER_MM - 1:
+        spec = _wrap_titles(spec, max(20, int(target_pt / (0.62 * 1.3 * max(font_pt, 7.0)))))
     best = None
     for _ in range(5):  # views shrink (or grow) until the chart is 92-100 % of the column
         svg = vlc.vegalite_to_svg(spec, vl_version=_vl_version())
