@@ -50,6 +50,26 @@ class Timer:
         self.seconds = time.perf_counter() - self.t
 
 
+class StepTimer:
+    """Engine observer: ``steps`` is a list of (seconds, request) for every tracking step, a forward's
+    wall time shared equally by the requests it ran (``engine.observe(StepTimer())``)."""
+
+    def __init__(self) -> None:
+        self.steps: list[tuple[float, object]] = []
+        self._t = 0.0
+
+    def before_forward(self, requests, layouts) -> None:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        self._t = time.perf_counter()
+
+    def after_forward(self, requests, outputs) -> None:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        dt = (time.perf_counter() - self._t) / len(requests)
+        self.steps.extend((dt, r) for r in requests)
+
+
 def synthetic_volume(length: int):
     """An episode of ``length`` distinct slices: the bundled CHAOS slices repeated with small
     perturbations, its supports, and protocol-like chunks (speed benchmarks only)."""

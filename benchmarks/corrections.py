@@ -20,27 +20,7 @@ import time
 
 import torch
 
-from _common import Timer, header, random_model, synthetic_volume
-
-
-class StepTimer:
-    """Engine observer: (seconds, prompted?, spatial memories) of every tracking forward."""
-
-    def __init__(self) -> None:
-        self.steps: list[tuple[float, bool, int]] = []
-        self._t = 0.0
-
-    def before_forward(self, requests, layouts) -> None:
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        self._t = time.perf_counter()
-
-    def after_forward(self, requests, outputs) -> None:
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        dt = (time.perf_counter() - self._t) / len(requests)
-        for r in requests:
-            self.steps.append((dt, getattr(r, "points", None) is not None, len(r.selection.spatial)))
+from _common import StepTimer, Timer, header, random_model, synthetic_volume
 
 
 def bench_size(model_name: str, size: int, n_slices: int, repeats: int) -> dict:
@@ -64,7 +44,7 @@ def bench_size(model_name: str, size: int, n_slices: int, repeats: int) -> dict:
             with engine.observe(timer), Timer() as t:
                 segment_with_corrections(engine, ep, "S1SFQ", rounds[:k], order="middle")
             times[k].append(t.seconds)
-            steps[k].append(timer.steps)
+            steps[k].append([(t, r.points is not None, len(r.selection.spatial)) for t, r in timer.steps])
             print(f"#   {size} px repeat {r + 1}: {k} round(s) {t.seconds:.2f} s ({len(timer.steps)} steps)", flush=True)
     best = {k: min(v) for k, v in times.items()}
     one = steps[1][0]

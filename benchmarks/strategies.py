@@ -23,29 +23,9 @@ import time
 
 import torch
 
-from _common import Timer, header, random_model, synthetic_volume
+from _common import StepTimer, Timer, header, random_model, synthetic_volume
 
 POLICIES = ["sam2", "stride:2", "support-only", "recent:1", "recent:3", "confident:0.5", "best:3"]
-
-
-class StepTimer:
-    """Engine observer: wall time and attended memories of every tracking forward."""
-
-    def __init__(self) -> None:
-        self.steps: list[tuple[float, int, int]] = []  # (seconds, spatial memories, pointers)
-        self._t = 0.0
-
-    def before_forward(self, requests, layouts) -> None:
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        self._t = time.perf_counter()
-
-    def after_forward(self, requests, outputs) -> None:
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        dt = (time.perf_counter() - self._t) / len(requests)
-        for r in requests:
-            self.steps.append((dt, len(r.selection.spatial), len(r.selection.pointers)))
 
 
 def bench_size(model_name: str, size: int, n_slices: int, policies: list[str], order: str,
@@ -66,8 +46,9 @@ def bench_size(model_name: str, size: int, n_slices: int, policies: list[str], o
             timer = StepTimer()
             with engine.observe(timer), Timer() as vol:
                 engine.segment(ep, "S1SFQ", order=order, memory_policy=MEMORY_POLICIES.get(spec))
-            runs[spec].append((vol.seconds, timer.steps))
-            print(f"#   {size} px round {r + 1}: {spec:<14} {statistics.median(s for s, _, _ in timer.steps):.3f} "
+            runs[spec].append((vol.seconds, [(t, len(r.selection.spatial), len(r.selection.pointers))
+                                             for t, r in timer.steps]))
+            print(f"#   {size} px round {r + 1}: {spec:<14} {statistics.median(s for s, _ in timer.steps):.3f} "
                   f"s/step, {vol.seconds:.2f} s/volume", flush=True)
     rows = []
     for spec, done in runs.items():

@@ -236,6 +236,22 @@ def propagate_volume(
     return engine.drive([job], progress=progress, desc=desc)[0]
 
 
+def _checked_volume(images, supports, start: int, z_range) -> tuple[np.ndarray, int, int]:
+    """The (Z, H, W) volume and the range ``lo..hi`` a propagation visits, checked with its start."""
+    imgs = np.asarray(images)
+    if imgs.ndim != 3:
+        raise ValueError(f"images: expected a (Z, H, W) volume, got shape {imgs.shape}.")
+    if not supports:
+        raise ValueError("propagate_volume needs at least one support.")
+    n = imgs.shape[0]
+    lo, hi = (0, n - 1) if z_range is None else (int(z_range[0]), int(z_range[1]))
+    if not 0 <= lo <= hi < n:
+        raise ValueError(f"z_range {z_range} is not inside the volume's 0..{n - 1}.")
+    if not lo <= int(start) <= hi:
+        raise ValueError(f"start slice {start} is outside the range {lo}..{hi}.")
+    return imgs, lo, hi
+
+
 def propagation_job(
     engine,
     images: np.ndarray,
@@ -277,17 +293,7 @@ def propagation_job(
     generator
         Yields :class:`~fsm2kit.core.engine.TrackRequest` s, returns a :class:`Propagation`.
     """
-    imgs = np.asarray(images)
-    if imgs.ndim != 3:
-        raise ValueError(f"images: expected a (Z, H, W) volume, got shape {imgs.shape}.")
-    if not supports:
-        raise ValueError("propagate_volume needs at least one support.")
-    n = imgs.shape[0]
-    lo, hi = (0, n - 1) if z_range is None else (int(z_range[0]), int(z_range[1]))
-    if not 0 <= lo <= hi < n:
-        raise ValueError(f"z_range {z_range} is not inside the volume's 0..{n - 1}.")
-    if not lo <= int(start) <= hi:
-        raise ValueError(f"start slice {start} is outside the range {lo}..{hi}.")
+    imgs, lo, hi = _checked_volume(images, supports, start, z_range)
     if patience is not None and patience < 0:
         raise ValueError(f"patience must be >= 0 or None, got {patience}.")
     return _propagation_steps(engine, imgs, supports, int(start), patience, lo, hi, memory_policy)
@@ -339,15 +345,7 @@ def corrected_propagation_job(
     from ..core.episode import Episode
 
     t0 = time.perf_counter()
-    imgs = np.asarray(images)
-    if imgs.ndim != 3:
-        raise ValueError(f"images: expected a (Z, H, W) volume, got shape {imgs.shape}.")
-    if not supports:
-        raise ValueError("a propagation needs at least one support.")
-    n = imgs.shape[0]
-    lo, hi = (0, n - 1) if z_range is None else (int(z_range[0]), int(z_range[1]))
-    if not 0 <= lo <= int(start) <= hi < n:
-        raise ValueError(f"start slice {start} or z_range {z_range} is outside the volume's 0..{n - 1}.")
+    imgs, lo, hi = _checked_volume(images, supports, start, z_range)
     if z_range is not None:
         rounds = [r for r in ([c for c in rnd if lo <= c.z <= hi] for rnd in rounds) if r]
     echo = _echo_slices(imgs, supports, lo, hi)
