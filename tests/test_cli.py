@@ -16,14 +16,14 @@ pytestmark = pytest.mark.slow
 
 def _run(out, setting, checkpoint="random", order="middle", extra=()):
     argv = ["run", "--episodes", str(EXAMPLE_NPZ), "--setting", setting, "--order", order,
-            "--model", "sam2-tiny", "--checkpoint", str(checkpoint), "--image-size", "256",
+            "--model", "sam2-tiny", "--checkpoint", str(checkpoint), "--image-size", "128",
             "--device", "cpu", "--no-progress", "--out", str(out), *extra]
     return main(argv)
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory, tiny256):
-    return save_checkpoint(tiny256, tmp_path_factory.mktemp("ckpt") / "random_sam2_tiny.pt")
+def ckpt(tmp_path_factory, tiny128):
+    return save_checkpoint(tiny128, tmp_path_factory.mktemp("ckpt") / "random_sam2_tiny.pt")
 
 
 @pytest.mark.parametrize("setting", ["1S1Q", "3S1Q", "S1SFQ", "3SFQ"])
@@ -32,15 +32,17 @@ def test_run_all_settings_random_and_from_file(tmp_path, ckpt, setting, capsys):
     printed = capsys.readouterr()
     assert "RANDOM WEIGHTS" in printed.out and "pooled" in printed.out and "mean_per_volume" in printed.out
     assert "random weights (seed 0)" in printed.out and "RANDOM WEIGHTS" in printed.err
-    assert _run(tmp_path / "file", setting, checkpoint=ckpt) == 0
 
     a = np.load(tmp_path / "random" / "logits.npz")
-    b = np.load(tmp_path / "file" / "logits.npz")
     run = f"{setting}-middle" if setting.endswith("FQ") else setting
     assert sorted(a.files) == sorted(f"sam2-tiny_{run}_case1_label1_z{z}" for z in range(12, 36))
     for k in a.files:
-        assert a[k].dtype == np.float32 and a[k].shape == (256, 256)
-        np.testing.assert_array_equal(a[k], b[k])
+        assert a[k].dtype == np.float32 and a[k].shape == (256, 256)  # the slices' own size (model at 128 px)
+    if setting in ("3S1Q", "3SFQ"):  # the saved checkpoint gives the same logits (one per-query and one FQ setting)
+        assert _run(tmp_path / "file", setting, checkpoint=ckpt) == 0
+        b = np.load(tmp_path / "file" / "logits.npz")
+        for k in a.files:
+            np.testing.assert_array_equal(a[k], b[k])
 
     dice = pd.read_csv(tmp_path / "random" / "summary.csv")
     assert set(dice["metric"]) == {"pooled", "mean_per_volume"}
@@ -64,6 +66,8 @@ def test_run_all_settings_random_and_from_file(tmp_path, ckpt, setting, capsys):
     assert prov["encoder_passes"] == (25 if setting == "S1SFQ" else 27)
     assert prov["configs"][0]["settings"] == [setting] and prov["episodes"][0]["z"] == list(range(12, 36))
 
+    if setting not in ("3S1Q", "3SFQ"):
+        return
     prov_file = json.loads((tmp_path / "file" / "provenance.json").read_text())
     assert prov_file["random_weights"] is False and prov_file["note"] == ""
     assert len(prov_file["models"][0]["checkpoint_sha256"]) == 64

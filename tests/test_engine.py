@@ -1,5 +1,7 @@
 """The engine against SAM2's own video predictor driven the published way, and its bookkeeping."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -37,11 +39,19 @@ def present256(load_random):
     return _present(load_random("sam2-tiny", 256))
 
 
+_ORACLE: dict = {}
+
+
 def _oracle(model, ep, setting, order):
-    return published_logits(
-        model.module, setting, list(ep.images), ep.chunks,
-        [s.image for s in ep.supports], [s.mask for s in ep.supports], order=order,
-    )
+    """The published code's logits, computed once per (model, episode, setting, order) in this module
+    (the faithfulness and the batching tests compare against the same references)."""
+    key = (id(model), id(ep), setting, order)
+    if key not in _ORACLE:
+        _ORACLE[key] = published_logits(
+            model.module, setting, list(ep.images), ep.chunks,
+            [s.image for s in ep.supports], [s.mask for s in ep.supports], order=order,
+        )
+    return _ORACLE[key]
 
 
 CASES = [("1S1Q", None), ("3S1Q", None), ("S1SFQ", "top"), ("S1SFQ", "middle"), ("3SFQ", "top"), ("3SFQ", "middle")]
@@ -85,7 +95,9 @@ def test_faithful_at_512(load_random, example_episode):
     """A reduced size other than 256 (video resolution 256 != low-res 128: output is resized)."""
     install_cpu_connected_components()
     model = _present(load_random("sam2-tiny", 512))
-    ep = example_episode
+    keep = np.arange(0, example_episode.n_slices, 3)  # 8 of the 24 slices, every chunk
+    ep = dataclasses.replace(example_episode, z=example_episode.z[keep], images=example_episode.images[keep],
+                             labels=example_episode.labels[keep], chunks=example_episode.chunks[keep])
     ours = Engine(model, progress=False).segment(ep, "S1SFQ", order="top").logits()
     ref = _oracle(model, ep, "S1SFQ", "top")
     assert _rel(ours, ref) < 1e-3
