@@ -117,25 +117,28 @@ class CorrectionRun:
         return f"CorrectionRun({len(self.rounds)} rounds, {sum(len(r) for r in self.rounds)} corrections)"
 
 
-def check_rounds(episode: Episode, rounds) -> list[list[Correction]]:
-    """The rounds as lists of :class:`Correction`, checked against the episode's slices.
+def check_rounds(rounds, *, z: Sequence[int], shape: tuple[int, int], what: str = "") -> list[list[Correction]]:
+    """The rounds as lists of :class:`Correction`, checked against the query slices.
 
-    Refuses a correction that is not a :class:`Correction`, two corrections on one slice in a
-    round, a z that is not a query slice of the episode and prompts outside the slice.
+    ``z`` are the query slices' z and ``shape`` their (H, W). Refuses a correction that is not a
+    :class:`Correction`, a z that is not a query slice, prompts outside the slice and two
+    corrections on one slice in a round; ``what`` starts each message (e.g. ``"label liver: "``).
     """
-    pos = {int(z): i for i, z in enumerate(episode.z)}
+    zs = sorted(int(v) for v in z)
+    known = set(zs)
     out = []
     for r, rnd in enumerate(rounds):
-        zs = [c.z for c in rnd]
-        if len(set(zs)) != len(zs):
-            raise ValueError(f"round {r}: at most one correction per slice, got z={zs}.")
+        rnd = list(rnd)
         for c in rnd:
             if not isinstance(c, Correction):
-                raise TypeError(f"round {r}: expected Correction objects, got {type(c).__name__}.")
-            if c.z not in pos:
-                raise ValueError(f"round {r}: z={c.z} is not a query slice (z {int(episode.z[0])}..{int(episode.z[-1])}).")
-            c.check(episode.images[pos[c.z]].shape)
-        out.append(list(rnd))
+                raise TypeError(f"{what}round {r + 1}: expected Correction objects, got {type(c).__name__}.")
+            if c.z not in known:
+                raise ValueError(f"{what}round {r + 1}: z={c.z} is not a query slice (z {zs[0]}..{zs[-1]}).")
+            c.check(tuple(shape))
+        at = [c.z for c in rnd]
+        if len(set(at)) != len(at):
+            raise ValueError(f"{what}round {r + 1}: at most one correction per slice, got z={at}.")
+        out.append(rnd)
     return out
 
 
@@ -259,7 +262,7 @@ def segment_with_corrections(
     if not setting.endswith("FQ"):
         raise ValueError(f"corrections need a propagation: setting {setting} segments each slice alone; "
                          "use S1SFQ or 3SFQ.")
-    checked = check_rounds(episode, rounds)
+    checked = check_rounds(rounds, z=episode.z, shape=episode.images.shape[1:])
     if plan is None:
         (plan,) = build_plans(setting, chunks=[int(c) for c in episode.chunks],
                               support_chunks=[s.chunk for s in episode.supports], npart=episode.npart, order=order)

@@ -14,7 +14,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     ".examples": ['example_dir', 'example_episodes', 'example_ct'],
     ".nifti": ['read_image', 'squeeze_to_3d', 'as_label_ids', 'load_nifti', 'volume_from_nifti_image', 'load_label_nifti', 'save_mask'],
     ".npz": ['NpzName', 'parse_npz_name', 'load_npz_episodes'],
-    ".prompts": ['PromptError', 'Prompt', 'PromptFile', 'read_prompts', 'parse_prompts', 'prompts_json', 'write_prompts'],
+    ".prompts": ['PromptError', 'label_matches', 'Prompt', 'PromptFile', 'read_prompts', 'parse_prompts', 'prompts_json', 'write_prompts'],
     ".prepare": ['PreparedScan', 'PrepareReport', 'prepare_synapse', 'prepare_chaos'],
     ".prepare_ops": ['SABS_CLASSMAP_NAMES', 'CHAOST2_CLASSMAP_NAMES', 'CHAOS_SPACING', 'HIST_CUT_TOP', 'SABS_SPACING_FACTOR', 'CROP_SIZE', 'resampled_shape', 'resample_linear', 'resample_labels', 'sabs_window', 'histogram_cut_top', 'crop_or_pad_center', 'class_slice_index'],
     ".raw_scans": ['RawScan', 'find_synapse_scans', 'find_chaos_scans'],

@@ -28,13 +28,23 @@ from typing import Sequence
 from ..core.corrections import Correction
 from ..core.fileio import atomic_write
 
-__all__ = ["PromptError", "Prompt", "PromptFile", "read_prompts", "parse_prompts", "prompts_json", "write_prompts"]
+__all__ = ["PromptError", "label_matches", "Prompt", "PromptFile", "read_prompts", "parse_prompts", "prompts_json", "write_prompts"]
 
 _KEYS = {"z", "points", "box", "case", "label"}
 
 
 class PromptError(ValueError):
     """A prompt file that cannot be used: the message names the file, round and correction."""
+
+
+def label_matches(spec: str | int, *, label: int | None = None, label_name: str | None = None) -> bool:
+    """Whether ``spec`` (a label id, or a name in any case) names the label ``label`` / ``label_name``."""
+    if isinstance(spec, int):
+        return label is not None and int(label) == spec
+    text = str(spec).strip()
+    if text.lstrip("-").isdigit():
+        return label is not None and int(text) == int(label)
+    return label_name is not None and text.lower() == str(label_name).lower()
 
 
 @dataclass(frozen=True)
@@ -50,12 +60,7 @@ class Prompt:
         if self.case is not None and case is not None and str(self.case) != str(case):
             return False
         if self.label is not None and (label is not None or label_name is not None):
-            if isinstance(self.label, int):
-                return label is not None and int(label) == self.label
-            text = str(self.label).strip()
-            if text.lstrip("-").isdigit():
-                return label is not None and int(text) == int(label)
-            return label_name is not None and text.lower() == str(label_name).lower()
+            return label_matches(self.label, label=label, label_name=label_name)
         return True
 
     def target(self) -> str:

@@ -271,10 +271,18 @@ class ExperimentConfig:
         return self.checkpoint == "random"
 
     def prompt_file(self):
-        """The checked :class:`~fsm2kit.io.prompts.PromptFile` of ``prompts`` (None without)."""
+        """The checked :class:`~fsm2kit.io.prompts.PromptFile` of ``prompts`` (None without).
+
+        Read once, when the config is made: the run, its checks and its record all use that
+        content, even if the file changes afterwards.
+        """
         from ..io.prompts import read_prompts
 
-        return None if self.prompts is None else read_prompts(self.prompts)
+        if self.prompts is None:
+            return None
+        if "_prompt_file" not in self.__dict__:  # not a field: asdict, eq and hash ignore it
+            object.__setattr__(self, "_prompt_file", read_prompts(self.prompts))
+        return self.__dict__["_prompt_file"]
 
     def checkpoint_for(self, model: str) -> str | None:
         """The checkpoint argument of :func:`fsm2kit.load_sam2` for ``model``.

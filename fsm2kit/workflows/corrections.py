@@ -14,9 +14,9 @@ from typing import Sequence
 
 import numpy as np
 
-from ..core.corrections import Correction, segment_with_corrections
+from ..core.corrections import Correction, check_rounds, segment_with_corrections
 from ..core.episode import Episode
-from ..io.prompts import PromptError, PromptFile, prompts_json
+from ..io.prompts import PromptError, PromptFile, label_matches, prompts_json
 
 __all__ = ["corrections_record", "episode_rounds", "label_rounds", "prompt_record", "segment_corrected"]
 
@@ -87,34 +87,20 @@ def label_rounds(corrections, organs, shape: tuple[int, int, int]) -> dict[int, 
     if isinstance(corrections, Mapping):
         out = {}
         for key, rounds in corrections.items():
-            match = [o for o in organs if str(key).lower() in (o.name.lower(), str(o.label_id))]
+            match = [o for o in organs if label_matches(key, label=o.label_id, label_name=o.name)]
             if not match:
                 raise ValueError(f"corrections for label {key!r}: it is not segmented; the labels are {names}.")
-            out[match[0].label_id] = _checked(rounds, z, (h, w), f"label {key}")
+            out[match[0].label_id] = _nonempty(check_rounds(rounds, z=range(z), shape=(h, w), what=f"label {key}: "))
         return {k: v for k, v in out.items() if v}
     if len(organs) > 1:
         raise ValueError(f"corrections: {len(organs)} labels are segmented ({names}); give a mapping "
                          "{label: rounds} or a prompt file with \"label\" keys.")
-    rounds = _checked(corrections, z, (h, w), "corrections")
+    rounds = _nonempty(check_rounds(corrections, z=range(z), shape=(h, w), what="corrections: "))
     return {organs[0].label_id: rounds} if rounds else {}
 
 
-def _checked(rounds, n: int, shape: tuple[int, int], what: str) -> list[list[Correction]]:
-    out = []
-    for r, rnd in enumerate(rounds):
-        rnd = list(rnd)
-        for c in rnd:
-            if not isinstance(c, Correction):
-                raise TypeError(f"{what}: round {r + 1}: expected Correction objects, got {type(c).__name__}.")
-            if not 0 <= c.z < n:
-                raise ValueError(f"{what}: round {r + 1}: z={c.z} is outside the query's slices 0..{n - 1}.")
-            c.check(shape)
-        zs = [c.z for c in rnd]
-        if len(set(zs)) != len(zs):
-            raise ValueError(f"{what}: round {r + 1}: at most one correction per slice, got z={zs}.")
-        if rnd:
-            out.append(rnd)
-    return out
+def _nonempty(rounds: list[list[Correction]]) -> list[list[Correction]]:
+    return [r for r in rounds if r]
 
 
 def prompt_record(prompts: PromptFile | None) -> dict | None:

@@ -357,7 +357,7 @@ def corrected_propagation_job(
     episode = Episode(case_id=str(case_id), label=int(label), label_name=str(label_name), z=np.asarray(query_z),
                       images=imgs[query_z], labels=None, chunks=np.zeros(len(query_z), dtype=int),
                       supports=(supports[0],), npart=1)
-    checked = check_rounds(episode, rounds)
+    checked = check_rounds(rounds, z=episode.z, shape=imgs.shape[1:])
     plan = propagation_plan(query_z, int(start), len(supports))
     return _corrected_steps(engine, imgs, supports, echo, episode, plan, checked, memory_policy, int(start),
                             (lo, hi), t0)
