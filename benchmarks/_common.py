@@ -70,6 +70,26 @@ class StepTimer:
         self.steps.extend((dt, r) for r in requests)
 
 
+def per_size(ap, values: list[int], sizes: list[int], flag: str) -> list[int]:
+    """One value of a per-size option for each image size (one number: every size)."""
+    if len(values) not in (1, len(sizes)):
+        ap.error(f"{flag}: give one number or one per size ({len(sizes)})")
+    return values * len(sizes) if len(values) == 1 else values
+
+
+def encoded_engine(model_name: str, size: int, n_slices: int):
+    """(engine, episode): a random-weights model's engine (one step per forward) with every slice of a
+    :func:`synthetic_volume` of ``n_slices`` encoded up front, so that timings are tracking only."""
+    from fsm2kit.core import Engine
+
+    engine = Engine(random_model(model_name, size), progress=False, object_batch_size=1)
+    ep = synthetic_volume(n_slices)
+    with Timer() as enc:
+        engine.encode_all([s.image for s in ep.supports] + list(ep.images))
+    print(f"# {size} px: {n_slices} slices encoded in {enc.seconds:.1f} s (not counted below)", flush=True)
+    return engine, ep
+
+
 def synthetic_volume(length: int):
     """An episode of ``length`` distinct slices: the bundled CHAOS slices repeated with small
     perturbations, its supports, and protocol-like chunks (speed benchmarks only)."""

@@ -20,18 +20,13 @@ import time
 
 import torch
 
-from _common import StepTimer, Timer, header, random_model, synthetic_volume
+from _common import StepTimer, Timer, encoded_engine, header, per_size
 
 
 def bench_size(model_name: str, size: int, n_slices: int, repeats: int) -> dict:
-    from fsm2kit.core import Correction, Engine, segment_with_corrections
+    from fsm2kit.core import Correction, segment_with_corrections
 
-    model = random_model(model_name, size)
-    engine = Engine(model, progress=False, object_batch_size=1)
-    ep = synthetic_volume(n_slices)
-    with Timer() as enc:
-        engine.encode_all([s.image for s in ep.supports] + list(ep.images))
-    print(f"# {size} px: {n_slices} slices encoded in {enc.seconds:.1f} s (not counted below)", flush=True)
+    engine, ep = encoded_engine(model_name, size, n_slices)
     h, w = ep.images.shape[1:]
     z1, z2 = int(ep.z[n_slices // 4]), int(ep.z[(3 * n_slices) // 4])
     rounds = [[Correction(z1, points=[(w / 2, h / 2, 1)])], [Correction(z2, points=[(w / 3, h / 2, 0)])]]
@@ -44,7 +39,7 @@ def bench_size(model_name: str, size: int, n_slices: int, repeats: int) -> dict:
             with engine.observe(timer), Timer() as t:
                 segment_with_corrections(engine, ep, "S1SFQ", rounds[:k], order="middle")
             times[k].append(t.seconds)
-            steps[k].append([(t, r.points is not None, len(r.selection.spatial)) for t, r in timer.steps])
+            steps[k].append([(dt, req.points is not None, len(req.selection.spatial)) for dt, req in timer.steps])
             print(f"#   {size} px repeat {r + 1}: {k} round(s) {t.seconds:.2f} s ({len(timer.steps)} steps)", flush=True)
     best = {k: min(v) for k, v in times.items()}
     one = steps[1][0]
@@ -71,10 +66,8 @@ def main() -> None:
                     help="runs per size, interleaved (one number: all sizes; default 2 at 256 px, 1 at 1024)")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = ap.parse_args()
-    slices = args.slices * len(args.sizes) if len(args.slices) == 1 else args.slices
-    repeats = args.repeats * len(args.sizes) if len(args.repeats) == 1 else args.repeats
-    if len(slices) != len(args.sizes) or len(repeats) != len(args.sizes):
-        ap.error("--slices / --repeats: give one number or one per size")
+    slices = per_size(ap, args.slices, args.sizes, "--slices")
+    repeats = per_size(ap, args.repeats, args.sizes, "--repeats")
     torch.set_num_threads(args.threads)
     print(header(f"corrections, S1SFQ-middle, {args.model}, tracking only (features cached)", args.threads))
     t0 = time.perf_counter()

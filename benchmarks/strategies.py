@@ -23,22 +23,16 @@ import time
 
 import torch
 
-from _common import StepTimer, Timer, header, random_model, synthetic_volume
+from _common import StepTimer, Timer, encoded_engine, header, per_size
 
 POLICIES = ["sam2", "stride:2", "support-only", "recent:1", "recent:3", "confident:0.5", "best:3"]
 
 
 def bench_size(model_name: str, size: int, n_slices: int, policies: list[str], order: str,
                rounds: int) -> list[dict]:
-    from fsm2kit.core import Engine
     from fsm2kit.strategies import MEMORY_POLICIES
 
-    model = random_model(model_name, size)
-    engine = Engine(model, progress=False, object_batch_size=1)
-    ep = synthetic_volume(n_slices)
-    with Timer() as enc:
-        engine.encode_all([s.image for s in ep.supports] + list(ep.images))
-    print(f"# {size} px: {n_slices} slices encoded in {enc.seconds:.1f} s (not counted below)", flush=True)
+    engine, ep = encoded_engine(model_name, size, n_slices)
     engine.segment(ep, "S1SFQ", order=order, memory_policy=MEMORY_POLICIES.get("support-only"))  # warm-up
     runs: dict[str, list[tuple[float, list]]] = {spec: [] for spec in policies}
     for r in range(rounds):  # policies interleaved, so that a burst of other load hits them alike
@@ -46,8 +40,8 @@ def bench_size(model_name: str, size: int, n_slices: int, policies: list[str], o
             timer = StepTimer()
             with engine.observe(timer), Timer() as vol:
                 engine.segment(ep, "S1SFQ", order=order, memory_policy=MEMORY_POLICIES.get(spec))
-            runs[spec].append((vol.seconds, [(t, len(r.selection.spatial), len(r.selection.pointers))
-                                             for t, r in timer.steps]))
+            runs[spec].append((vol.seconds, [(dt, len(req.selection.spatial), len(req.selection.pointers))
+                                             for dt, req in timer.steps]))
             print(f"#   {size} px round {r + 1}: {spec:<14} {statistics.median(s for s, _ in timer.steps):.3f} "
                   f"s/step, {vol.seconds:.2f} s/volume", flush=True)
     rows = []
@@ -77,12 +71,8 @@ def main() -> None:
                     help="volumes per policy and size, interleaved (one number: all sizes; default 2 at 256 px, 1 at 1024)")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = ap.parse_args()
-    if len(args.slices) not in (1, len(args.sizes)):
-        ap.error(f"--slices: give one number or one per size ({len(args.sizes)})")
-    slices = args.slices * len(args.sizes) if len(args.slices) == 1 else args.slices
-    rounds = args.rounds * len(args.sizes) if len(args.rounds) == 1 else args.rounds
-    if len(rounds) != len(args.sizes):
-        ap.error(f"--rounds: give one number or one per size ({len(args.sizes)})")
+    slices = per_size(ap, args.slices, args.sizes, "--slices")
+    rounds = per_size(ap, args.rounds, args.sizes, "--rounds")
     torch.set_num_threads(args.threads)
     print(header(f"memory policies, S1SFQ-{args.order}, {args.model}, tracking only (features cached)",
                  args.threads))
