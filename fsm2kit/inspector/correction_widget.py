@@ -20,9 +20,7 @@
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import time
 from pathlib import Path
 from typing import Sequence
@@ -37,7 +35,7 @@ from ..core.engine import Engine
 from ..core.episode import Episode
 from ..io.prompts import read_prompts, write_prompts
 from .corrections import correction_stages, inspect_corrections
-from .drawing import draw_marker, hex_rgb
+from .drawing import draw_marker, hex_rgb, png_bytes, png_img_tag
 from .inspection import Inspection
 from .views import chart_png, clicked_pixel, mass_chart, panel_orientation, query_image
 from .widget import ClickImage
@@ -94,17 +92,6 @@ if ClickImage is not None:  # anywidget ships its JupyterLab extension, no CDN n
 
 else:  # pragma: no cover - anywidget is part of the notebooks extra
     PromptImage = None  # type: ignore[assignment]
-
-
-def _png(img) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _b64img(data: bytes, cls: str) -> str:
-    return (f"<img class='{cls}' style='max-width:100%' src='data:image/png;base64,"
-            f"{base64.b64encode(data).decode('ascii')}'/>") if data else ""
 
 
 def example_correction(episode: Episode, *, z: int | None = None) -> Correction:
@@ -390,7 +377,7 @@ class CorrectionWidget(W.VBox):
             draw_marker(img, show(y, x), dshape, PROMPT_COLORS["positive" if lab else "negative"])
         if self._anchor is not None:
             draw_marker(img, show(*self._anchor), dshape, PROMPT_COLORS["box"])
-        return _png(img)
+        return png_bytes(img)
 
     def area_chart(self):
         """Predicted area (pixels) along z: the stage before the last round and now; corrected z marked."""
@@ -457,9 +444,9 @@ class CorrectionWidget(W.VBox):
         return ("<div class='fsm2-static' style='font-family:sans-serif;font-size:13px'>"
                 f"<div>{self.head.value}</div><div>{self.status.value}</div>"
                 "<div style='display:flex;gap:8px;align-items:flex-start'>"
-                f"{_b64img(getattr(self, '_query_png', b''), 'fsm2-static-query')}"
-                f"{_b64img(self.areas.value if self.show_chart else b'', 'fsm2-static-areas')}</div>"
-                f"{_b64img(self.chart.value if self.show_chart else b'', 'fsm2-static-chart')}</div>")
+                f"{png_img_tag(getattr(self, '_query_png', b''), 'fsm2-static-query')}"
+                f"{png_img_tag(self.areas.value if self.show_chart else b'', 'fsm2-static-areas')}</div>"
+                f"{png_img_tag(self.chart.value if self.show_chart else b'', 'fsm2-static-chart')}</div>")
 
     def snapshot(self):
         """The current view as a static HTML display object: display it in a cell after the widget

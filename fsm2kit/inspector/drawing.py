@@ -28,6 +28,8 @@ __all__ = [
     "centered_note",
     "colorbar",
     "legend_strip",
+    "png_bytes",
+    "png_img_tag",
 ]
 
 
@@ -255,3 +257,22 @@ def legend_strip(items: list[tuple[str, str, str]], *, font_size: int = 11, vert
         else:
             x += int(tw) + 30
     return out
+
+
+def png_bytes(img) -> bytes:
+    """A PIL image as PNG bytes (for widget images)."""
+    import io
+
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def png_img_tag(data: bytes, cls: str) -> str:
+    """PNG bytes as a self-contained ``<img>`` (a data URI) of class ``cls``; "" for no data."""
+    import base64
+
+    if not data:
+        return ""
+    return (f"<img class='{cls}' style='max-width:100%' "
+            f"src='data:image/png;base64,{base64.b64encode(data).decode('ascii')}'/>")

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 
 import ipywidgets as W
 import traitlets
 
 from ..core.display import COLORS
 from .inspection import Inspection
+from .drawing import png_bytes, png_img_tag
 from .views import chart_png, clicked_pixel, mass_chart, memory_panels, panel_orientation, query_image
 
 __all__ = ["ClickImage", "MemoryInspectorWidget", "show_inspector"]
@@ -72,12 +72,6 @@ try:  # a clickable image; anywidget ships its JupyterLab extension, no CDN need
 except ImportError:  # pragma: no cover - anywidget is part of the notebooks extra
     ClickImage = None  # type: ignore[assignment]
     _HAVE_ANYWIDGET = False
-
-
-def _png(img) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
 
 
 class MemoryInspectorWidget(W.VBox):
@@ -207,13 +201,13 @@ class MemoryInspectorWidget(W.VBox):
         h, w = s.image_shape
         y, x = min(y, h - 1), min(x, w - 1)
         qimg = query_image(insp, k, pixel=(y, x), size=self.size)
-        self._query_png = _png(qimg)
+        self._query_png = png_bytes(qimg)
         if _HAVE_ANYWIDGET:
             self.query.set_png(self._query_png)
         else:  # pragma: no cover
             self.query.value = self._query_png
         mem = memory_panels(insp, k, (y, x), layer=layer, size=max(96, self.size * 3 // 4))
-        self.memories.value = _png(mem)
+        self.memories.value = png_bytes(mem)
         if self.show_chart:
             self.chart.value = chart_png(mass_chart(insp, layer=layer, highlight=k, width=480, height=180))
         m = s.mass(layer=layer)
@@ -230,12 +224,6 @@ class MemoryInspectorWidget(W.VBox):
     # ------------------------------------------------------------------ static rendering
     def static_html(self) -> str:
         """The current view as self-contained HTML (PNG images inlined): what an HTML export shows."""
-        def img(data: bytes, cls: str) -> str:
-            if not data:
-                return ""
-            return (f"<img class='{cls}' style='max-width:100%' "
-                    f"src='data:image/png;base64,{base64.b64encode(data).decode('ascii')}'/>")
-
         head = self.children[0].value
         return (
             "<div class='fsm2-static' style='font-family:sans-serif;font-size:13px'>"
@@ -243,8 +231,8 @@ class MemoryInspectorWidget(W.VBox):
             f"(query {html.escape(self.slider.label)}, layer {self.layer.value})</i></div>"
             f"<div>{self.status.value}</div>"
             "<div style='display:flex;gap:8px;align-items:flex-start'>"
-            f"{img(getattr(self, '_query_png', b''), 'fsm2-static-query')}{img(self.memories.value, 'fsm2-static-memories')}"
-            f"</div>{img(self.chart.value if self.show_chart else b'', 'fsm2-static-chart')}</div>"
+            f"{png_img_tag(getattr(self, '_query_png', b''), 'fsm2-static-query')}{png_img_tag(self.memories.value, 'fsm2-static-memories')}"
+            f"</div>{png_img_tag(self.chart.value if self.show_chart else b'', 'fsm2-static-chart')}</div>"
         )
 
     def snapshot(self):
