@@ -25,7 +25,7 @@ def header(title: str, threads: int) -> str:
 
 
 def random_model(name: str, image_size: int, device: str | None = None):
-    from fsm2kit.core import load_sam2
+    from fsm2kit.model import load_sam2
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
@@ -80,7 +80,7 @@ def per_size(ap, values: list[int], sizes: list[int], flag: str) -> list[int]:
 def encoded_engine(model_name: str, size: int, n_slices: int):
     """(engine, episode): a random-weights model's engine (one step per forward) with every slice of a
     :func:`synthetic_volume` of ``n_slices`` encoded up front, so that timings are tracking only."""
-    from fsm2kit.core import Engine
+    from fsm2kit.engine import Engine
 
     engine = Engine(random_model(model_name, size), progress=False, object_batch_size=1)
     ep = synthetic_volume(n_slices)
@@ -96,7 +96,7 @@ def synthetic_volume(length: int):
     import numpy as np
 
     from fsm2kit.io.examples import example_episodes
-    from fsm2kit.core.episode import Episode
+    from fsm2kit.protocol.episode import Episode
 
     (ep,) = example_episodes()
     rng = np.random.default_rng(0)

@@ -24,7 +24,7 @@ from _common import StepTimer, Timer, encoded_engine, header, per_size
 
 
 def bench_size(model_name: str, size: int, n_slices: int, repeats: int) -> dict:
-    from fsm2kit.core import Correction, segment_with_corrections
+    from fsm2kit.engine import Correction, segment_with_corrections
 
     engine, ep = encoded_engine(model_name, size, n_slices)
     h, w = ep.images.shape[1:]

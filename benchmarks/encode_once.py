@@ -27,8 +27,8 @@ import torch
 
 from fsm2kit import __version__
 from fsm2kit.io.examples import example_episodes
-from fsm2kit.core import Engine
-from fsm2kit.core import install_cpu_connected_components, load_sam2
+from fsm2kit.engine import Engine
+from fsm2kit.model import install_cpu_connected_components, load_sam2
 from fsm2kit.testing.reference import published_logits
 
 

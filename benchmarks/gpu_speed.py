@@ -15,7 +15,7 @@ from _common import header, random_model, synthetic_volume as volume
 
 
 def main() -> None:
-    from fsm2kit.core import Engine
+    from fsm2kit.engine import Engine
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", default=["sam2-tiny", "sam2-small", "sam2-base_plus", "sam2-large"])

@@ -15,7 +15,7 @@ import torch
 
 from _common import Timer, header, random_model
 from fsm2kit.io.examples import example_episodes
-from fsm2kit.core import Engine
+from fsm2kit.engine import Engine
 
 GRID = [("S1SFQ", "top"), ("S1SFQ", "middle"), ("1S1Q", "middle"), ("3S1Q", "middle")]
 

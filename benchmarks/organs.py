@@ -18,7 +18,7 @@ import torch
 from _common import Timer, header, random_model
 from fsm2kit.io.examples import example_dir
 from fsm2kit.io.nifti import load_nifti
-from fsm2kit.core import Engine
+from fsm2kit.engine import Engine
 from fsm2kit.protocol import build_episode
 
 ORGANS = {"spleen": 1, "right kidney": 2, "left kidney": 3, "liver": 5}

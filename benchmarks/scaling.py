@@ -23,7 +23,7 @@ def one(length: int, size: int, model: str, threads: int, bound: int | None) -> 
     import time
 
     from _common import peak_rss_gb, random_model, synthetic_volume
-    from fsm2kit.core import Engine
+    from fsm2kit.engine import Engine
 
     torch.set_num_threads(threads)
     vol = synthetic_volume(length)

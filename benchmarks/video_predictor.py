@@ -17,8 +17,8 @@ import torch
 
 from _common import Timer, header, random_model
 from fsm2kit.io.examples import example_episodes
-from fsm2kit.core import Engine
-from fsm2kit.core import install_cpu_connected_components
+from fsm2kit.engine import Engine
+from fsm2kit.model import install_cpu_connected_components
 from fsm2kit.testing.reference import published_logits
 
 

@@ -13,8 +13,8 @@ The package is laid out in rooms (``core``, ``protocol``, ``io``, ``strategies``
 ``import fsm2kit`` imports no torch.
 """
 
-from .core.lazy import lazy_exports
-from .core.version import __version__
+from .lazy import lazy_exports
+from .version import __version__
 
 __getattr__, __dir__, _names = lazy_exports(__name__, {
     ".io.volumes": ["LabelVolume", "Volume"],
@@ -23,22 +23,22 @@ __getattr__, __dir__, _names = lazy_exports(__name__, {
     ".io.npz": ["load_npz_episodes"],
     ".io.examples": ["example_episodes"],
     ".protocol.labels": ["LabelMap"],
-    ".core.engine": ["Engine"],
-    ".core.results": ["EpisodeResult", "SliceResult"],
-    ".core.episode": ["Episode", "Support"],
-    ".core.memory": ["MemoryBank", "MemoryEntry", "MemorySelection", "select_memories"],
+    ".engine.engine": ["Engine"],
+    ".engine.results": ["EpisodeResult", "SliceResult"],
+    ".protocol.episode": ["Episode", "Support"],
+    ".engine.memory": ["MemoryBank", "MemoryEntry", "MemorySelection", "select_memories"],
     ".protocol.metrics": ["dice", "pooled_dice", "mean_volume_dice", "summarize_dice"],
-    ".core.models": ["SAM2Model", "load_sam2"],
-    ".core.specs": ["MODELS"],
-    ".core.plans": ["SETTINGS", "ORDERS", "Plan", "build_plans", "custom_plan", "fq_plan"],
+    ".model.loading": ["SAM2Model", "load_sam2"],
+    ".model.specs": ["MODELS"],
+    ".engine.plans": ["SETTINGS", "ORDERS", "Plan", "build_plans", "custom_plan", "fq_plan"],
     ".protocol.episodes": ["build_episode"],
-    ".workflows.episodes": ["load_episodes"],
-    ".workflows.config": ["ExperimentConfig"],
-    ".workflows.results": ["ExperimentResult"],
-    ".workflows.experiments": ["run_experiment", "run_experiments"],
-    ".workflows.studies": ["run_study"],
-    ".workflows.inspection": ["inspect_run"],
-    ".workflows.segment": ["segment_volume"],
+    ".run.sources": ["load_episodes"],
+    ".run.config": ["ExperimentConfig"],
+    ".run.experiment_result": ["ExperimentResult"],
+    ".run.runner": ["run_experiment", "run_experiments"],
+    ".studies.study": ["run_study"],
+    ".studies.run_inspection": ["inspect_run"],
+    ".segment.own_scan": ["segment_volume"],
     ".inspector.capture": ["MemoryInspector"],
     ".inspector.inspection": ["Inspection", "inspect_episode"],
     ".strategies.selectors": ["select_support_slices"],

@@ -15,7 +15,7 @@ EXAMPLE_NPZ = REPO / "data" / "examples" / "chaos_t2spir_case1_liver"
 
 
 def _load(name="sam2-tiny", image_size=256, seed=0):
-    from fsm2kit.core import load_sam2
+    from fsm2kit.model import load_sam2
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
@@ -40,7 +40,7 @@ def present128():
     non-trivial: random weights alone call every object absent (logits -1024). Shared: do not modify."""
     import torch
 
-    from fsm2kit.core import install_cpu_connected_components
+    from fsm2kit.model import install_cpu_connected_components
 
     install_cpu_connected_components()
     model = _load(image_size=128)

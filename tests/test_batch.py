@@ -15,7 +15,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
 from fsm2kit.cli.batch import register_cli
-from fsm2kit.workflows import DONE_MARKER, FAILED_MARKER, collect_index, load_sweep, run_sweep
+from fsm2kit.batch import DONE_MARKER, FAILED_MARKER, collect_index, load_sweep, run_sweep
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE_SWEEP = REPO / "sweeps" / "smoke_2x2.yaml"

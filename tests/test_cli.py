@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from fsm2kit.cli import main
-from fsm2kit.core import save_checkpoint
+from fsm2kit.model import save_checkpoint
 
 from conftest import EXAMPLE_NPZ
 
@@ -124,7 +124,7 @@ def test_run_builds_the_notebooks_config():
     assert cfg.checkpoint == "random" and cfg.seed == 3 and cfg.image_size == 256 and cfg.object_batch_size == 3
     # an npz folder is one fold's episodes: --fold/--label are kept and checked when the dumps load
     assert cfg.folds == (2,) and cfg.classes == ("liver",)
-    from fsm2kit.workflows.episodes import load_config_episodes
+    from fsm2kit.run.sources import load_config_episodes
 
     with pytest.raises(ValueError, match="not query scans of CHAOST2 fold 2"):
         load_config_episodes(cfg, progress=False)

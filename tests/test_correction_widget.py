@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from fsm2kit.core import Correction, Engine, segment_with_corrections
-from fsm2kit.core.display import display_orientation
+from fsm2kit.engine import Correction, Engine, segment_with_corrections
+from fsm2kit.viz.display import display_orientation
 from fsm2kit.inspector import clicked_pixel
 
 
@@ -121,7 +121,7 @@ def test_inspect_corrections_final_stage_bookkeeping(engine128, small):
 
 @pytest.mark.slow
 def test_correction_widget_logic(engine128, small, tmp_path):
-    from fsm2kit.inspector import CorrectionWidget
+    from fsm2kit.widgets import CorrectionWidget
     from fsm2kit.io.prompts import read_prompts
 
     w = CorrectionWidget(engine128, small, "S1SFQ", layers=[3], size=128, chart=False)
@@ -173,7 +173,7 @@ def test_correction_widget_logic(engine128, small, tmp_path):
 
 @pytest.mark.slow
 def test_correct_episode_replays_a_prompt_file(engine128, small, tmp_path):
-    from fsm2kit.inspector import correct_episode, example_correction
+    from fsm2kit.widgets import correct_episode, example_correction
     from fsm2kit.io.prompts import write_prompts
 
     c = example_correction(small)

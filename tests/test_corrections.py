@@ -5,8 +5,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from fsm2kit.core import Correction, Engine, segment_with_corrections
-from fsm2kit.core.plans import split_plan
+from fsm2kit.engine import Correction, Engine, segment_with_corrections
+from fsm2kit.engine.plans import split_plan
 from fsm2kit.testing import assert_logits_close
 from fsm2kit.testing.reference import run_video_corrections
 

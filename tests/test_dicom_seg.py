@@ -24,12 +24,12 @@ from test_segment import ScriptedEngine  # noqa: E402
 
 import fsm2kit.cli.segment as cli_segment  # noqa: E402
 from fsm2kit.cli import main  # noqa: E402
-from fsm2kit.core.fileio import file_sha256  # noqa: E402
+from fsm2kit.records.fileio import file_sha256  # noqa: E402
 from fsm2kit.io.dicom import read_dicom_series  # noqa: E402
 from fsm2kit.io.dicom_seg import GENERIC_CODE, ORGAN_CODES, dicom_seg, organ_code, seg_source_headers  # noqa: E402
 from fsm2kit.io.examples import example_ct  # noqa: E402
-from fsm2kit.workflows.segment import segment_volume  # noqa: E402
-from fsm2kit.workflows.segment_results import load_scan, sidecar_path  # noqa: E402
+from fsm2kit.segment.own_scan import segment_volume  # noqa: E402
+from fsm2kit.segment.segment_result import load_scan, sidecar_path  # noqa: E402
 
 LIVER, SPLEEN = 6, 1
 #: Rows towards patient right, columns towards anterior (both flipped against the canonical
@@ -204,12 +204,12 @@ def _argv(image, mask, out, *extra):
 
 @pytest.fixture
 def no_model(monkeypatch):
-    import fsm2kit.core.models
+    import fsm2kit.model.loading
 
     def refuse(*a, **k):
         raise AssertionError("the model was loaded")
 
-    monkeypatch.setattr(fsm2kit.core.models, "load_sam2", refuse)
+    monkeypatch.setattr(fsm2kit.model.loading, "load_sam2", refuse)
 
 
 def test_cli_writes_a_dicom_seg_with_a_scripted_engine(tmp_path, monkeypatch, capsys, no_model):
@@ -268,14 +268,14 @@ def test_cli_dcm_errors_before_the_model(tmp_path, capsys, no_model):
 def test_cli_dicom_seg_with_a_random_tiny_model(tmp_path, monkeypatch, capsys, load_random):
     """The real path (random sam2-tiny at 128 px): a SEG whose annotated slice is the support's
     annotation, in that source slice's own rows and columns, and which says RANDOM WEIGHTS."""
-    import fsm2kit.core.models
+    import fsm2kit.model.loading
 
     folder = _series(tmp_path / "dcm")
     query = load_scan(folder)
     mask = tmp_path / "mask.nii.gz"
     query.save_mask(_support_mask(query), mask)
     model = load_random("sam2-tiny", image_size=128)
-    monkeypatch.setattr(fsm2kit.core.models, "load_sam2", lambda *a, **k: model)
+    monkeypatch.setattr(fsm2kit.model.loading, "load_sam2", lambda *a, **k: model)
     out = tmp_path / "pred.dcm"
     assert main(_argv(folder, mask, out)) == 0
     assert "RANDOM WEIGHTS" in capsys.readouterr().out

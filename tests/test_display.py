@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from fsm2kit.core.display import (
+from fsm2kit.viz.display import (
     COLORS,
     OKABE_ITO,
     PROTOCOL_AXCODES,

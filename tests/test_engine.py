@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from fsm2kit.core import Engine
-from fsm2kit.core import install_cpu_connected_components
-from fsm2kit.core.plans import custom_plan
+from fsm2kit.engine import Engine
+from fsm2kit.model import install_cpu_connected_components
+from fsm2kit.engine.plans import custom_plan
 from fsm2kit.testing.reference import published_logits
 from fsm2kit.testing import assert_logits_close, assert_masks_agree
 

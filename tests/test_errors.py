@@ -51,8 +51,8 @@ NaN/inf and not-a-checkpoint checkpoints, grid reorientation): see tests/test_sa
 import numpy as np
 import pytest
 
-from fsm2kit.core import Engine, preprocess_slice
-from fsm2kit.core.episode import Episode, Support
+from fsm2kit.engine import Engine, preprocess_slice
+from fsm2kit.protocol.episode import Episode, Support
 from fsm2kit.protocol import build_episode
 
 
@@ -131,7 +131,7 @@ def test_unknown_setting_and_order(tiny256, example_episode):
 
 
 def test_episode_folder_errors(tmp_path):
-    from fsm2kit.workflows.episodes import load_episodes
+    from fsm2kit.run.sources import load_episodes
 
     with pytest.raises(FileNotFoundError):
         load_episodes(tmp_path / "missing")
@@ -163,12 +163,12 @@ CT, SEG = CT_DIR / "example_ct_sm.nii.gz", CT_DIR / "example_seg.nii.gz"
 @pytest.fixture
 def no_model(monkeypatch):
     """Every case must fail before SAM2 loads."""
-    import fsm2kit.core.models
+    import fsm2kit.model.loading
 
     def fail(*a, **k):
         raise AssertionError("the model was loaded")
 
-    monkeypatch.setattr(fsm2kit.core.models, "load_sam2", fail)
+    monkeypatch.setattr(fsm2kit.model.loading, "load_sam2", fail)
 
 
 def _err(capsys) -> str:
@@ -282,8 +282,8 @@ def test_every_argument_and_output_checked_before_the_model_loads(tmp_path, no_m
 @pytest.fixture(scope="module")
 def small_run(load_random):
     """One real `fsm2kit run` result (3 slices, 128 px) for the CLI tests below to reuse."""
-    import fsm2kit.workflows.experiments as E
-    from fsm2kit.workflows.episodes import subset_episode
+    import fsm2kit.run.runner as E
+    from fsm2kit.run.sources import subset_episode
 
     model = load_random(image_size=128)
     from fsm2kit.cli import build_parser
@@ -291,7 +291,7 @@ def small_run(load_random):
 
     args = build_parser().parse_args(_run("unused", "--dataset", "CHAOST2", "--fold", "0", "--label", "liver"))
     config = config_from_args(args)
-    from fsm2kit.workflows.episodes import load_config_episodes
+    from fsm2kit.run.sources import load_config_episodes
 
     eps = [subset_episode(e, max_slices=3) for e in load_config_episodes(config, progress=False)]
     return E.run_experiments(config, models={model.name: model}, episodes=[eps], keep_predictions=True,
@@ -302,7 +302,7 @@ def small_run(load_random):
 def fake_run(monkeypatch, small_run):
     """`fsm2kit run` with the model and the computation replaced by the cached small run."""
     import fsm2kit.cli.run as R
-    import fsm2kit.workflows.experiments as E
+    import fsm2kit.run.runner as E
 
     monkeypatch.setattr(R, "model_from_args", lambda args, **k: SimpleNamespace(name="sam2-tiny"))
     monkeypatch.setattr(E, "run_experiments", lambda *a, **k: small_run)
@@ -310,7 +310,7 @@ def fake_run(monkeypatch, small_run):
 
 
 def test_run_outputs_appear_together_or_not_at_all(tmp_path, fake_run, monkeypatch, capsys):
-    from fsm2kit.workflows.results import ExperimentResult
+    from fsm2kit.run.experiment_result import ExperimentResult
 
     out = tmp_path / "o"
     assert main(_run(out)) == 0
@@ -338,7 +338,7 @@ def test_segment_nifti_and_sidecar_appear_together(tmp_path):
     from test_segment import ScriptedEngine
 
     from fsm2kit.io.examples import example_ct
-    from fsm2kit.workflows.segment import segment_volume
+    from fsm2kit.segment.own_scan import segment_volume
 
     ct = example_ct()
     lab = ct.labels.array
@@ -355,7 +355,7 @@ def test_segment_nifti_and_sidecar_appear_together(tmp_path):
     def boom(*a, **k):
         raise KeyboardInterrupt
 
-    import fsm2kit.workflows.segment_results as SR
+    import fsm2kit.segment.segment_result as SR
 
     real = SR._json_default
     SR.json.dumps, saved = boom, SR.json.dumps
@@ -370,7 +370,7 @@ def test_segment_nifti_and_sidecar_appear_together(tmp_path):
     res.save(out, overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pred.json", "pred.nii.gz"]
     meta = json.loads((tmp_path / "pred.json").read_text())
-    from fsm2kit.core.fileio import file_sha256
+    from fsm2kit.records.fileio import file_sha256
 
     assert meta["output_sha256"] == file_sha256(out)
 
@@ -401,7 +401,7 @@ def test_run_json_and_slices_csv_agree_on_fold_and_label(tmp_path, fake_run, cap
 
 
 def test_help_texts_and_label_errors_use_the_right_ids(capsys):
-    from fsm2kit.workflows.labels import parse_labels
+    from fsm2kit.segment.organs import parse_labels
 
     with pytest.raises(SystemExit):
         main(["segment", "--help"])
@@ -438,8 +438,8 @@ def test_support_from_query_is_left_out_of_the_dice(tmp_path, monkeypatch, capsy
 
     from fsm2kit.io.examples import example_ct
     from fsm2kit.protocol.metrics import dice_counts
-    from fsm2kit.workflows.segment import segment_volume
-    from fsm2kit.workflows.segment_results import SUPPORT_FROM_QUERY
+    from fsm2kit.segment.own_scan import segment_volume
+    from fsm2kit.segment.segment_result import SUPPORT_FROM_QUERY
 
     ct = example_ct()
     lab = ct.labels.array
@@ -468,7 +468,7 @@ def test_support_from_query_is_left_out_of_the_dice(tmp_path, monkeypatch, capsy
 
 # ----------------------------------------------------------------------------- bad messages
 def test_cli_errors_are_one_line_with_exit_codes(tmp_path, fake_run, monkeypatch, capsys):
-    import fsm2kit.workflows.experiments as E
+    import fsm2kit.run.runner as E
 
     assert main(_run(tmp_path / "o", "--image-size", "0")) == 2  # usage: before anything runs
     _one_line(_err(capsys), "run")
@@ -488,7 +488,7 @@ def test_cli_errors_are_one_line_with_exit_codes(tmp_path, fake_run, monkeypatch
 
 
 def test_ctrl_c_exits_130_nothing_written(tmp_path, fake_run, monkeypatch, capsys):
-    from fsm2kit.workflows.results import ExperimentResult
+    from fsm2kit.run.experiment_result import ExperimentResult
 
     real_save = ExperimentResult.save
 

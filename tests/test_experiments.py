@@ -8,14 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fsm2kit.core.engine import Engine
-from fsm2kit.workflows.baselines import PUBLISHED_BASELINES, baseline_table, paper_numbers
-from fsm2kit.workflows.config import ExperimentConfig
-from fsm2kit.workflows.episodes import load_config_episodes, subset_episode
-from fsm2kit.workflows.experiments import run_experiment
-from fsm2kit.workflows.results import (GROUP_KEYS, PROVENANCE_COLUMNS, format_dice, logits_key, read_results,
+from fsm2kit.engine.engine import Engine
+from fsm2kit.tables.paper import PUBLISHED_BASELINES, baseline_table, paper_numbers
+from fsm2kit.run.config import ExperimentConfig
+from fsm2kit.run.sources import load_config_episodes, subset_episode
+from fsm2kit.run.runner import run_experiment
+from fsm2kit.run.experiment_result import (GROUP_KEYS, PROVENANCE_COLUMNS, format_dice, logits_key, read_results,
                                       slice_dice)
-from fsm2kit.workflows.tables import ORGAN_ORDER, results_table
+from fsm2kit.tables.results_table import ORGAN_ORDER, results_table
 
 SMOKE = dict(checkpoint="random", image_size=256, device="cpu")
 
@@ -135,7 +135,7 @@ def test_load_config_episodes_from_a_preprocessed_folder(tmp_path):
 def test_provenance_record_by_hand():
     import platform
 
-    from fsm2kit.workflows.provenance import RANDOM_NOTE, Provenance, command_line
+    from fsm2kit.records.provenance import RANDOM_NOTE, Provenance, command_line
 
     model = {"model": "sam2-tiny", "weights": "random weights (seed 0)", "random_weights": True,
              "fsm2kit_version": "x", "torch_version": "t", "sam2_version": "1.1.0"}

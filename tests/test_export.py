@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from fsm2kit.io.charts import COLUMN_WIDTHS_MM, PRESETS, paper_config, save_chart, save_figure, save_presets
+from fsm2kit.viz.export import COLUMN_WIDTHS_MM, PRESETS, paper_config, save_chart, save_figure, save_presets
 
 MM_PER_PT = 25.4 / 72
 
@@ -145,7 +145,7 @@ def test_paper_figure_fonts_at_print_size(tmp_path):
     import matplotlib.pyplot as plt
     import matplotlib.text as mtext
 
-    from fsm2kit.io import charts
+    from fsm2kit.viz import export as charts
 
     fig, ax = plt.subplots()
     ax.set_title("t", fontsize=4)
@@ -163,7 +163,7 @@ def test_paper_figure_fonts_at_print_size(tmp_path):
 
 
 def test_panel_paper_preset(tmp_path):
-    from fsm2kit.inspector.views import save_panel
+    from fsm2kit.inspector.panels import save_panel
 
     img = Image.new("RGB", (600, 300), "white")
     check = save_panel(img, tmp_path / "p", preset="paper")

@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fsm2kit.core.episode import Episode, Support
-from fsm2kit.io.charts import save_chart, save_figure
-from fsm2kit.workflows.dice_charts import dice_bars, slice_dice_curves
-from fsm2kit.workflows.figures import (
+from fsm2kit.protocol.episode import Episode, Support
+from fsm2kit.viz.export import save_chart, save_figure
+from fsm2kit.viz.dice_charts import dice_bars, slice_dice_curves
+from fsm2kit.viz.figures import (
     class_panels,
     slice_overlays,
     weights_label,

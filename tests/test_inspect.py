@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import torch
 
-from fsm2kit.core import Engine
+from fsm2kit.engine import Engine
 from fsm2kit.inspector import (
     MASS_COLUMNS,
     KeyLayout,
@@ -26,8 +26,8 @@ from fsm2kit.inspector import (
     query_token,
     token_weights,
 )
-from fsm2kit.core.memory import MemoryBank, MemoryEntry, MemorySettings, select_memories
-from fsm2kit.workflows.episodes import subset_episode
+from fsm2kit.engine.memory import MemoryBank, MemoryEntry, MemorySettings, select_memories
+from fsm2kit.run.sources import subset_episode
 
 
 # ----------------------------------------------------------------------------- pure, no SAM2
@@ -345,8 +345,15 @@ def test_capture_options_and_errors(engine, example_episode):
 def test_charts_and_panels(s1sfq, tmp_path):
     from PIL import Image
 
-    from fsm2kit.inspector import attention_panels, chart_masses, layer_heatmap, mass_chart, save_panel, share_chart
-    from fsm2kit.io import save_chart
+    from fsm2kit.inspector import (
+        attention_panels,
+        chart_masses,
+        layer_heatmap,
+        mass_chart,
+        save_panel,
+        share_chart,
+    )
+    from fsm2kit.viz import save_chart
 
     _, insp = s1sfq
     cm = chart_masses(insp)
@@ -375,7 +382,7 @@ def test_charts_and_panels(s1sfq, tmp_path):
 
 @pytest.mark.slow
 def test_widget_updates_without_a_browser(s1sfq):
-    from fsm2kit.inspector.widget import MemoryInspectorWidget
+    from fsm2kit.widgets.inspector_widget import MemoryInspectorWidget
 
     _, insp = s1sfq
     w = MemoryInspectorWidget(insp, size=128, chart=False)

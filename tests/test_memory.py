@@ -1,4 +1,4 @@
-"""Tests of fsm2kit.core.memory: SAM2's memory-selection rule, by hand and against SAM2 itself.
+"""Tests of fsm2kit.engine.memory: SAM2's memory-selection rule, by hand and against SAM2 itself.
 
 The hand cases follow ``SAM2Base._prepare_memory_conditioned_features`` (sam2 1.1.0,
 ``sam2/modeling/sam2_base.py``): conditioning memories at t_pos 0 (``maskmem_tpos_enc`` index
@@ -14,7 +14,7 @@ import warnings
 import pytest
 import torch
 
-from fsm2kit.core.memory import (
+from fsm2kit.engine.memory import (
     MemoryBank,
     MemoryEntry,
     MemorySettings,
@@ -269,7 +269,7 @@ def test_select_closest_cond_frames_order_matches_sam2_when_limited():
 
 @pytest.fixture(scope="module")
 def sam2_module():
-    from fsm2kit.core import load_sam2
+    from fsm2kit.model import load_sam2
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # random weights

@@ -1,4 +1,4 @@
-"""Memory policies (fsm2kit.core.policies, registered in fsm2kit.strategies.memory_policies).
+"""Memory policies (fsm2kit.strategies.policies, registered in fsm2kit.strategies.memory_policies).
 
 * by hand, on small banks of fake memories: what each policy selects (spatial memories in key
   order, their temporal slots, the object pointers), forward and in reverse;
@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import torch
 
-from fsm2kit.core.memory import (
+from fsm2kit.engine.memory import (
     MemoryBank,
     MemoryEntry,
     MemorySettings,
@@ -33,7 +33,7 @@ from fsm2kit.core.memory import (
     sam2_memory_policy,
     select_memories,
 )
-from fsm2kit.core.policies import (
+from fsm2kit.strategies.policies import (
     BestPolicy,
     ConfidentPolicy,
     RecentPolicy,
@@ -376,7 +376,7 @@ def small_episodes(example_episode):
 @pytest.fixture(scope="module")
 def engine128(tiny128, small_episodes):
     """One engine for all policies (slices encoded once); up to 4 steps per forward."""
-    from fsm2kit.core import Engine
+    from fsm2kit.engine import Engine
 
     return Engine(tiny128, progress=False, object_batch_size=4)
 
@@ -440,7 +440,7 @@ def test_sam2_through_the_engine_unchanged_by_the_policy_argument(engine128, sma
 # ============================================================================ command line
 @pytest.fixture
 def no_model(monkeypatch):
-    import fsm2kit.core.models as models
+    import fsm2kit.model.loading as models
 
     def refuse(*a, **k):
         raise AssertionError("a model was loaded")
@@ -479,7 +479,7 @@ def test_cli_strategies_lists_every_policy(capsys):
 def test_cli_run_records_the_policy(spec, tmp_path, tiny128, monkeypatch):
     import pandas as pd
 
-    import fsm2kit.core.models as models
+    import fsm2kit.model.loading as models
     from fsm2kit.cli import main
 
     monkeypatch.setattr(models, "load_sam2", lambda *a, **k: tiny128)  # the shared 128 px random model

@@ -6,16 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from fsm2kit.core import Engine
-from fsm2kit.core import (
+from fsm2kit.engine import Engine
+from fsm2kit.model import (
     MODELS,
     CheckpointDownloadError,
     CheckpointError,
-    file_sha256,
     load_sam2,
     resolve_device,
     save_checkpoint,
 )
+from fsm2kit.records import file_sha256
 
 
 def _quiet(*a, **k):
@@ -68,7 +68,7 @@ def test_checkpoint_round_trip_gives_identical_logits(tiny256, example_episode, 
     assert loaded.checkpoint_sha256 == file_sha256(path)
     assert loaded.weights == f"sha256:{file_sha256(path)}"
     sub = example_episode  # a short custom run keeps this quick
-    from fsm2kit.core.plans import fq_plan
+    from fsm2kit.engine.plans import fq_plan
 
     plan = fq_plan(sub.n_slices, [1], "middle")
     a = Engine(tiny256, progress=False).segment(sub, "S1SFQ", plans=[plan]).logits()
@@ -111,7 +111,7 @@ def test_unknown_model_name():
 
 
 def test_name_aliases():
-    from fsm2kit.core.specs import resolve_spec
+    from fsm2kit.model.specs import resolve_spec
 
     assert resolve_spec("SAM2-Hiera-Tiny").name == "sam2-tiny"
     assert resolve_spec("sam2.1-base+").name == "sam2.1-base_plus"
@@ -159,7 +159,7 @@ def test_cpu_precision_is_float32(tiny256):
 def test_compiled_encoder_gives_the_same_features(load_random, example_episode):
     """compile_encoder wraps the encoder in torch.compile (the eager backend here: the plumbing,
     not inductor's speed); features, feature key and provenance follow."""
-    from fsm2kit.core import Engine
+    from fsm2kit.engine import Engine
 
     plain = load_random("sam2-tiny", 256)
     with pytest.warns(UserWarning, match="RANDOM WEIGHTS"):

@@ -1,4 +1,4 @@
-"""Tests of fsm2kit.core.plans: plans of the four settings and the top / middle orders.
+"""Tests of fsm2kit.engine.plans: plans of the four settings and the top / middle orders.
 
 Layouts follow PROTOCOL.md section 6.4 (published ``by_slice``, ``by_volume`` and
 ``by_volume_from_middle`` scripts) and fsm2kit's 1S1Q / 3SFQ generalisations.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from fsm2kit.core.plans import (
+from fsm2kit.engine.plans import (
     ORDERS,
     SETTINGS,
     Frame,

@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fsm2kit.workflows.baselines import PAPER_CSV, PAPER_DICE_VARIANT, paper_numbers, published_dice
-from fsm2kit.workflows.dice_charts import (dice_bars, relative_position_chart, relative_position_dice,
+from fsm2kit.tables.paper import PAPER_CSV, PAPER_DICE_VARIANT, paper_numbers, published_dice
+from fsm2kit.viz.dice_charts import (dice_bars, relative_position_chart, relative_position_dice,
                                            runs_dice_chart, slice_dice_curves)
-from fsm2kit.workflows.dice_tables import dice_table, save_table
-from fsm2kit.workflows.sweep_index import collect_index, write_index
-from fsm2kit.workflows.sweep_spec import DONE_MARKER, load_sweep
+from fsm2kit.tables.dice_table import dice_table, save_table
+from fsm2kit.batch.sweep_index import collect_index, write_index
+from fsm2kit.batch.sweep_spec import DONE_MARKER, load_sweep
 
 REPO = Path(__file__).resolve().parents[1]
 RANDOM = "random weights (seed 0)"

@@ -1,7 +1,7 @@
 """Tests of the input preparation and post-processing that must match the published pipeline.
 
-``preprocess_slice`` / ``prompt_mask`` (fsm2kit.core.features) against PROTOCOL.md sections 6.3, 6.4
-and section 8 items 15 and 17; ``fill_holes`` / ``connected_components`` (fsm2kit.core.holes)
+``preprocess_slice`` / ``prompt_mask`` (fsm2kit.engine.features) against PROTOCOL.md sections 6.3, 6.4
+and section 8 items 15 and 17; ``fill_holes`` / ``connected_components`` (fsm2kit.model.holes)
 against section 6.5 (SAM2's ``fill_holes_in_mask_scores``: background components, score <= 0,
 8-connectivity, area <= 8, set to +0.1).
 """
@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from fsm2kit.core import IMAGENET_MEAN, IMAGENET_STD, preprocess_slice, prompt_mask
-from fsm2kit.core import connected_components, fill_holes
+from fsm2kit.engine import IMAGENET_MEAN, IMAGENET_STD, preprocess_slice, prompt_mask
+from fsm2kit.model import connected_components, fill_holes
 
 torch.set_num_threads(2)
 

@@ -19,7 +19,7 @@ import warnings
 import numpy as np
 import pytest
 
-from fsm2kit.core import Correction
+from fsm2kit.engine import Correction
 from fsm2kit.io.prompts import PromptError, parse_prompts, read_prompts, write_prompts
 
 from conftest import EXAMPLE_NPZ
@@ -91,7 +91,7 @@ def test_write_and_read_back(tmp_path):
 def test_episode_rounds_need_case_and_label_with_several_episodes(example_episode):
     import dataclasses
 
-    from fsm2kit.workflows.corrections import episode_rounds
+    from fsm2kit.run.prompting import episode_rounds
 
     a = example_episode
     b = dataclasses.replace(a, case_id="2")
@@ -104,7 +104,7 @@ def test_episode_rounds_need_case_and_label_with_several_episodes(example_episod
 
 
 def test_config_refuses_prompts_without_propagation(tmp_path):
-    from fsm2kit.workflows.config import ExperimentConfig
+    from fsm2kit.run.config import ExperimentConfig
 
     p = tmp_path / "p.json"
     p.write_text(json.dumps(EXAMPLE))
@@ -116,7 +116,7 @@ def test_config_refuses_prompts_without_propagation(tmp_path):
 # ----------------------------------------------------------------------------- bad input on the command line
 @pytest.fixture
 def no_model(monkeypatch):
-    import fsm2kit.core.models as models
+    import fsm2kit.model.loading as models
 
     def refuse(*a, **k):
         raise AssertionError("a model was loaded")
@@ -194,9 +194,9 @@ def test_prompts_file_is_an_input(tmp_path, capsys, no_model):
 # ----------------------------------------------------------------------------- same logits as the Python API
 @pytest.mark.slow
 def test_run_prompts_equal_the_python_api(tmp_path, present128, example_episode, monkeypatch):
-    import fsm2kit.core.models as models
+    import fsm2kit.model.loading as models
     from fsm2kit.cli import main
-    from fsm2kit.core import Engine, segment_with_corrections
+    from fsm2kit.engine import Engine, segment_with_corrections
     monkeypatch.setattr(models, "load_sam2", lambda *a, **k: present128)
     data = [[{"z": 15, "points": [[38, 135, 1], [60, 150, 0]]},
              {"z": 30, "points": [[100, 120, 1]], "box": [14, 72, 174, 195]}]]
@@ -223,11 +223,11 @@ def test_run_prompts_equal_the_python_api(tmp_path, present128, example_episode,
 
 @pytest.mark.slow
 def test_segment_prompts_equal_the_python_api(tmp_path, present128, monkeypatch):
-    import fsm2kit.core.models as models
+    import fsm2kit.model.loading as models
     from fsm2kit.cli import main
-    from fsm2kit.core import Engine
+    from fsm2kit.engine import Engine
     from fsm2kit.io.nifti import load_label_nifti, load_nifti
-    from fsm2kit.workflows.segment import segment_volume
+    from fsm2kit.segment.own_scan import segment_volume
 
     monkeypatch.setattr(models, "load_sam2", lambda *a, **k: present128)
     data = [[{"z": 20, "points": [[60, 50, 1], [30, 30, 0]]}, {"z": 8, "box": [20, 20, 90, 80]}]]
@@ -256,10 +256,10 @@ def test_segment_prompts_equal_the_python_api(tmp_path, present128, monkeypatch)
 def test_corrections_of_two_labels_batched_agree_with_one_at_a_time(present128):
     """Prompted steps of two labels in one round share SAM2 forwards (object_batch_size=2): the
     same results as one step per forward, up to the shared tolerance rule (another summation order)."""
-    from fsm2kit.core import Engine
+    from fsm2kit.engine import Engine
     from fsm2kit.io.nifti import load_label_nifti, load_nifti
     from fsm2kit.testing import assert_logits_close, assert_masks_agree
-    from fsm2kit.workflows.segment import segment_volume
+    from fsm2kit.segment.own_scan import segment_volume
 
     ct = load_nifti(CT / "example_ct_sm.nii.gz")
     seg = load_label_nifti(CT / "example_seg.nii.gz", like=ct)

@@ -10,9 +10,9 @@ import pytest
 from fsm2kit.cli import main
 from fsm2kit.protocol import SCAN_IDS
 from fsm2kit.testing import assert_masks_agree
-from fsm2kit.workflows.config import ExperimentConfig
-from fsm2kit.workflows.episodes import load_episodes
-from fsm2kit.workflows.experiments import run_experiment
+from fsm2kit.run.config import ExperimentConfig
+from fsm2kit.run.sources import load_episodes
+from fsm2kit.run.runner import run_experiment
 
 pytestmark = pytest.mark.slow
 

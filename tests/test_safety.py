@@ -68,7 +68,7 @@ def _sweep(light: Path, text: str) -> Path:
 
 
 def test_batch_work_folders_are_out_of_reach_of_run_names(tmp_path, light):
-    from fsm2kit.workflows import DONE_MARKER, FAILED_MARKER, execute_run, load_sweep, run_sweep
+    from fsm2kit.batch import DONE_MARKER, FAILED_MARKER, execute_run, load_sweep, run_sweep
 
     reports = tmp_path / "reports"
     p = _sweep(light, "run_name: '{x}'\ngrid: {x: [a.tmp-1, b.failed, b]}\nparameters: {fail_x: b}\n")
@@ -88,7 +88,7 @@ def test_batch_work_folders_are_out_of_reach_of_run_names(tmp_path, light):
     assert sorted(res.skipped) == ["a.tmp-1", "b.failed"] and not res.executed
     assert (reports / "s" / "a.tmp-1" / DONE_MARKER).is_file()
     assert not list((reports / "s" / ".fsm2kit-work" / "tmp").iterdir())
-    from fsm2kit.workflows import collect_index
+    from fsm2kit.batch import collect_index
 
     sw = load_sweep(_sweep(light, "run_name: '{x}'\ngrid: {x: [b]}\nparameters: {fail_x: b}\n"))
     idx = collect_index(sw, reports)
@@ -97,7 +97,7 @@ def test_batch_work_folders_are_out_of_reach_of_run_names(tmp_path, light):
 
 def test_batch_reruns_changed_runs_and_says_why(tmp_path, light, capsys):
     from fsm2kit.cli.batch import register_cli
-    from fsm2kit.workflows import DONE_MARKER, execute_run, load_sweep, plan_runs, run_sweep
+    from fsm2kit.batch import DONE_MARKER, execute_run, load_sweep, plan_runs, run_sweep
 
     reports = tmp_path / "reports"
     p = _sweep(light, "grid: {x: [a]}\nparameters: {n: 1}\n")
@@ -147,7 +147,7 @@ def test_batch_reruns_changed_runs_and_says_why(tmp_path, light, capsys):
     ],
 )
 def test_sweep_validation_names_the_parameter(light, text, message):
-    from fsm2kit.workflows import load_sweep
+    from fsm2kit.batch import load_sweep
 
     p = light.parent / "s.yaml"
     p.write_text(f"notebook: light.ipynb\n{text}")
@@ -157,7 +157,7 @@ def test_sweep_validation_names_the_parameter(light, text, message):
 
 def test_sweep_validation_at_dry_run(light, tmp_path, capsys):
     from fsm2kit.cli.batch import register_cli
-    from fsm2kit.workflows import load_sweep
+    from fsm2kit.batch import load_sweep
 
     parser = argparse.ArgumentParser(prog="fsm2kit")
     register_cli(parser.add_subparsers(dest="command"))
@@ -175,7 +175,7 @@ def test_sweep_validation_at_dry_run(light, tmp_path, capsys):
 def test_dask_cluster_refuses_foreign_clients_and_has_no_dashboard():
     from distributed import Client
 
-    from fsm2kit.workflows.sweeps import _dask_client
+    from fsm2kit.batch.sweeps import _dask_client
 
     with _dask_client(1, None) as client:
         addr = client.scheduler.address
@@ -206,7 +206,7 @@ def _slices(n=2, size=64):
 
 
 def test_feature_cache_bad_file_is_recomputed_and_replaced(tiny256, tmp_path):
-    from fsm2kit.core import Engine
+    from fsm2kit.engine import Engine
 
     (a,) = _slices(1)
     first = Engine(tiny256, progress=False, cache_dir=tmp_path)
@@ -249,7 +249,7 @@ def test_feature_cache_bad_file_is_recomputed_and_replaced(tiny256, tmp_path):
 
 
 def test_feature_cache_weights_hash_taken_at_engine_creation(load_random, tmp_path):
-    from fsm2kit.core import Engine
+    from fsm2kit.engine import Engine
 
     model = load_random()  # its own copy: the weights are edited below
     (a,) = _slices(1)
@@ -264,7 +264,7 @@ def test_feature_cache_weights_hash_taken_at_engine_creation(load_random, tmp_pa
 
 
 def test_feature_cache_full_or_unwritable_folder_warns_once(tiny256, tmp_path, monkeypatch):
-    from fsm2kit.core import Engine, features
+    from fsm2kit.engine import Engine, features
 
     def full_disk(path, data):
         with open(path, "wb") as f:
@@ -337,7 +337,7 @@ def test_loader_warns_about_files_the_manifest_does_not_list(tmp_path):
 
 # ============================================================================ checkpoints
 def _quiet_load(path):
-    from fsm2kit.core import load_sam2
+    from fsm2kit.model import load_sam2
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
@@ -345,7 +345,7 @@ def _quiet_load(path):
 
 
 def test_checkpoint_nan_weights_are_refused(tiny256, tmp_path):
-    from fsm2kit.core import CheckpointError, save_checkpoint
+    from fsm2kit.model import CheckpointError, save_checkpoint
 
     path = save_checkpoint(tiny256, tmp_path / "w.pt")
     sd = torch.load(path, weights_only=True)["model"]
@@ -359,7 +359,7 @@ def test_checkpoint_nan_weights_are_refused(tiny256, tmp_path):
 
 
 def test_not_a_checkpoint_gets_fsm2kits_message(tmp_path):
-    from fsm2kit.core import CheckpointError
+    from fsm2kit.model import CheckpointError
 
     for content in (b"not a torch file", b"PK\x03\x04garbage"):
         (tmp_path / "junk.pt").write_bytes(content)
@@ -369,7 +369,7 @@ def test_not_a_checkpoint_gets_fsm2kits_message(tmp_path):
 
 
 def test_checkpoint_folder_is_named_as_a_folder(tmp_path):
-    from fsm2kit.core import CheckpointError
+    from fsm2kit.model import CheckpointError
 
     with pytest.raises(CheckpointError, match="is a folder, not a file.*sam2_hiera_tiny.pt"):
         _quiet_load(tmp_path)

@@ -1,4 +1,4 @@
-"""fsm2kit.workflows.segment (labels, propagation, segment_results): own scans end to end.
+"""fsm2kit.segment.own_scan (labels, propagation, segment_results): own scans end to end.
 
 Pure pieces by hand (labels, start, stopping rule, layout, overlaps), the propagation loop with a
 scripted stand-in engine (exact control of object scores), the error catalogue, and SAM2 runs
@@ -25,14 +25,14 @@ from fsm2kit.io.examples import example_ct, example_dir
 from fsm2kit.io.nifti import load_label_nifti, load_nifti
 from fsm2kit.io.volumes import Volume
 from fsm2kit.protocol.labels import LabelMap
-from fsm2kit.core import Engine, EngineStats, SupportMemory, TrackOutput
-from fsm2kit.core.episode import Support
-from fsm2kit.core.memory import MemoryEntry, MemorySettings
-from fsm2kit.core.plans import fq_plan
+from fsm2kit.engine import Engine, EngineStats, SupportMemory, TrackOutput
+from fsm2kit.protocol.episode import Support
+from fsm2kit.engine.memory import MemoryEntry, MemorySettings
+from fsm2kit.engine.plans import fq_plan
 from fsm2kit.testing import assert_labels_agree, assert_masks_agree
 from fsm2kit.cli.segment import DEFAULT_PATIENCE as CLI_PATIENCE, cmd_segment, register_cli
-from fsm2kit.workflows.labels import OrganSpec, parse_labels
-from fsm2kit.workflows.propagation import (
+from fsm2kit.segment.organs import OrganSpec, parse_labels
+from fsm2kit.segment.propagation import (
     DEFAULT_PATIENCE,
     ECHO_LOGIT,
     NOT_RUN_LOGIT,
@@ -42,8 +42,8 @@ from fsm2kit.workflows.propagation import (
     relative_start,
     should_stop,
 )
-from fsm2kit.workflows.segment import resolve_overlaps, segment_volume
-from fsm2kit.workflows.segment_results import load_scan, sidecar_path
+from fsm2kit.segment.own_scan import resolve_overlaps, segment_volume
+from fsm2kit.segment.segment_result import load_scan, sidecar_path
 
 LIVER = 5  # TotalSegmentator id in the bundled CT's mask
 
@@ -361,12 +361,12 @@ def ct_files(tmp_path):
 
 def test_error_catalogue_files(tmp_path, ct_files, monkeypatch):
     """Bad files fail with a clear message before any model is loaded."""
-    import fsm2kit.core.models
+    import fsm2kit.model.loading
 
     def no_model(*a, **k):  # every case below must fail before loading SAM2
         raise AssertionError("the model was loaded")
 
-    monkeypatch.setattr(fsm2kit.core.models, "load_sam2", no_model)
+    monkeypatch.setattr(fsm2kit.model.loading, "load_sam2", no_model)
     ct, seg = ct_files
     img = nib.load(ct)
     p = _parser()
@@ -483,9 +483,9 @@ def test_cli_grid_and_support_echo(kind, tmp_path, ct_files, tiny256, monkeypatc
     mask_path = tmp_path / f"liver_z15_{kind}.nii.gz"
     nib.save(vol.mask_to_nifti(one), mask_path)
     if kind != "RAS":  # share the session model (the RAS run loads its own, like a user)
-        import fsm2kit.core.models
+        import fsm2kit.model.loading
 
-        monkeypatch.setattr(fsm2kit.core.models, "load_sam2", lambda *a, **k: tiny256)
+        monkeypatch.setattr(fsm2kit.model.loading, "load_sam2", lambda *a, **k: tiny256)
     out = tmp_path / "seg" / "pred.nii.gz"
     args = _parser().parse_args(_argv(src_path, mask_path, out, "--labels", "liver=5"))
     assert cmd_segment(args) == 0
@@ -527,7 +527,7 @@ def _save(path, data, aff):
 
 @pytest.mark.slow
 def test_multi_organ_encodes_once_and_matches_single_runs(tiny256):
-    from fsm2kit.core import Engine
+    from fsm2kit.engine import Engine
 
     ct = example_ct()
     q = Volume(ct.array[14:20], case_id="ct_z14_19")  # 6 slices of the CT
@@ -580,7 +580,7 @@ def test_multi_organ_encodes_once_and_matches_single_runs(tiny256):
 @pytest.mark.slow
 def test_dicom_query_end_to_end(tmp_path, tiny256, monkeypatch, capsys):
     """A DICOM folder in, a NIfTI label volume in the series' grid out."""
-    import fsm2kit.core.models
+    import fsm2kit.model.loading
     from test_dicom import write_series
 
     rng = np.random.default_rng(0)
@@ -591,7 +591,7 @@ def test_dicom_query_end_to_end(tmp_path, tiny256, monkeypatch, capsys):
     lab[2, 10:30, 8:25] = 1
     mask = tmp_path / "mask.nii.gz"
     nib.save(series_vol.mask_to_nifti(lab), mask)
-    monkeypatch.setattr(fsm2kit.core.models, "load_sam2", lambda *a, **k: tiny256)
+    monkeypatch.setattr(fsm2kit.model.loading, "load_sam2", lambda *a, **k: tiny256)
     out = tmp_path / "pred.nii.gz"
     args = _parser().parse_args(_argv(tmp_path / "dcm", mask, out, "--patience", "0",
                                       "--ct-window=-100,2000", "--support-slice", "2", "--ground-truth", str(mask)))

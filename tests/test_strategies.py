@@ -13,8 +13,8 @@ import pytest
 
 from fsm2kit.cli import main
 from fsm2kit.cli.common import Strategies, add_strategy_args, strategies_from_args
-from fsm2kit.core.episode import Episode, Support
-from fsm2kit.core.plans import SETTINGS, build_plans
+from fsm2kit.protocol.episode import Episode, Support
+from fsm2kit.engine.plans import SETTINGS, build_plans
 from fsm2kit.strategies import (
     MEMORY_POLICIES,
     ORDERINGS,
@@ -156,8 +156,8 @@ def test_registry_describe_and_reprs():
 
 
 def test_registered_names_are_what_core_records():
-    from fsm2kit.core.memory import sam2_memory_policy
-    from fsm2kit.core.names import strategy_name
+    from fsm2kit.engine.memory import sam2_memory_policy
+    from fsm2kit.records.naming import strategy_name
 
     assert MEMORY_POLICIES.get("sam2") is sam2_memory_policy and MEMORY_POLICIES.get(None) is sam2_memory_policy
     assert strategy_name(STOPPING_RULES.get("patience")) == "patience:3"
@@ -277,7 +277,7 @@ def test_user_selectors_are_wrapped_and_checked(demo):
 def _bank():
     import torch
 
-    from fsm2kit.core.memory import MemoryBank, MemoryEntry
+    from fsm2kit.engine.memory import MemoryBank, MemoryEntry
 
     pos = torch.zeros(1, 64, 2, 2)
 
@@ -292,7 +292,7 @@ def _bank():
 
 
 def test_memory_policies(demo):
-    from fsm2kit.core.memory import MemorySettings, check_selection, sam2_memory_policy
+    from fsm2kit.engine.memory import MemorySettings, check_selection, sam2_memory_policy
 
     bank, settings = _bank(), MemorySettings()
     sam2 = MEMORY_POLICIES.get("sam2")
@@ -325,7 +325,7 @@ def test_patience_rule_by_hand():
 
 
 def test_patience_rule_matches_segment_should_stop():
-    from fsm2kit.workflows.propagation import DEFAULT_PATIENCE, absent_after, should_stop
+    from fsm2kit.segment.propagation import DEFAULT_PATIENCE, absent_after, should_stop
 
     assert DEFAULT_PATIENCE == STOPPING_RULES.get("patience").patience
     rng = np.random.default_rng(1)
@@ -528,7 +528,7 @@ def plugin_notebook(tmp_path):
 
 
 def test_sweep_plugins_are_validated_and_passed_as_a_parameter(tmp_path, plugin_notebook):
-    from fsm2kit.workflows import collect_index, load_sweep
+    from fsm2kit.batch import collect_index, load_sweep
 
     d = plugin_notebook.parent
     (d / "local_plugin.py").write_text("")
@@ -558,7 +558,7 @@ def test_sweep_plugins_need_a_notebook_that_takes_them(tmp_path):
     import nbformat
     from nbformat.v4 import new_code_cell, new_notebook
 
-    from fsm2kit.workflows import load_sweep
+    from fsm2kit.batch import load_sweep
 
     cell = new_code_cell("x = 1")
     cell.metadata["tags"] = ["parameters"]
@@ -572,7 +572,7 @@ def test_sweep_plugins_need_a_notebook_that_takes_them(tmp_path):
 
 @pytest.mark.slow
 def test_execute_run_passes_plugins_and_leaves_the_worker_environment_alone(tmp_path, plugin_notebook, monkeypatch):
-    from fsm2kit.workflows import DONE_MARKER, execute_run, load_sweep
+    from fsm2kit.batch import DONE_MARKER, execute_run, load_sweep
 
     monkeypatch.delenv("TQDM_DISABLE", raising=False)
     p = plugin_notebook.parent / "s.yaml"

@@ -15,10 +15,22 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fsm2kit.core.episode import Episode, Support
-from fsm2kit.core.plans import Frame, Plan, Step, build_plans, custom_plan, fq_plan, split_plan
-from fsm2kit.strategies import (MAX_VIEWS, ORDERINGS, SUPPORT_SELECTORS, VIEW_SEQUENCE, StartOrder, apply_view,
-                                chunk_candidates, gamma_view, hflip_view, plan_with_views, scale_view, support_views)
+from fsm2kit.protocol.episode import Episode, Support
+from fsm2kit.engine.plans import Frame, Plan, Step, build_plans, custom_plan, fq_plan, split_plan
+from fsm2kit.strategies import (
+    MAX_VIEWS,
+    ORDERINGS,
+    SUPPORT_SELECTORS,
+    VIEW_SEQUENCE,
+    StartOrder,
+    apply_view,
+    chunk_candidates,
+    gamma_view,
+    hflip_view,
+    plan_with_views,
+    scale_view,
+    support_views,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ["--checkpoint", "random", "--image-size", "128", "--device", "cpu", "--no-progress"]
@@ -171,7 +183,7 @@ def test_order_arguments_are_validated_in_one_line():
 
 # ----------------------------------------------------------------------------- through the run path
 def _config(folder, **kw):
-    from fsm2kit.workflows import ExperimentConfig
+    from fsm2kit.run import ExperimentConfig
 
     base = dict(episodes=str(folder), dataset="CHAOST2", folds=[0], classes=["liver"], checkpoint="random",
                 image_size=128, device="cpu", max_slices=2)
@@ -179,7 +191,7 @@ def _config(folder, **kw):
 
 
 def _run(config, model):
-    from fsm2kit.workflows import load_config_episodes, run_experiment
+    from fsm2kit.run import load_config_episodes, run_experiment
 
     eps = load_config_episodes(config, progress=False)[:1]
     return run_experiment(config, models={"sam2-tiny": model}, episodes=[eps], progress=False), eps[0]
@@ -222,7 +234,7 @@ def test_experiment_similar_per_chunk_and_per_query(alp_folder, tiny128):
 
 # ----------------------------------------------------------------------------- command line
 def test_cli_bad_strategy_input_fails_in_one_line_before_a_model(alp_folder, tmp_path, capsys, monkeypatch):
-    import fsm2kit.core.models as models
+    import fsm2kit.model.loading as models
     from fsm2kit.cli import main
 
     def no_model(*a, **k):
@@ -255,7 +267,7 @@ def test_segment_start_slice_is_order_at():
     import argparse
 
     from fsm2kit.cli.segment import _order_spec, register_cli
-    from fsm2kit.workflows.segment import start_from_order
+    from fsm2kit.segment.own_scan import start_from_order
 
     p = argparse.ArgumentParser()
     register_cli(p.add_subparsers())
@@ -279,7 +291,7 @@ def test_strategies_lists_every_selector_order_and_the_views():
 # ----------------------------------------------------------------------------- the sweep
 @pytest.mark.slow
 def test_strategies_sweep_runs(tmp_path):
-    from fsm2kit.workflows import DONE_MARKER, execute_run, load_sweep
+    from fsm2kit.batch import DONE_MARKER, execute_run, load_sweep
 
     sweep = load_sweep(REPO / "sweeps" / "strategies.yaml")
     specs = sweep.runs(tmp_path / "reports")

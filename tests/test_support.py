@@ -75,7 +75,7 @@ def test_label_volumes_and_errors():
 @pytest.mark.slow
 def test_similarity_selectors_with_sam2(tiny256):
     from fsm2kit.io.examples import example_ct
-    from fsm2kit.core import Engine
+    from fsm2kit.engine import Engine
 
     ct = example_ct()
     liver = ct.labels.mask("liver")

@@ -27,7 +27,7 @@ SMALL = ["--checkpoint", "random", "--image-size", "256", "--device", "cpu", "--
 
 
 def _config(folder, **strategies):
-    from fsm2kit.workflows import ExperimentConfig
+    from fsm2kit.run import ExperimentConfig
 
     return ExperimentConfig(episodes=str(folder), dataset="CHAOST2", folds=[0], classes=["liver"],
                             settings=["S1SFQ"], checkpoint="random", image_size=256, device="cpu",
@@ -37,7 +37,7 @@ def _config(folder, **strategies):
 @pytest.mark.slow
 def test_registered_in_this_process_run_through_run_experiment(alp_folder, tiny256):
     from fsm2kit.strategies import load_plugins
-    from fsm2kit.workflows import load_config_episodes, run_experiment
+    from fsm2kit.run import load_config_episodes, run_experiment
 
     load_plugins([str(DEMO)])  # what a notebook cell defining the strategies does
     mine = _config(alp_folder, orders=["bottom"], support_selector="first", memory_policy="cond_only")
@@ -95,7 +95,7 @@ def test_cli_loads_them_with_plugins(alp_folder, tmp_path):
 
 @pytest.mark.slow
 def test_a_sweep_worker_loads_them_from_the_sweep_file(alp_folder, tmp_path):
-    from fsm2kit.workflows import DONE_MARKER, execute_run, load_sweep
+    from fsm2kit.batch import DONE_MARKER, execute_run, load_sweep
 
     sweep = tmp_path / "user.yaml"
     sweep.write_text(

@@ -53,7 +53,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``fsm2kit`` parser with every subcommand."""
-    from ..core.version import __version__
+    from ..version import __version__
 
     parser = _Parser(
         prog="fsm2kit",

@@ -37,9 +37,9 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
 
 
 def _cmd_batch(args: argparse.Namespace) -> int:
-    from ..workflows.sweep_index import collect_index
-    from ..workflows.sweep_spec import load_sweep
-    from ..workflows.sweeps import plan_runs, run_sweep
+    from ..batch.sweep_index import collect_index
+    from ..batch.sweep_spec import load_sweep
+    from ..batch.sweeps import plan_runs, run_sweep
 
     security = _security(args)
     sweep = load_sweep(args.sweep)
@@ -81,7 +81,7 @@ def _security(args: argparse.Namespace):
     for flag, f in given.items():
         if not Path(f).is_file():
             raise FileNotFoundError(f"{flag} {f}: no such file.")
-    from ..workflows.sweep_spec import require_module
+    from ..batch.sweep_spec import require_module
 
     require_module("distributed")
     from distributed import Security

@@ -16,7 +16,7 @@ __all__ = ["add_model_args", "check_model_args", "model_from_args", "engine_from
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
     """The model options every subcommand that runs SAM2 shares."""
-    from ..core.specs import MODELS
+    from ..model.specs import MODELS
 
     p.add_argument("--model", default="sam2-tiny", help=f"SAM2 model: {', '.join(MODELS)} (default sam2-tiny)")
     p.add_argument(
@@ -43,7 +43,7 @@ def check_model_args(args: argparse.Namespace) -> None:
 
     Model name, image size, threads, object batch size, and that a ``--checkpoint`` file exists.
     """
-    from ..core.specs import check_image_size, resolve_spec
+    from ..model.specs import check_image_size, resolve_spec
 
     resolve_spec(args.model)
     try:
@@ -124,7 +124,7 @@ def check_outputs(outputs: dict[str, str | os.PathLike], inputs: dict[str, str |
 
 def check_output_folder(out: str | os.PathLike, *, overwrite: bool) -> None:
     """An output folder: not a file, writable, and (without ``overwrite``) empty or absent."""
-    from ..core.fileio import check_can_create
+    from ..records.fileio import check_can_create
 
     o = Path(out)
     if o.exists() and not o.is_dir():
@@ -143,7 +143,7 @@ def model_from_args(args: argparse.Namespace, *, meaningless: str = "the numbers
     """
     import torch
 
-    from ..core.models import load_sam2
+    from ..model.loading import load_sam2
 
     if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
@@ -160,7 +160,7 @@ def model_from_args(args: argparse.Namespace, *, meaningless: str = "the numbers
 
 def engine_from_args(model, args: argparse.Namespace):
     """An :class:`~fsm2kit.engine.Engine` with the options of :func:`add_model_args`."""
-    from ..core.engine import Engine
+    from ..engine.engine import Engine
 
     return Engine(model, progress=not args.no_progress, object_batch_size=getattr(args, "object_batch_size", None))
 
@@ -189,7 +189,7 @@ class Strategies:
     def names(self) -> dict[str, str]:
         """``{"order": ..., "support_select": ..., "memory_policy": ..., "stop": ...}`` for provenance
         (only the options the command has), plus ``plugins`` when some were loaded."""
-        from ..core.names import strategy_name
+        from ..records.naming import strategy_name
 
         out: dict = {}
         for attr, key in (("ordering", "order"), ("support_selector", "support_select"),
@@ -278,7 +278,7 @@ def strategies_from_args(args: argparse.Namespace) -> Strategies:
             spec = getattr(args, dest)
             found[attr] = regs[family].get(spec)
     if hasattr(args, "support_views"):
-        from ..strategies.views import check_views
+        from ..strategies.support_views import check_views
 
         found["support_views"] = check_views(args.support_views)
     return Strategies(**found, plugins=tuple(loaded))

@@ -22,7 +22,7 @@ __all__ = ["register_cli"]
 
 def register_cli(subparsers) -> None:
     """Add ``fsm2kit inspect``: memory-attention masses, charts and panels of one run."""
-    from ..core.plans import ORDERS, SETTINGS
+    from ..engine.plans import ORDERS, SETTINGS
 
     p = subparsers.add_parser(
         "inspect",
@@ -55,9 +55,9 @@ def register_cli(subparsers) -> None:
 def _cmd_inspect(args) -> int:
     from pathlib import Path
 
-    from ..core.fileio import atomic_folder
-    from ..workflows.inspection import inspect_run
-    from ..workflows.provenance import command_line
+    from ..records.fileio import atomic_folder
+    from ..studies.run_inspection import inspect_run
+    from ..records.provenance import command_line
 
     check_model_args(args)
     for flag, v in (("--episode-index", args.episode_index), ("--panels", args.panels)):

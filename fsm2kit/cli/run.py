@@ -1,14 +1,14 @@
 """``fsm2kit run``: one FS-MedSAM2 setting over episodes; logits, Dice and provenance.
 
-The command builds the same :class:`~fsm2kit.workflows.config.ExperimentConfig` the notebooks
-use and runs it through the one runner (:func:`~fsm2kit.workflows.experiments.run_experiments`),
-which writes the one output format (:mod:`fsm2kit.workflows.results`): ``logits.npz``,
+The command builds the same :class:`~fsm2kit.run.config.ExperimentConfig` the notebooks
+use and runs it through the one runner (:func:`~fsm2kit.run.runner.run_experiments`),
+which writes the one output format (:mod:`fsm2kit.run.experiment_result`): ``logits.npz``,
 ``slices.csv``, ``summary.csv`` (Dice, pooled and mean per volume), ``volumes.csv`` and
 ``provenance.json``.
 
 Everything is checked before any model loads (options, the episodes, and ``--out``: not an input,
 not an earlier run unless ``--overwrite``). The run folder is built beside ``--out`` (a hidden
-temporary sibling) and renamed to it when complete (:func:`fsm2kit.core.fileio.atomic_folder`):
+temporary sibling) and renamed to it when complete (:func:`fsm2kit.records.fileio.atomic_folder`):
 ``--out`` holds a whole run or nothing, never a mix of two.
 """
 
@@ -36,7 +36,7 @@ __all__ = ["register_cli", "config_from_args"]
 
 def register_cli(sub) -> argparse.ArgumentParser:
     """Add ``fsm2kit run``."""
-    from ..core.plans import SETTINGS
+    from ..engine.plans import SETTINGS
 
     run = sub.add_parser(
         "run",
@@ -71,15 +71,15 @@ def register_cli(sub) -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace):
-    """The :class:`~fsm2kit.workflows.config.ExperimentConfig` of ``fsm2kit run``'s options.
+    """The :class:`~fsm2kit.run.config.ExperimentConfig` of ``fsm2kit run``'s options.
 
     An SSL-ALPNet dataset folder needs ``--dataset``, ``--fold`` and ``--label`` (one fold, one
     class). An npz folder is one fold's episodes already: ``--fold`` and ``--label``, when given,
     are checked against the dumps when they load (refused if they contradict them; the fold is
     recorded), never ignored.
     """
-    from ..workflows.config import ExperimentConfig
-    from ..workflows.episodes import episode_folder_kind, require_folder_options
+    from ..run.config import ExperimentConfig
+    from ..run.sources import episode_folder_kind, require_folder_options
 
     strategies = strategies_from_args(args)  # plugins first; bad names fail here, in one line, before any model
 
@@ -110,11 +110,11 @@ def config_from_args(args: argparse.Namespace):
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from ..core.fileio import atomic_folder
-    from ..workflows.episodes import episode_folder_kind, load_config_episodes
-    from ..workflows.experiments import run_experiments
-    from ..workflows.provenance import command_line
-    from ..workflows.results import format_dice
+    from ..records.fileio import atomic_folder
+    from ..run.sources import episode_folder_kind, load_config_episodes
+    from ..run.runner import run_experiments
+    from ..records.provenance import command_line
+    from ..run.experiment_result import format_dice
 
     t0 = time.perf_counter()
     check_model_args(args)
@@ -130,7 +130,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
               f"{args.dataset or 'CHAOST2'} ids{'' if args.dataset else ' (the default; --dataset to change)'}, "
               f"fold {args.fold if args.fold is not None else 'not recorded (-1)'}", file=sys.stderr)
     if config.prompts:  # every correction checked against its episode before the model loads
-        from ..workflows.corrections import episode_rounds
+        from ..run.prompting import episode_rounds
 
         rounds = episode_rounds(config.prompt_file(), episodes)
         print(f"prompts: {sum(len(r) for e in rounds for r in e)} correction(s) in "

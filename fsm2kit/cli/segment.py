@@ -5,7 +5,7 @@ The label volume is NIfTI (``--out pred.nii.gz``), or for a DICOM query a DICOM 
 model loads: ``--out`` (and its sidecar and Dice table) must not be an input and needs
 ``--overwrite`` to replace an earlier output, ``.dcm`` needs a DICOM query; the label
 volume, its JSON sidecar and Dice table are written all or none
-(:meth:`~fsm2kit.workflows.segment_results.SegmentResult.save`).
+(:meth:`~fsm2kit.segment.segment_result.SegmentResult.save`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from .common import (
     strategies_from_args,
 )
 
-#: ``--patience`` default; equals fsm2kit.workflows.propagation.DEFAULT_PATIENCE (tested), kept here so
+#: ``--patience`` default; equals fsm2kit.segment.propagation.DEFAULT_PATIENCE (tested), kept here so
 #: that building the parser imports no numerics.
 DEFAULT_PATIENCE = 3
 #: The support selectors whole-volume segmentation has its own rule for (``middle``, ``largest``,
@@ -134,12 +134,12 @@ def cmd_segment(args: argparse.Namespace) -> int:
     """Handler of ``fsm2kit segment``."""
     import numpy as np
 
-    from ..core.fileio import file_sha256
+    from ..records.fileio import file_sha256
     from ..io.nifti import load_label_nifti
-    from ..workflows.labels import check_label_map_fits, describe_ids, parse_labels
-    from ..workflows.provenance import RANDOM_NOTE, command_line
-    from ..workflows.segment import check_request, segment_volume, start_from_order
-    from ..workflows.segment_results import check_dicom_output, check_output, load_scan, output_files
+    from ..segment.organs import check_label_map_fits, describe_ids, parse_labels
+    from ..records.provenance import RANDOM_NOTE, command_line
+    from ..segment.own_scan import check_request, segment_volume, start_from_order
+    from ..segment.segment_result import check_dicom_output, check_output, load_scan, output_files
 
     t0 = time.perf_counter()
     out = Path(args.out)
@@ -181,7 +181,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     prompts = None
     if args.prompts:  # read and checked against the query's slices before the model loads
         from ..io.prompts import read_prompts
-        from ..workflows.corrections import label_rounds
+        from ..run.prompting import label_rounds
 
         prompts = read_prompts(args.prompts)
         label_rounds(prompts, organs, query.shape)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..core.memory import MemoryBank, MemorySelection
+from ..engine.memory import MemoryBank, MemorySelection
 from .layout import KeyEntry, KeyLayout
 
 __all__ = ["PixelAttention", "StepAttention", "attention_weights", "attention_inputs"]

@@ -21,7 +21,7 @@ This module captures them, scoped and read-only:
   With ``verify=True`` it also recomputes ``out_proj(softmax(q k^T / sqrt(d)) v)`` and records
   its relative error against the layer's real output: the capture is checked, not assumed.
 * :func:`key_layout` names the spans of the engine's token layout
-  (:func:`fsm2kit.core.memory.token_layout`) as :class:`KeyEntry` s (support memories,
+  (:func:`fsm2kit.engine.memory.token_layout`) as :class:`KeyEntry` s (support memories,
   previous-query memories, object pointers).
 * :class:`Inspection` holds the typed per-step results (:class:`StepAttention`) and gives tidy
   tables (:attr:`Inspection.masses`, :meth:`Inspection.pixel_frame`) and per-pixel attention
@@ -48,11 +48,11 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 import numpy as np
 import torch
 
-from ..core.engine import Engine
-from ..core.results import EpisodeResult
-from ..core.tracking import TrackOutput
-from ..core.episode import Episode
-from ..core.memory import MemoryBank, MemorySelection, TokenLayout
+from ..engine.engine import Engine
+from ..engine.results import EpisodeResult
+from ..engine.tracking import TrackOutput
+from ..protocol.episode import Episode
+from ..engine.memory import MemoryBank, MemorySelection, TokenLayout
 from .attention import PixelAttention, StepAttention, attention_inputs, attention_weights
 from .layout import KeyLayout, layout_entries, query_token, token_weights
 
@@ -231,7 +231,7 @@ class MemoryInspector:
                 raise RuntimeError(
                     f"memory attention layer {layer} got {k.shape[-2]} key tokens ({n_excl} without RoPE), "
                     f"but the memory selection lays out {lay.n_tokens} ({lay.n_pointer_tokens} pointer "
-                    f"tokens): {lay!r}. The engine's memory layout changed; update fsm2kit.core.memory.token_layout."
+                    f"tokens): {lay!r}. The engine's memory layout changed; update fsm2kit.engine.memory.token_layout."
                 )
         qh, kh = attention_weights(module, q, k, n_excl)
         qh, kh = qh.float(), kh.float()

@@ -7,9 +7,9 @@ from typing import Sequence
 
 import numpy as np
 
-from ..core.engine import Engine
-from ..core.episode import Episode
-from ..core.results import EpisodeResult
+from ..engine.engine import Engine
+from ..protocol.episode import Episode
+from ..engine.results import EpisodeResult
 from .attention import PixelAttention, StepAttention
 from .capture import MemoryInspector
 from .layout import KeyEntry, query_token

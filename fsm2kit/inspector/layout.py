@@ -1,6 +1,6 @@
 """The memory attention's key axis, named: which tokens belong to which memory entry.
 
-The engine lays out a step's keys with :func:`fsm2kit.core.memory.token_layout` (spatial
+The engine lays out a step's keys with :func:`fsm2kit.engine.memory.token_layout` (spatial
 memories, then object pointers); :func:`key_layout` names those spans after the memory bank's
 entries (:class:`KeyEntry`: support memory, previous-query memory, object pointer) for tables,
 charts and panels. Also the mapping between query pixels and memory-attention tokens.
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..core.memory import MemoryBank, MemorySelection, TokenLayout, token_layout
+from ..engine.memory import MemoryBank, MemorySelection, TokenLayout, token_layout
 
 __all__ = ["KeyEntry", "KeyLayout", "key_layout", "layout_entries", "query_token", "token_weights", "ENTRY_GROUPS"]
 
@@ -224,7 +224,7 @@ def key_layout(
 
 
 def layout_entries(layout: TokenLayout, bank: MemoryBank, *, num_maskmem: int = 7) -> KeyLayout:
-    """Name the spans of a :class:`~fsm2kit.core.memory.TokenLayout` after the bank's entries."""
+    """Name the spans of a :class:`~fsm2kit.engine.memory.TokenLayout` after the bank's entries."""
     entries: list[KeyEntry] = []
     for span in layout.spans:
         ref = span.ref

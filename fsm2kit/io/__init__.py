@@ -1,22 +1,21 @@
-"""Volumes, NIfTI, DICOM, SSL-ALPNet folders, npz episodes, bundled examples, dataset preparation.
+"""Reading and writing scans and data: volumes, NIfTI, DICOM and DICOM SEG, SSL-ALPNet folders,
+npz episodes, bundled examples, correction-prompt files, dataset preparation.
 
-Label maps (:class:`~fsm2kit.protocol.labels.LabelMap`) belong to :mod:`fsm2kit.protocol`.
 Public names load lazily (PEP 562): importing this package imports no submodule.
 """
 
-from ..core.lazy import lazy_exports
+from ..lazy import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
-    ".alp": ['ALPDataset', 'load_alp_folder'],
-    ".charts": ['CHART_FORMATS', 'COLUMN_WIDTHS_MM', 'ExportPreset', 'PRESETS', 'paper_config', 'save_chart', 'save_figure', 'save_presets'],
-    ".dicom": ['DicomSeries', 'read_dicom_series', 'dicom_affine', 'series_files', 'trailing_number'],
-    ".dicom_seg": ['SegmentCode', 'ORGAN_CODES', 'GENERIC_CODE', 'organ_code', 'seg_source_headers', 'check_dicom_seg_source', 'dicom_seg'],
-    ".examples": ['example_dir', 'example_episodes', 'example_ct'],
-    ".nifti": ['read_image', 'squeeze_to_3d', 'as_label_ids', 'load_nifti', 'volume_from_nifti_image', 'load_label_nifti', 'save_mask'],
-    ".npz": ['NpzName', 'parse_npz_name', 'load_npz_episodes'],
-    ".prompts": ['PromptError', 'label_matches', 'Prompt', 'PromptFile', 'read_prompts', 'parse_prompts', 'prompts_json', 'write_prompts'],
-    ".prepare": ['PreparedScan', 'PrepareReport', 'prepare_synapse', 'prepare_chaos'],
-    ".prepare_ops": ['SABS_CLASSMAP_NAMES', 'CHAOST2_CLASSMAP_NAMES', 'CHAOS_SPACING', 'HIST_CUT_TOP', 'SABS_SPACING_FACTOR', 'CROP_SIZE', 'resampled_shape', 'resample_linear', 'resample_labels', 'sabs_window', 'histogram_cut_top', 'crop_or_pad_center', 'class_slice_index'],
-    ".raw_scans": ['RawScan', 'find_synapse_scans', 'find_chaos_scans'],
-    ".volumes": ['CANONICAL_AXCODES', 'SourceGrid', 'LabelVolume', 'Volume', 'label_dtype', 'array_axes_in_file', 'describe_grid', 'align_to_grid'],
+    ".alp": ["ALPDataset", "load_alp_folder"],
+    ".dicom": ["DicomSeries", "dicom_affine", "read_dicom_series", "series_files", "trailing_number"],
+    ".dicom_seg": ["GENERIC_CODE", "ORGAN_CODES", "SegmentCode", "check_dicom_seg_source", "dicom_seg", "organ_code", "seg_source_headers"],
+    ".examples": ["example_ct", "example_dir", "example_episodes"],
+    ".nifti": ["as_label_ids", "load_label_nifti", "load_nifti", "read_image", "save_mask", "squeeze_to_3d", "volume_from_nifti_image"],
+    ".npz": ["NpzName", "load_npz_episodes", "parse_npz_name"],
+    ".prepare": ["PrepareReport", "PreparedScan", "prepare_chaos", "prepare_synapse"],
+    ".prepare_ops": ["CHAOST2_CLASSMAP_NAMES", "CHAOS_SPACING", "CROP_SIZE", "HIST_CUT_TOP", "SABS_CLASSMAP_NAMES", "SABS_SPACING_FACTOR", "class_slice_index", "crop_or_pad_center", "histogram_cut_top", "resample_labels", "resample_linear", "resampled_shape", "sabs_window"],
+    ".prompts": ["Prompt", "PromptError", "PromptFile", "label_matches", "parse_prompts", "prompts_json", "read_prompts", "write_prompts"],
+    ".raw_scans": ["RawScan", "find_chaos_scans", "find_synapse_scans"],
+    ".volumes": ["CANONICAL_AXCODES", "LabelVolume", "SourceGrid", "Volume", "align_to_grid", "array_axes_in_file", "describe_grid", "label_dtype"],
 })

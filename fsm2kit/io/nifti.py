@@ -26,7 +26,7 @@ import nibabel as nib
 import numpy as np
 from nibabel import orientations as nio
 
-from ..core.fileio import atomic_write
+from ..records.fileio import atomic_write
 from ..protocol.labels import LabelMap
 from .volumes import CANONICAL_AXCODES, LabelVolume, SourceGrid, Volume, align_to_grid
 
@@ -356,7 +356,7 @@ def save_mask(
 ) -> Path:
     """Write a (Z, H, W) mask as NIfTI in the grid of the file ``like`` was read from.
 
-    The file is written atomically (:func:`fsm2kit.core.fileio.atomic_write`: to a temporary
+    The file is written atomically (:func:`fsm2kit.records.fileio.atomic_write`: to a temporary
     file in the same folder, then renamed over ``path``), so an error never leaves a
     half-written file. Missing parent folders are created.
 
@@ -389,7 +389,7 @@ def save_mask(
 
 
 def _atomic_save(img: nib.spatialimages.SpatialImage, path: Path) -> None:
-    """``nib.save`` through :func:`~fsm2kit.core.fileio.atomic_write`; a folder that cannot be
+    """``nib.save`` through :func:`~fsm2kit.records.fileio.atomic_write`; a folder that cannot be
     created or written is a PermissionError that says so."""
     writing = False
 

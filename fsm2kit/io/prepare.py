@@ -33,7 +33,7 @@ Other recorded choices: the CHAOS ids are the patient folder names; integer imag
 integer through resampling with truncation towards zero (SimpleITK keeps the pixel type and
 casts with ``static_cast``); output headers keep the source origin after the crop (as the
 notebooks do, so world positions of cropped files are shifted: the arrays are what matter).
-Every output is written atomically (:func:`fsm2kit.core.fileio.atomic_write`) and listed with its
+Every output is written atomically (:func:`fsm2kit.records.fileio.atomic_write`) and listed with its
 sha256 in ``SHA256SUMS``; ``prepare.json`` records the inputs, the mapping from raw files to ids
 and the parameters.
 
@@ -57,7 +57,7 @@ import nibabel as nib
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..core.fileio import atomic_write, file_sha256
+from ..records.fileio import atomic_write, file_sha256
 from ..protocol.preprocessing import CHAOS_GRAY_VALUES, CT_WINDOW, SABS_BORDER, chaos_gray_to_label
 from .nifti import read_image
 from .prepare_ops import (
@@ -197,7 +197,7 @@ def _finish(
     notes: list[str],
     t0: float,
 ) -> PrepareReport:
-    from ..core.version import __version__
+    from ..version import __version__
 
     cm_path = out_dir / "classmap_1.json"
     atomic_write(cm_path, lambda tmp: Path(tmp).write_text(json.dumps(classmap)))

@@ -8,7 +8,7 @@ A correction has ``"z"`` and ``"points"`` (``[x, y, 1 or 0]``: 1 positive, 0 neg
 (``[x0, y0, x1, y1]``) or both, in pixel coordinates of the slice *as stored* (x = column,
 y = row; not as displayed). ``"case"`` and ``"label"`` say which episode (``run``) or which
 label (``segment``) it corrects; they are needed only when there are several. Each round is
-followed by a re-propagation (:func:`fsm2kit.core.corrections.segment_with_corrections`).
+followed by a re-propagation (:func:`fsm2kit.engine.corrections.segment_with_corrections`).
 
 :func:`read_prompts` checks everything the file alone can show (structure, labels 0/1, boxes,
 one correction per slice and target in a round) and says where the problem is;
@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from ..core.corrections import Correction
-from ..core.fileio import atomic_write
+from ..engine.corrections import Correction
+from ..records.fileio import atomic_write
 
 __all__ = ["PromptError", "label_matches", "Prompt", "PromptFile", "read_prompts", "parse_prompts", "prompts_json", "write_prompts"]
 

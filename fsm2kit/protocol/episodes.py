@@ -1,7 +1,7 @@
 """Episodes: one query scan, one support scan and one class put together (PROTOCOL.md section 3).
 
 :func:`build_episode` combines the protocol's rules (:mod:`fsm2kit.protocol.slices`) into an
-:class:`~fsm2kit.core.episode.Episode`; the support slices may come from another rule
+:class:`~fsm2kit.protocol.episode.Episode`; the support slices may come from another rule
 (``support_selector``).
 """
 
@@ -12,7 +12,7 @@ from numbers import Integral
 
 import numpy as np
 
-from ..core.episode import Episode, Support
+from .episode import Episode, Support
 from .checks import as_int, canonical_dataset, canonical_variant, check_npart, check_volume
 from .labels import DATASET_LABELS, resolve_label
 from .slices import chunk_ids, class_slices, scored_range, support_slices

@@ -1,7 +1,7 @@
 """Orderings: how an episode's query slices are processed, as the plans the engine runs.
 
 An ordering is a callable ``ordering(setting, episode) -> list[Plan]`` (:class:`Ordering`). The
-built-ins are the FQ orders of :func:`fsm2kit.core.plans.build_plans` (the 1Q settings have one
+built-ins are the FQ orders of :func:`fsm2kit.engine.plans.build_plans` (the 1Q settings have one
 plan per query slice and no order):
 
 ``middle`` (default)
@@ -13,14 +13,14 @@ plan per query slice and no order):
     start at the query slice at relative position ``P`` in [0, 1] (position
     ``floor(P * (M - 1) + 0.5)`` of the M query slices) and go both ways: forward to the end,
     then backward to the first, in one memory state, as own-scan segmentation does
-    (:func:`fsm2kit.core.plans.split_plan`). ``from:0.5`` is ``middle``, ``from:0`` is ``top``.
+    (:func:`fsm2kit.engine.plans.split_plan`). ``from:0.5`` is ``middle``, ``from:0`` is ``top``.
 ``at:Z``
     the same, starting at the query slice whose z is ``Z`` (``fsm2kit segment --start-slice Z``
     is ``--order at:Z``).
 
-A user's ordering may return any plans (e.g. :func:`fsm2kit.core.plans.custom_plan`)::
+A user's ordering may return any plans (e.g. :func:`fsm2kit.engine.plans.custom_plan`)::
 
-    from fsm2kit.core.plans import build_plans, custom_plan
+    from fsm2kit.engine.plans import build_plans, custom_plan
     from fsm2kit.strategies import register_ordering
 
     @register_ordering("bottom", summary="supports first, query slices in descending z")
@@ -40,12 +40,12 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Protocol, Sequence, runtime_checkable
 
-from ..core.names import strategy_name
+from ..records.naming import strategy_name
 from .registry import Registry, parse_index
 
 if TYPE_CHECKING:  # no numpy at import: the CLI lists orderings while it builds its parser
-    from ..core.episode import Episode
-    from ..core.plans import Plan
+    from ..protocol.episode import Episode
+    from ..engine.plans import Plan
 
 __all__ = ["Ordering", "PlanOrder", "StartOrder", "ORDERINGS", "register_ordering", "get_ordering", "engine_arguments"]
 
@@ -59,7 +59,7 @@ class Ordering(Protocol):
 
 @dataclass(frozen=True)
 class PlanOrder:
-    """A built-in order of :func:`~fsm2kit.core.plans.build_plans` (``"middle"`` or ``"top"``)."""
+    """A built-in order of :func:`~fsm2kit.engine.plans.build_plans` (``"middle"`` or ``"top"``)."""
 
     order: str
 
@@ -68,7 +68,7 @@ class PlanOrder:
         return self.order
 
     def __call__(self, setting: str, episode: "Episode") -> list["Plan"]:
-        from ..core.plans import build_plans
+        from ..engine.plans import build_plans
 
         return build_plans(setting, chunks=[int(c) for c in episode.chunks],
                            support_chunks=[s.chunk for s in episode.supports], npart=episode.npart,
@@ -80,7 +80,7 @@ class PlanOrder:
 
 def _fq_supports(setting: str, episode: "Episode") -> list[int]:
     """The support indices the setting's FQ plan conditions on (S1SFQ: the middle chunk's; 3SFQ: all)."""
-    from ..core.plans import build_plans
+    from ..engine.plans import build_plans
 
     (plan,) = build_plans(setting, chunks=[int(c) for c in episode.chunks],
                           support_chunks=[s.chunk for s in episode.supports], npart=episode.npart, order="top")
@@ -89,7 +89,7 @@ def _fq_supports(setting: str, episode: "Episode") -> list[int]:
 
 @dataclass(frozen=True)
 class StartOrder:
-    """Start at one query slice and go both ways (``from:P`` or ``at:Z``; :func:`~fsm2kit.core.plans.split_plan`).
+    """Start at one query slice and go both ways (``from:P`` or ``at:Z``; :func:`~fsm2kit.engine.plans.split_plan`).
 
     Attributes
     ----------
@@ -119,7 +119,7 @@ class StartOrder:
         return zs.index(int(self.value))
 
     def __call__(self, setting: str, episode: "Episode") -> list["Plan"]:
-        from ..core.plans import build_plans, normalize_setting, split_plan
+        from ..engine.plans import build_plans, normalize_setting, split_plan
 
         if not normalize_setting(setting).endswith("FQ"):  # 1Q settings: one plan per slice, no order
             return build_plans(setting, chunks=[int(c) for c in episode.chunks],

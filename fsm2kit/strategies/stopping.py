@@ -7,7 +7,7 @@ logit is > 0).
 
 ``patience[:N]`` (default, N = 3)
     stop after N consecutive slices with object score <= 0 (what
-    :func:`fsm2kit.workflows.segment.should_stop` does for ``--patience N``).
+    :func:`fsm2kit.segment.own_scan.should_stop` does for ``--patience N``).
 ``none``
     never stop: segment the whole volume (``--patience 0``).
 """
@@ -32,7 +32,7 @@ __all__ = [
     "from_patience",
 ]
 
-#: Patience of the default rule (= fsm2kit.workflows.segment.DEFAULT_PATIENCE).
+#: Patience of the default rule (= fsm2kit.segment.own_scan.DEFAULT_PATIENCE).
 DEFAULT_PATIENCE = 3
 
 

@@ -25,9 +25,9 @@ similar     per chunk: the chunk's slice most similar (SAM2        experiments, 
 
 ``similar`` needs the model's image encoder, so it is not a per-chunk rule
 (:attr:`SupportSelector.needs_model`): the experiment workflow chooses with its engine
-(:mod:`fsm2kit.workflows.support_plans`), ``fsm2kit segment`` with its own.
+(:mod:`fsm2kit.run.support_plans`), ``fsm2kit segment`` with its own.
 
-``fsm2kit segment`` (:mod:`fsm2kit.workflows.segment`) propagates one label through a whole scan
+``fsm2kit segment`` (:mod:`fsm2kit.segment.own_scan`) propagates one label through a whole scan
 and asks :meth:`SupportSelector.volume_slices`: ``middle`` and ``largest`` give one slice (the
 per-chunk rule with one chunk: :func:`~fsm2kit.strategies.selectors.middle_slice`,
 :func:`~fsm2kit.strategies.selectors.largest_slice`), ``protocol`` its ``npart`` slices,

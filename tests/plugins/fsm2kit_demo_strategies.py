@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fsm2kit.core.plans import build_plans, custom_plan
+from fsm2kit.engine.plans import build_plans, custom_plan
 from fsm2kit.strategies import register_memory_policy, register_ordering, register_support_selector
 
 
@@ -37,7 +37,7 @@ def first(support_label_zhw, label_id, npart):
 
 @register_memory_policy("cond_only", summary="attend to the conditioning (support) memories only, no predictions")
 def cond_only(bank, frame_idx, *, reverse, settings):
-    from fsm2kit.core.memory import MemorySelection
+    from fsm2kit.engine.memory import MemorySelection
 
     sel = bank.select(frame_idx, reverse=reverse, settings=settings)
     return MemorySelection(sel.frame_idx, sel.reverse, tuple(r for r in sel.spatial if r.is_cond),

@@ -1,0 +1,542 @@
+"""Views of an :class:`~fsm2kit.inspect.Inspection`: altair charts and image panels.
+
+Charts (altair; :func:`fsm2kit.viz.export.save_chart` writes ``.png``/``.svg`` through vl-convert,
+or a self-contained ``.html`` that works offline):
+
+* :func:`mass_chart`: stacked attention mass per memory entry along the processing order;
+* :func:`share_chart`: support memory vs query memory (vs pointers) share per slice;
+* :func:`layer_heatmap`: layer x memory entry mean mass.
+
+Panels (PIL images; :func:`save_panel`):
+
+* :func:`query_panel`: the query slice with its prediction (and ground truth) and the pixel;
+* :func:`memory_panels`: every spatial memory frame's image with the chosen pixel's attention
+  map over it (upsampled onto that image), its mask, and the entry's mass;
+* :func:`attention_panels`: both, with a provenance footer.
+
+Every chart title and panel footer names the weights ("random weights (seed N)" for a random
+model: then the content is meaningless).
+
+:func:`write_inspection` writes tables, charts and panels to a folder; ``fsm2kit inspect``
+(:func:`register_cli`) does it from the command line.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+
+from ..viz.display import COLORS, MEMORY_GROUP_COLORS, OKABE_ITO, display_orientation, episode_axcodes
+from ..records.fileio import atomic_write
+from ..viz.export import save_chart
+from ..viz.drawing import (
+    captioned,
+    centered_note,
+    colorbar,
+    draw_marker,
+    edge_letters,
+    gray01,
+    grid,
+    heat_overlay,
+    legend_strip,
+    oriented,
+    paint_fill,
+    paint_outline,
+    to_pil,
+)
+
+if TYPE_CHECKING:  # imported lazily: ``fsm2kit --help`` stays light
+    from .inspection import Inspection
+    from .layout import KeyEntry
+
+__all__ = [
+    "chart_masses",
+    "mass_chart",
+    "share_chart",
+    "layer_heatmap",
+    "chart_png",
+    "query_image",
+    "query_panel",
+    "memory_panels",
+    "attention_panels",
+    "save_panel",
+    "PANEL_MIN_FONT_PX",
+    "write_inspection",
+    "inspection_charts",
+    "GROUP_COLORS",
+    "role_colors",
+    "panel_orientation",
+    "clicked_pixel",
+]
+
+#: Colours of the three memory groups (support memory, query memory, pointers): the one scheme
+#: of :data:`fsm2kit.viz.display.MEMORY_GROUP_COLORS`.
+GROUP_COLORS = MEMORY_GROUP_COLORS
+
+
+# ----------------------------------------------------------------------------- tables for charts
+def _check_region(region: str) -> str:
+    if region not in ("all", "foreground"):
+        raise ValueError(f"region must be 'all' or 'foreground', got {region!r}.")
+    return region
+
+
+def _layer_filter(insp: Inspection, layer: int | None):
+    m = insp.masses
+    if layer is not None:
+        if layer not in insp.layers:
+            raise ValueError(f"layer {layer} was not captured; captured layers: {list(insp.layers)}.")
+        m = m[m["layer"] == layer]
+    return m
+
+
+def _layer_text(insp: Inspection, layer: int | None) -> str:
+    return f"layer {layer}" if layer is not None else f"mean of layers {', '.join(map(str, insp.layers))}"
+
+
+def _slice_labels(insp: Inspection) -> list[str]:
+    return [f"{k:02d} z{s.z}" for k, s in enumerate(insp.steps)]
+
+
+def chart_masses(insp: Inspection, *, layer: int | None = None, region: str = "all"):
+    """Mass per step and chart role (pointers merged), averaged over layers (or one layer) and heads.
+
+    Columns: proc_index, slice (``"07 z29"``), z, plan, step, role, group, mass, weights.
+    """
+    import pandas as pd
+
+    m = _layer_filter(insp, layer)
+    m = m[m["region"] == _check_region(region)].copy()
+    m["role"] = np.where(m["entry_kind"] == "pointer", "pointers", m["role"])
+    # sum within (step, layer, head, role) first (several pointers share a role), then average
+    keys = ["proc_index", "z", "plan", "step", "role", "group"]
+    per = m.groupby(keys + ["layer", "head"], as_index=False, sort=False)["mass"].sum()
+    out = per.groupby(keys, as_index=False, sort=False)["mass"].mean()
+    labels = _slice_labels(insp)
+    out["slice"] = [labels[k] for k in out["proc_index"]]
+    out["weights"] = insp.weights
+    if out.empty:
+        return pd.DataFrame(columns=keys + ["mass", "slice", "weights"])
+    return out
+
+
+def _role_order(roles) -> list[str]:
+    """Supports, then query memories nearest first (``query (t-1)``, ``(t-2)``...), then pointers."""
+    def key(r: str):
+        if r.startswith("support"):
+            return (0, 0, r)
+        if r.startswith("query (t-"):
+            return (1, int(r.rsplit("-", 1)[-1].rstrip(")")), r)
+        return (2, 0, r)
+
+    return sorted(set(roles), key=key)
+
+
+_SUPPORT_SHADES = (OKABE_ITO["blue"], OKABE_ITO["sky blue"], "#003F63", "#9CD3F2")
+_QUERY_SHADES = (OKABE_ITO["orange"], OKABE_ITO["vermillion"], OKABE_ITO["yellow"], OKABE_ITO["reddish purple"],
+                 OKABE_ITO["bluish green"], "#8C5A00", "#F5C96B", OKABE_ITO["black"])
+
+
+def role_colors(roles) -> dict[str, str]:
+    """Colours of memory entries (roles): supports in blues, query memories in the other
+    Okabe-Ito hues (nearest first), pointers grey: the groups' colours of :data:`GROUP_COLORS`."""
+    out, ns, nq = {}, 0, 0
+    for r in _role_order(roles):
+        if r.startswith("support"):
+            out[r], ns = _SUPPORT_SHADES[ns % len(_SUPPORT_SHADES)], ns + 1
+        elif r.startswith("query"):
+            out[r], nq = _QUERY_SHADES[nq % len(_QUERY_SHADES)], nq + 1
+        else:
+            out[r] = GROUP_COLORS["pointers"]
+    return out
+
+
+def _title(insp: Inspection, what: str, layer: int | None, region: str) -> dict:
+    r = insp.result
+    order = f"-{r.order}" if r.order else ""
+    sub = (f"{r.case_id}/{r.label_name}, {r.setting}{order}, {_layer_text(insp, layer)}, "
+           f"{'all query tokens' if region == 'all' else 'predicted foreground'}; "
+           f"{r.provenance.get('model')}, {insp.weights}")
+    if insp.random_weights:
+        sub += " (RANDOM WEIGHTS: content meaningless)"
+    return {"text": what, "subtitle": sub, "anchor": "start"}
+
+
+# ----------------------------------------------------------------------------- charts
+def mass_chart(insp: Inspection, *, layer: int | None = None, region: str = "all",
+               highlight: int | None = None, width: int = 520, height: int = 220):
+    """Stacked attention mass per memory entry along the processing order.
+
+    Parameters
+    ----------
+    insp : Inspection
+    layer : int, optional
+        One memory-attention layer (default: mean over the captured layers).
+    region : {"all", "foreground"}
+        Average over all query tokens, or over the predicted foreground.
+    highlight : int, optional
+        Processing index to mark (the widget's current step).
+
+    Returns
+    -------
+    altair.Chart
+    """
+    import altair as alt
+
+    df = chart_masses(insp, layer=layer, region=region)
+    roles = _role_order(df["role"])
+    labels = _slice_labels(insp)
+    bars = alt.Chart(df).mark_bar().encode(
+        x=alt.X("slice:O", sort=labels, title="query slices in processing order (index, z)"),
+        y=alt.Y("sum(mass):Q", title="attention mass", scale=alt.Scale(domain=[0, 1])),
+        color=alt.Color("role:N", sort=roles, title="memory entry",
+                        scale=alt.Scale(domain=roles, range=[role_colors(roles)[r] for r in roles])),
+        order=alt.Order("role_rank:Q"),
+        tooltip=["slice:O", "z:Q", "plan:Q", "step:Q", "role:N", alt.Tooltip("mass:Q", format=".3f")],
+    ).transform_calculate(
+        role_rank=f"indexof({roles!r}, datum.role)"
+    )
+    chart = bars
+    if highlight is not None:
+        if not 0 <= highlight < len(labels):
+            raise ValueError(f"highlight {highlight} outside 0..{len(labels) - 1}")
+        import pandas as pd
+
+        mark = alt.Chart(pd.DataFrame({"slice": [labels[highlight]]})).mark_rule(
+            color="black", strokeWidth=2, strokeDash=[4, 2]).encode(x=alt.X("slice:O", sort=labels))
+        chart = alt.layer(bars, mark)
+    return chart.properties(width=width, height=height,
+                            title=_title(insp, "Attention mass per memory entry", layer, region))
+
+
+def share_chart(insp: Inspection, *, layer: int | None = None, region: str = "all",
+                width: int = 520, height: int = 200):
+    """Support memory vs query memory (vs pointers) share of attention per slice.
+
+    Lines along the processing order, one per group; each point is a slice's mass on that
+    group (the three sum to 1).
+    """
+    import altair as alt
+
+    df = chart_masses(insp, layer=layer, region=region)
+    df = df.groupby(["proc_index", "slice", "z", "group"], as_index=False, sort=False)["mass"].sum()
+    df["weights"] = insp.weights
+    labels = _slice_labels(insp)
+    groups = list(GROUP_COLORS)
+    return alt.Chart(df).mark_line(point=True).encode(
+        x=alt.X("slice:O", sort=labels, title="query slices in processing order (index, z)"),
+        y=alt.Y("mass:Q", title="share of attention", scale=alt.Scale(domain=[0, 1])),
+        color=alt.Color("group:N", title="memory", sort=groups,
+                        scale=alt.Scale(domain=groups, range=[GROUP_COLORS[g] for g in groups])),
+        tooltip=["slice:O", "z:Q", "group:N", alt.Tooltip("mass:Q", format=".3f")],
+    ).properties(width=width, height=height,
+                 title=_title(insp, "Support vs query-memory share per slice", layer, region))
+
+
+def layer_heatmap(insp: Inspection, *, step: int | None = None, region: str = "all",
+                  width: int = 420, height: int = 140):
+    """Layer x memory entry heatmap of the mean attention mass (over steps, or one step)."""
+    import altair as alt
+
+    m = insp.masses
+    m = m[m["region"] == _check_region(region)].copy()
+    if step is not None:
+        if not 0 <= step < len(insp.steps):
+            raise ValueError(f"step {step} outside 0..{len(insp.steps) - 1}")
+        m = m[m["proc_index"] == step]
+    m["role"] = np.where(m["entry_kind"] == "pointer", "pointers", m["role"])
+    per = m.groupby(["proc_index", "layer", "head", "role"], as_index=False)["mass"].sum()
+    df = per.groupby(["layer", "role"], as_index=False)["mass"].mean()
+    df["weights"] = insp.weights
+    roles = _role_order(df["role"])
+    what = "Mean attention mass, layer x memory entry"
+    if step is not None:
+        what += f" (step {step}, z={insp.steps[step].z})"
+    title = _title(insp, what, None, region)
+    return alt.Chart(df).mark_rect().encode(
+        x=alt.X("role:N", sort=roles, title="memory entry"),
+        y=alt.Y("layer:O", title="memory-attention layer"),
+        color=alt.Color("mass:Q", title="mass", scale=alt.Scale(scheme="viridis")),
+        tooltip=["layer:O", "role:N", alt.Tooltip("mass:Q", format=".3f")],
+    ).properties(width=width, height=height, title=title)
+
+
+def chart_png(chart, *, scale: float = 1.0) -> bytes:
+    """The chart as PNG bytes (vl-convert; offline)."""
+    import vl_convert as vlc
+
+    return vlc.vegalite_to_png(chart.to_dict(), scale=scale)
+
+
+# ----------------------------------------------------------------------------- panels
+def panel_orientation(insp: Inspection):
+    """The radiological display of the inspection's slices (None: unknown, shown as stored)."""
+    return display_orientation(episode_axcodes(insp.episode)) if insp.episode is not None else None
+
+
+def clicked_pixel(rel: tuple[float, float], shape: tuple[int, int], orientation=None) -> tuple[int, int]:
+    """The stored pixel ``(y, x)`` under a click on the displayed slice.
+
+    Parameters
+    ----------
+    rel : (float, float)
+        The click's relative position ``(y, x)`` in ``[0, 1)`` of the displayed image (what
+        :class:`~fsm2kit.widgets.inspector_widget.ClickImage` reports).
+    shape : (int, int)
+        The stored slice's ``(H, W)``.
+    orientation : DisplayOrientation or None
+        How the slice is displayed (:func:`panel_orientation`; None: as stored).
+    """
+    h, w = shape
+    o = orientation
+    dh, dw = (w, h) if o is not None and o.transpose else (h, w)  # the displayed slice's shape
+    y = min(max(int(float(rel[0]) * dh), 0), dh - 1)
+    x = min(max(int(float(rel[1]) * dw), 0), dw - 1)
+    if o is not None:
+        y, x = (int(c) for c in o.stored_point(y, x, (h, w)))
+    return y, x
+
+
+def _letters(o) -> dict | None:
+    return None if o is None else o.letters
+
+
+def query_image(insp: Inspection, step: int, *, pixel: tuple[int, int] | None = None, size: int = 256,
+                ground_truth: bool = True):
+    """The query slice (no caption), radiological, with edge letters: prediction filled
+    (orange), ground truth as a contour over it (bluish green), the pixel (reddish purple);
+    "no prediction" when the step predicted nothing."""
+    s = insp.steps[step]
+    if s.image is None:
+        raise RuntimeError("this step has no image (captured without track's image argument).")
+    o = panel_orientation(insp)
+    rgb = paint_fill(heat_overlay(gray01(s.image)), s.prediction, COLORS["prediction"])
+    if ground_truth and insp.episode is not None and insp.episode.labels is not None:
+        rgb = paint_outline(rgb, insp.episode.labels[s.position], COLORS["ground_truth"])
+    rgb = oriented(rgb, o)
+    img = to_pil(rgb, size)
+    if s.prediction is None or not np.any(s.prediction):
+        centered_note(img, "no prediction", COLORS["empty"])
+    if pixel is not None:
+        shown = o.point(*pixel, s.image_shape) if o is not None else pixel
+        draw_marker(img, shown, rgb.shape[:2], COLORS["pixel"])
+    return edge_letters(img, _letters(o))
+
+
+QUERY_LEGEND = (("prediction", COLORS["prediction"], "fill"), ("ground truth", COLORS["ground_truth"], "line"),
+                ("pixel", COLORS["pixel"], "marker"))
+
+
+def query_panel(insp: Inspection, step: int, *, pixel: tuple[int, int] | None = None, size: int = 256):
+    """:func:`query_image` with a caption (slice, step, foreground, pixel) and a legend."""
+    s = insp.steps[step]
+    img = query_image(insp, step, pixel=pixel, size=size)
+    lines = [f"query z={s.z}  (#{step}, plan {s.plan_index} step {s.step})",
+             f"pred {s.fg_pixels} px" + (f", pixel y={pixel[0]} x={pixel[1]}" if pixel else "")]
+    return grid([captioned(img, lines), legend_strip(list(QUERY_LEGEND), vertical=True)], columns=1, gap=2)
+
+
+def memory_panels(insp: Inspection, step: int, pixel: tuple[int, int] | None = None, *,
+                  layer: int | None = None, head: int = 0, size: int = 192, columns: int = 4,
+                  normalize: Literal["shared", "each"] = "shared"):
+    """Each spatial memory frame of a step with ``pixel``'s attention map over it.
+
+    The map over the frame's token grid is upsampled onto the frame's image (support slice or
+    earlier query slice) and overlaid (``cividis``, with a colour bar); the frame's mask is
+    outlined (support mask blue, an earlier slice's prediction orange). Tiles are
+    radiological with edge letters. ``normalize="shared"`` scales all maps by the largest
+    weight of any spatial memory (comparable across tiles; the colour bar's maximum),
+    ``"each"`` by each map's own maximum.
+
+    Returns
+    -------
+    PIL.Image.Image
+    """
+    if normalize not in ("shared", "each"):
+        raise ValueError(f"normalize must be 'shared' or 'each', got {normalize!r}.")
+    pixel = insp.default_pixel(step) if pixel is None else tuple(int(v) for v in pixel)
+    pa = insp.pixel_attention(step, pixel, layer=layer, head=head)
+    mass = pa.mass()
+    spatial = pa.layout.spatial
+    vmax = max(float(pa.grid(e).max()) for e in spatial) if spatial else 1.0
+    o = panel_orientation(insp)
+    tiles = []
+    for e in spatial:
+        image, mask = insp.entry_image(e)
+        up = pa.upsampled(e, np.shape(image)[-2:])
+        top = float(up.max()) if normalize == "each" else vmax
+        heat = up / top if top > 0 else up
+        color = COLORS["support"] if e.source == "support" else COLORS["prediction"]
+        rgb = oriented(paint_outline(heat_overlay(gray01(image), heat), mask, color), o)
+        tile = edge_letters(to_pil(rgb, size), _letters(o))
+        tiles.append(captioned(tile, [_entry_caption(e), f"mass {mass[e.position]:.3f}"]))
+    ptr = sum(mass[e.position] for e in pa.layout.pointers)
+    n_ptr = len(pa.layout.pointers)
+    body = grid(tiles, columns=columns)
+    label = "attention weight (shared scale)" if normalize == "shared" else "attention / map's maximum"
+    bar = colorbar(min(max(body.size[0], 200), 320), vmax=vmax if normalize == "shared" else 1.0, label=label)
+    keys = legend_strip([("support mask", COLORS["support"], "line"),
+                         ("earlier prediction", COLORS["prediction"], "line")])
+    body = grid([body, bar, keys], columns=1, gap=4)
+    return captioned(body, [f"pixel y={pixel[0]} x={pixel[1]}, layer {pa.layer}: {len(spatial)} memories; "
+                            f"pointers ({n_ptr}): mass {ptr:.3f}"])
+
+
+def _entry_caption(e: KeyEntry) -> str:
+    return e.label
+
+
+def attention_panels(insp: Inspection, step: int, pixel: tuple[int, int] | None = None, *,
+                     layer: int | None = None, head: int = 0, size: int = 192, columns: int = 4,
+                     normalize: Literal["shared", "each"] = "shared"):
+    """The query slice and its memory frames with ``pixel``'s attention, with a provenance footer."""
+    pixel = insp.default_pixel(step) if pixel is None else tuple(int(v) for v in pixel)
+    q = query_panel(insp, step, pixel=pixel, size=size)
+    mem = memory_panels(insp, step, pixel, layer=layer, head=head, size=size, columns=columns, normalize=normalize)
+    body = grid([q, mem], columns=2, gap=12)
+    r = insp.result
+    layer = insp.steps[step].layers[-1] if layer is None else layer
+    foot = (f"{r.case_id}/{r.label_name} {r.setting}{'-' + r.order if r.order else ''}, layer {layer}; "
+            f"{r.provenance.get('model')}, {insp.weights}")
+    lines = [foot]
+    if insp.random_weights:
+        lines.append("RANDOM WEIGHTS: the attention content is meaningless (smoke run)")
+    from PIL import Image
+
+    out = captioned(body, lines)
+    framed = Image.new("RGB", (out.size[0] + 8, out.size[1] + 8), "white")
+    framed.paste(out, (4, 4))
+    return framed
+
+
+#: Smallest text drawn on panels (px): edge letters and legends.
+PANEL_MIN_FONT_PX = 10
+
+
+def save_panel(img, path: str | os.PathLike, *, preset: str | None = None, width: str | float = "double"):
+    """Save a panel image.
+
+    Parameters
+    ----------
+    img : PIL.Image.Image
+    path : path-like
+        Without a preset: the file (``.png``, ``.jpg``, ``.webp``...), returns its Path.
+    preset : {"paper", "screen"}, optional
+        ``paper``: the panel resampled to ``width`` (89 / 183 mm or mm) at 300 dpi, written as
+        PNG (dpi recorded), PDF and SVG (the PNG embedded, sized in mm); refused when the
+        smallest text (:data:`PANEL_MIN_FONT_PX`) would print below 7 pt (render with a smaller
+        ``size=``). ``screen``: PNG at 144 dpi. Returns format -> Path.
+    """
+    path = Path(path)
+    if preset is None:
+        fmt = path.suffix.lstrip(".").upper().replace("JPG", "JPEG") or "PNG"
+        return atomic_write(path, lambda tmp: img.save(tmp, format=fmt))
+    import base64
+    import io as _io
+
+    from PIL import Image
+
+    from ..viz.export import COLUMN_WIDTHS_MM, PRESETS
+
+    if preset not in PRESETS:
+        raise ValueError(f"preset {preset!r} unknown; expected one of {', '.join(PRESETS)} (or None).")
+    p = PRESETS[preset]
+    base = path.with_suffix("") if path.suffix.lower() in (".png", ".pdf", ".svg") else path
+    if not p.print_width:
+        out = base.with_name(base.name + ".png")
+        return {"png": atomic_write(out, lambda tmp: img.save(tmp, format="PNG", dpi=(p.dpi, p.dpi)))}
+    w_mm = COLUMN_WIDTHS_MM[width] if isinstance(width, str) else float(width)
+    px = int(round(w_mm / 25.4 * p.dpi))
+    factor = px / img.size[0]
+    smallest_pt = PANEL_MIN_FONT_PX * factor / p.dpi * 72
+    if p.min_font_pt and smallest_pt < p.min_font_pt - 1e-6:
+        raise ValueError(f"the panel is {img.size[0]} px wide: at {w_mm:g} mm its smallest text prints at "
+                         f"{smallest_pt:.1f} pt (< {p.min_font_pt:g}); render it with a smaller size= or a wider width.")
+    big = img.convert("RGB").resize((px, max(1, int(round(img.size[1] * factor)))), Image.Resampling.LANCZOS)
+    h_mm = big.size[1] / p.dpi * 25.4
+    buf = _io.BytesIO()
+    big.save(buf, format="PNG", dpi=(p.dpi, p.dpi))
+    png = buf.getvalue()
+    svg = (f'<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" '
+           f'width="{w_mm:.2f}mm" height="{h_mm:.2f}mm" viewBox="0 0 {big.size[0]} {big.size[1]}">'
+           f'<image width="{big.size[0]}" height="{big.size[1]}" '
+           f'xlink:href="data:image/png;base64,{base64.b64encode(png).decode("ascii")}"/></svg>')
+    written = {}
+    for fmt in p.figure_formats:
+        out = base.with_name(f"{base.name}.{fmt}")
+        if fmt == "png":
+            atomic_write(out, lambda tmp: Path(tmp).write_bytes(png))
+        elif fmt == "pdf":
+            atomic_write(out, lambda tmp: big.save(tmp, format="PDF", resolution=float(p.dpi)))
+        else:
+            atomic_write(out, lambda tmp: Path(tmp).write_text(svg, encoding="utf-8"))
+        written[fmt] = out
+    return written
+
+
+# ----------------------------------------------------------------------------- command line
+def write_inspection(insp: Inspection, out: str | os.PathLike, *, panels: int = 3,
+                     pixel: tuple[int, int] | None = None, formats=("png",), presets=None,
+                     provenance: Mapping | None = None) -> dict[str, Path]:
+    """Write an inspection's tables, charts and attention panels to a folder.
+
+    Files: ``masses.csv``, ``shares.csv``, ``layouts.csv``, ``inspect.json`` (provenance),
+    ``mass``/``share``/``layers`` charts in ``formats`` and ``panels_<k>_z<z>.png`` for
+    ``panels`` slices spread over the processing order. With ``presets`` (e.g. ``("screen",
+    "paper")``) the charts are written in those presets instead of ``formats``
+    (:func:`fsm2kit.viz.export.save_presets`: ``mass.png/.svg/.html``, ``mass_paper.png/.pdf/.svg``
+    at 183 mm) and the ``paper`` panels as ``panels_<k>_z<z>_paper.png/.pdf/.svg`` (rendered with
+    112 px tiles, 3 per row, so their text prints at >= 7 pt).
+
+    ``provenance`` is what ``inspect.json`` holds (``fsm2kit inspect`` passes the one
+    provenance record of :mod:`fsm2kit.records.provenance`, with the capture settings of
+    :attr:`Inspection.provenance` among its details); default :attr:`Inspection.provenance`.
+    ``inspect.json`` is written last, atomically (:func:`fsm2kit.records.fileio.atomic_write`).
+
+    Returns
+    -------
+    dict
+        name -> path written.
+    """
+    import json
+
+    from ..records.fileio import atomic_write
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    for name, df in (("masses", insp.masses), ("shares", insp.shares()), ("layouts", insp.layouts())):
+        paths[name] = atomic_write(out / f"{name}.csv", lambda tmp, df=df: df.to_csv(tmp, index=False))
+    for name, chart in inspection_charts(insp).items():
+        if presets:
+            from ..viz.export import save_presets
+
+            for key, p in save_presets(chart, out / name, presets=tuple(presets), width="double").items():
+                paths[f"{name}.{key}"] = p
+            continue
+        for fmt, p in save_chart(chart, out / name, formats=tuple(formats)).items():
+            paths[f"{name}.{fmt}"] = p
+    n = len(insp.steps)
+    picks = sorted({int(round(i)) for i in np.linspace(0, n - 1, num=max(0, min(panels, n)))}) if panels > 0 else []
+    for k in picks:
+        stem = f"panels_{k:02d}_z{insp.steps[k].z}"
+        p = save_panel(attention_panels(insp, k, pixel), out / f"{stem}.png")
+        paths[p.stem] = p
+        if presets and "paper" in presets:
+            for fmt, f in save_panel(attention_panels(insp, k, pixel, size=112, columns=3), out / f"{stem}_paper",
+                                     preset="paper").items():
+                paths[f"{stem}_paper.{fmt}"] = f
+    text = json.dumps(dict(insp.provenance if provenance is None else provenance), indent=2, default=str)
+    paths["inspect.json"] = atomic_write(out / "inspect.json", lambda tmp: Path(tmp).write_text(text))
+    return paths
+
+
+def inspection_charts(insp: Inspection) -> dict:
+    """The inspection's three charts: ``mass`` per entry, support/query ``share``, ``layers`` heatmap."""
+    return {"mass": mass_chart(insp), "share": share_chart(insp), "layers": layer_heatmap(insp)}
+
+

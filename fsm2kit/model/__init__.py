@@ -1,0 +1,13 @@
+"""SAM2 models: the name -> config table, loading and checkpoints, SAM2's hole filling, and the
+one adapter module through which every call of a SAM2-private method passes.
+
+Public names load lazily (PEP 562): importing this package imports no submodule.
+"""
+
+from ..lazy import lazy_exports
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    ".holes": ["connected_components", "fill_holes", "install_cpu_connected_components"],
+    ".loading": ["SAM2Model", "cache_dir", "download_checkpoint", "load_sam2", "resolve_device", "save_checkpoint"],
+    ".specs": ["CheckpointDownloadError", "CheckpointError", "MODELS", "ModelSpec", "PUBLISHED_OVERRIDES", "RANDOM_WEIGHTS", "check_image_size", "resolve_spec"],
+})

@@ -1,0 +1,464 @@
+"""What a run produces, and the one output format of ``fsm2kit run`` and the notebooks.
+
+:class:`ExperimentResult` holds the tidy per-slice table of every (episode, setting, order,
+model) run, the models' run statistics and, with ``keep_predictions=True``, the predictions
+(episodes and logits). :meth:`ExperimentResult.save` writes the one output format, one folder:
+
+``logits.npz``
+    float32 logits (H, W) of every query slice, prediction = logits > 0; one array per slice
+    named by :func:`logits_key` (``<model>_<setting>[-<order>]_case<id>_label<id>_z<z>``).
+    Written when the predictions were kept (``fsm2kit run`` always keeps them).
+``slices.csv``
+    One row per (experiment, dataset, fold, case, class, model, setting, order, slice): TP, FP,
+    FN, ground-truth and predicted pixels, the slice's Dice (:func:`slice_dice`), SAM2's object
+    score, the memories attended to, the memory policy, and the provenance columns
+    (:data:`PROVENANCE_COLUMNS`: weights, checkpoint sha256, versions, protocol variant).
+``summary.csv``
+    The Dice table: per (dataset, model, image size, setting, order, class) both averages,
+    ``metric = pooled`` (2ΣTP/(2ΣTP+ΣFP+ΣFN) over all scored slices and scans, what the
+    published FS-MedSAM2 code prints) and ``metric = mean_per_volume`` (mean of per-scan 3D
+    Dice, what the baselines report), with ``std_per_volume``, ``n_volumes``, ``n_slices`` and
+    the provenance columns.
+``volumes.csv``
+    3D Dice of every query volume (the per-scan numbers behind ``mean_per_volume``).
+``provenance.json``
+    The one provenance record (:class:`~fsm2kit.records.provenance.Provenance`): models and
+    weights (``"random weights (seed N)"`` or ``"sha256:..."``), settings, orders, support
+    selector, memory policy, protocol variant, versions, command; plus the configs, each
+    model's encoder passes and time, and the episodes. Written last: it marks a finished run.
+
+Every file is written to a temporary name and renamed (:func:`fsm2kit.records.fileio.atomic_write`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..records.naming import strategy_name
+from ..engine.results import EpisodeResult
+from ..protocol.episode import Episode
+from ..records.fileio import atomic_write
+from ..engine.plans import normalize_setting
+from ..protocol.metrics import DiceCounts, per_volume_dice, summarize_dice
+from .config import METRICS, ExperimentConfig
+from ..records.provenance import RANDOM_NOTE, Provenance
+from ..tables.dice_table import DiceTable, dice_table
+from ..tables.results_table import results_table
+
+__all__ = [
+    "GROUP_KEYS",
+    "PROVENANCE_COLUMNS",
+    "RESULT_FILES",
+    "slice_dice",
+    "tidy_slices",
+    "ModelRun",
+    "Prediction",
+    "ExperimentResult",
+    "logits_key",
+    "format_dice",
+    "read_results",
+]
+
+#: Columns that identify one group of the summaries (one row per group and metric).
+GROUP_KEYS = ("dataset", "model", "image_size", "setting", "order", "memory_policy", "support_selector", "label",
+              "label_name")
+
+#: Provenance columns every table carries (from :meth:`fsm2kit.SAM2Model.provenance`).
+PROVENANCE_COLUMNS = (
+    "weights",
+    "checkpoint_sha256",
+    "sam_version",
+    "device",
+    "dtype",
+    "fsm2kit_version",
+    "sam2_version",
+    "torch_version",
+    "protocol_variant",
+)
+
+#: The files of the one output format (:meth:`ExperimentResult.save`, :func:`read_results`);
+#: ``logits.npz`` only when predictions were kept.
+RESULT_FILES = {
+    "logits": "logits.npz",
+    "slices": "slices.csv",
+    "volumes": "volumes.csv",
+    "summary": "summary.csv",
+    "provenance": "provenance.json",
+}
+
+_RANDOM = "random weights"
+
+
+# ============================================================================ per-slice table
+def slice_dice(tp, fp, fn):
+    """Per-slice Dice from counts, by the one Dice (:meth:`fsm2kit.protocol.metrics.DiceCounts.dice`).
+
+    ``2TP / (2TP + FP + FN)``; NaN where prediction and target are both empty. Works on numbers
+    and on arrays / Series of counts (returns an array of the broadcast shape).
+    """
+    arrays = np.broadcast_arrays(*(np.asarray(x) for x in (tp, fp, fn)))
+    if arrays[0].ndim == 0:
+        return DiceCounts(*(a.item() for a in arrays)).dice()
+    flat = zip(*(a.ravel().tolist() for a in arrays))
+    return np.fromiter((DiceCounts(*c).dice() for c in flat), dtype=float, count=arrays[0].size).reshape(
+        arrays[0].shape)
+
+
+_FIRST = ["experiment", "dataset", "fold", "case_id", "label", "label_name", "model", "image_size",
+          "setting", "order", "z", "tp", "fp", "fn", "gt_px", "pred_px", "dice"]
+
+
+def tidy_slices(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """One tidy table from per-run frames: ground-truth pixels, Dice per slice, key columns first."""
+    df = pd.concat(frames, ignore_index=True)
+    df["gt_px"] = (df["tp"] + df["fn"]).astype("int64")
+    df["dice"] = slice_dice(df["tp"], df["fp"], df["fn"])
+    df["case_id"] = df["case_id"].astype(str)
+    rest = [c for c in df.columns if c not in _FIRST]
+    return df[[*_FIRST, *rest]]
+
+
+# ============================================================================ result objects
+@dataclass(eq=False)
+class ModelRun:
+    """What one model did in an experiment: its provenance, encoder passes, forwards and time."""
+
+    model: str
+    provenance: dict
+    encoder_passes: int
+    disk_hits: int
+    segment_calls: int
+    seconds: float
+    tracking_steps: int = 0
+    tracking_forwards: int = 0
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "weights": self.provenance.get("weights"),
+                "encoder_passes": self.encoder_passes, "disk_hits": self.disk_hits,
+                "segment_calls": self.segment_calls, "tracking_steps": self.tracking_steps,
+                "tracking_forwards": self.tracking_forwards, "seconds": round(self.seconds, 3)}
+
+    def __repr__(self) -> str:
+        return (
+            f"ModelRun({self.model}, {self.provenance.get('weights')}, {self.segment_calls} runs, "
+            f"{self.encoder_passes} encoder passes, {self.disk_hits} disk hits, {self.seconds:.1f} s)"
+        )
+
+
+@dataclass(eq=False)
+class Prediction:
+    """One (episode, setting, order, model) run kept for figures and logits (``keep_predictions=True``)."""
+
+    model: str
+    episode: Episode
+    result: EpisodeResult
+
+    @property
+    def setting(self) -> str:
+        return self.result.setting
+
+    @property
+    def order(self) -> str:
+        return self.result.order or "n/a"
+
+    def __repr__(self) -> str:
+        return f"Prediction({self.model}, {self.result!r})"
+
+
+def logits_key(model: str, setting: str, order: str | None, case_id: str, label: int, z: int) -> str:
+    """Name of one slice's logits in ``logits.npz``: ``<model>_<setting>[-<order>]_case<id>_label<id>_z<z>``.
+
+    The order is left out for the 1Q settings (``"n/a"``), e.g. ``sam2-tiny_S1SFQ-middle_case1_label1_z12``
+    and ``sam2-tiny_1S1Q_case1_label1_z12``.
+    """
+    run = setting if order in (None, "n/a") else f"{setting}-{order}"
+    return f"{model}_{run}_case{case_id}_label{int(label)}_z{int(z)}"
+
+
+@dataclass(eq=False)
+class ExperimentResult:
+    """The tidy results of one or more :class:`~fsm2kit.run.config.ExperimentConfig`.
+
+    Attributes
+    ----------
+    configs : tuple of ExperimentConfig
+    slices : DataFrame
+        One row per (case, class, setting, order, model, slice): ``tp``, ``fp``, ``fn``,
+        ``dice`` (NaN on a slice where prediction and ground truth are both empty) and provenance.
+    model_runs : tuple of ModelRun
+    seconds : float
+    predictions : list of Prediction
+        Kept only with ``keep_predictions=True`` (logits, overlays and panels).
+    prompts : tuple of dict
+        Per config with a prompt file: ``config``, ``file``, ``rounds`` (the file's content, as
+        run) and ``corrections``; the run record (``provenance.json``) keeps them.
+    """
+
+    configs: tuple[ExperimentConfig, ...]
+    slices: pd.DataFrame
+    model_runs: tuple[ModelRun, ...]
+    seconds: float
+    predictions: list[Prediction] = field(default_factory=list, repr=False)
+    prompts: tuple = field(default=(), repr=False)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def random_weights(self) -> bool:
+        """True when any model ran on random weights (then no number here means anything)."""
+        return bool(self.slices["weights"].astype(str).str.contains(_RANDOM).any())
+
+    @property
+    def weights(self) -> str:
+        """The weights of all models, e.g. ``"random weights (seed 0)"``."""
+        return "; ".join(dict.fromkeys(self.slices["weights"].astype(str)))
+
+    @property
+    def metric(self) -> str:
+        ms = {c.metric for c in self.configs}
+        return ms.pop() if len(ms) == 1 else "both"
+
+    @property
+    def note(self) -> str:
+        """A line to print next to every number of this result."""
+        return RANDOM_NOTE if self.random_weights else f"weights: {self.weights}"
+
+    @property
+    def encoder_passes(self) -> int:
+        """Image-encoder passes of all models (each distinct slice once per model)."""
+        return sum(r.encoder_passes for r in self.model_runs)
+
+    # ------------------------------------------------------------------ tables
+    def _provenance_frame(self) -> pd.DataFrame:
+        cols = ["model", "image_size", *PROVENANCE_COLUMNS]
+        return self.slices[cols].drop_duplicates(subset=["model", "image_size", "protocol_variant"])
+
+    def _group_keys(self) -> list[str]:
+        """:data:`GROUP_KEYS` present in the slices (tables read from older runs lack the strategies)."""
+        return [k for k in GROUP_KEYS if k in self.slices.columns]
+
+    def volumes(self) -> pd.DataFrame:
+        """3D Dice per query volume (``case_id`` x class x setting x order x model), with provenance."""
+        v = per_volume_dice(self.slices, by=self._group_keys(), volume_key="case_id")
+        return v.merge(self._provenance_frame(), on=["model", "image_size"], how="left")
+
+    def summary(self, metric: str | None = None) -> pd.DataFrame:
+        """Both Dice averages per (dataset, model, setting, order, class), with provenance.
+
+        Parameters
+        ----------
+        metric : {"both", "pooled", "mean_per_volume"}, optional
+            Default: the configs' ``metric``.
+        """
+        metric = (metric or self.metric).lower()
+        if metric not in METRICS:
+            raise ValueError(f"metric: expected one of {METRICS}, got {metric!r}.")
+        s = summarize_dice(self.slices, by=self._group_keys(), volume_key="case_id")
+        if metric != "both":
+            s = s[s["metric"] == metric].reset_index(drop=True)
+        return s.merge(self._provenance_frame(), on=["model", "image_size"], how="left")
+
+    def table(self, metric: str = "mean_per_volume", *, rows: Sequence[str] = ("model", "setting", "order"),
+              organs: Sequence[str] | None = None, settings: Sequence[str] | None = None) -> pd.DataFrame:
+        """A paper-style table: organs as columns per dataset, Mean last; see :func:`results_table`.
+
+        Rows follow the configs' order of models, settings and orders; ``settings`` keeps only
+        those settings' rows (e.g. one table per setting).
+        """
+        order = {
+            "model": list(dict.fromkeys(m for c in self.configs for m in c.models)),
+            "setting": list(dict.fromkeys(x for c in self.configs for x in c.settings)),
+            "order": ["n/a", *dict.fromkeys(strategy_name(o) for c in self.configs for o in c.orders)],
+            "memory_policy": list(dict.fromkeys(strategy_name(c.memory_policy) for c in self.configs)),
+            "support_selector": list(dict.fromkeys(strategy_name(c.support_selector) for c in self.configs)),
+        }
+        summary = self.summary("both")
+        if settings is not None:
+            keep = [normalize_setting(s) for s in ([settings] if isinstance(settings, str) else settings)]
+            summary = summary[summary["setting"].isin(keep)]
+        return results_table(summary, metric=metric, rows=rows, organs=organs, row_order=order)
+
+    def dice_table(self, metric: str = "mean_per_volume", *, rows: Sequence[str] = ("model", "setting", "order"),
+                   paper_table: int | None = None, settings: Sequence[str] | str | None = None,
+                   title: str | None = None) -> DiceTable:
+        """A paper-grade table (Dice in %, ± std, n, the paper's values beside ours, caption): see
+        :func:`~fsm2kit.tables.dice_table.dice_table`; save it with :meth:`DiceTable.save`."""
+        return dice_table(self.summary("both"), metric=metric, rows=rows, paper_table=paper_table,
+                          settings=settings, title=title)
+
+    # ------------------------------------------------------------------ predictions
+    def select_predictions(self, *, setting: str | None = None, order: str | None = None,
+                           model: str | None = None, case_id: str | None = None,
+                           label: str | int | None = None) -> list[Prediction]:
+        """The kept predictions matching the filters (needs ``keep_predictions=True``).
+
+        Raises
+        ------
+        KeyError
+            Nothing matches (the message lists what was kept).
+        """
+        if not self.predictions:
+            raise ValueError("No predictions were kept: run with keep_predictions=True.")
+        out = []
+        for p in self.predictions:
+            r = p.result
+            if setting is not None and r.setting != normalize_setting(setting):
+                continue
+            if order is not None and r.setting.endswith("FQ") and p.order != order:
+                continue
+            if model is not None and p.model != model:
+                continue
+            if case_id is not None and str(r.case_id) != str(case_id):
+                continue
+            if label is not None and str(label).upper() not in (str(r.label), r.label_name.upper()):
+                continue
+            out.append(p)
+        if not out:
+            have = sorted({(p.model, p.setting, p.order, str(p.result.case_id), p.result.label_name)
+                           for p in self.predictions})
+            raise KeyError(f"No kept prediction matches; kept (model, setting, order, case, class): {have}.")
+        return out
+
+    def prediction(self, **filters) -> Prediction:
+        """The first kept prediction matching the filters of :meth:`select_predictions`."""
+        return self.select_predictions(**filters)[0]
+
+    def logits(self) -> dict[str, np.ndarray]:
+        """Every kept slice's float32 logits, named by :func:`logits_key` (empty without predictions)."""
+        out: dict[str, np.ndarray] = {}
+        for p in self.predictions:
+            r = p.result
+            for s in r.slices:
+                out[logits_key(p.model, r.setting, p.order, r.case_id, r.label, s.z)] = s.logits.astype(np.float32)
+        return out
+
+    # ------------------------------------------------------------------ files
+    def _episodes(self) -> list[dict]:
+        keys = ["experiment", "dataset", "fold", "case_id", "label", "label_name"]
+        out = []
+        for k, g in self.slices.groupby(keys, sort=False):
+            row = dict(zip(keys, k))
+            out.append({**{c: (v.item() if hasattr(v, "item") else v) for c, v in row.items()},
+                        "z": sorted(int(z) for z in g["z"].unique())})
+        return out
+
+    def provenance(self, *, command: str | None = None, details: dict | None = None) -> Provenance:
+        """The one provenance record of this result (models, settings, strategies, versions, ...).
+
+        ``details`` adds fields (e.g. the CLI's timing); the record's own details are ``name``,
+        ``configs``, ``model_runs``, ``episodes``, ``encoder_passes``, ``rows`` and ``seconds``.
+        """
+        s = self.slices
+        return Provenance(
+            kind="experiment",
+            models=tuple(r.provenance for r in self.model_runs),
+            settings=tuple(x for c in self.configs for x in c.settings),
+            orders=tuple(s["order"]),
+            support_selector=", ".join(dict.fromkeys(s["support_selector"])) if "support_selector" in s.columns
+            else "protocol",
+            memory_policies=tuple(s["memory_policy"]) if "memory_policy" in s.columns else ("sam2",),
+            protocol_variants=tuple(s["protocol_variant"]),
+            command=command,
+            details={
+                "name": "; ".join(dict.fromkeys(c.name for c in self.configs)),
+                "configs": [c.to_dict() for c in self.configs],
+                "model_runs": [r.to_dict() for r in self.model_runs],
+                "episodes": self._episodes(),
+                "encoder_passes": self.encoder_passes,
+                "rows": int(len(s)),
+                "seconds": round(self.seconds, 3),
+                "support_views": sorted({int(v) for v in s["support_views"]}) if "support_views" in s.columns else [0],
+                **({"prompts": list(self.prompts)} if self.prompts else {}),
+                **(details or {}),
+            },
+        )
+
+    def save(self, folder: str | os.PathLike, *, command: str | None = None,
+             details: dict | None = None) -> dict[str, Path]:
+        """Write the one output format into ``folder`` (see the module docstring).
+
+        ``logits.npz`` (when predictions were kept), ``slices.csv``, ``volumes.csv``,
+        ``summary.csv``, then ``provenance.json`` (:meth:`provenance` with ``command`` and
+        ``details``). Each file is written to a temporary name and renamed.
+
+        Returns
+        -------
+        dict
+            ``{"logits" (if written), "slices", "volumes", "summary", "provenance": path}``.
+        """
+        out = Path(folder)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OSError(f"Cannot create output folder {str(out)!r}: {e}") from e
+        paths = {k: out / v for k, v in RESULT_FILES.items()}
+        arrays = self.logits()
+        if arrays:
+            def _npz(tmp):
+                with open(tmp, "wb") as f:
+                    np.savez_compressed(f, **arrays)
+
+            atomic_write(paths["logits"], _npz)
+        else:
+            del paths["logits"]
+        atomic_write(paths["slices"], lambda t: self.slices.to_csv(t, index=False))
+        atomic_write(paths["volumes"], lambda t: self.volumes().to_csv(t, index=False))
+        atomic_write(paths["summary"], lambda t: self.summary().to_csv(t, index=False))
+        text = json.dumps(self.provenance(command=command, details=details).to_dict(), indent=2, default=str)
+        atomic_write(paths["provenance"], lambda t: Path(t).write_text(text))
+        return paths
+
+    def __repr__(self) -> str:
+        n_ep = self.slices.groupby(["dataset", "case_id", "label"]).ngroups if len(self.slices) else 0
+        combos = self.slices[["model", "setting", "order"]].drop_duplicates()
+        runs = ", ".join(f"{m}:{s}{'' if o == 'n/a' else '-' + o}" for m, s, o in combos.itertuples(index=False))
+        return (
+            f"ExperimentResult({n_ep} episodes, {len(self.slices)} slice rows; {runs}; "
+            f"{self.encoder_passes} encoder passes; {self.seconds:.1f} s; {self.weights})"
+        )
+
+
+def format_dice(result: ExperimentResult) -> str:
+    """The Dice table as text (pooled and mean per volume), headed by the weights.
+
+    Random weights get a banner (:data:`~fsm2kit.records.provenance.RANDOM_NOTE`) above it.
+    """
+    d = result.summary("both")
+    cols = [c for c in ("dataset", "model") if d[c].nunique() > 1]
+    cols += ["setting", "order", "label_name", "metric", "dice", "std_per_volume", "n_volumes", "n_slices"]
+    models = ", ".join(dict.fromkeys(r.model for r in result.model_runs))
+    lines = []
+    if result.random_weights:
+        lines += ["!" * 78, f"!! {RANDOM_NOTE}", "!" * 78]
+    lines.append(f"Dice ({models}, {result.weights})")
+    lines.append(d[cols].to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+    return "\n".join(lines)
+
+
+def read_results(folder: str | os.PathLike) -> dict[str, pd.DataFrame | dict | np.lib.npyio.NpzFile]:
+    """The files :meth:`ExperimentResult.save` wrote: DataFrames, the provenance dict and the logits.
+
+    ``"logits"`` (an open :func:`numpy.load` of ``logits.npz``) is there only when the file is.
+    """
+    folder = Path(folder)
+    out: dict = {}
+    for key, name in RESULT_FILES.items():
+        p = folder / name
+        if not p.is_file():
+            if key == "logits":
+                continue
+            raise FileNotFoundError(f"{str(p)!r} not found; expected the files {list(RESULT_FILES.values())} "
+                                    "written by ExperimentResult.save().")
+        if name.endswith(".json"):
+            out[key] = json.loads(p.read_text())
+        elif name.endswith(".npz"):
+            out[key] = np.load(p)
+        else:  # keep the 1Q settings' order "n/a" (pandas reads it as NaN by default)
+            out[key] = pd.read_csv(p, keep_default_na=False, na_values=[""], dtype={"case_id": str})
+    return out

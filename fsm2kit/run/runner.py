@@ -1,0 +1,220 @@
+"""The one run path: :class:`~fsm2kit.run.config.ExperimentConfig` s in, an :class:`ExperimentResult` out.
+
+``fsm2kit run`` and the notebooks both build an :class:`ExperimentConfig` and call
+:func:`run_experiments` (or :func:`run_experiment` for one config). It runs every (config,
+model, episode, setting, order) with one :class:`~fsm2kit.engine.engine.Engine` per distinct
+(model, checkpoint, seed, image size, device), shared by all configs, settings and orders, so
+each slice goes through a model's image encoder once however many settings and orders use it.
+Episodes run side by side (:meth:`Engine.segment_many <fsm2kit.engine.engine.Engine.segment_many>`):
+``object_batch_size`` episodes per call, whose tracking steps (and the per-query plans of 1S1Q
+and 3S1Q) share SAM2 forwards up to the engine's ``object_batch_size`` per forward.
+
+The result (:mod:`fsm2kit.run.experiment_result`) holds the tidy per-slice table, both Dice averages,
+the paper-style tables and the one output format (:meth:`ExperimentResult.save`). Running sets
+no process-wide state: torch's thread count and precision are the caller's (the CLI's
+``--threads``).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+
+from tqdm.auto import tqdm
+
+from ..engine.engine import Engine
+from ..protocol.episode import Episode
+from ..records.naming import strategy_name
+from ..strategies.memory_policies import MEMORY_POLICIES
+from .config import ExperimentConfig
+from .prompting import episode_rounds, prompt_record, segment_corrected
+from .sources import bars_off, load_config_episodes
+from .support_plans import prepare_runs
+from .experiment_result import PROVENANCE_COLUMNS, ExperimentResult, ModelRun, Prediction, tidy_slices
+
+__all__ = ["run_experiment", "run_experiments"]
+
+
+def _engine(model, cache_dir: str | None, object_batch_size: int | None) -> Engine:
+    return Engine(model, progress=False, object_batch_size=object_batch_size, cache_dir=cache_dir)
+
+
+def _segment(engine: Engine, episodes: Sequence[Episode], setting: str, order, policy, config: ExperimentConfig,
+             rounds=None):
+    """One (setting, ordering) over episodes side by side, with the config's strategies.
+
+    A built-in order goes to the engine by name; a user's ordering (or ``similar:query``
+    supports, or augmented views) gives each episode's plans (:func:`~fsm2kit.run.support_plans.prepare_runs`),
+    and the results record the ordering's name. An episode with correction ``rounds`` runs
+    them (:func:`~fsm2kit.run.prompting.segment_corrected`); the others run side by
+    side as without prompts. Returns the run inputs and the results.
+    """
+    inputs = prepare_runs(engine, episodes, setting, None if order == "n/a" else order,
+                          selector=config.support_selector, views=config.support_views)
+    plain = [i for i in range(len(inputs.episodes)) if not (rounds and rounds[i])]
+    done: list = [None] * len(inputs.episodes)
+    if plain:
+        kwargs = {k: (v if k == "order" else [v[i] for i in plain]) for k, v in inputs.kwargs.items()}
+        for i, r in zip(plain, engine.segment_many([inputs.episodes[i] for i in plain], setting,
+                                                   memory_policy=policy, **kwargs)):
+            done[i] = r
+            if "plans" in kwargs:
+                r.order = inputs.order
+    for i in range(len(done)):
+        if done[i] is None:
+            done[i] = segment_corrected(engine, inputs, i, setting, rounds[i], memory_policy=policy)
+    return inputs, done
+
+def _model_key(config: ExperimentConfig, model: str) -> tuple:
+    return (model, config.checkpoint_for(model), config.seed, config.image_size, config.device)
+
+
+def run_experiment(config: ExperimentConfig, **kwargs) -> ExperimentResult:
+    """Run one config; see :func:`run_experiments` for the keyword options."""
+    return run_experiments([config], **kwargs)
+
+
+def run_experiments(
+    configs: ExperimentConfig | Sequence[ExperimentConfig],
+    *,
+    models: Mapping[str, object] | None = None,
+    episodes: Sequence[Sequence[Episode]] | None = None,
+    keep_predictions: bool = False,
+    progress: bool = True,
+) -> ExperimentResult:
+    """Run every (config, model, episode, setting, order) and return tidy tables.
+
+    One :class:`~fsm2kit.engine.engine.Engine` per distinct (model, checkpoint, seed, image size,
+    device), shared by all configs, settings and orders, so each distinct slice is encoded once
+    per model (and read from the on-disk cache when ``cache_dir`` is set). Its
+    ``object_batch_size`` is the largest the configs sharing it ask for (None: the engine's
+    default); ``object_batch_size`` episodes run side by side per call.
+
+    Parameters
+    ----------
+    configs : ExperimentConfig or sequence of ExperimentConfig
+    models : mapping {name: SAM2Model}, optional, keyword-only
+        Models already loaded (e.g. by the CLI, in a notebook or a test), used as they are (the
+        tables record their own weights); their image size must match the config's. Others are
+        loaded with :func:`fsm2kit.load_sam2` from the config's checkpoint.
+    episodes : sequence of sequences of Episode, optional, keyword-only
+        The episodes of each config, already loaded (:func:`~fsm2kit.run.sources.load_config_episodes`);
+        default: loaded here.
+    keep_predictions : bool, keyword-only
+        Keep the episodes and per-slice logits (for ``logits.npz``, overlays and panels; costs memory).
+    progress : bool, keyword-only
+        A progress bar over the runs.
+
+    Returns
+    -------
+    ExperimentResult
+    """
+    from ..model.loading import load_sam2
+
+    if isinstance(configs, ExperimentConfig):
+        configs = [configs]
+    configs = tuple(configs)
+    if not configs or not all(isinstance(c, ExperimentConfig) for c in configs):
+        raise TypeError("run_experiments expects a non-empty sequence of ExperimentConfig.")
+    t0 = time.perf_counter()
+    if episodes is None:
+        episodes = [load_config_episodes(c, progress=progress) for c in configs]
+    else:
+        episodes = [list(e) for e in episodes]
+        if len(episodes) != len(configs):
+            raise ValueError(f"episodes: expected one list per config ({len(configs)}), got {len(episodes)}.")
+    for c, eps in zip(configs, episodes):
+        if not eps:
+            raise ValueError(f"ExperimentConfig {c.name!r} has no episodes to run.")
+        unlabelled = [f"{e.case_id}/{e.label_name}" for e in eps if e.labels is None]
+        if unlabelled:
+            raise ValueError(f"Episodes {unlabelled[:5]} have no ground truth to score.")
+    # correction prompts: read once, checked against the episodes before any model loads
+    prompt_files = [c.prompt_file() for c in configs]
+    rounds_of = [None if pf is None else episode_rounds(pf, eps) for pf, eps in zip(prompt_files, episodes)]
+
+    # work per model key: [(config index, model name)]
+    plan: dict[tuple, list[tuple[int, str]]] = {}
+    for i, c in enumerate(configs):
+        for m in c.models:
+            plan.setdefault(_model_key(c, m), []).append((i, m))
+
+    def runs(i: int) -> list[tuple[str, str]]:
+        c = configs[i]
+        return [(s, o) for s in c.settings for o in (c.orders if s.endswith("FQ") else ("n/a",))]
+
+    total = sum(len(episodes[i]) * len(runs(i)) for uses in plan.values() for i, _ in uses)
+    bar = tqdm(total=total, desc="experiment", disable=bars_off(progress))
+    # rows and kept predictions in (model, config, episode, setting, order) order, whatever the batching
+    frames: list[tuple[tuple, object]] = []
+    kept: list[tuple[tuple, Prediction]] = []
+    model_runs = []
+    given = dict(models or {})
+    try:
+        for key, uses in plan.items():
+            name, ckpt, seed, size, device = key
+            m0 = time.perf_counter()
+            model = given.get(name)
+            if model is not None:
+                if model.image_size != size:
+                    raise ValueError(
+                        f"models[{name!r}] has image_size {model.image_size} but the config asks for "
+                        f"{size}; load it at {size} or change ExperimentConfig.image_size."
+                    )
+            else:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UserWarning)
+                    model = load_sam2(name, ckpt, seed=seed, image_size=size, device=device, progress=progress)
+            cache_dirs = sorted({configs[i].cache_dir for i, _ in uses if configs[i].cache_dir})
+            batch = [configs[i].object_batch_size for i, _ in uses if configs[i].object_batch_size]
+            engine = _engine(model, cache_dirs[0] if cache_dirs else None, max(batch) if batch else None)
+            prov = model.provenance()
+            stats0 = asdict(engine.stats)
+            calls = 0
+            for i, _ in uses:
+                c, eps = configs[i], episodes[i]
+                policy = MEMORY_POLICIES.get(c.memory_policy)
+                for u, (setting, order) in enumerate(runs(i)):
+                    for k in range(0, len(eps), engine.object_batch_size):
+                        chunk = eps[k:k + engine.object_batch_size]
+                        bar.set_postfix_str(f"{name} {setting}{'' if order == 'n/a' else '-' + strategy_name(order)} "
+                                            f"{chunk[0].case_id}/{chunk[0].label_name}"
+                                            f"{f' +{len(chunk) - 1}' if len(chunk) > 1 else ''}", refresh=False)
+                        rounds = None if rounds_of[i] is None else rounds_of[i][k:k + len(chunk)]
+                        inputs, done = _segment(engine, chunk, setting, order, policy, c, rounds)
+                        calls += len(chunk)
+                        for e, (ep, r) in enumerate(zip(inputs.episodes, done), start=k):
+                            rank = (len(model_runs), i, e, u)
+                            df = r.to_frame(ep.labels)
+                            df["experiment"] = c.name
+                            df["dataset"] = ep.dataset or (c.dataset or "")
+                            df["fold"] = ep.fold if ep.fold is not None else -1
+                            df["image_size"] = size
+                            df["protocol_variant"] = ep.variant
+                            df["support_selector"] = strategy_name(c.support_selector)
+                            df["memory_policy"] = strategy_name(c.memory_policy)
+                            df["support_views"] = c.support_views
+                            zs = [inputs.support_z(e - k, r.plans[sl.plan_index]) for sl in r.slices]
+                            df["support_z"] = zs
+                            for col in PROVENANCE_COLUMNS:
+                                if col in prov:
+                                    df[col] = prov[col]
+                            frames.append((rank, df))
+                            if keep_predictions:
+                                kept.append((rank, Prediction(name, ep, r)))
+                        bar.update(len(chunk))
+            d = {k: v - stats0[k] for k, v in asdict(engine.stats).items()}
+            model_runs.append(ModelRun(
+                model=name, provenance=prov, encoder_passes=d["encoder_passes"], disk_hits=d["disk_hits"],
+                segment_calls=calls, seconds=time.perf_counter() - m0, tracking_steps=d["tracking_steps"],
+                tracking_forwards=d["tracking_forwards"],
+            ))
+            del engine
+    finally:
+        bar.close()
+    slices = tidy_slices([df for _, df in sorted(frames, key=lambda x: x[0])])
+    predictions = [p for _, p in sorted(kept, key=lambda x: x[0])]
+    prompts = tuple({"config": c.name, **prompt_record(pf)} for c, pf in zip(configs, prompt_files) if pf is not None)
+    return ExperimentResult(configs, slices, tuple(model_runs), time.perf_counter() - t0, predictions, prompts)

@@ -1,0 +1,237 @@
+"""What each experiment run conditions on: supports chosen with the model, augmented views, the plans.
+
+The per-chunk support selectors (``protocol``, ``middle``, ``largest``, ``random:S``,
+``given:Z,...``) are applied when episodes are built (:func:`~fsm2kit.run.sources.load_episodes`).
+Two things need more, and happen here, inside the run with the model's engine
+(:func:`prepare_runs`, called by :func:`~fsm2kit.run.runner.run_experiments`):
+
+``similar`` (per chunk)
+    for chunk p, among the organ slices of chunk p of the support scan
+    (:func:`~fsm2kit.strategies.support_selectors.chunk_candidates`), the slice whose SAM2 image
+    embedding has the highest mean cosine similarity to the episode's query slices of chunk p
+    (all query slices when the chunk has none); lowest z on ties. The episode's supports are
+    replaced: every setting then runs as with any per-chunk selector.
+``similar:query`` (per query slice; 1S1Q and 3S1Q only)
+    every query slice gets its own support(s): 1S1Q the slice of its chunk most similar to it,
+    3S1Q the most similar slice of each chunk (``npart`` supports). The FQ settings run all query
+    slices in one memory state whose conditioning memories are fixed for the whole run, so a
+    support per query slice does not exist there: :class:`ExperimentConfig` refuses the pair.
+``support_views = N``
+    every support used by a plan gets the first N views of
+    :data:`~fsm2kit.strategies.support_views.VIEW_SEQUENCE` as further conditioning frames, right after
+    its own frame (:func:`~fsm2kit.strategies.support_views.plan_with_views`).
+
+With neither (the default), :func:`prepare_runs` hands the engine what it always got: the
+built-in order's name, or a user ordering's plans, and the episodes' own supports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Sequence
+
+import numpy as np
+
+from ..protocol.episode import Episode, Support
+from ..records.naming import strategy_name
+from ..engine.plans import Frame, Plan, Step, build_plans, normalize_setting
+from ..strategies.orderings import ORDERINGS, engine_arguments
+from ..strategies.selectors import similarity_matrix
+from ..strategies.support_selectors import SUPPORT_SELECTORS, chunk_candidates
+from ..strategies.support_views import check_views, plan_with_views, support_views
+
+__all__ = ["SupportScan", "attach_support_scan", "similar_per_chunk", "similar_per_query", "with_views",
+           "RunInputs", "prepare_runs"]
+
+
+@dataclass(frozen=True, eq=False)
+class SupportScan:
+    """The support scan an episode was built from (kept for selectors that need the model).
+
+    Attributes
+    ----------
+    image : ndarray, (Z', H, W)
+    label : ndarray, (Z', H, W)
+        Label ids.
+    label_id : int
+    case_id : str or None
+    """
+
+    image: np.ndarray
+    label: np.ndarray
+    label_id: int
+    case_id: str | None = None
+
+    def support(self, z: int, chunk: int) -> Support:
+        """Support slice ``z`` for ``chunk`` (image and the class's mask)."""
+        return Support(image=np.asarray(self.image[z], dtype=np.float32), mask=np.asarray(self.label[z] == self.label_id),
+                       chunk=int(chunk), z=int(z), case_id=self.case_id)
+
+    def __repr__(self) -> str:
+        return f"SupportScan({self.case_id}, {self.image.shape}, class {self.label_id})"
+
+
+def attach_support_scan(episode: Episode, scan: SupportScan) -> Episode:
+    """``episode`` with its support scan in ``meta["support_scan"]``."""
+    return replace(episode, meta={**episode.meta, "support_scan": scan})
+
+
+def _scan(episode: Episode) -> SupportScan:
+    scan = episode.meta.get("support_scan")
+    if not isinstance(scan, SupportScan):
+        raise ValueError(f"support selector 'similar' needs the support scan of {episode.case_id}/{episode.label_name}: "
+                         "build the episodes from an SSL-ALPNet folder (load_episodes(support_selector='similar')); "
+                         "npz dumps carry only their support slices")
+    return scan
+
+
+def _scores(engine, episode: Episode) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+    """(cosine similarity query slice x organ slice, organ slices per chunk, all organ slices)."""
+    scan = _scan(episode)
+    cands = chunk_candidates(scan.label, scan.label_id, episode.npart)
+    organ = np.unique(np.concatenate(cands))
+    m = similarity_matrix(engine, list(episode.images), [scan.image[int(z)] for z in organ])
+    return m, cands, organ
+
+
+def _best(row: np.ndarray, cand: np.ndarray, organ: np.ndarray) -> int:
+    cols = np.searchsorted(organ, cand)
+    return int(cand[int(np.argmax(row[cols]))])  # argmax: the first (lowest z) on ties
+
+
+def similar_per_chunk(engine, episode: Episode) -> Episode:
+    """The episode with each chunk's support chosen by SAM2 embedding similarity (see the module docstring)."""
+    scan = _scan(episode)
+    m, cands, organ = _scores(engine, episode)
+    chunks = np.asarray(episode.chunks)
+    zs = []
+    for p, cand in enumerate(cands):
+        rows = m[chunks == p] if (chunks == p).any() else m
+        zs.append(_best(rows.mean(axis=0), cand, organ))
+    supports = tuple(scan.support(z, p) for p, z in enumerate(zs))
+    return replace(episode, supports=supports, meta={**episode.meta, "support_z": tuple(zs)})
+
+
+def similar_per_query(engine, episode: Episode, setting: str) -> tuple[list[Support], list[Plan]]:
+    """Supports and plans with each query slice's own support(s) (1S1Q: its chunk's; 3S1Q: one per chunk)."""
+    setting = normalize_setting(setting)
+    if setting not in ("1S1Q", "3S1Q"):
+        raise ValueError(f"support selector similar:query chooses a support per query slice, which only 1S1Q and "
+                         f"3S1Q can use; {setting} conditions every slice on the same supports: use 'similar'")
+    scan = _scan(episode)
+    m, cands, organ = _scores(engine, episode)
+    supports: list[Support] = []
+    index: dict[tuple[int, int], int] = {}
+
+    def support(z: int, p: int) -> int:
+        if (z, p) not in index:
+            index[(z, p)] = len(supports)
+            supports.append(scan.support(z, p))
+        return index[(z, p)]
+
+    plans = []
+    for q, c in enumerate(int(c) for c in episode.chunks):
+        parts = [c] if setting == "1S1Q" else range(len(cands))
+        sup = tuple(Frame("support", support(_best(m[q], cands[p], organ), p)) for p in parts)
+        plans.append(Plan(sup + (Frame("query", q),), (Step(len(sup)),), False))
+    return supports, plans
+
+
+def with_views(supports: Sequence[Support], plans: Sequence[Plan], n: int) -> tuple[list[Support], list[Plan]]:
+    """Supports and plans with ``n`` augmented views of every support the plans use (:mod:`fsm2kit.strategies.support_views`)."""
+    n = check_views(n)
+    out = list(supports)
+    if n == 0:
+        return out, list(plans)
+    used = sorted({i for p in plans for _, i in p.support_frames})
+    views: dict[int, list[int]] = {}
+    for i in used:
+        extra = support_views(out[i], n)
+        views[i] = list(range(len(out), len(out) + len(extra)))
+        out.extend(extra)
+    return out, [plan_with_views(p, views) for p in plans]
+
+
+@dataclass(frozen=True, eq=False)
+class RunInputs:
+    """What :meth:`Engine.segment_many` gets for one (setting, ordering) over episodes.
+
+    Attributes
+    ----------
+    episodes : list of Episode
+        The episodes (with supports chosen by ``similar`` when asked).
+    kwargs : dict
+        ``order=`` (a built-in order), or ``plans=`` (and ``supports=``).
+    order : str or None
+        The order name the results record (None for the 1Q settings).
+    supports : list of list of Support
+        The supports each episode's plans index.
+    """
+
+    episodes: list
+    kwargs: dict
+    order: str | None
+    supports: list
+
+    def support_z(self, e: int, plan: Plan) -> str:
+        """The distinct support z of a plan of episode ``e``, as ``"12,20,31"``."""
+        zs = [self.supports[e][i].z for _, i in plan.support_frames]
+        return ",".join(str(z) for z in dict.fromkeys(zs))
+
+
+def _plans(setting: str, ordering, episode: Episode) -> list[Plan]:
+    if not setting.endswith("FQ"):
+        return build_plans(setting, chunks=[int(c) for c in episode.chunks],
+                           support_chunks=[s.chunk for s in episode.supports], npart=episode.npart)
+    args = engine_arguments(ordering, setting, episode)
+    if "plans" in args:
+        return list(args["plans"])
+    return build_plans(setting, chunks=[int(c) for c in episode.chunks],
+                       support_chunks=[s.chunk for s in episode.supports], npart=episode.npart, order=args["order"])
+
+
+def prepare_runs(engine, episodes: Sequence[Episode], setting: str, ordering=None, *, selector=None,
+                 views: int = 0) -> RunInputs:
+    """The episodes, engine arguments and recorded order of one (setting, ordering) run.
+
+    Parameters
+    ----------
+    engine : Engine
+        Encodes the slices ``similar`` compares (through its cache: each slice once).
+    episodes : sequence of Episode
+    setting : str
+    ordering : str or Ordering, optional
+        The FQ settings' ordering (ignored by the 1Q settings).
+    selector : str or SupportSelector, optional, keyword-only
+        The config's support selector; only ``similar`` / ``similar:query`` act here.
+    views : int, keyword-only
+        Augmented views per support (0: none).
+    """
+    setting = normalize_setting(setting)
+    fq = setting.endswith("FQ")
+    sel = SUPPORT_SELECTORS.get(selector)
+    mode = getattr(sel, "similarity", None)
+    n = check_views(views)
+    eps = list(episodes)
+    if mode == "chunk":
+        eps = [similar_per_chunk(engine, ep) for ep in eps]
+    ordering = ORDERINGS.get(ordering) if fq else None
+    name = strategy_name(ordering) if fq else None
+    if mode != "query" and n == 0:
+        sups = [list(ep.supports) for ep in eps]
+        if not fq:
+            return RunInputs(eps, {}, None, sups)
+        args = [engine_arguments(ordering, setting, ep) for ep in eps]
+        if "order" in args[0]:
+            return RunInputs(eps, {"order": args[0]["order"]}, name, sups)
+        return RunInputs(eps, {"plans": [a["plans"] for a in args]}, name, sups)
+    plans, sups = [], []
+    for ep in eps:
+        if mode == "query":
+            s, p = similar_per_query(engine, ep, setting)
+        else:
+            s, p = list(ep.supports), _plans(setting, ordering, ep)
+        s, p = with_views(s, p, n)
+        plans.append(p)
+        sups.append(s)
+    return RunInputs(eps, {"plans": plans, "supports": sups}, name, sups)

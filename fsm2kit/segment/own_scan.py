@@ -1,0 +1,524 @@
+"""Segment your own scan: one annotated support slice in, a 3D label volume in the scan's grid out.
+
+The protocol of the paper hands the method the query organ's slice range from ground truth;
+real scans come without it. :func:`segment_volume` (and ``fsm2kit segment``) therefore
+
+1. picks the support slice(s) of each requested label (:mod:`fsm2kit.strategies.selectors`:
+   ``middle``, ``largest``, ``protocol``, ``given`` indices, or ``similar`` by SAM2 embedding);
+2. starts at the query slice at the support's relative position along z (or a given one) and
+   propagates through the **whole volume**, forward then backward, in one SAM2 memory state laid
+   out like the paper's "middle" order (:func:`~fsm2kit.segment.propagation.propagation_plan`,
+   run by the engine's plan machinery): the support frame(s) sit at the start slice's position;
+3. decides where the organ ends from SAM2's object score: a direction stops after ``patience``
+   consecutive slices whose object score is not positive (SAM2's own "object absent" test,
+   ``score > 0``); slices beyond are background (:mod:`fsm2kit.segment.propagation`);
+4. runs every label with the same :class:`~fsm2kit.engine.engine.Engine`, whose content cache
+   encodes each slice once for all labels; the labels' propagations run side by side
+   (:meth:`Engine.drive <fsm2kit.engine.engine.Engine.drive>`), so their steps share SAM2
+   forwards (``object_batch_size``); overlaps are resolved by the highest logit
+   (:func:`resolve_overlaps`);
+5. with ground truth, also runs the paper's **oracle range** (propagation restricted to the
+   ground-truth slice range of each label, no stopping rule) and reports the 3D Dice of both
+   modes (:func:`~fsm2kit.segment.segment_result.modes_dice_table`), so the price of not
+   knowing the range is visible. A support slice taken from the query scan itself is left out
+   of the Dice (its annotation is copied, not predicted); the table says how many slices were
+   left out and why (``excluded_slices``, ``excluded_z``, ``excluded_why``).
+
+Labels are parsed by :mod:`fsm2kit.segment.organs`; the result and its files (label volume,
+JSON sidecar with the one provenance record) are :mod:`fsm2kit.segment.segment_result`.
+
+The support slice itself. When the support image *is* the query scan (the user annotated a
+slice of the scan being segmented), that slice is not re-predicted: it is SAM2's conditioning
+frame, and SAM2 "echoes" the mask prompt as the frame's output. SAM2's echo goes through two
+resizes (to the model's input size and back from its 1/4-resolution mask), so it is not pixel
+exact at the scan's resolution (measured on the bundled CT at 256 px: 24 of ~1500 pixels
+differ); fsm2kit writes the support mask itself on that slice, as +-10 logits (SAM2's
+mask-as-output values), so the output reproduces the annotation exactly.
+
+Inputs are the canonical (Z, H, W) arrays of :func:`fsm2kit.io.volumes.load_nifti` (Z inferior ->
+superior), so any file orientation (RAS, LPS, oblique) works and the output mask is written
+into exactly the query file's grid (shape, affine, qform/sform, orientation) by
+:meth:`fsm2kit.io.volumes.Volume.mask_to_nifti`. Slice indices (``support_slices``, ``start``, and
+per-slice scores in the JSON sidecar) are indices along that Z axis; the sidecar also says
+which file axis that is.
+
+CT window: ``ct_window=(lo, hi)`` (CLI ``--ct-window=-125,275``) clips the query and support
+intensities before SAM2. The engine min-max normalises each slice anyway, so raw HU work; the
+window only changes contrast (e.g. soft tissue instead of bone-to-air).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Sequence
+
+import numpy as np
+
+from ..protocol.episode import Support
+from ..engine.memory import MemoryPolicy
+from ..io.volumes import LabelVolume, Volume, label_dtype
+from ..protocol.labels import LabelMap
+from .organs import OrganSpec, parse_labels
+from .propagation import DEFAULT_PATIENCE, propagation_job, relative_start
+from .segment_result import OrganResult, SegmentResult, modes_dice_table
+
+__all__ = ["resolve_overlaps", "check_request", "start_from_order", "segment_volume"]
+
+#: The support selectors with their own whole-volume rule here (the rest: the registry's ``volume_slices``).
+_OWN_SELECTORS = ("middle", "largest", "protocol", "similar")
+
+
+def start_from_order(order, n_slices: int) -> int | None:
+    """The start slice of a whole-volume propagation for an ordering (None: no ordering given).
+
+    ``at:Z`` starts at slice Z (``--start-slice Z``), ``from:P`` at ``floor(P * (Z - 1) + 0.5)``,
+    ``top`` at 0 and ``middle`` at ``Z // 2`` (the query volume's Z slices are all query slices).
+
+    Raises
+    ------
+    ValueError
+        An ordering that is not a start position (one line, listing the ones that are), or a
+        start outside the volume.
+    """
+    if order is None:
+        return None
+    from ..records.naming import strategy_name
+    from ..strategies.orderings import ORDERINGS, PlanOrder, StartOrder
+
+    o = ORDERINGS.get(order)
+    n = int(n_slices)
+    if isinstance(o, StartOrder):
+        if o.kind == "at" and not 0 <= int(o.value) < n:
+            raise ValueError(f"order {o.strategy_name}: slice {int(o.value)} is outside the query's {n} slices (0..{n - 1}).")
+        return o.start_position(range(n))
+    if isinstance(o, PlanOrder):
+        return 0 if o.order == "top" else n // 2
+    raise ValueError(f"order {strategy_name(o)!r} is not a start position; fsm2kit segment takes top, middle, "
+                     "from:P (P in [0, 1]) or at:Z (a slice index).")
+
+
+def resolve_overlaps(logits: Sequence[np.ndarray], label_ids: Sequence[int]) -> np.ndarray:
+    """One label volume from per-label logits: the label with the highest logit, if positive.
+
+    Parameters
+    ----------
+    logits : sequence of ndarray, same shape
+        One logit volume per label (prediction = logit > 0).
+    label_ids : sequence of int
+        The id written for each.
+
+    Returns
+    -------
+    ndarray
+        ``label_ids[argmax]`` where the largest logit is > 0, else 0; on exact ties the label
+        listed first wins. dtype uint8 (ids <= 255) or uint16.
+    """
+    if len(logits) != len(label_ids) or not len(logits):
+        raise ValueError(f"Need one logit volume per label id ({len(logits)} volumes, {len(label_ids)} ids).")
+    stack = np.stack([np.asarray(x, dtype=np.float32) for x in logits])
+    ids = np.asarray([int(i) for i in label_ids])
+    dt = label_dtype(int(ids.max()))
+    best = stack.argmax(axis=0)
+    top = np.take_along_axis(stack, best[None], axis=0)[0]
+    return np.where(top > 0, ids[best], 0).astype(dt)
+
+
+
+def _as_volume(x, what: str) -> Volume:
+    if isinstance(x, Volume):
+        return x
+    a = np.asarray(x)
+    if a.ndim != 3:
+        hint = " For a single slice use image[None]." if a.ndim == 2 else ""
+        raise ValueError(f"{what}: expected a 3D (Z, H, W) volume, got shape {a.shape}.{hint}")
+    return Volume(a, case_id=what.replace(" ", "_"))
+
+
+def _as_label_array(mask, like: Volume, what: str) -> tuple[np.ndarray, LabelMap | None]:
+    lm = None
+    if isinstance(mask, LabelVolume):
+        lm = mask.label_map
+        m = mask.array
+    elif isinstance(mask, Volume):
+        m = mask.array
+    else:
+        m = np.asarray(mask)
+    if m.ndim != 3:
+        raise ValueError(f"{what}: expected a (Z, H, W) mask, got shape {m.shape}.")
+    if m.shape != like.shape:
+        raise ValueError(
+            f"{what} has shape {m.shape} but the support image has {like.shape}: the mask must lie on "
+            "the support image's voxel grid. Draw it on that image, or resample it first."
+        )
+    if m.dtype == bool:
+        return m.astype(np.int32), lm
+    if not np.issubdtype(m.dtype, np.integer):
+        if not np.isfinite(m).all():
+            raise ValueError(f"{what} contains NaN or inf values; it is not a mask.")
+        frac = m != np.round(m)
+        if frac.any():
+            raise ValueError(
+                f"{what} is not binary / a label map: {int(frac.sum())} voxels hold non-integer values "
+                f"such as {np.unique(m[frac])[:4].tolist()}. Threshold probabilities first (p > 0.5)."
+            )
+    if m.size and m.min() < 0:
+        raise ValueError(f"{what} has negative values; label ids are >= 0.")
+    return m.astype(np.int64).astype(np.int32), lm
+
+
+def _clip(a: np.ndarray, window: tuple[float, float] | None) -> np.ndarray:
+    if window is None:
+        return a
+    lo, hi = float(window[0]), float(window[1])
+    if not lo < hi:
+        raise ValueError(f"ct_window needs lo < hi, got {window}.")
+    return np.clip(a, lo, hi).astype(np.float32)
+
+
+def _prompt_survives(mask2d: np.ndarray, image_size: int) -> bool:
+    from ..engine.features import prompt_mask
+
+    return bool(prompt_mask(mask2d, image_size).any())
+
+
+def _choose_support(
+    engine,
+    organ: OrganSpec,
+    lab: np.ndarray,
+    sup: np.ndarray,
+    query: np.ndarray,
+    method: str,
+    given,
+    start: int | None,
+    npart: int,
+):
+    from ..strategies import selectors as S
+
+    mask3d = _organ_mask(lab, organ)
+    sim = None
+    if given is not None:
+        zs, how = S.given_slices(mask3d, _given_for(given, organ)), "given"
+    elif method == "similar":
+        cand = S.organ_slices(mask3d)
+        zq, zs_ = query.shape[0], sup.shape[0]
+        if start is not None:
+            choice = S.most_similar_per_query(engine, query, sup, mask3d, queries=[int(start)])
+            zs = [choice.support_z[0]]
+            sim = choice
+        else:
+            targets = [relative_start(int(c), zs_, zq) for c in cand]
+            m = S.similarity_matrix(engine, [query[t] for t in targets], [sup[int(c)] for c in cand])
+            diag, mid = np.diag(m), int(cand[cand.size // 2])
+            # most similar to the query slice at its relative position; near-ties -> nearest the middle
+            best = max(range(cand.size), key=lambda i: (round(float(diag[i]), 6), -abs(int(cand[i]) - mid)))
+            zs = [int(cand[best])]
+            sim = S.SimilarityChoice("relative_position", tuple(targets), tuple(int(c) for c in cand),
+                                     tuple(int(c) for c in cand), m)
+        how = "similar"
+    elif method in _OWN_SELECTORS:
+        zs, how = S.select_support_slices(mask3d, method, npart=npart), method
+    else:
+        zs, how = _registry_slices(mask3d, method, npart), method
+    for z in zs:
+        _check_survives(organ, mask3d[z], z, engine.image_size)
+    return [int(z) for z in zs], how, sim, mask3d
+
+
+def check_request(
+    organs: Sequence[OrganSpec],
+    support_labels: np.ndarray,
+    *,
+    support_select: str = "middle",
+    support_slices=None,
+    image_size: int | None = None,
+    npart: int = 3,
+) -> dict[str, list[int] | None]:
+    """Validate what can be validated without a model, and return the support slices.
+
+    Checks that every label is drawn in the support mask, that given support slices contain
+    it, and (with ``image_size``) that each mask survives the resize to SAM2's input. Used by
+    ``fsm2kit segment`` before loading SAM2, so bad input fails in a second.
+
+    Returns
+    -------
+    dict
+        ``{label name: support slices}`` (None for ``"similar"``, chosen with the model).
+    """
+    from ..strategies import selectors as S
+
+    lab = np.asarray(support_labels)
+    out: dict[str, list[int] | None] = {}
+    for organ in organs:
+        mask3d = _organ_mask(lab, organ)
+        if support_slices is not None:
+            zs = S.given_slices(mask3d, _given_for(support_slices, organ))
+        elif _selector_name(support_select) == "similar":
+            out[organ.name] = None
+            continue
+        elif _selector_name(support_select) in _OWN_SELECTORS:
+            zs = S.select_support_slices(mask3d, _selector_name(support_select), npart=npart)
+        else:
+            zs = _registry_slices(mask3d, support_select, npart)
+        if image_size is not None:
+            for z in zs:
+                _check_survives(organ, mask3d[z], z, image_size)
+        out[organ.name] = [int(z) for z in zs]
+    return out
+
+
+def _selector_name(spec) -> str:
+    from ..records.naming import strategy_name
+    from ..strategies.support_selectors import SUPPORT_SELECTORS
+
+    name = strategy_name(SUPPORT_SELECTORS.get(spec))  # unknown names: one-line error listing the registered
+    return name.partition(":")[0] if name.startswith("similar") else name
+
+
+def _registry_slices(mask3d: np.ndarray, spec, npart: int) -> list[int]:
+    from ..strategies.support_selectors import SUPPORT_SELECTORS
+
+    return SUPPORT_SELECTORS.get(spec).volume_slices(mask3d.astype(np.uint8), 1, npart=npart)
+
+
+def _organ_mask(lab: np.ndarray, organ: OrganSpec) -> np.ndarray:
+    mask3d = lab == organ.label_id
+    if not mask3d.any():
+        present = sorted(int(v) for v in np.unique(lab) if v != 0)
+        raise ValueError(
+            f"The support mask is empty for label {organ.name!r} (id {organ.label_id}): no voxel has "
+            f"that value. Ids present in the support mask: {present or 'none (all zero)'}. Check "
+            "--labels (name=id, the id as stored in the mask)."
+        )
+    return mask3d
+
+
+def _given_for(given, organ: OrganSpec):
+    if isinstance(given, Mapping):
+        key = next((k for k in (organ.name, organ.label_id, str(organ.label_id)) if k in given), None)
+        if key is None:
+            raise ValueError(f"support_slices has no entry for label {organ.name!r}; keys: {list(given)}.")
+        return given[key]
+    return given
+
+
+def _check_survives(organ: OrganSpec, mask2d: np.ndarray, z: int, image_size: int) -> None:
+    if not _prompt_survives(mask2d, image_size):
+        raise ValueError(
+            f"The support mask of {organ.name!r} on slice {z} ({int(mask2d.sum())} px) vanishes "
+            f"when resized to SAM2's {image_size}-px input; choose a slice where the organ "
+            "is larger (e.g. support_select='largest')."
+        )
+
+
+def segment_volume(
+    query: Volume | np.ndarray,
+    support_image: Volume | np.ndarray,
+    support_mask: np.ndarray | LabelVolume | None = None,
+    *,
+    engine,
+    labels: object = None,
+    label_map: LabelMap | str | Mapping[int, str] | None = None,
+    support_select: str = "middle",
+    support_slices: int | Sequence[int] | Mapping | None = None,
+    start: int | None = None,
+    order: object = None,
+    support_views: int = 0,
+    patience: int | None = DEFAULT_PATIENCE,
+    ct_window: tuple[float, float] | None = None,
+    ground_truth: np.ndarray | LabelVolume | None = None,
+    npart: int = 3,
+    memory_policy: MemoryPolicy | None = None,
+    corrections=None,
+    progress: bool | None = None,
+) -> SegmentResult:
+    """Segment labels of a query scan from annotated support slices, through the whole volume.
+
+    Parameters
+    ----------
+    query : Volume or ndarray (Z, H, W)
+        The scan to segment (a Volume from :func:`fsm2kit.data.load_nifti` writes back into
+        its file's grid).
+    support_image : Volume or ndarray (Zs, Hs, Ws)
+        The annotated scan (another patient, or the query itself).
+    support_mask : ndarray, LabelVolume or None
+        Label ids (or a binary mask) on ``support_image``'s grid; None: ``support_image.labels``.
+    engine : fsm2kit.engine.engine.Engine or fsm2kit.model.loading.SAM2Model, keyword-only
+        One engine for all labels: each slice is encoded once.
+    labels : keyword-only
+        What to segment (:func:`parse_labels`): ``"liver=6,spleen=1"``, ids, names (with a
+        label map), or None for every id in the support mask.
+    label_map : keyword-only
+        Names of ids (default: the support mask's, if a LabelVolume).
+    support_select : str, keyword-only
+        How to choose each label's support slice(s), a support selector of the registry
+        (:mod:`fsm2kit.strategies.support_selectors`): ``"middle"``, ``"largest"``,
+        ``"protocol"`` (the ``npart`` chunk centres together), ``"random:SEED"``,
+        ``"given:Z,..."``, ``"similar"`` (the organ slice whose SAM2 embedding best matches the
+        query slice at its relative position, or at the start slice), or a user's.
+    support_slices : int, sequence or {label: int or sequence}, keyword-only
+        Support slice index(es) given by hand (overrides ``support_select``).
+    start : int, optional, keyword-only
+        First query slice; default the support's relative position along z
+        (:func:`relative_start` of the middle support slice), which for a support taken from
+        the query itself is its own slice.
+    order : str or Ordering, optional, keyword-only
+        The start as an ordering (:func:`start_from_order`): ``at:Z`` (= ``start=Z``),
+        ``from:P``, ``top``, ``middle``. Give ``start`` or ``order``, not both.
+    support_views : int, keyword-only
+        Augmented views per support slice (0..5, default 0), added as further conditioning
+        frames next to it (:mod:`fsm2kit.strategies.support_views`); an exploration aid.
+    patience : int or None, keyword-only
+        Stopping rule (:func:`should_stop`); None: the whole volume regardless of scores.
+    ct_window : (lo, hi), optional, keyword-only
+        Clip intensities of query and support before SAM2 (e.g. (-125, 275) HU).
+    ground_truth : ndarray or LabelVolume, optional, keyword-only
+        Query labels with the same ids: adds the oracle-range mode and :func:`modes_dice_table`.
+    npart : int, keyword-only
+        Chunks of ``support_select="protocol"``.
+    memory_policy : MemoryPolicy, optional, keyword-only
+        Which memories each propagation step attends to (default SAM2's rule), as in
+        :meth:`Engine.segment <fsm2kit.engine.engine.Engine.segment>`.
+    corrections : PromptFile, rounds of Correction or {label: rounds}, optional, keyword-only
+        Correction rounds after the propagation (:func:`~fsm2kit.run.prompting.label_rounds`):
+        z is the query's slice index, coordinates are the stored slice's (x = column, y = row).
+        Each round's corrections run SAM2's refinement and become conditioning memories, then
+        the volume is propagated again (:func:`~fsm2kit.engine.corrections.segment_with_corrections`).
+        A corrected label runs without the stopping rule (every slice, as SAM2's predictor); in
+        the oracle-range mode its corrections inside the range apply.
+    progress : bool, optional, keyword-only
+
+    Returns
+    -------
+    SegmentResult
+    """
+    from ..engine.engine import Engine
+    from ..model.loading import SAM2Model
+
+    t0 = time.perf_counter()
+    if isinstance(engine, SAM2Model):
+        engine = Engine(engine, progress=True if progress is None else progress)
+    qvol = _as_volume(query, "query")
+    svol = _as_volume(support_image, "support image")
+    if support_mask is None:
+        if svol.labels is None:
+            raise ValueError("No support mask: pass support_mask=... (or a support Volume with labels).")
+        support_mask = svol.labels
+    lab, lm_mask = _as_label_array(support_mask, svol, "support mask")
+    lm = LabelMap.coerce(label_map) if label_map is not None else lm_mask
+    organs = parse_labels(labels, label_map=lm, present=np.unique(lab).tolist())
+    from ..records.naming import strategy_name
+    from ..strategies.support_views import check_views, support_views as make_views
+
+    method = _selector_name(support_select) if support_slices is None else "given"
+    if method not in _OWN_SELECTORS:
+        method = strategy_name(support_select) if not isinstance(support_select, str) else support_select.strip()
+    n_views = check_views(support_views)
+    qarr = _clip(qvol.array, ct_window)
+    sarr = _clip(svol.array, ct_window)
+    zq, zs_n = qarr.shape[0], sarr.shape[0]
+    if order is not None:
+        if start is not None:
+            raise ValueError(f"give start={start} or order={strategy_name(order)!r}, not both (at:Z is start=Z).")
+        start = start_from_order(order, zq)
+    if start is not None and not 0 <= int(start) < zq:
+        raise ValueError(f"start slice {start} is outside the query's {zq} slices (0..{zq - 1}).")
+    gt = None
+    if ground_truth is not None:
+        gt_arr = ground_truth.array if isinstance(ground_truth, LabelVolume) else np.asarray(ground_truth)
+        if gt_arr.shape != qvol.shape:
+            raise ValueError(f"ground_truth has shape {gt_arr.shape}, the query {qvol.shape}; they must share a grid.")
+        gt = gt_arr
+    from ..run.prompting import corrections_record, label_rounds
+    from .propagation import corrected_propagation_job
+
+    fixes = label_rounds(corrections, organs, qarr.shape)
+    passes0 = engine.stats.encoder_passes
+
+    # every label's propagations (whole volume, and the oracle range with ground truth) run
+    # side by side: their steps share SAM2 forwards (engine.object_batch_size)
+    jobs, made = [], []
+    for organ in organs:
+        zs, how, sim, mask3d = _choose_support(engine, organ, lab, sarr, qarr, method, support_slices, start, npart)
+        supports = []
+        for z in zs:
+            sup = Support(image=sarr[z], mask=mask3d[z], chunk=0, z=z, case_id=svol.case_id)
+            supports += [sup, *make_views(sup, n_views)]  # each view right after its support
+        s0 = int(start) if start is not None else relative_start(sorted(zs)[len(zs) // 2], zs_n, zq)
+        fix = fixes.get(organ.label_id)
+        who = dict(case_id=qvol.case_id or "query", label=organ.label_id, label_name=organ.name)
+        if fix:
+            jobs.append(corrected_propagation_job(engine, qarr, supports, fix, start=s0, memory_policy=memory_policy,
+                                                  **who))
+        else:
+            jobs.append(propagation_job(engine, qarr, supports, start=s0, patience=patience,
+                                        memory_policy=memory_policy))
+        made.append((organ, "whole_volume", tuple(zs), how, sim))
+        if gt is not None:
+            tz = np.flatnonzero((gt == organ.label_id).any(axis=(1, 2)))
+            if tz.size:
+                lo, hi = int(tz[0]), int(tz[-1])
+                s1 = min(max(s0, lo), hi)
+                jobs.append(corrected_propagation_job(engine, qarr, supports, fix, start=s1, z_range=(lo, hi),
+                                                      memory_policy=memory_policy, **who) if fix else
+                            propagation_job(engine, qarr, supports, start=s1, patience=None,
+                                            z_range=(lo, hi), memory_policy=memory_policy))
+                made.append((organ, "oracle_range", tuple(zs), how, sim))
+    names = ", ".join(o.name for o in organs)
+    props = engine.drive(jobs, progress=progress, desc=names if len(names) <= 40 else f"{len(organs)} labels")
+    results, oracle = [], []
+    for (organ, mode, zs, how, sim), prop in zip(made, props):
+        (results if mode == "whole_volume" else oracle).append(OrganResult(organ, mode, zs, how, prop, sim))
+
+    def combine(group: list[OrganResult]) -> np.ndarray:
+        if not group:
+            return np.zeros(qvol.shape, dtype=label_dtype(max(o.label_id for o in organs)))
+        out = resolve_overlaps([o.logits for o in group], [o.label_id for o in group])
+        out = out.astype(label_dtype(max(o.label_id for o in organs)))
+        for o in group:  # the user's annotation wins on its own slice
+            for z in o.propagation.echo_z:
+                out[z][o.propagation.logits[z] > 0] = o.label_id
+        return out
+
+    label_vol = combine(results)
+    oracle_vol = combine(oracle) if gt is not None else None
+    prov = dict(engine.model.provenance())
+    options = {
+        "support_select": "given" if support_slices is not None else method,
+        "support_slices": support_slices if not isinstance(support_slices, Mapping) else {str(k): v for k, v in support_slices.items()},
+        "start": start,
+        "order": strategy_name(order) if order is not None else None,
+        "support_views": n_views,
+        "patience": patience,
+        "corrections": None if not fixes else {
+            "rounds": {o.name: len(fixes[o.label_id]) for o in organs if o.label_id in fixes},
+            "prompts": corrections_record(corrections, {o.name: fixes[o.label_id] for o in organs if o.label_id in fixes}),
+            "stopping_rule": "off for corrected labels (every slice is tracked, as SAM2's predictor)",
+        },
+        "ct_window": list(ct_window) if ct_window is not None else None,
+        "npart": npart,
+        "labels": {o.name: o.label_id for o in organs},
+        "query_shape_zhw": list(qvol.shape),
+        "support_shape_zhw": list(svol.shape),
+        "stopping_rule": "a direction stops after `patience` consecutive slices with object score <= 0",
+        "layout": "queries below start + supports + queries from start; forward, then backward (middle order)",
+    }
+    res = SegmentResult(
+        labels=label_vol,
+        organs=tuple(results),
+        query=qvol,
+        model_provenance=prov,
+        seconds=time.perf_counter() - t0,
+        encoder_passes=engine.stats.encoder_passes - passes0,
+        oracle=tuple(oracle) if gt is not None else None,
+        oracle_labels=oracle_vol,
+        options=options,
+    )
+    if gt is not None:
+        # a support slice taken from the query itself is the annotation, copied: not scored
+        res.dice = modes_dice_table({"whole_volume": label_vol, "oracle_range": oracle_vol}, gt, organs,
+                                    exclude_z={o.label_id: o.propagation.echo_z for o in results},
+                                    case_id=qvol.case_id, provenance=prov)
+    return res
+
+

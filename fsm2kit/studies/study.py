@@ -1,0 +1,234 @@
+"""Notebook studies: one call runs the experiment, the others make its tables and figures.
+
+Each experiment notebook (``notebooks/0*_*.ipynb``) is a parameters cell and one call per
+section::
+
+    study = run_study("01_table1_settings", datasets={"CHAOST2": None}, settings=[...],
+                      checkpoint="random", image_size=256, output_dir="out/")
+    study.table("mean_per_volume", paper_table=1, file="table1_mean_per_volume")
+    study.dice_bars(column="dataset")
+    study.provenance()
+
+:func:`run_study` builds one :class:`~fsm2kit.run.config.ExperimentConfig` per dataset,
+runs them through the one runner (:func:`~fsm2kit.run.runner.run_experiments`) and
+writes the one output format into ``output_dir`` (:meth:`ExperimentResult.save
+<fsm2kit.run.experiment_result.ExperimentResult.save>`). Each :class:`Study` method returns a
+table or a figure and writes it into ``output_dir`` too; every one says which weights made it
+(the tables' captions and ``weights`` columns, the figures' titles, the study's repr).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from ..tables.dice_table import TABLE_FORMATS, DiceTable
+from ..run.config import ExperimentConfig
+from ..run.runner import run_experiments
+from ..records.provenance import Provenance
+from ..run.experiment_result import ExperimentResult
+
+__all__ = ["Study", "run_study", "DICE_COLUMNS"]
+
+#: Columns of :meth:`Study.dice`.
+DICE_COLUMNS = ("dataset", "label_name", "setting", "order", "model", "metric", "dice", "n_volumes", "n_slices",
+                "weights")
+
+
+def run_study(
+    name: str,
+    *,
+    datasets: Mapping[str, str | os.PathLike | None],
+    output_dir: str | os.PathLike,
+    folds: Sequence[int] = (),
+    classes: Sequence[str] = (),
+    variant: str = "ALP",
+    settings: Sequence[str] = ("S1SFQ",),
+    orders: Sequence[str] = ("middle",),
+    support_selector: object = "protocol",
+    support_views: int = 0,
+    memory_policy: object = "sam2",
+    prompts: str | os.PathLike | None = None,
+    plugins: Sequence[str] = (),
+    models: Sequence[str] = ("sam2-tiny",),
+    checkpoint=None,
+    seed: int = 0,
+    image_size: int = 1024,
+    device: str | None = None,
+    cache_dir: str | None = None,
+    max_slices: int | None = None,
+    object_batch_size: int | None = None,
+    keep_predictions: bool = False,
+    progress: bool = True,
+) -> "Study":
+    """Run one experiment per dataset and save the results; returns the :class:`Study`.
+
+    Parameters
+    ----------
+    name : str
+        The study's name (the ``experiment`` column of every table).
+    datasets : mapping {dataset: folder or None}, keyword-only
+        ``{"CHAOST2": "/data/chaos_MR_T2_normalized", "SABS": ...}``: SSL-ALPNet preprocessed
+        folders or npz episode folders; None is the bundled CHAOS case.
+    output_dir : path, keyword-only
+        Created if missing; gets the result files, tables and figures.
+    folds, classes, variant, settings, orders, support_selector, support_views, memory_policy, prompts, plugins, models, checkpoint, seed, image_size, device, cache_dir, max_slices, object_batch_size
+        As in :class:`~fsm2kit.run.config.ExperimentConfig` (the same for every dataset);
+        the strategies by registered name or as objects, ``plugins`` imported first.
+    keep_predictions : bool, keyword-only
+        Keep the predictions (``logits.npz``, :meth:`Study.overlays`, :meth:`Study.panels`).
+    progress : bool, keyword-only
+    """
+    if not datasets:
+        raise ValueError("run_study: datasets is empty; give {dataset: folder or None}.")
+    configs = [
+        ExperimentConfig(
+            episodes=path, dataset=dataset, folds=folds, classes=classes, settings=settings, orders=orders,
+            support_selector=support_selector, support_views=support_views, memory_policy=memory_policy, prompts=prompts, plugins=plugins, models=models, checkpoint=checkpoint, seed=seed, image_size=image_size, device=device,
+            variant=variant, max_slices=max_slices, cache_dir=cache_dir, object_batch_size=object_batch_size,
+            name=name,
+        )
+        for dataset, path in datasets.items()
+    ]
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    result = run_experiments(configs, keep_predictions=keep_predictions, progress=progress)
+    study = Study(name, result, out)
+    study.save()
+    return study
+
+
+@dataclass(eq=False)
+class Study:
+    """An experiment's result and the folder its tables and figures go to (see :func:`run_study`)."""
+
+    name: str
+    result: ExperimentResult
+    output_dir: Path
+
+    @property
+    def note(self) -> str:
+        """The weights line (a warning for random weights): :attr:`ExperimentResult.note`."""
+        return self.result.note
+
+    def save(self) -> dict[str, Path]:
+        """Write the one output format (:meth:`ExperimentResult.save`) into ``output_dir``."""
+        return self.result.save(self.output_dir)
+
+    def provenance(self) -> Provenance:
+        """The one provenance record of the result (models, weights, settings, versions, ...)."""
+        return self.result.provenance()
+
+    def _path(self, file: str | None) -> Path | None:
+        return None if file is None else self.output_dir / file
+
+    # ------------------------------------------------------------------ tables
+    def dice(self, metric: str = "both") -> pd.DataFrame:
+        """Both Dice averages per class, setting, order and model (the main columns)."""
+        return self.result.summary(metric)[list(DICE_COLUMNS)]
+
+    def table(self, metric: str = "mean_per_volume", *, rows: Sequence[str] = ("model", "setting", "order"),
+              settings: Sequence[str] | str | None = None, paper_table: int | None = None,
+              title: str | None = None, file: str | None = None,
+              formats: Sequence[str] = TABLE_FORMATS) -> DiceTable:
+        """A paper-grade table (:func:`~fsm2kit.tables.dice_table.dice_table`), saved in ``output_dir``.
+
+        Parameters
+        ----------
+        metric : {"mean_per_volume", "pooled"}
+        rows : sequence of str
+            Which of ``model``, ``setting``, ``order`` name the rows.
+        settings : str or sequence of str, optional
+            Only these settings' rows (e.g. one table per setting).
+        paper_table : {1, 2, 3, 4}, optional
+            Show that table's printed values (and Table 1's baselines) beside ours, with the
+            difference.
+        title : str, optional
+        file : str, optional
+            File stem in ``output_dir``: ``file.csv``, ``.md``, ``.tex`` (``formats``) and the
+            ``file.json`` sidecar with the caption and the run's provenance.
+        """
+        t = self.result.dice_table(metric, rows=rows, paper_table=paper_table, settings=settings, title=title)
+        if file is not None:
+            t.save(self._path(file), formats=formats, provenance=self.provenance().to_dict())
+        return t
+
+    # ------------------------------------------------------------------ figures
+    def _save_chart(self, chart, file: str, presets: Sequence[str], formats: Sequence[str] | None) -> None:
+        """``file.*`` in the ``screen`` preset and ``file_paper.*`` in the ``paper`` one
+        (:func:`fsm2kit.viz.export.save_presets`); with ``formats``, just those files (no preset)."""
+        from ..viz.export import save_chart, save_presets
+
+        if formats is not None:
+            save_chart(chart, self._path(file), formats=formats)
+        else:
+            save_presets(chart, self._path(file), presets=presets)
+
+    def dice_bars(self, metric: str = "mean_per_volume", *, color: str = "run", column: str | None = "model",
+                  file: str | None = "dice_bars", presets: Sequence[str] = ("screen", "paper"),
+                  formats: Sequence[str] | None = None):
+        """Grouped Dice bars per organ (:func:`~fsm2kit.viz.dice_charts.dice_bars`), saved in ``presets`` (``file.*``, ``file_paper.*``)."""
+        from ..viz.dice_charts import dice_bars
+
+        chart = dice_bars(self.result.summary(), metric=metric, color=color, column=column)
+        if file is not None:
+            self._save_chart(chart, file, presets, formats)
+        return chart
+
+    def slice_dice_curves(self, *, color: str = "order", row: str | None = "setting", column: str | None = "model",
+                          file: str | None = "slice_dice_curves", presets: Sequence[str] = ("screen", "paper"),
+                          formats: Sequence[str] | None = None):
+        """Per-slice Dice along z (:func:`~fsm2kit.viz.dice_charts.slice_dice_curves`), saved in ``presets`` (``file.*``, ``file_paper.*``)."""
+        from ..viz.dice_charts import slice_dice_curves
+
+        chart = slice_dice_curves(self.result.slices, color=color, row=row, column=column)
+        if file is not None:
+            self._save_chart(chart, file, presets, formats)
+        return chart
+
+    def relative_position(self, *, color: str = "order", row: str | None = "setting", column: str | None = "model",
+                          bins: int = 10, file: str | None = "relative_position",
+                          presets: Sequence[str] = ("screen", "paper"), formats: Sequence[str] | None = None):
+        """Per-slice Dice by relative position in the organ, mean and 95 % band across volumes
+        (:func:`~fsm2kit.viz.dice_charts.relative_position_chart`), saved in ``presets`` (``file.*``, ``file_paper.*``)."""
+        from ..viz.dice_charts import relative_position_chart
+
+        chart = relative_position_chart(self.result.slices, color=color, row=row, column=column, bins=bins)
+        if file is not None:
+            self._save_chart(chart, file, presets, formats)
+        return chart
+
+    def overlays(self, *, setting: str | None = None, order: str | None = None, model: str | None = None,
+                 n: int = 4, file: str | None = "overlays", presets: Sequence[str] = ("screen", "paper")):
+        """Support, prediction and ground truth on ``n`` slices of the first matching run
+        (:func:`~fsm2kit.viz.figures.slice_overlays`; needs ``keep_predictions=True``),
+        saved in ``presets`` (:func:`fsm2kit.viz.export.save_presets`: ``file.png/.svg`` and
+        ``file_paper.png/.pdf/.svg``)."""
+        from ..viz.export import save_presets
+        from ..viz.figures import slice_overlays
+
+        p = self.result.prediction(setting=setting, order=order, model=model)
+        fig = slice_overlays(p.episode, p.result, n=n)
+        if file is not None:
+            save_presets(fig, self._path(file), presets=presets)
+        return fig
+
+    def panels(self, *, setting: str | None = None, order: str | None = None, case_id: str | None = None,
+               file: str | None = "panels", presets: Sequence[str] = ("screen", "paper")):
+        """Figure 3/4 style panels, one row per class of the matching runs
+        (:func:`~fsm2kit.viz.figures.class_panels`; needs ``keep_predictions=True``), saved
+        in ``presets`` (``file.png/.svg``, ``file_paper.png/.pdf/.svg``)."""
+        from ..viz.export import save_presets
+        from ..viz.figures import class_panels
+
+        fig = class_panels(self.result.select_predictions(setting=setting, order=order, case_id=case_id))
+        if file is not None:
+            save_presets(fig, self._path(file), presets=presets)
+        return fig
+
+    def __repr__(self) -> str:
+        return f"Study({self.name!r}: {self.result!r})\n{self.note}\nfiles: {self.output_dir}"

@@ -1,0 +1,298 @@
+"""Figures from tidy tables: overlay panels (matplotlib), offline; Dice charts are in
+:mod:`fsm2kit.viz.dice_charts`.
+
+* :func:`slice_overlays`: a few query slices of one run, each with its chunk's support (and
+  mask), the prediction and the ground truth (the quickstart figure).
+* :func:`class_panels`: FS-MedSAM2 Figure 3/4 style, one row per class: support image with its
+  mask, the query prediction and the ground truth on one query slice.
+* :func:`fsm2kit.viz.export.save_chart` / :func:`fsm2kit.viz.export.save_figure` write charts and
+  figures offline in the ``paper`` (300 dpi PNG, PDF, SVG at 89 / 183 mm, fonts >= 7 pt) or
+  ``screen`` preset; :func:`fsm2kit.viz.export.save_presets` writes both in one call.
+
+Image panels are radiological (anterior up, patient's right on the left, edge letters;
+:mod:`fsm2kit.viz.display`) and use its colour-blind-safe colours (support blue, prediction
+orange, ground truth a bluish-green contour over the prediction), with a legend.
+Charts and figures made from random weights say so in their titles.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .display import COLORS, display_slice, episode_axcodes
+from ..protocol.metrics import dice
+
+__all__ = [
+    "PRED_COLOR",
+    "GT_COLOR",
+    "SUPPORT_COLOR",
+    "weights_label",
+    "slice_overlays",
+    "class_panels",
+]
+
+PRED_COLOR = COLORS["prediction"]  # prediction: Okabe-Ito orange (filled + outline)
+GT_COLOR = COLORS["ground_truth"]  # ground truth: Okabe-Ito bluish green (contour over the prediction)
+SUPPORT_COLOR = COLORS["support"]  # support mask: Okabe-Ito blue
+
+
+def weights_label(weights: str | Sequence[str] | pd.Series | None) -> str:
+    """A short label of the weights for titles: ``"RANDOM WEIGHTS (seed 0)"`` or ``"sha256:ab12…"``."""
+    if weights is None:
+        return ""
+    if isinstance(weights, str):
+        vals = [weights]
+    else:
+        vals = list(dict.fromkeys(str(w) for w in weights))
+    out = []
+    for w in vals:
+        if "random weights" in w:
+            out.append(w.replace("random weights", "RANDOM WEIGHTS (numbers mean nothing)"))
+        elif w.startswith("sha256:"):
+            out.append(w[:19] + "…")
+        else:
+            out.append(w)
+    return "; ".join(out)
+
+
+# ============================================================================ matplotlib panels
+def _figure(nrows: int, ncols: int, size: float):
+    import matplotlib.pyplot as plt  # in Jupyter this activates the inline display of figures
+
+    fig = plt.figure(figsize=(size * ncols, size * nrows + 0.8), layout="constrained")
+    plt.close(fig)  # not kept by pyplot: shown once when returned as a cell's value, never twice
+    axes = np.asarray(fig.subplots(nrows, ncols, squeeze=False))
+    return fig, axes
+
+
+def _fill(ax, m: np.ndarray, color: str) -> None:
+    from matplotlib.colors import to_rgba
+
+    rgba = np.zeros((*m.shape, 4), np.float32)
+    rgba[m] = to_rgba(color, 0.4)
+    ax.imshow(rgba, interpolation="nearest")
+    ax.contour(m.astype(float), levels=[0.5], colors=[color], linewidths=0.8)
+
+
+def _letters(ax, letters: dict | None) -> None:
+    """Orientation letters in the middle of each edge (white on a dark outline)."""
+    if not letters:
+        return
+    import matplotlib.patheffects as pe
+
+    kw = dict(transform=ax.transAxes, fontsize=7, color="white", fontweight="bold",
+              path_effects=[pe.withStroke(linewidth=1.5, foreground="black")])
+    ax.text(0.5, 0.985, letters["top"], ha="center", va="top", **kw)
+    ax.text(0.5, 0.015, letters["bottom"], ha="center", va="bottom", **kw)
+    ax.text(0.015, 0.5, letters["left"], ha="left", va="center", **kw)
+    ax.text(0.985, 0.5, letters["right"], ha="right", va="center", **kw)
+
+
+def _show(ax, image, *, orientation=None, fill=None, fill_color=PRED_COLOR, contour=None, title="",
+          empty_note: str | None = None):
+    """A slice in the radiological view: ``fill`` (mask, filled), ``contour`` (ground truth) on top."""
+    view = display_slice(np.asarray(image, dtype=np.float32), orientation)
+    img = np.asarray(view.array)
+    lo, hi = np.percentile(img, [0.5, 99.5]) if img.size else (0, 1)
+    ax.imshow(img, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1, interpolation="nearest")
+    if fill is not None:
+        m = np.asarray(display_slice(np.asarray(fill).astype(bool), orientation).array)
+        if m.any():
+            _fill(ax, m, fill_color)
+        elif empty_note:
+            ax.text(0.5, 0.5, empty_note, transform=ax.transAxes, ha="center", va="center", fontsize=8,
+                    color="white", bbox=dict(boxstyle="round,pad=0.25", fc=COLORS["empty"], ec="none", alpha=0.9))
+    if contour is not None:
+        g = np.asarray(display_slice(np.asarray(contour).astype(bool), orientation).array)
+        if g.any():
+            ax.contour(g.astype(float), levels=[0.5], colors=[GT_COLOR], linewidths=1.2)
+    _letters(ax, view.letters)
+    ax.set_title(title, fontsize=8)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _blank(ax, text: str = "") -> None:
+    ax.set_axis_off()
+    if text:
+        ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=8, color="0.4")
+
+
+def _legend(fig) -> None:
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    handles = [Patch(facecolor=SUPPORT_COLOR, edgecolor=SUPPORT_COLOR, alpha=0.6, label="support mask"),
+               Patch(facecolor=PRED_COLOR, edgecolor=PRED_COLOR, alpha=0.6, label="prediction"),
+               Line2D([], [], color=GT_COLOR, linewidth=1.5, label="ground truth (contour)")]
+    fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=8, frameon=False)
+
+
+def _slice_dice(pred: np.ndarray, gt: np.ndarray | None) -> str:
+    """``"\\nDice 0.812"`` (a second title line) by the one Dice (:func:`fsm2kit.protocol.metrics.dice`), or ``"\\nDice n/a"``."""
+    if gt is None:
+        return ""
+    d = dice(np.asarray(pred).astype(bool), np.asarray(gt).astype(bool))
+    return f"\nDice {d:.3f}" if np.isfinite(d) else "\nDice n/a"
+
+
+def _positions(episode, n: int, positions: Sequence[int] | None) -> list[int]:
+    m = episode.n_slices
+    if positions is not None:
+        bad = [p for p in positions if not 0 <= int(p) < m]
+        if bad:
+            raise ValueError(f"positions {bad} outside the episode's {m} query slices (0..{m - 1}).")
+        return [int(p) for p in positions]
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}.")
+    return sorted(set(np.round(np.linspace(0, m - 1, min(n, m))).astype(int).tolist()))
+
+
+def _support_for(episode, result, position: int):
+    """The support a slice saw: its chunk's support (1S1Q), else the middle one."""
+    chunk = int(episode.chunks[position])
+    if result.setting == "1S1Q":
+        return episode.support_for_chunk(chunk)
+    try:
+        return episode.middle_support
+    except KeyError:
+        return episode.supports[0]
+
+
+def _support_title(sup) -> str:
+    z = getattr(sup, "z", None)
+    case = getattr(sup, "case_id", None)
+    where = ", ".join(x for x in (f"case {case}" if case else "", f"z={z}" if z is not None else "") if x)
+    return f"support #{sup.chunk}" + (f" ({where})" if where else "")
+
+
+def slice_overlays(episode, result, *, n: int = 4, positions: Sequence[int] | None = None,
+                   size: float = 2.4, title: str | None = None, orientation=None):
+    """Overlays of a few query slices: the supports they used (once each), then each slice's
+    prediction (filled) with the ground truth as a contour over it.
+
+    Parameters
+    ----------
+    episode : Episode
+        The episode the result was computed on.
+    result : EpisodeResult
+        From :meth:`fsm2kit.Engine.segment` (or ``ExperimentResult.prediction(...).result``).
+    n : int, keyword-only
+        Number of slices, evenly spaced over the query range (ignored with ``positions``).
+    positions : sequence of int, optional
+        Query slice positions (0 .. M-1) to show.
+    size : float
+        Inches per panel.
+    title : str, optional
+        Figure title (default: case, class, setting, model, weights).
+    orientation : axis codes or affine, optional
+        In-plane orientation of the slices (default :func:`fsm2kit.viz.display.episode_axcodes`);
+        panels are shown radiologically (anterior up, patient's right on the left) with edge letters.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The distinct supports (blue mask), then one panel per slice (prediction orange, ground
+        truth a bluish-green contour; "no prediction" when empty): one row when they are at
+        most 4 panels, else supports in the first row and slices in rows of up to 4; a legend.
+    """
+    if len(result.slices) != episode.n_slices:
+        raise ValueError(
+            f"result has {len(result.slices)} slices but the episode {episode.case_id}/{episode.label_name} "
+            f"has {episode.n_slices}: pass the episode the result was computed on."
+        )
+    orient = episode_axcodes(episode) if orientation is None else orientation
+    pos = _positions(episode, n, positions)
+    sups = list({id(s): s for s in (_support_for(episode, result, p) for p in pos)}.values())
+    sups.sort(key=lambda s: s.chunk)
+    if len(sups) + len(pos) <= 4:  # one row: supports, then slices
+        fig, axes = _figure(1, len(sups) + len(pos), size)
+        sup_axes, query_axes = list(axes[0][:len(sups)]), list(axes[0][len(sups):])
+    else:  # supports in the first row, slices in rows of up to 4 below
+        ncols = max(len(sups), min(len(pos), 4))
+        fig, axes = _figure(1 + -(-len(pos) // ncols), ncols, size)
+        sup_axes, query_axes = list(axes[0]), [ax for row in axes[1:] for ax in row]
+        for ax in sup_axes[len(sups):] + query_axes[len(pos):]:
+            _blank(ax)
+    for ax, sup in zip(sup_axes, sups):
+        _show(ax, sup.image, orientation=orient, fill=sup.mask, fill_color=SUPPORT_COLOR, title=_support_title(sup))
+    for ax, p in zip(query_axes, pos):
+        pred = result.slices[p].prediction
+        gt = None if episode.labels is None else episode.labels[p]
+        chunk = f" (support #{int(episode.chunks[p])})" if result.setting == "1S1Q" and len(sups) > 1 else ""
+        _show(ax, episode.images[p], orientation=orient, fill=pred, contour=gt, empty_note="no prediction",
+              title=f"query z={int(episode.z[p])}{chunk}{_slice_dice(pred, gt)}")
+    _legend(fig)
+    order = f"-{result.order}" if result.order else ""
+    fig.suptitle(title or (
+        f"case {result.case_id} {result.label_name}, {result.setting}{order}, "
+        f"{result.provenance.get('model')} — {weights_label(result.provenance.get('weights'))}"), fontsize=9)
+    return fig
+
+
+def class_panels(predictions: Sequence, *, position: str | int = "largest", size: float = 2.4,
+                 title: str | None = None, orientation=None):
+    """FS-MedSAM2 Figure 3/4 style panels: one row per class (or run).
+
+    Parameters
+    ----------
+    predictions : sequence of Prediction or (Episode, EpisodeResult)
+        E.g. ``result.predictions`` of :func:`fsm2kit.run.runner.run_experiment` with
+        ``keep_predictions=True``, one per class.
+    position : "largest", "middle" or int, keyword-only
+        Which query slice: the one with the largest ground-truth area, the middle one, or a
+        position (0 .. M-1).
+    orientation : axis codes or affine, optional
+        Default: each episode's (:func:`fsm2kit.viz.display.episode_axcodes`).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Columns: support image with its mask (shown once per class: later rows of the same
+        class and support leave it empty), query image, prediction with the ground-truth
+        contour over it ("no prediction" when empty); orientation letters; a legend below.
+    """
+    items = []
+    for p in predictions:
+        if hasattr(p, "episode") and hasattr(p, "result"):
+            items.append((p.episode, p.result))
+        else:
+            ep, res = p
+            items.append((ep, res))
+    if not items:
+        raise ValueError("class_panels needs at least one prediction (keep_predictions=True when running).")
+    fig, axes = _figure(len(items), 3, size)
+    weights = []
+    shown: set = set()
+    for row, (ep, res) in zip(axes, items):
+        orient = episode_axcodes(ep) if orientation is None else orientation
+        if position == "largest" and ep.labels is not None:
+            p = int(np.argmax(ep.labels.reshape(ep.n_slices, -1).sum(axis=1)))
+        elif position in ("middle", "largest"):
+            p = ep.n_slices // 2
+        else:
+            p = _positions(ep, 1, [int(position)])[0]
+        sup = _support_for(ep, res, p)
+        pred = res.slices[p].prediction
+        gt = None if ep.labels is None else ep.labels[p]
+        order = f"-{res.order}" if res.order else ""
+        key = (ep.label_name, getattr(sup, "case_id", None), getattr(sup, "z", None), sup.chunk,
+               hash(np.asarray(sup.image).tobytes()))
+        if key in shown:
+            _blank(row[0], f"{res.label_name}: same support as above")
+        else:
+            shown.add(key)
+            _show(row[0], sup.image, orientation=orient, fill=sup.mask, fill_color=SUPPORT_COLOR,
+                  title=f"{res.label_name}: {_support_title(sup)}")
+        _show(row[1], ep.images[p], orientation=orient, title=f"query {res.case_id} z={int(ep.z[p])}")
+        _show(row[2], ep.images[p], orientation=orient, fill=pred, contour=gt, empty_note="no prediction",
+              title=f"{res.provenance.get('model')}, {res.setting}{order}{_slice_dice(pred, gt)}")
+        weights.append(res.provenance.get("weights"))
+    _legend(fig)
+    fig.suptitle(title or f"support / query / prediction with ground truth — {weights_label(weights)}", fontsize=9)
+    return fig
+
+
