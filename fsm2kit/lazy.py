@@ -29,6 +29,8 @@ def lazy_exports(package: str, exports: Mapping[str, Sequence[str]]) -> tuple[Ca
 
     def __getattr__(name: str):
         module = where.get(name)
+        if module is None and name.startswith("__"):  # __path__, __file__, ...: never a submodule
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
         if module is None:
             try:
                 return importlib.import_module(f"{package}.{name}")
