@@ -138,7 +138,7 @@ def test_chaos_prepared_folder_and_episodes(tmp_path):
     from test_prepare import _chaos_patient
 
     from fsm2kit.io.alp import load_alp_folder
-    from fsm2kit.io.prepare import prepare_chaos
+    from fsm2kit.io.preparation import prepare_chaos
     from fsm2kit.protocol.episodes import build_episode
 
     mr = tmp_path / "raw" / "MR"
@@ -164,7 +164,7 @@ def test_chaos_prepared_folder_and_episodes(tmp_path):
 def test_sabs_prepared_folder(tmp_path):
     """A BTCV-like file (LPS direction, nibabel codes L, P, S) with an anterior-right blob -> prepare_synapse."""
     from fsm2kit.io.alp import load_alp_folder
-    from fsm2kit.io.prepare import prepare_synapse
+    from fsm2kit.io.preparation import prepare_synapse
 
     for n in ("0001", "0002", "0003"):
         hu = np.full((100, 100, 3), -1000, np.int16)

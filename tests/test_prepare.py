@@ -1,4 +1,4 @@
-"""fsm2kit.io.prepare / prepare_ops / raw_scans: the SSL-ALPNet preprocessing formulas by hand, then both datasets end to end
+"""fsm2kit.io.preparation / prepare_ops / raw_scans: the SSL-ALPNet preprocessing formulas by hand, then both datasets end to end
 on synthetic raw data laid out like the real downloads (and SABS on the bundled CT)."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from PIL import Image
 from fsm2kit.cli.prepare import register_cli
 from fsm2kit.io.alp import load_alp_folder
 from fsm2kit.io.examples import example_dir
-from fsm2kit.io.prepare import prepare_chaos, prepare_synapse
-from fsm2kit.io.prepare_ops import (
+from fsm2kit.io.preparation import prepare_chaos, prepare_synapse
+from fsm2kit.protocol.preprocessing import (
     CHAOST2_CLASSMAP_NAMES,
     SABS_CLASSMAP_NAMES,
     class_slice_index,

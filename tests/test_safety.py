@@ -306,7 +306,7 @@ def _synapse_raw(root: Path, numbers) -> None:
 
 
 def test_prepare_overwrite_leaves_exactly_the_new_data_set(tmp_path):
-    from fsm2kit.io.prepare import prepare_synapse
+    from fsm2kit.io.preparation import prepare_synapse
 
     out = tmp_path / "sabs"
     _synapse_raw(tmp_path / "raw3", ("0001", "0002", "0003"))
@@ -321,7 +321,7 @@ def test_prepare_overwrite_leaves_exactly_the_new_data_set(tmp_path):
 
 def test_loader_warns_about_files_the_manifest_does_not_list(tmp_path):
     from fsm2kit.io.alp import load_alp_folder
-    from fsm2kit.io.prepare import prepare_synapse
+    from fsm2kit.io.preparation import prepare_synapse
 
     out = tmp_path / "sabs"
     _synapse_raw(tmp_path / "raw", ("0001",))

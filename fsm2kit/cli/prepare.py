@@ -30,7 +30,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPar
 
 def cmd_prepare(args: argparse.Namespace) -> int:
     """Handler of ``fsm2kit prepare``."""
-    from ..io.prepare import prepare_chaos, prepare_synapse
+    from ..io.preparation import prepare_chaos, prepare_synapse
 
     fn = prepare_synapse if args.dataset == "synapse" else prepare_chaos
     rep = fn(args.raw_dir, args.out_dir, overwrite=args.overwrite, progress=not args.no_progress)

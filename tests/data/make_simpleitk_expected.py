@@ -1,7 +1,7 @@
 """Make ``simpleitk_resample_expected.npz``: SimpleITK's linear resampling of three small inputs.
 
 ``tests/test_prepare.py::test_resampling_matches_stored_simpleitk_output`` compares
-:func:`fsm2kit.io.prepare_ops.resample_linear` / ``resample_labels`` with the arrays stored here,
+:func:`fsm2kit.protocol.preprocessing.resample_linear` / ``resample_labels`` with the arrays stored here,
 so the comparison with SimpleITK runs without SimpleITK installed. See README.md beside this file
 for the versions the stored file was made with.
 

@@ -37,7 +37,7 @@ Every output is written atomically (:func:`fsm2kit.records.fileio.atomic_write`)
 sha256 in ``SHA256SUMS``; ``prepare.json`` records the inputs, the mapping from raw files to ids
 and the parameters.
 
-The formulas are :mod:`fsm2kit.io.prepare_ops` (pure array functions) and the raw layouts
+The formulas are :mod:`fsm2kit.protocol.preprocessing` (pure array functions) and the raw layouts
 :mod:`fsm2kit.io.raw_scans`; this module runs them over a download.
 """
 
@@ -58,15 +58,17 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..records.fileio import atomic_write, file_sha256
-from ..protocol.preprocessing import CHAOS_GRAY_VALUES, CT_WINDOW, SABS_BORDER, chaos_gray_to_label
-from .nifti import read_image
-from .prepare_ops import (
-    CHAOS_SPACING,
+from ..protocol.preprocessing import (
     CHAOST2_CLASSMAP_NAMES,
+    CHAOS_GRAY_VALUES,
+    CHAOS_SPACING,
     CROP_SIZE,
+    CT_WINDOW,
     HIST_CUT_TOP,
+    SABS_BORDER,
     SABS_CLASSMAP_NAMES,
     SABS_SPACING_FACTOR,
+    chaos_gray_to_label,
     class_slice_index,
     crop_or_pad_center,
     histogram_cut_top,
@@ -75,6 +77,7 @@ from .prepare_ops import (
     resampled_shape,
     sabs_window,
 )
+from .nifti import read_image
 from .raw_scans import find_chaos_scans, find_synapse_scans
 
 __all__ = [
