@@ -45,6 +45,7 @@ from .memory import (
 )
 from ..records.naming import strategy_name
 from ..model.loading import SAM2Model
+from ..model.sam2_adapter import encode_memory, use_mask_as_output
 from .plans import Plan, build_plans, normalize_setting
 from .results import EngineStats, EpisodeResult, SliceResult
 from .tracking import TrackJob, TrackObserver, TrackOutput, TrackRequest, Tracker, batch_groups, request_signature
@@ -195,10 +196,10 @@ class Engine:
         h, w = feats.feat_sizes[-1]
         pix = vf[-1].permute(1, 2, 0).view(-1, m.hidden_dim, h, w)
         with self.model.autocast():
-            _, _, _, low_res, _, obj_ptr, score = m._use_mask_as_output(pix, feats.high_res, mask_in)
+            _, _, _, low_res, _, obj_ptr, score = use_mask_as_output(m, pix, feats.high_res, mask_in)
             low_res = fill_holes(low_res, m.fill_hole_area)
             high = F.interpolate(low_res.float(), size=(self.image_size,) * 2, mode="bilinear", align_corners=False)
-            maskmem, pos = m._encode_new_memory(vf, list(feats.feat_sizes), high, score, is_mask_from_pts=True)
+            maskmem, pos = encode_memory(m, vf, list(feats.feat_sizes), high, score, is_mask_from_pts=True)
         self.stats.memory_encoder_passes += 1
         maskmem, pos = self.tracker.store_maskmem(maskmem, pos)
         entry = MemoryEntry("support", True, index, maskmem, pos, obj_ptr, float(score.float().item()), z)

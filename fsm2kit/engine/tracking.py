@@ -3,8 +3,9 @@
 A :class:`TrackRequest` is one step: a query slice, the memories it attends to (a
 :class:`~fsm2kit.engine.memory.MemorySelection`) and the bank holding them. :class:`Tracker` runs
 one or more requests in one SAM2 forward (memory attention, mask decoder, optionally the memory
-encoder), composed of ``SAM2Base``'s own methods exactly as the video predictor calls them, and
-calls its observers (:class:`TrackObserver`) around each forward.
+encoder), composed of ``SAM2Base``'s own methods exactly as the video predictor calls them (the
+private ones through :mod:`fsm2kit.model.sam2_adapter`), and calls its observers
+(:class:`TrackObserver`) around each forward.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from .features import FeatureCache, SliceFeatures
 from ..model.holes import fill_holes
 from .memory import MemoryBank, MemoryEntry, MemorySelection, MemorySettings, TokenLayout, token_layout
 from ..model.loading import SAM2Model
+from ..model.sam2_adapter import encode_memory, forward_heads, use_multimask
 from .results import EngineStats
 
 __all__ = [
@@ -160,8 +162,8 @@ class Tracker:
         size = (self.model.image_size,) * 2
         with self.model.autocast():
             high = F.interpolate(low_res.to(self.device).float(), size=size, mode="bilinear", align_corners=False)
-            maskmem, pos = m._encode_new_memory(list(feats.vision_feats), list(feats.feat_sizes), high, score,
-                                                is_mask_from_pts=True)
+            maskmem, pos = encode_memory(m, list(feats.vision_feats), list(feats.feat_sizes), high, score,
+                                         is_mask_from_pts=True)
         self.stats.memory_encoder_passes += 1
         return self.store_maskmem(maskmem, pos)
 
@@ -307,8 +309,9 @@ class Tracker:
                 }
             if requests[0].mask_logits is not None:
                 mask_inputs = torch.cat([r.mask_logits for r in requests]).to(self.device)
-            multimask = m._use_multimask(False, point_inputs)
-            _, _, ious, low_res, high_res_masks, obj_ptr, score = m._forward_sam_heads(
+            multimask = use_multimask(m, False, point_inputs)
+            _, _, ious, low_res, high_res_masks, obj_ptr, score = forward_heads(
+                m,
                 backbone_features=pix,
                 point_inputs=point_inputs,
                 mask_inputs=mask_inputs,
@@ -319,8 +322,8 @@ class Tracker:
                 vf = feats[0].vision_feats if B == 1 else [
                     torch.cat(level, dim=1) for level in zip(*(f.vision_feats for f in feats))
                 ]
-                maskmem, pos = m._encode_new_memory(
-                    vf, list(feats[0].feat_sizes), high_res_masks, score, is_mask_from_pts=False
+                maskmem, pos = encode_memory(
+                    m, vf, list(feats[0].feat_sizes), high_res_masks, score, is_mask_from_pts=False
                 )
                 self.stats.memory_encoder_passes += B
         self.stats.tracking_steps += B

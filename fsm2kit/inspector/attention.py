@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from ..engine.memory import MemoryBank, MemorySelection
+from ..model.sam2_adapter import separate_heads
 from .layout import KeyEntry, KeyLayout
 
 __all__ = ["PixelAttention", "StepAttention", "attention_weights", "attention_inputs"]
@@ -208,8 +209,8 @@ def attention_weights(
     """
     from sam2.modeling.position_encoding import apply_rotary_enc
 
-    qh = module._separate_heads(module.q_proj(q), module.num_heads)
-    kh = module._separate_heads(module.k_proj(k), module.num_heads)
+    qh = separate_heads(module, module.q_proj(q))
+    kh = separate_heads(module, module.k_proj(k))
     nq = qh.shape[-2]
     freqs = module.freqs_cis.to(qh.device)
     if freqs.shape[0] != nq:  # the forward has just set it to this size; recompute otherwise

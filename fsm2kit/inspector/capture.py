@@ -53,6 +53,7 @@ from ..engine.results import EpisodeResult
 from ..engine.tracking import TrackOutput
 from ..protocol.episode import Episode
 from ..engine.memory import MemoryBank, MemorySelection, TokenLayout
+from ..model.sam2_adapter import recombine_heads, separate_heads
 from .attention import PixelAttention, StepAttention, attention_inputs, attention_weights
 from .layout import KeyLayout, layout_entries, query_token, token_weights
 
@@ -235,7 +236,7 @@ class MemoryInspector:
                 )
         qh, kh = attention_weights(module, q, k, n_excl)
         qh, kh = qh.float(), kh.float()
-        vh = module._separate_heads(module.v_proj(v), module.num_heads).float() if self._options["verify"] else None
+        vh = separate_heads(module, module.v_proj(v)).float() if self._options["verify"] else None
         for b, ctx in enumerate(ctxs):
             self._reduce(b, ctx, layer, module, qh, kh, vh, output)
         return None
@@ -270,7 +271,7 @@ class MemoryInspector:
         ctx.token_mass[layer] = torch.cat(masses, dim=1)
         if vh is not None:
             attn = torch.cat(outs, dim=1)[None]  # (1, Hd, Nq, dv)
-            re = module.out_proj(module._recombine_heads(attn).to(module.out_proj.weight.dtype)).float()
+            re = module.out_proj(recombine_heads(module, attn).to(module.out_proj.weight.dtype)).float()
             ref = output[b:b + 1].float()
             ctx.rel_error[layer] = float((re - ref).norm() / ref.norm().clamp_min(1e-30))
 

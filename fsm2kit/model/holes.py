@@ -1,14 +1,15 @@
-"""SAM2's small-hole filling on any device (sam2 does it only with its CUDA extension)."""
+"""SAM2's small-hole filling on any device (sam2 does it only with its CUDA extension).
+
+Giving sam2 itself this labeller (a patch of ``sam2._C``) is
+:func:`fsm2kit.model.sam2_adapter.install_cpu_connected_components`.
+"""
 
 from __future__ import annotations
-
-import sys
-import types
 
 import numpy as np
 import torch
 
-__all__ = ["connected_components", "fill_holes", "install_cpu_connected_components"]
+__all__ = ["connected_components", "fill_holes"]
 
 
 def connected_components(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,25 +63,3 @@ def fill_holes(logits: torch.Tensor, max_area: int = 8) -> torch.Tensor:
     labels, areas = connected_components(logits <= 0)
     is_hole = (labels > 0) & (areas <= max_area)
     return torch.where(is_hole, torch.tensor(0.1, dtype=logits.dtype, device=logits.device), logits)
-
-
-def install_cpu_connected_components() -> None:
-    """Provide ``sam2._C.get_connected_componnets`` (sic) backed by :func:`connected_components`.
-
-    sam2 looks the function up in its CUDA extension and skips hole filling when the extension
-    is missing (always on CPU). After this call sam2's own predictors post-process like
-    fsm2kit does. Used by the faithfulness tests to give the oracle the same post-processing;
-    it changes nothing if the real extension is importable.
-    """
-    try:  # the real extension wins
-        import sam2._C  # noqa: F401
-
-        return
-    except ImportError:
-        pass
-    mod = types.ModuleType("sam2._C")
-    mod.get_connected_componnets = lambda m: connected_components(m)  # type: ignore[attr-defined]
-    sys.modules["sam2._C"] = mod
-    import sam2
-
-    sam2._C = mod  # type: ignore[attr-defined]
