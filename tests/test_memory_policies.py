@@ -454,6 +454,7 @@ def test_cli_strategies_lists_every_policy(capsys):
         assert f"  {usage} " in out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("spec", ["support-only", "stride:2", "recent:1", "confident:iou=0.5", "best:3"])
 def test_cli_run_records_the_policy(spec, tmp_path, tiny128, monkeypatch):
     import pandas as pd
