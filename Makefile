@@ -1,6 +1,7 @@
 # fsm2kit: the two commands of the README do all set-up on a fresh machine.
 #   make demo    S1SFQ-middle with sam2-tiny on the bundled CHAOS case (WEIGHTS=random offline)
-#   make test    the test suite (what CI runs)
+#   make test    the test suite (what CI runs), with the 25 slowest tests listed
+#   make test-fast  the suite less the tests marked slow (SAM2 end to end, notebooks, workers): minutes
 VENV ?= .venv
 PY := $(VENV)/bin/python
 MODEL ?= sam2-tiny
@@ -9,7 +10,7 @@ IMAGE_SIZE ?= 1024
 DEMO_OUT ?= outputs/demo
 PYTEST_ARGS ?=
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test test-fast bench clean
 
 install: $(VENV)/.fsm2kit-installed
 
@@ -26,7 +27,10 @@ demo: install
 	or WEIGHTS=random for a smoke run whose numbers mean nothing." >&2; exit $$st; }
 
 test: install
-	TQDM_DISABLE=1 $(PY) -m pytest -q $(PYTEST_ARGS)
+	TQDM_DISABLE=1 $(PY) -m pytest -q --durations=25 $(PYTEST_ARGS)
+
+test-fast: install
+	TQDM_DISABLE=1 $(PY) -m pytest -q -m "not slow" --durations=25 $(PYTEST_ARGS)
 
 bench: install
 	$(PY) benchmarks/encode_once.py

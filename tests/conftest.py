@@ -51,6 +51,17 @@ def present128():
     return model
 
 
+@pytest.fixture
+def no_model(monkeypatch):
+    """Loading a SAM2 model fails the test: what the test does must fail (or finish) before any model loads."""
+    import fsm2kit.model.loading
+
+    def refuse(*a, **k):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(fsm2kit.model.loading, "load_sam2", refuse)
+
+
 @pytest.fixture(scope="session")
 def example_episode():
     from fsm2kit.io.npz import load_npz_episodes

@@ -12,10 +12,11 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 import pytest
-from nbformat.v4 import new_code_cell, new_notebook
 
 from fsm2kit.cli.batch import register_cli
 from fsm2kit.batch import DONE_MARKER, FAILED_MARKER, collect_index, load_sweep, run_sweep
+
+from helpers import write_notebook
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE_SWEEP = REPO / "sweeps" / "smoke_2x2.yaml"
@@ -24,23 +25,15 @@ SMOKE_SWEEP = REPO / "sweeps" / "smoke_2x2.yaml"
 @pytest.fixture()
 def light(tmp_path):
     """A light notebook (no SAM2): sleeps, fails for x == fail_x while a flag file exists, writes a summary."""
-    cells = [
-        new_code_cell('x = 1\nfail_x = 0\nflag = ""\nsleep = 0.0\noutput_dir = "."'),
-        new_code_cell("import os\nimport time\nfrom pathlib import Path\n\nimport pandas as pd\n\ntime.sleep(sleep)"),
-        new_code_cell('if x == fail_x and os.path.exists(flag):\n    raise ValueError(f"boom x={x}")'),
-        new_code_cell(
-            'pd.DataFrame({"metric": ["pooled", "mean_per_volume"], "dice": [x / 10, x / 20],\n'
-            '              "weights": "random weights (seed 0)"}).to_csv(Path(output_dir) / "summary.csv", index=False)\n'
-            '(Path(output_dir) / "chart.svg").write_text("<svg/>")'
-        ),
-    ]
-    cells[0].metadata["tags"] = ["parameters"]
-    nb = new_notebook(cells=cells)
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    path = tmp_path / "nb" / "light.ipynb"
-    path.parent.mkdir()
-    nbformat.write(nb, path)
-    return path
+    return write_notebook(
+        tmp_path / "nb" / "light.ipynb",
+        'x = 1\nfail_x = 0\nflag = ""\nsleep = 0.0\noutput_dir = "."',
+        "import os\nimport time\nfrom pathlib import Path\n\nimport pandas as pd\n\ntime.sleep(sleep)",
+        'if x == fail_x and os.path.exists(flag):\n    raise ValueError(f"boom x={x}")',
+        'pd.DataFrame({"metric": ["pooled", "mean_per_volume"], "dice": [x / 10, x / 20],\n'
+        '              "weights": "random weights (seed 0)"}).to_csv(Path(output_dir) / "summary.csv", index=False)\n'
+        '(Path(output_dir) / "chart.svg").write_text("<svg/>")',
+    )
 
 
 def _sweep(tmp_path, text, name="s.yaml"):

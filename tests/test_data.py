@@ -19,6 +19,8 @@ from fsm2kit.io.volumes import LabelVolume, Volume
 from fsm2kit.protocol.labels import LabelMap
 from fsm2kit.protocol.episode import Episode
 
+from helpers import assert_same_grid, stored_as
+
 LIVER_TS = 5  # TotalSegmentator "total" id of the liver
 
 
@@ -153,36 +155,12 @@ def test_example_dir_env_override(monkeypatch, tmp_path):
 
 
 # ----------------------------------------------------------------------------- NIfTI
-def _rot(axis: int, deg: float) -> np.ndarray:
-    c, s = np.cos(np.radians(deg)), np.sin(np.radians(deg))
-    i, j = [a for a in range(3) if a != axis]
-    r = np.eye(4)
-    r[i, i], r[i, j], r[j, i], r[j, j] = c, -s, s, c
-    return r
-
-
-def _variant(data: np.ndarray, affine: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
-    """The same image stored differently: the world position of every voxel is kept."""
-    if kind == "RAS":
-        return data, affine
-    if kind == "LPS":  # flip i and j: new index n-1-i
-        n0, n1 = data.shape[:2]
-        f = np.array([[-1, 0, 0, n0 - 1], [0, -1, 0, n1 - 1], [0, 0, 1, 0], [0, 0, 0, 1]], float)
-        return data[::-1, ::-1, :].copy(), affine @ f
-    if kind == "permuted":  # slice axis first: new (a, b, c) = old (b, c, a)
-        p = np.array([[0, 1, 0, 0], [0, 0, 1, 0], [1, 0, 0, 0], [0, 0, 0, 1]], float)
-        return np.ascontiguousarray(data.transpose(2, 0, 1)), affine @ p
-    if kind == "oblique":  # rotate the scanner frame by 10 and 7 degrees
-        return data, _rot(0, 10.0) @ _rot(2, 7.0) @ affine
-    raise AssertionError(kind)
-
-
 @pytest.mark.parametrize("kind", ["RAS", "LPS", "permuted", "oblique"])
 def test_nifti_round_trip(kind, ct_paths, base_volume, tmp_path):
     ct, seg = ct_paths
     cimg, simg = nib.load(ct), nib.load(seg)
-    cdata, aff = _variant(np.asarray(cimg.dataobj), cimg.affine, kind)
-    sdata, _ = _variant(np.asarray(simg.dataobj), simg.affine, kind)
+    cdata, aff = stored_as(np.asarray(cimg.dataobj), cimg.affine, kind)
+    sdata, _ = stored_as(np.asarray(simg.dataobj), simg.affine, kind)
     ct_v, seg_v = tmp_path / f"ct_{kind}.nii.gz", tmp_path / f"seg_{kind}.nii.gz"
     nib.save(nib.Nifti1Image(cdata, aff), ct_v)
     nib.save(nib.Nifti1Image(sdata, aff), seg_v)
@@ -203,13 +181,7 @@ def test_nifti_round_trip(kind, ct_paths, base_volume, tmp_path):
     assert mask.any()
     out = save_mask(mask, tmp_path / "out" / f"liver_{kind}.nii.gz", like=vol)
     w = nib.load(out)
-    assert w.shape == src.shape
-    np.testing.assert_array_equal(w.affine, src.affine)
-    np.testing.assert_array_equal(w.header.get_sform(), src.header.get_sform())
-    np.testing.assert_array_equal(w.header.get_qform(), src.header.get_qform())
-    assert int(w.header["sform_code"]) == int(src.header["sform_code"])
-    assert int(w.header["qform_code"]) == int(src.header["qform_code"])
-    assert nib.aff2axcodes(w.affine) == nib.aff2axcodes(src.affine)
+    assert_same_grid(w, src)
     assert w.get_data_dtype() == np.uint8
     np.testing.assert_array_equal(np.asarray(w.dataobj) > 0, sdata == LIVER_TS)
     assert os.listdir(tmp_path / "out") == [f"liver_{kind}.nii.gz"]  # no temp file left

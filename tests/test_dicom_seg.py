@@ -202,16 +202,6 @@ def _argv(image, mask, out, *extra):
             "--device", "cpu", "--no-progress", *extra]
 
 
-@pytest.fixture
-def no_model(monkeypatch):
-    import fsm2kit.model.loading
-
-    def refuse(*a, **k):
-        raise AssertionError("the model was loaded")
-
-    monkeypatch.setattr(fsm2kit.model.loading, "load_sam2", refuse)
-
-
 def test_cli_writes_a_dicom_seg_with_a_scripted_engine(tmp_path, monkeypatch, capsys, no_model):
     folder = _series(tmp_path / "dcm")
     query = load_scan(folder)

@@ -160,17 +160,6 @@ CT_DIR = example_dir() / "totalseg_ct_small"
 CT, SEG = CT_DIR / "example_ct_sm.nii.gz", CT_DIR / "example_seg.nii.gz"
 
 
-@pytest.fixture
-def no_model(monkeypatch):
-    """Every case must fail before SAM2 loads."""
-    import fsm2kit.model.loading
-
-    def fail(*a, **k):
-        raise AssertionError("the model was loaded")
-
-    monkeypatch.setattr(fsm2kit.model.loading, "load_sam2", fail)
-
-
 def _err(capsys) -> str:
     err = capsys.readouterr().err.strip()
     return err

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 
 import numpy as np
 import pandas as pd
@@ -26,22 +25,21 @@ from fsm2kit.inspector import (
     query_token,
     token_weights,
 )
-from fsm2kit.engine.memory import MemoryBank, MemoryEntry, MemorySettings, select_memories
+from fsm2kit.engine.memory import MemoryBank, MemorySettings, select_memories
 from fsm2kit.run.sources import subset_episode
+
+from helpers import memory_entry
 
 
 # ----------------------------------------------------------------------------- pure, no SAM2
-def _entry(kind, index, z, cond, h=2, w=3):
-    return MemoryEntry(kind, cond, index, torch.zeros(1, 64, h, w, dtype=torch.bfloat16), torch.zeros(1, 64, h, w),
-                       torch.zeros(1, 256), 0.0, z)
 
 
 def test_key_layout_by_hand():
     # frames: 0 = support #2 (z=40), 1..4 = queries at positions 0..3 (z=10..13); segment frame 4
     bank = MemoryBank(5)
-    bank.add(0, _entry("support", 2, 40, True))
+    bank.add(0, memory_entry(True, 2, z=40, score=0.0, size=(2, 3)))
     for f in (1, 2, 3):
-        bank.add(f, _entry("query", f - 1, 9 + f, False))
+        bank.add(f, memory_entry(False, f - 1, z=9 + f, score=0.0, size=(2, 3)))
     sel = select_memories(4, cond_frames=[0], non_cond_frames=[1, 2, 3], num_frames=5, settings=MemorySettings())
     lay = key_layout(sel, bank, tokens_per_pointer=4, num_maskmem=7)
     # spatial (SAM2's order: by temporal slot): support (t0), frame 1 (t4), frame 2 (t5), frame 3 (t6)
@@ -70,7 +68,7 @@ def test_key_layout_by_hand():
 
 def test_key_layout_rejects_gaps_and_foreign_banks():
     bank = MemoryBank(3)
-    bank.add(0, _entry("support", 0, None, True))
+    bank.add(0, memory_entry(True, 0, score=0.0, size=(2, 3)))
     sel = select_memories(2, cond_frames=[0], non_cond_frames=[], num_frames=3)
     lay = key_layout(sel, bank)
     bad = dataclasses.replace(lay.entries[1], start=lay.entries[1].start + 1)
@@ -410,23 +408,7 @@ def test_widget_updates_without_a_browser(s1sfq):
 
 
 # ----------------------------------------------------------------------------- the notebook
-@pytest.mark.slow
-@pytest.mark.skipif(os.path.exists("/usr/bin/chromium"),
-                    reason="the notebook runs in JupyterLab in tests/test_browser.py on this machine")
-def test_notebook_runs_with_papermill(tmp_path):
-    pm = pytest.importorskip("papermill")
-    from pathlib import Path
-
-    nb = Path(__file__).resolve().parents[1] / "notebooks" / "05_memory_inspector.ipynb"
-    pm.execute_notebook(
-        str(nb), str(tmp_path / "out.ipynb"), kernel_name="python3", cwd=str(nb.parent), progress_bar=False,
-        parameters={"checkpoint": "random", "image_size": 256, "max_slices": 4, "output_dir": str(tmp_path / "o")},
-    )
-    assert (tmp_path / "o" / "mass.png").exists() and list((tmp_path / "o").glob("panels_*.png"))
-    masses = pd.read_csv(tmp_path / "o" / "masses.csv")
-    assert set(masses["weights"]) == {"random weights (seed 0)"}
-
-
+# (its one papermill run, with the checks of its files, is test_notebooks.py::test_05_memory_inspector)
 def test_notebook_05_is_thin():
     """Notebook 05: a parameters cell and one library call per section; no logic of its own."""
     import ast

@@ -16,26 +16,16 @@ import torch
 
 from fsm2kit.engine.memory import (
     MemoryBank,
-    MemoryEntry,
     MemorySettings,
-    PointerRef,
-    SpatialRef,
     select_closest_cond_frames,
     select_memories,
 )
 
+from helpers import P, S, memory_entry
+
 torch.set_num_threads(2)
 
 DEFAULT = MemorySettings()  # num_maskmem 7, all cond frames, stride 1, 16 pointers, only past
-
-
-def S(frame, t_pos, cond=False, n=7):
-    """Expected spatial memory of ``frame`` at temporal slot ``t_pos``."""
-    return SpatialRef(frame, t_pos, n - t_pos - 1, cond)
-
-
-def P(frame, t_diff, cond=False):
-    return PointerRef(frame, t_diff, cond)
 
 
 def sel(frame_idx, cond, non_cond, num_frames, reverse=False, settings=DEFAULT):
@@ -452,22 +442,9 @@ def test_select_memories_cond_order_matches_sam2_when_max_cond_frames_limited():
 # --------------------------------------------------------------------------- MemoryBank
 
 
-def _entry(is_cond, index=0, kind=None, z=None, score=1.0):
-    return MemoryEntry(
-        kind=kind or ("support" if is_cond else "query"),
-        is_cond=is_cond,
-        index=index,
-        maskmem_features=torch.zeros(1, 64, 4, 4, dtype=torch.bfloat16),
-        maskmem_pos_enc=torch.zeros(1, 64, 4, 4),
-        obj_ptr=torch.zeros(1, 256),
-        object_score=score,
-        z=z,
-    )
-
-
 def test_memory_bank_add_and_lookup():
     bank = MemoryBank(5)
-    a, b, c = _entry(True, 1), _entry(False, 0), _entry(True, 0)
+    a, b, c = memory_entry(True, 1), memory_entry(False, 0), memory_entry(True, 0)
     bank.add(2, a)
     bank.add(3, b)
     bank.add(0, c)
@@ -482,15 +459,15 @@ def test_memory_bank_add_and_lookup():
 
 def test_memory_bank_cond_replaces_non_cond_but_not_the_reverse():
     bank = MemoryBank(4)
-    q = _entry(False)
+    q = memory_entry(False)
     bank.add(1, q)
-    s = _entry(True)
+    s = memory_entry(True)
     bank.add(1, s)
     assert bank[1] is s and 1 not in bank.non_cond and len(bank) == 1
     with pytest.raises(ValueError, match="conditioning"):
-        bank.add(1, _entry(False))
+        bank.add(1, memory_entry(False))
     # a newer non-cond entry replaces an older one
-    q1, q2 = _entry(False, 1), _entry(False, 2)
+    q1, q2 = memory_entry(False, 1), memory_entry(False, 2)
     bank.add(2, q1)
     bank.add(2, q2)
     assert bank[2] is q2 and len(bank) == 2
@@ -500,15 +477,15 @@ def test_memory_bank_cond_replaces_non_cond_but_not_the_reverse():
 def test_memory_bank_rejects_frames_outside_the_layout(frame):
     bank = MemoryBank(4)
     with pytest.raises(IndexError):
-        bank.add(frame, _entry(True))
+        bank.add(frame, memory_entry(True))
     assert len(bank) == 0
 
 
 def test_memory_bank_and_entry_repr():
     bank = MemoryBank(5)
-    bank.add(2, _entry(True, 1, z=16, score=10.0))
-    bank.add(0, _entry(True, 0))
-    bank.add(3, _entry(False, 4))
+    bank.add(2, memory_entry(True, 1, z=16, score=10.0))
+    bank.add(0, memory_entry(True, 0))
+    bank.add(3, memory_entry(False, 4))
     assert repr(bank) == "MemoryBank(5 frames, cond at [2, 0], 1 non-cond)"
     assert repr(bank[2]) == (
         "MemoryEntry(support #1, z=16, cond, maskmem 1x64x4x4 bfloat16, object_score=+10.00)"

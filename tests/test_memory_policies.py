@@ -25,10 +25,7 @@ import torch
 
 from fsm2kit.engine.memory import (
     MemoryBank,
-    MemoryEntry,
     MemorySettings,
-    PointerRef,
-    SpatialRef,
     check_selection,
     sam2_memory_policy,
     select_memories,
@@ -44,24 +41,16 @@ from fsm2kit.strategies.policies import (
 from fsm2kit.strategies import MEMORY_POLICIES
 
 from conftest import EXAMPLE_NPZ
+from helpers import P, S, memory_entry
 
 DEFAULT = MemorySettings()
 POLICIES = ["sam2", "stride:2", "support-only", "recent:0", "recent:3", "recent:6", "confident:0",
             "confident:iou=0.5", "best:3"]
 
 
-def S(frame, t_pos, cond=False, n=7):
-    return SpatialRef(frame, t_pos, n - t_pos - 1, cond)
-
-
-def P(frame, t_diff, cond=False):
-    return PointerRef(frame, t_diff, cond)
-
-
 def _entry(frame, cond, score=0.0, iou=None, reverse=None):
-    v = float(frame + (1000 if cond else 0))
-    return MemoryEntry("support" if cond else "query", cond, frame, torch.full((1, 64, 2, 2), v, dtype=torch.bfloat16),
-                       torch.zeros(1, 64, 2, 2), torch.full((1, 256), v), float(score), iou=iou, reverse=reverse)
+    """A memory of ``frame`` whose tensors hold frame (+1000 if cond)."""
+    return memory_entry(cond, frame, score=score, iou=iou, reverse=reverse, size=(2, 2), marked=True)
 
 
 def _bank(num_frames, cond, scores=None, ious=None, non_cond=None):
@@ -438,16 +427,6 @@ def test_sam2_through_the_engine_unchanged_by_the_policy_argument(engine128, sma
 
 
 # ============================================================================ command line
-@pytest.fixture
-def no_model(monkeypatch):
-    import fsm2kit.model.loading as models
-
-    def refuse(*a, **k):
-        raise AssertionError("a model was loaded")
-
-    monkeypatch.setattr(models, "load_sam2", refuse)
-
-
 def _run_argv(out, policy, size="128"):
     return ["run", "--episodes", str(EXAMPLE_NPZ), "--setting", "S1SFQ", "--memory-policy", policy,
             "--checkpoint", "random", "--image-size", size, "--device", "cpu", "--no-progress", "--out", str(out)]
@@ -475,6 +454,7 @@ def test_cli_strategies_lists_every_policy(capsys):
         assert f"  {usage} " in out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("spec", ["support-only", "stride:2", "recent:1", "confident:iou=0.5", "best:3"])
 def test_cli_run_records_the_policy(spec, tmp_path, tiny128, monkeypatch):
     import pandas as pd

@@ -61,6 +61,7 @@ def test_seeded_random_build_is_reproducible(tiny256):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_checkpoint_round_trip_gives_identical_logits(tiny256, example_episode, tmp_path):
     path = save_checkpoint(tiny256, tmp_path / "random_tiny.pt")
     loaded = _quiet("sam2-tiny", path, image_size=256)

@@ -236,6 +236,8 @@ def test_05_memory_inspector(tmp_path, kernel_env):
 
     out, nb = _execute("05_memory_inspector", tmp_path)
     _check_presets(out, ["mass", "share", "layers"])
+    assert set(pd.read_csv(out / "masses.csv")["weights"]) == {"random weights (seed 0)"}
+    assert [p for p in out.glob("panels_*.png") if not p.stem.endswith("_paper")]  # the screen panels too
     panels = sorted(out.glob("panels_*_paper.png"))
     assert len(panels) == 1
     from test_export import check_paper_files

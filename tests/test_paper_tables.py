@@ -16,6 +16,8 @@ from fsm2kit.tables.dice_table import dice_table, save_table
 from fsm2kit.batch.sweep_index import collect_index, write_index
 from fsm2kit.batch.sweep_spec import DONE_MARKER, load_sweep
 
+from helpers import write_notebook
+
 REPO = Path(__file__).resolve().parents[1]
 RANDOM = "random weights (seed 0)"
 
@@ -239,13 +241,7 @@ def test_relative_position_on_a_tiny_synthetic_case():
 # ----------------------------------------------------------------------------- sweep index
 def _fake_sweep(tmp_path):
     """A sweep of three runs, two finished with a summary.csv of LIVER and RK (hand-made numbers)."""
-    import nbformat
-    from nbformat.v4 import new_code_cell, new_notebook
-
-    nb = new_notebook(cells=[new_code_cell('x = 1\noutput_dir = "."')])
-    nb.cells[0].metadata["tags"] = ["parameters"]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, tmp_path / "n.ipynb")
+    write_notebook(tmp_path / "n.ipynb", 'x = 1\noutput_dir = "."')
     (tmp_path / "s.yaml").write_text("name: s\nnotebook: n.ipynb\ngrid: {x: [1, 2, 3]}\n")
     sweep = load_sweep(tmp_path / "s.yaml")
     reports = tmp_path / "reports"

@@ -114,16 +114,6 @@ def test_config_refuses_prompts_without_propagation(tmp_path):
 
 
 # ----------------------------------------------------------------------------- bad input on the command line
-@pytest.fixture
-def no_model(monkeypatch):
-    import fsm2kit.model.loading as models
-
-    def refuse(*a, **k):
-        raise AssertionError("a model was loaded")
-
-    monkeypatch.setattr(models, "load_sam2", refuse)
-
-
 def _run_argv(out, prompts, setting="S1SFQ", size="128"):
     return ["run", "--episodes", str(EXAMPLE_NPZ), "--setting", setting, "--checkpoint", "random",
             "--image-size", size, "--device", "cpu", "--no-progress", "--out", str(out), "--prompts", str(prompts)]

@@ -40,25 +40,19 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from nbformat.v4 import new_code_cell, new_notebook
+from nbformat.v4 import new_code_cell
+
+from helpers import write_notebook
 
 
 # ============================================================================ batch
 @pytest.fixture()
 def light(tmp_path):
     """A light notebook (no SAM2): fails while ``x == fail_x``, writes a summary."""
-    cells = [
-        new_code_cell('x = "a"\nfail_x = ""\nn = 1\nflag = False\noutput_dir = "."'),
-        new_code_cell('if x == fail_x:\n    raise ValueError(f"boom {x}")\n'
-                      'open("summary.csv", "w").write(f"metric,dice\\npooled,{n / 10}\\n")'),
-    ]
-    cells[0].metadata["tags"] = ["parameters"]
-    nb = new_notebook(cells=cells)
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    path = tmp_path / "nb" / "light.ipynb"
-    path.parent.mkdir()
-    nbformat.write(nb, path)
-    return path
+    return write_notebook(tmp_path / "nb" / "light.ipynb",
+                          'x = "a"\nfail_x = ""\nn = 1\nflag = False\noutput_dir = "."',
+                          'if x == fail_x:\n    raise ValueError(f"boom {x}")\n'
+                          'open("summary.csv", "w").write(f"metric,dice\\npooled,{n / 10}\\n")')
 
 
 def _sweep(light: Path, text: str) -> Path:

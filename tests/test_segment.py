@@ -27,7 +27,7 @@ from fsm2kit.io.volumes import Volume
 from fsm2kit.protocol.labels import LabelMap
 from fsm2kit.engine import Engine, EngineStats, SupportMemory, TrackOutput
 from fsm2kit.protocol.episode import Support
-from fsm2kit.engine.memory import MemoryEntry, MemorySettings
+from fsm2kit.engine.memory import MemorySettings
 from fsm2kit.engine.plans import fq_plan
 from fsm2kit.testing import assert_labels_agree, assert_masks_agree
 from fsm2kit.cli.segment import DEFAULT_PATIENCE as CLI_PATIENCE, cmd_segment, register_cli
@@ -44,6 +44,8 @@ from fsm2kit.segment.propagation import (
 )
 from fsm2kit.segment.own_scan import resolve_overlaps, segment_volume
 from fsm2kit.segment.segment_result import load_scan, sidecar_path
+
+from helpers import assert_same_grid, memory_entry, stored_as
 
 LIVER = 5  # TotalSegmentator id in the bundled CT's mask
 
@@ -137,8 +139,8 @@ class ScriptedEngine:
                                                          "random_weights": True})
 
     def _entry(self, kind, cond, index, score, z):
-        t = torch.zeros(1, 1, 1, 1)
-        return MemoryEntry(kind, cond, index, t, t, torch.zeros(1, 4), score, z)
+        return memory_entry(cond, index, kind=kind, score=score, z=z, size=(1, 1), channels=1, ptr_dim=4,
+                            dtype=torch.float32)
 
     def encode(self, image):  # the 'embedding' is the slice itself
         return SimpleNamespace(backbone_fpn=(torch.from_numpy(np.array(image, np.float32))[None, None],))
@@ -359,14 +361,8 @@ def ct_files(tmp_path):
     return d / "example_ct_sm.nii.gz", d / "example_seg.nii.gz"
 
 
-def test_error_catalogue_files(tmp_path, ct_files, monkeypatch):
+def test_error_catalogue_files(tmp_path, ct_files, no_model):
     """Bad files fail with a clear message before any model is loaded."""
-    import fsm2kit.model.loading
-
-    def no_model(*a, **k):  # every case below must fail before loading SAM2
-        raise AssertionError("the model was loaded")
-
-    monkeypatch.setattr(fsm2kit.model.loading, "load_sam2", no_model)
     ct, seg = ct_files
     img = nib.load(ct)
     p = _parser()
@@ -444,39 +440,18 @@ def test_error_catalogue_files(tmp_path, ct_files, monkeypatch):
 
 
 # ----------------------------------------------------------------------------- SAM2 runs
-def _rot(axis, deg):
-    c, s = np.cos(np.radians(deg)), np.sin(np.radians(deg))
-    i, j = [a for a in range(3) if a != axis]
-    r = np.eye(4)
-    r[i, i], r[i, j], r[j, i], r[j, j] = c, -s, s, c
-    return r
-
-
-def _variant(data, affine, kind):
-    """The same image stored differently (world positions kept), as in test_data."""
-    if kind == "RAS":
-        return data, affine
-    if kind == "LPS":
-        n0, n1 = data.shape[:2]
-        f = np.array([[-1, 0, 0, n0 - 1], [0, -1, 0, n1 - 1], [0, 0, 1, 0], [0, 0, 0, 1]], float)
-        return data[::-1, ::-1, :].copy(), affine @ f
-    if kind == "oblique":
-        return data, _rot(0, 10.0) @ _rot(2, 7.0) @ affine
-    raise AssertionError(kind)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["RAS", "LPS", "oblique"])
 def test_cli_grid_and_support_echo(kind, tmp_path, ct_files, tiny256, monkeypatch, capsys):
     """`fsm2kit segment` on the bundled CT with one slice of its own liver mask as support."""
     ct, seg = ct_files
     cimg = nib.load(ct)
-    cdata, aff = _variant(np.asarray(cimg.dataobj), cimg.affine, kind)
+    cdata, aff = stored_as(np.asarray(cimg.dataobj), cimg.affine, kind)
     src_path = tmp_path / f"ct_{kind}.nii.gz"
     nib.save(nib.Nifti1Image(cdata, aff), src_path)
     src = nib.load(src_path)
     vol = load_nifti(src_path)
-    sdata, _ = _variant(np.asarray(nib.load(seg).dataobj), cimg.affine, kind)
+    sdata, _ = stored_as(np.asarray(nib.load(seg).dataobj), cimg.affine, kind)
     full = load_label_nifti(_save(tmp_path / "seg.nii.gz", sdata, aff), like=vol).array
     one = np.zeros_like(full)
     one[15] = np.where(full[15] == LIVER, LIVER, 0)  # one annotated slice of liver
@@ -493,13 +468,7 @@ def test_cli_grid_and_support_echo(kind, tmp_path, ct_files, tiny256, monkeypatc
     assert "RANDOM WEIGHTS" in printed and "liver=5: support z [15]" in printed
 
     w = nib.load(out)
-    assert w.shape == src.shape
-    np.testing.assert_array_equal(w.affine, src.affine)
-    np.testing.assert_array_equal(w.header.get_sform(), src.header.get_sform())
-    np.testing.assert_array_equal(w.header.get_qform(), src.header.get_qform())
-    assert int(w.header["sform_code"]) == int(src.header["sform_code"])
-    assert int(w.header["qform_code"]) == int(src.header["qform_code"])
-    assert nib.aff2axcodes(w.affine) == nib.aff2axcodes(src.affine)
+    assert_same_grid(w, src)
     assert w.get_data_dtype() == np.uint8
     back = load_nifti(out).array
     np.testing.assert_array_equal(back[15] == LIVER, one[15] == LIVER)  # the annotation, exactly

@@ -37,6 +37,8 @@ from fsm2kit.strategies import (
 )
 from fsm2kit.strategies import selectors as S
 
+from helpers import memory_entry, write_notebook
+
 REPO = Path(__file__).resolve().parents[1]
 PLUGINS = REPO / "tests" / "plugins"
 DEMO = "fsm2kit_demo_strategies"
@@ -275,19 +277,12 @@ def test_user_selectors_are_wrapped_and_checked(demo):
 
 # ============================================================================ memory policies
 def _bank():
-    import torch
-
-    from fsm2kit.engine.memory import MemoryBank, MemoryEntry
-
-    pos = torch.zeros(1, 64, 2, 2)
-
-    def entry(kind, cond, i):
-        return MemoryEntry(kind, cond, i, torch.zeros(1, 64, 2, 2, dtype=torch.bfloat16), pos, torch.zeros(1, 256), 1.0)
+    from fsm2kit.engine.memory import MemoryBank
 
     bank = MemoryBank(10)
-    bank.add(3, entry("support", True, 0))
+    bank.add(3, memory_entry(True, 0, size=(2, 2)))
     for f in (4, 5, 6):
-        bank.add(f, entry("query", False, f))
+        bank.add(f, memory_entry(False, f, size=(2, 2)))
     return bank
 
 
@@ -502,12 +497,10 @@ def test_cli_parser_and_strategies_import_no_torch():
 @pytest.fixture()
 def plugin_notebook(tmp_path):
     """A light notebook that loads its plugins and records what the kernel sees."""
-    import nbformat
-    from nbformat.v4 import new_code_cell, new_notebook
-
-    cells = [
-        new_code_cell('x = 1\nplugins = []\noutput_dir = "."'),
-        new_code_cell(textwrap.dedent("""
+    return write_notebook(
+        tmp_path / "nb" / "plug.ipynb",
+        'x = 1\nplugins = []\noutput_dir = "."',
+        textwrap.dedent("""
             import json, os
             from pathlib import Path
             from fsm2kit.strategies import MEMORY_POLICIES, ORDERINGS, load_plugins
@@ -516,15 +509,8 @@ def plugin_notebook(tmp_path):
                 "loaded": loaded, "policy": MEMORY_POLICIES.get("cond_only").strategy_name,
                 "ordering": ORDERINGS.get("bottom").strategy_name,
                 "tqdm": os.environ.get("TQDM_DISABLE"), "cwd": os.getcwd()}))
-            """)),
-    ]
-    cells[0].metadata["tags"] = ["parameters"]
-    nb = new_notebook(cells=cells)
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    path = tmp_path / "nb" / "plug.ipynb"
-    path.parent.mkdir()
-    nbformat.write(nb, path)
-    return path
+            """),
+    )
 
 
 def test_sweep_plugins_are_validated_and_passed_as_a_parameter(tmp_path, plugin_notebook):
@@ -555,16 +541,9 @@ def test_sweep_plugins_are_validated_and_passed_as_a_parameter(tmp_path, plugin_
 
 
 def test_sweep_plugins_need_a_notebook_that_takes_them(tmp_path):
-    import nbformat
-    from nbformat.v4 import new_code_cell, new_notebook
-
     from fsm2kit.batch import load_sweep
 
-    cell = new_code_cell("x = 1")
-    cell.metadata["tags"] = ["parameters"]
-    nb = new_notebook(cells=[cell])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, tmp_path / "n.ipynb")
+    write_notebook(tmp_path / "n.ipynb", "x = 1")
     (tmp_path / "s.yaml").write_text(f"notebook: n.ipynb\nplugins: [{DEMO}]\n")
     with pytest.raises(ValueError, match="has no 'plugins' parameter; add plugins = \\[\\] there"):
         load_sweep(tmp_path / "s.yaml")

@@ -233,14 +233,9 @@ def test_experiment_similar_per_chunk_and_per_query(alp_folder, tiny128):
 
 
 # ----------------------------------------------------------------------------- command line
-def test_cli_bad_strategy_input_fails_in_one_line_before_a_model(alp_folder, tmp_path, capsys, monkeypatch):
-    import fsm2kit.model.loading as models
+def test_cli_bad_strategy_input_fails_in_one_line_before_a_model(alp_folder, tmp_path, capsys, no_model):
     from fsm2kit.cli import main
 
-    def no_model(*a, **k):
-        raise AssertionError("a model was loaded")
-
-    monkeypatch.setattr(models, "load_sam2", no_model)
     base = ["run", "--episodes", str(alp_folder), "--dataset", "CHAOST2", "--fold", "0", "--label", "liver",
             "--setting", "S1SFQ", *SMALL, "--out", str(tmp_path / "o")]
     cases = (["--order", "from:1.5"], ["--support-views", "9"], ["--support-views", "x"],
