@@ -17,10 +17,10 @@ from .checks import as_int, canonical_dataset, canonical_variant, check_npart, c
 from .labels import DATASET_LABELS, resolve_label
 from .slices import chunk_ids, class_slices, scored_range, support_slices
 
-__all__ = ["SupportSelector", "build_episode"]
+__all__ = ["build_episode"]
 
 #: A support-slice rule: ``(support_label_zhw, label_id, npart) -> one support z per chunk``.
-SupportSelector = Callable[[np.ndarray, int, int], Sequence[int]]
+SliceRule = Callable[[np.ndarray, int, int], Sequence[int]]
 
 
 def build_episode(
@@ -37,7 +37,7 @@ def build_episode(
     variant: str = "ALP",
     npart: int = 3,
     label_name: str | None = None,
-    support_selector: SupportSelector | None = None,
+    support_selector: SliceRule | None = None,
 ) -> Episode:
     """One 1-way 1-shot episode from a query and a support volume (PROTOCOL.md section 3).
 
@@ -164,7 +164,7 @@ def build_episode(
 
 
 def _selected_slices(
-    selector: SupportSelector, sl: np.ndarray, label_id: int, npart: int, case_id: object
+    selector: SliceRule, sl: np.ndarray, label_id: int, npart: int, case_id: object
 ) -> list[int]:
     """``selector``'s support slices, checked: ``npart`` in-range slices that contain the class."""
     if not callable(selector):
