@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -264,6 +264,49 @@ class ExperimentConfig:
                 raise ValueError(
                     f"ExperimentConfig.object_batch_size must be None or >= 1, got {self.object_batch_size!r}.")
             s(self, "object_batch_size", int(self.object_batch_size))
+
+    # ------------------------------------------------------------------ building
+    #: Singular spellings a notebook's or a function's parameters may use for a config field.
+    ALIASES = {"setting": "settings", "order": "orders", "model": "models", "fold": "folds", "label": "classes"}
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        """The config's fields, in order (what :meth:`replace` and :meth:`from_parameters` take)."""
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def _fields_from(cls, values: Mapping[str, object], where: str, *, strict: bool) -> dict:
+        out: dict = {}
+        names = cls.field_names()
+        for key, value in values.items():
+            name = cls.ALIASES.get(key, key)
+            if name not in names:
+                if strict:
+                    raise TypeError(f"{where}: ExperimentConfig has no field {key!r}; expected one of "
+                                    f"{', '.join(names)} (or {', '.join(cls.ALIASES)}).")
+                continue
+            if name in out:
+                raise TypeError(f"{where}: {name!r} is given twice (as {name!r} and its spelling {key!r}).")
+            out[name] = value
+        return out
+
+    def replace(self, **overrides) -> "ExperimentConfig":
+        """A copy with ``overrides`` (config fields, or the singular spellings of :attr:`ALIASES`),
+        validated as a new config; an unknown name is one ``TypeError`` listing the fields.
+
+        >>> ExperimentConfig().replace(settings="3SFQ", order="top").orders   # doctest: +SKIP
+        """
+        return replace(self, **self._fields_from(overrides, "ExperimentConfig.replace", strict=True))
+
+    @classmethod
+    def from_parameters(cls, parameters: Mapping[str, object], **overrides) -> "ExperimentConfig":
+        """A config from a notebook's parameters: the entries of ``parameters`` (e.g. ``globals()``
+        after a papermill parameters cell) that are config fields or their singular spellings
+        (:attr:`ALIASES`); everything else in ``parameters`` is ignored. ``overrides`` are
+        applied on top, checked like :meth:`replace`."""
+        values = cls._fields_from(parameters, "ExperimentConfig.from_parameters", strict=False)
+        values.update(cls._fields_from(overrides, "ExperimentConfig.from_parameters", strict=True))
+        return cls(**values)
 
     # ------------------------------------------------------------------ helpers
     @property

@@ -41,29 +41,13 @@ DICE_COLUMNS = ("dataset", "label_name", "setting", "order", "model", "metric", 
 
 def run_study(
     name: str,
+    config: ExperimentConfig | None = None,
     *,
     datasets: Mapping[str, str | os.PathLike | None],
     output_dir: str | os.PathLike,
-    folds: Sequence[int] = (),
-    classes: Sequence[str] = (),
-    variant: str = "ALP",
-    settings: Sequence[str] = ("S1SFQ",),
-    orders: Sequence[str] = ("middle",),
-    support_selector: object = "protocol",
-    support_views: int = 0,
-    memory_policy: object = "sam2",
-    prompts: str | os.PathLike | None = None,
-    plugins: Sequence[str] = (),
-    models: Sequence[str] = ("sam2-tiny",),
-    checkpoint=None,
-    seed: int = 0,
-    image_size: int = 1024,
-    device: str | None = None,
-    cache_dir: str | None = None,
-    max_slices: int | None = None,
-    object_batch_size: int | None = None,
     keep_predictions: bool = False,
     progress: bool = True,
+    **overrides,
 ) -> "Study":
     """Run one experiment per dataset and save the results; returns the :class:`Study`.
 
@@ -71,29 +55,30 @@ def run_study(
     ----------
     name : str
         The study's name (the ``experiment`` column of every table).
+    config : ExperimentConfig or None
+        What to run (:class:`~fsm2kit.run.config.ExperimentConfig`: settings, orders, strategies,
+        models, weights, size, ...), the same for every dataset; its ``episodes`` and ``dataset``
+        are set per entry of ``datasets``. None: the defaults. A notebook builds it from its
+        parameters: ``ExperimentConfig.from_parameters(globals())``.
     datasets : mapping {dataset: folder or None}, keyword-only
         ``{"CHAOST2": "/data/chaos_MR_T2_normalized", "SABS": ...}``: SSL-ALPNet preprocessed
         folders or npz episode folders; None is the bundled CHAOS case.
     output_dir : path, keyword-only
         Created if missing; gets the result files, tables and figures.
-    folds, classes, variant, settings, orders, support_selector, support_views, memory_policy, prompts, plugins, models, checkpoint, seed, image_size, device, cache_dir, max_slices, object_batch_size
-        As in :class:`~fsm2kit.run.config.ExperimentConfig` (the same for every dataset);
-        the strategies by registered name or as objects, ``plugins`` imported first.
     keep_predictions : bool, keyword-only
         Keep the predictions (``logits.npz``, :meth:`Study.overlays`, :meth:`Study.panels`).
     progress : bool, keyword-only
+    **overrides
+        Config fields applied on top of ``config`` (:meth:`ExperimentConfig.replace
+        <fsm2kit.run.config.ExperimentConfig.replace>`), e.g. ``settings=["3SFQ"]``.
     """
     if not datasets:
         raise ValueError("run_study: datasets is empty; give {dataset: folder or None}.")
-    configs = [
-        ExperimentConfig(
-            episodes=path, dataset=dataset, folds=folds, classes=classes, settings=settings, orders=orders,
-            support_selector=support_selector, support_views=support_views, memory_policy=memory_policy, prompts=prompts, plugins=plugins, models=models, checkpoint=checkpoint, seed=seed, image_size=image_size, device=device,
-            variant=variant, max_slices=max_slices, cache_dir=cache_dir, object_batch_size=object_batch_size,
-            name=name,
-        )
-        for dataset, path in datasets.items()
-    ]
+    if config is not None and not isinstance(config, ExperimentConfig):
+        raise TypeError(f"run_study: config is an ExperimentConfig, got {type(config).__name__}; "
+                        "give the fields as keywords instead.")
+    base = (config or ExperimentConfig()).replace(name=name, **overrides)
+    configs = [base.replace(episodes=path, dataset=dataset) for dataset, path in datasets.items()]
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     result = run_experiments(configs, keep_predictions=keep_predictions, progress=progress)
