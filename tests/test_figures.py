@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from fsm2kit.protocol.episode import Episode, Support
-from fsm2kit.viz.export import save_chart, save_figure
+from fsm2kit.viz.export import save_figure
 from fsm2kit.viz.dice_charts import dice_bars, slice_dice_curves
 from fsm2kit.viz.figures import (
     class_panels,
@@ -149,8 +149,8 @@ def test_slice_curves_one_series_per_case_class_order():
         slice_dice_curves(pd.DataFrame(rows).drop(columns="z"))
 
 
-def test_save_chart_offline_png_svg_inline_html(tmp_path):
-    written = save_chart(dice_bars(_summary()), tmp_path / "bars.png")
+def test_save_figure_of_a_chart_offline_png_svg_inline_html(tmp_path):
+    written = save_figure(dice_bars(_summary()), tmp_path / "bars.png")
     assert sorted(written) == ["html", "png", "svg"]
     assert written["png"].name == "bars.png" and written["png"].read_bytes()[:8] == PNG
     assert written["svg"].read_text().lstrip().startswith("<svg")
@@ -158,4 +158,6 @@ def test_save_chart_offline_png_svg_inline_html(tmp_path):
     assert "vega-embed" in page.lower() and "cdn.jsdelivr.net" not in page  # Vega inlined: opens offline
     assert not list(tmp_path.glob(".*tmp"))
     with pytest.raises(ValueError, match="unknown"):
-        save_chart(dice_bars(_summary()), tmp_path / "x", formats=["gif"])
+        save_figure(dice_bars(_summary()), tmp_path / "x", formats=["gif"])
+    with pytest.raises(TypeError, match="altair chart, a matplotlib figure or a PIL image"):
+        save_figure(object(), tmp_path / "x")

@@ -1,13 +1,13 @@
 """Views of an :class:`~fsm2kit.inspect.Inspection`: altair charts and image panels.
 
-Charts (altair; :func:`fsm2kit.viz.export.save_chart` writes ``.png``/``.svg`` through vl-convert,
+Charts (altair; :func:`fsm2kit.viz.export.save_figure` writes ``.png``/``.svg`` through vl-convert,
 or a self-contained ``.html`` that works offline):
 
 * :func:`mass_chart`: stacked attention mass per memory entry along the processing order;
 * :func:`share_chart`: support memory vs query memory (vs pointers) share per slice;
 * :func:`layer_heatmap`: layer x memory entry mean mass.
 
-Panels (PIL images; :func:`save_panel`):
+Panels (PIL images; saved by the same :func:`fsm2kit.viz.export.save_figure`):
 
 * :func:`query_panel`: the query slice with its prediction (and ground truth) and the pixel;
 * :func:`memory_panels`: every spatial memory frame's image with the chosen pixel's attention
@@ -32,7 +32,7 @@ import numpy as np
 
 from ..viz.display import COLORS, MEMORY_GROUP_COLORS, OKABE_ITO, display_orientation, episode_axcodes
 from ..records.fileio import atomic_write
-from ..viz.export import save_chart
+from ..viz.export import save_figure, save_presets
 from ..viz.drawing import (
     captioned,
     centered_note,
@@ -63,8 +63,6 @@ __all__ = [
     "query_panel",
     "memory_panels",
     "attention_panels",
-    "save_panel",
-    "PANEL_MIN_FONT_PX",
     "write_inspection",
     "inspection_charts",
     "GROUP_COLORS",
@@ -413,71 +411,6 @@ def attention_panels(insp: Inspection, step: int, pixel: tuple[int, int] | None 
     return framed
 
 
-#: Smallest text drawn on panels (px): edge letters and legends.
-PANEL_MIN_FONT_PX = 10
-
-
-def save_panel(img, path: str | os.PathLike, *, preset: str | None = None, width: str | float = "double"):
-    """Save a panel image.
-
-    Parameters
-    ----------
-    img : PIL.Image.Image
-    path : path-like
-        Without a preset: the file (``.png``, ``.jpg``, ``.webp``...), returns its Path.
-    preset : {"paper", "screen"}, optional
-        ``paper``: the panel resampled to ``width`` (89 / 183 mm or mm) at 300 dpi, written as
-        PNG (dpi recorded), PDF and SVG (the PNG embedded, sized in mm); refused when the
-        smallest text (:data:`PANEL_MIN_FONT_PX`) would print below 7 pt (render with a smaller
-        ``size=``). ``screen``: PNG at 144 dpi. Returns format -> Path.
-    """
-    path = Path(path)
-    if preset is None:
-        fmt = path.suffix.lstrip(".").upper().replace("JPG", "JPEG") or "PNG"
-        return atomic_write(path, lambda tmp: img.save(tmp, format=fmt))
-    import base64
-    import io as _io
-
-    from PIL import Image
-
-    from ..viz.export import COLUMN_WIDTHS_MM, PRESETS
-
-    if preset not in PRESETS:
-        raise ValueError(f"preset {preset!r} unknown; expected one of {', '.join(PRESETS)} (or None).")
-    p = PRESETS[preset]
-    base = path.with_suffix("") if path.suffix.lower() in (".png", ".pdf", ".svg") else path
-    if not p.print_width:
-        out = base.with_name(base.name + ".png")
-        return {"png": atomic_write(out, lambda tmp: img.save(tmp, format="PNG", dpi=(p.dpi, p.dpi)))}
-    w_mm = COLUMN_WIDTHS_MM[width] if isinstance(width, str) else float(width)
-    px = int(round(w_mm / 25.4 * p.dpi))
-    factor = px / img.size[0]
-    smallest_pt = PANEL_MIN_FONT_PX * factor / p.dpi * 72
-    if p.min_font_pt and smallest_pt < p.min_font_pt - 1e-6:
-        raise ValueError(f"the panel is {img.size[0]} px wide: at {w_mm:g} mm its smallest text prints at "
-                         f"{smallest_pt:.1f} pt (< {p.min_font_pt:g}); render it with a smaller size= or a wider width.")
-    big = img.convert("RGB").resize((px, max(1, int(round(img.size[1] * factor)))), Image.Resampling.LANCZOS)
-    h_mm = big.size[1] / p.dpi * 25.4
-    buf = _io.BytesIO()
-    big.save(buf, format="PNG", dpi=(p.dpi, p.dpi))
-    png = buf.getvalue()
-    svg = (f'<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" '
-           f'width="{w_mm:.2f}mm" height="{h_mm:.2f}mm" viewBox="0 0 {big.size[0]} {big.size[1]}">'
-           f'<image width="{big.size[0]}" height="{big.size[1]}" '
-           f'xlink:href="data:image/png;base64,{base64.b64encode(png).decode("ascii")}"/></svg>')
-    written = {}
-    for fmt in p.figure_formats:
-        out = base.with_name(f"{base.name}.{fmt}")
-        if fmt == "png":
-            atomic_write(out, lambda tmp: Path(tmp).write_bytes(png))
-        elif fmt == "pdf":
-            atomic_write(out, lambda tmp: big.save(tmp, format="PDF", resolution=float(p.dpi)))
-        else:
-            atomic_write(out, lambda tmp: Path(tmp).write_text(svg, encoding="utf-8"))
-        written[fmt] = out
-    return written
-
-
 # ----------------------------------------------------------------------------- command line
 def write_inspection(insp: Inspection, out: str | os.PathLike, *, panels: int = 3,
                      pixel: tuple[int, int] | None = None, formats=("png",), presets=None,
@@ -504,8 +437,6 @@ def write_inspection(insp: Inspection, out: str | os.PathLike, *, panels: int = 
     """
     import json
 
-    from ..records.fileio import atomic_write
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
@@ -513,22 +444,20 @@ def write_inspection(insp: Inspection, out: str | os.PathLike, *, panels: int = 
         paths[name] = atomic_write(out / f"{name}.csv", lambda tmp, df=df: df.to_csv(tmp, index=False))
     for name, chart in inspection_charts(insp).items():
         if presets:
-            from ..viz.export import save_presets
-
             for key, p in save_presets(chart, out / name, presets=tuple(presets), width="double").items():
                 paths[f"{name}.{key}"] = p
             continue
-        for fmt, p in save_chart(chart, out / name, formats=tuple(formats)).items():
+        for fmt, p in save_figure(chart, out / name, formats=tuple(formats)).items():
             paths[f"{name}.{fmt}"] = p
     n = len(insp.steps)
     picks = sorted({int(round(i)) for i in np.linspace(0, n - 1, num=max(0, min(panels, n)))}) if panels > 0 else []
     for k in picks:
         stem = f"panels_{k:02d}_z{insp.steps[k].z}"
-        p = save_panel(attention_panels(insp, k, pixel), out / f"{stem}.png")
+        p = save_figure(attention_panels(insp, k, pixel), out / f"{stem}.png")["png"]
         paths[p.stem] = p
         if presets and "paper" in presets:
-            for fmt, f in save_panel(attention_panels(insp, k, pixel, size=112, columns=3), out / f"{stem}_paper",
-                                     preset="paper").items():
+            for fmt, f in save_figure(attention_panels(insp, k, pixel, size=112, columns=3), out / f"{stem}_paper",
+                                      preset="paper").items():
                 paths[f"{stem}_paper.{fmt}"] = f
     text = json.dumps(dict(insp.provenance if provenance is None else provenance), indent=2, default=str)
     paths["inspect.json"] = atomic_write(out / "inspect.json", lambda tmp: Path(tmp).write_text(text))

@@ -8,7 +8,7 @@
 
 Settings, orders, models and organs sort as in the paper (:func:`~fsm2kit.tables.paper.paper_order`)
 through explicit sort orders, never alphabetically; no raw column name is shown. Charts made
-from random weights say so in their subtitles. Save them with :func:`fsm2kit.viz.export.save_chart`.
+from random weights say so in their subtitles. Save them with :func:`fsm2kit.viz.export.save_figure`.
 """
 
 from __future__ import annotations

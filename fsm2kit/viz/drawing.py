@@ -30,7 +30,12 @@ __all__ = [
     "legend_strip",
     "png_bytes",
     "png_img_tag",
+    "PANEL_MIN_FONT_PX",
 ]
+
+#: Smallest text drawn on panels (px): edge letters and legends (the paper preset of
+#: :func:`fsm2kit.viz.export.save_figure` checks that it prints at >= 7 pt).
+PANEL_MIN_FONT_PX = 10
 
 
 def hex_rgb(color: str) -> tuple[float, float, float]:

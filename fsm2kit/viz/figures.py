@@ -5,8 +5,8 @@
   mask), the prediction and the ground truth (the quickstart figure).
 * :func:`class_panels`: FS-MedSAM2 Figure 3/4 style, one row per class: support image with its
   mask, the query prediction and the ground truth on one query slice.
-* :func:`fsm2kit.viz.export.save_chart` / :func:`fsm2kit.viz.export.save_figure` write charts and
-  figures offline in the ``paper`` (300 dpi PNG, PDF, SVG at 89 / 183 mm, fonts >= 7 pt) or
+* :func:`fsm2kit.viz.export.save_figure` writes charts, figures and panels
+  offline in the ``paper`` (300 dpi PNG, PDF, SVG at 89 / 183 mm, fonts >= 7 pt) or
   ``screen`` preset; :func:`fsm2kit.viz.export.save_presets` writes both in one call.
 
 Image panels are radiological (anterior up, patient's right on the left, edge letters;
