@@ -39,13 +39,9 @@ from ..viz.drawing import (
     colorbar,
     draw_marker,
     edge_letters,
-    gray01,
     grid,
-    heat_overlay,
     legend_strip,
-    oriented,
-    paint_fill,
-    paint_outline,
+    render_slice,
     to_pil,
 )
 
@@ -283,7 +279,7 @@ def clicked_pixel(rel: tuple[float, float], shape: tuple[int, int], orientation=
     ----------
     rel : (float, float)
         The click's relative position ``(y, x)`` in ``[0, 1)`` of the displayed image (what
-        :class:`~fsm2kit.widgets.inspector_widget.ClickImage` reports).
+        :class:`~fsm2kit.widgets.image.ClickImage` reports).
     shape : (int, int)
         The stored slice's ``(H, W)``.
     orientation : DisplayOrientation or None
@@ -299,10 +295,6 @@ def clicked_pixel(rel: tuple[float, float], shape: tuple[int, int], orientation=
     return y, x
 
 
-def _letters(o) -> dict | None:
-    return None if o is None else o.letters
-
-
 def query_image(insp: Inspection, step: int, *, pixel: tuple[int, int] | None = None, size: int = 256,
                 ground_truth: bool = True):
     """The query slice (no caption), radiological, with edge letters: prediction filled
@@ -312,17 +304,17 @@ def query_image(insp: Inspection, step: int, *, pixel: tuple[int, int] | None = 
     if s.image is None:
         raise RuntimeError("this step has no image (captured without track's image argument).")
     o = panel_orientation(insp)
-    rgb = paint_fill(heat_overlay(gray01(s.image)), s.prediction, COLORS["prediction"])
-    if ground_truth and insp.episode is not None and insp.episode.labels is not None:
-        rgb = paint_outline(rgb, insp.episode.labels[s.position], COLORS["ground_truth"])
-    rgb = oriented(rgb, o)
-    img = to_pil(rgb, size)
+    gt = insp.episode.labels[s.position] if ground_truth and insp.episode is not None \
+        and insp.episode.labels is not None else None
+    view = render_slice(s.image, o, fill=s.prediction, fill_color=COLORS["prediction"],
+                        outlines=[(gt, COLORS["ground_truth"])])
+    img = to_pil(view.array, size)
     if s.prediction is None or not np.any(s.prediction):
         centered_note(img, "no prediction", COLORS["empty"])
     if pixel is not None:
         shown = o.point(*pixel, s.image_shape) if o is not None else pixel
-        draw_marker(img, shown, rgb.shape[:2], COLORS["pixel"])
-    return edge_letters(img, _letters(o))
+        draw_marker(img, shown, view.array.shape[:2], COLORS["pixel"])
+    return edge_letters(img, view.letters)
 
 
 QUERY_LEGEND = (("prediction", COLORS["prediction"], "fill"), ("ground truth", COLORS["ground_truth"], "line"),
@@ -369,8 +361,8 @@ def memory_panels(insp: Inspection, step: int, pixel: tuple[int, int] | None = N
         top = float(up.max()) if normalize == "each" else vmax
         heat = up / top if top > 0 else up
         color = COLORS["support"] if e.source == "support" else COLORS["prediction"]
-        rgb = oriented(paint_outline(heat_overlay(gray01(image), heat), mask, color), o)
-        tile = edge_letters(to_pil(rgb, size), _letters(o))
+        view = render_slice(image, o, heat=heat, outlines=[(mask, color)])
+        tile = edge_letters(to_pil(view.array, size), view.letters)
         tiles.append(captioned(tile, [_entry_caption(e), f"mass {mass[e.position]:.3f}"]))
     ptr = sum(mass[e.position] for e in pa.layout.pointers)
     n_ptr = len(pa.layout.pointers)
