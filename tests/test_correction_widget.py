@@ -119,6 +119,30 @@ def test_inspect_corrections_final_stage_bookkeeping(engine128, small):
         assert np.allclose(rec.weights, captured.weights, atol=1e-5), j
 
 
+def test_one_image_component_for_both_widgets():
+    """Both widgets' slice is the one anywidget image of fsm2kit.widgets.image: clicks, and drags for prompts."""
+    pytest.importorskip("anywidget")
+    from fsm2kit.widgets.image import ClickImage, PromptImage, image_esm, legend_html, show_png, slice_image
+
+    seen = []
+    click = slice_image(64, on_click=lambda ch: seen.append(("click", ch["new"])))
+    prompt = slice_image(96, on_click=lambda ch: seen.append(("click", ch["new"])),
+                         on_drag=lambda ch: seen.append(("drag", ch["new"])))
+    assert isinstance(click, ClickImage) and not isinstance(click, PromptImage) and isinstance(prompt, PromptImage)
+    assert (click.width, prompt.width) == (64, 96)
+    assert "drag" in prompt.keys and "drag" not in click.keys
+    assert click._esm == image_esm(drags=False) and prompt._esm == image_esm(drags=True)
+    assert "const DRAGS = false;" in click._esm and "const DRAGS = true;" in prompt._esm
+    click.click = [0.5, 0.25, 1]
+    prompt.drag = [0.1, 0.2, 0.3, 0.4, 2]
+    assert seen == [("click", [0.5, 0.25, 1]), ("drag", [0.1, 0.2, 0.3, 0.4, 2])]
+    show_png(click, b"\x89PNG")
+    assert click.png_b64 == "iVBORw=="
+    html = legend_html([("prediction", "#E69F00", "fill"), ("ground <truth>", "#009E73", "line")], "note")
+    assert html.startswith("<div class='fsm2-legend'>") and "ground &lt;truth&gt;" in html and html.endswith(
+        "<span style='margin-left:10px'>note</span></div>")
+
+
 @pytest.mark.slow
 def test_correction_widget_logic(engine128, small, tmp_path):
     from fsm2kit.widgets import CorrectionWidget

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from fsm2kit.viz.export import COLUMN_WIDTHS_MM, PRESETS, paper_config, save_chart, save_figure, save_presets
+from fsm2kit.viz.export import COLUMN_WIDTHS_MM, PRESETS, paper_config, save_figure, save_presets
 
 MM_PER_PT = 25.4 / 72
 
@@ -67,12 +67,12 @@ def _chart(width=260):
 
 @pytest.mark.parametrize("width", ["single", "double"])
 def test_paper_chart_dpi_size_fonts(tmp_path, width):
-    written = save_chart(_chart(), tmp_path / "c.png", preset="paper", width=width)
+    written = save_figure(_chart(), tmp_path / "c.png", preset="paper", width=width)
     assert sorted(written) == ["pdf", "png", "svg"]
     check_paper_files(tmp_path / "c", COLUMN_WIDTHS_MM[width])
     # fonts: the paper config sets every font >= 7 pt (1 px = 1 pt before the final upscaling >= 1);
     # an explicit smaller size in the chart (labelFontSize=5) is raised
-    spec = save_chart(_chart(), tmp_path / "s", preset="paper", width=width, formats=["json"])["json"]
+    spec = save_figure(_chart(), tmp_path / "s", preset="paper", width=width, formats=["json"])["json"]
     import json
 
     sizes = _font_sizes(json.loads(spec.read_text()))
@@ -92,9 +92,9 @@ def test_long_titles_wrap_at_the_double_width(tmp_path):
     chart = alt.Chart(df).mark_bar().encode(x="x:N", y="y:Q").properties(
         width=200, height=100, title={"text": "Attention mass per memory entry",
                                       "subtitle": f"1/LIVER, S1SFQ-middle, mean of layers 0, 1, 2, 3; sam2-tiny, {sha}"})
-    save_chart(chart, tmp_path / "d.png", preset="paper", width="double")
+    save_figure(chart, tmp_path / "d.png", preset="paper", width="double")
     check_paper_files(tmp_path / "d", COLUMN_WIDTHS_MM["double"])
-    spec = json.loads(save_chart(chart, tmp_path / "j", preset="paper", width="double", formats=["json"])["json"].read_text())
+    spec = json.loads(save_figure(chart, tmp_path / "j", preset="paper", width="double", formats=["json"])["json"].read_text())
     lines = spec["title"]["subtitle"]
     assert isinstance(lines, list) and len(lines) >= 2 and "".join(lines).replace(" ", "").endswith(sha)
     written = save_presets(chart, tmp_path / "auto", presets=("paper",))
@@ -104,15 +104,15 @@ def test_long_titles_wrap_at_the_double_width(tmp_path):
 
 
 def test_screen_preset_and_plain(tmp_path):
-    w = save_chart(_chart(), tmp_path / "c", preset="screen")
+    w = save_figure(_chart(), tmp_path / "c", preset="screen")
     assert sorted(w) == ["html", "png", "svg"] and round(Image.open(w["png"]).info["dpi"][0]) == 144
-    plain = save_chart(_chart(), tmp_path / "p", formats=["png"], scale=2)
+    plain = save_figure(_chart(), tmp_path / "p", formats=["png"], scale=2)
     s1, s2 = Image.open(w["png"]).size, Image.open(plain["png"]).size
     assert abs(s1[0] - s2[0]) <= 2  # screen = 2x, as scale=2
     with pytest.raises(ValueError, match="preset 'print' unknown"):
-        save_chart(_chart(), tmp_path / "x", preset="print")
+        save_figure(_chart(), tmp_path / "x", preset="print")
     with pytest.raises(ValueError, match="width"):
-        save_chart(_chart(), tmp_path / "x", preset="paper", width="triple")
+        save_figure(_chart(), tmp_path / "x", preset="paper", width="triple")
 
 
 def test_paper_figure_size_fonts_and_restores(tmp_path):
@@ -162,12 +162,17 @@ def test_paper_figure_fonts_at_print_size(tmp_path):
     assert seen and min(seen) >= 7
 
 
-def test_panel_paper_preset(tmp_path):
-    from fsm2kit.inspector.panels import save_panel
-
+def test_panel_presets_through_the_one_writer(tmp_path):
     img = Image.new("RGB", (600, 300), "white")
-    check = save_panel(img, tmp_path / "p", preset="paper")
+    check = save_figure(img, tmp_path / "p", preset="paper")
     assert sorted(check) == ["pdf", "png", "svg"]
     check_paper_files(tmp_path / "p", 183.0)
     with pytest.raises(ValueError, match="smaller size"):
-        save_panel(Image.new("RGB", (2000, 300)), tmp_path / "q", preset="paper", width="single")
+        save_figure(Image.new("RGB", (2000, 300)), tmp_path / "q", preset="paper", width="single")
+    both = save_presets(img, tmp_path / "b.png")
+    assert sorted(both) == ["paper.pdf", "paper.png", "paper.svg", "screen.png"]
+    assert both["screen.png"].name == "b.png" and round(Image.open(both["screen.png"]).info["dpi"][0]) == 144
+    assert Image.open(both["screen.png"]).size == img.size
+    plain = save_figure(img, tmp_path / "j.jpg")
+    assert list(plain) == ["jpg"] and Image.open(plain["jpg"]).format == "JPEG"
+    assert not list(tmp_path.glob(".*"))

@@ -7,7 +7,9 @@ import pandas as pd
 import pytest
 
 from fsm2kit.protocol.episode import Episode, Support
-from fsm2kit.viz.export import save_chart, save_figure
+from fsm2kit.viz.display import COLORS
+from fsm2kit.viz.drawing import gray01, hex_rgb, outline, render_slice
+from fsm2kit.viz.export import save_figure
 from fsm2kit.viz.dice_charts import dice_bars, slice_dice_curves
 from fsm2kit.viz.figures import (
     class_panels,
@@ -81,8 +83,31 @@ def test_overlays_orientation_letters_and_empty_prediction():
     fig = slice_overlays(ep, res, positions=[0, 1])
     assert set(_texts(fig.axes[1])) >= {"A", "P", "R", "L", "no prediction"}
     assert "no prediction" not in _texts(fig.axes[2])
-    img = fig.axes[1].images[0].get_array()
-    np.testing.assert_array_equal(np.asarray(img), ep.images[0][::-1])
+    # the one renderer's RGB, flipped up-down: grey where no mask is drawn (ground-truth outline)
+    img = np.asarray(fig.axes[1].images[0].get_array())
+    assert img.shape == (32, 32, 3)
+    keep = ~outline(ep.labels[0])[::-1]
+    np.testing.assert_allclose(img[..., 0][keep], gray01(ep.images[0], (0.5, 99.5))[::-1][keep])
+    assert np.allclose(img[outline(ep.labels[0])[::-1]], hex_rgb(COLORS["ground_truth"]))
+
+
+def test_one_renderer_for_panels_and_figures():
+    """render_slice: grey window, fill then outlines in the one colour scheme, then the display orientation."""
+    image = np.arange(20, dtype=np.float32).reshape(4, 5)
+    fill = np.zeros((4, 5), bool)
+    fill[0, 0] = True
+    v = render_slice(image, ("A", "L"), fill=fill, outlines=[(None, COLORS["ground_truth"])])
+    assert v.array.shape == (4, 5, 3) and v.letters == {"top": "A", "bottom": "P", "left": "R", "right": "L"}
+    g = image / 19
+    # stored row 0 is shown at the bottom; the filled pixel is its own outline, drawn in the fill colour
+    assert np.allclose(v.array[3, 0], hex_rgb(COLORS["prediction"])) and np.allclose(v.array[0, 4], g[3, 4])
+    t = render_slice(image, ("L", "P"))  # rows run right -> left: transposed to A/P rows
+    assert t.array.shape == (5, 4, 3) and t.letters["top"] == "A"
+    assert render_slice(image).letters is None and np.allclose(render_slice(image).array[..., 1], g)
+    heat = render_slice(image, heat=np.ones((4, 5)))
+    assert not np.allclose(heat.array[..., 0], g)
+    w = gray01(np.r_[np.zeros(98), 1.0, 100.0], (1, 99))  # an outlier does not wash out the window
+    assert w.max() == 1.0 and w.min() == 0.0
 
 
 def test_class_panels_one_row_per_class():
@@ -149,8 +174,8 @@ def test_slice_curves_one_series_per_case_class_order():
         slice_dice_curves(pd.DataFrame(rows).drop(columns="z"))
 
 
-def test_save_chart_offline_png_svg_inline_html(tmp_path):
-    written = save_chart(dice_bars(_summary()), tmp_path / "bars.png")
+def test_save_figure_of_a_chart_offline_png_svg_inline_html(tmp_path):
+    written = save_figure(dice_bars(_summary()), tmp_path / "bars.png")
     assert sorted(written) == ["html", "png", "svg"]
     assert written["png"].name == "bars.png" and written["png"].read_bytes()[:8] == PNG
     assert written["svg"].read_text().lstrip().startswith("<svg")
@@ -158,4 +183,6 @@ def test_save_chart_offline_png_svg_inline_html(tmp_path):
     assert "vega-embed" in page.lower() and "cdn.jsdelivr.net" not in page  # Vega inlined: opens offline
     assert not list(tmp_path.glob(".*tmp"))
     with pytest.raises(ValueError, match="unknown"):
-        save_chart(dice_bars(_summary()), tmp_path / "x", formats=["gif"])
+        save_figure(dice_bars(_summary()), tmp_path / "x", formats=["gif"])
+    with pytest.raises(TypeError, match="altair chart, a matplotlib figure or a PIL image"):
+        save_figure(object(), tmp_path / "x")

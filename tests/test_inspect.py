@@ -348,10 +348,9 @@ def test_charts_and_panels(s1sfq, tmp_path):
         chart_masses,
         layer_heatmap,
         mass_chart,
-        save_panel,
         share_chart,
     )
-    from fsm2kit.viz import save_chart
+    from fsm2kit.viz import save_figure
 
     _, insp = s1sfq
     cm = chart_masses(insp)
@@ -363,7 +362,7 @@ def test_charts_and_panels(s1sfq, tmp_path):
     for chart in (mass_chart(insp, highlight=3), share_chart(insp), layer_heatmap(insp, step=5)):
         spec = chart.to_dict()
         assert "random weights" in str(spec["title"]).lower()
-    written = save_chart(mass_chart(insp), tmp_path / "mass.png")
+    written = save_figure(mass_chart(insp), tmp_path / "mass.png")
     assert written["png"].stat().st_size > 5000
     with pytest.raises(ValueError, match="layer 9"):
         mass_chart(insp, layer=9)
@@ -374,8 +373,8 @@ def test_charts_and_panels(s1sfq, tmp_path):
     assert all(c.startswith("#") for c in rng)  # the one colour scheme, no tableau
     img = attention_panels(insp, 8, (120, 90), layer=2, size=96)
     assert isinstance(img, Image.Image) and img.size[0] > 4 * 96
-    path = save_panel(img, tmp_path / "panel.png")
-    assert Image.open(path).size == img.size
+    path = save_figure(img, tmp_path / "panel.png")["png"]
+    assert path.name == "panel.png" and Image.open(path).size == img.size
 
 
 @pytest.mark.slow

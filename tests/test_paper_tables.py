@@ -12,7 +12,7 @@ import pytest
 from fsm2kit.tables.paper import PAPER_CSV, PAPER_DICE_VARIANT, paper_numbers, published_dice
 from fsm2kit.viz.dice_charts import (dice_bars, relative_position_chart, relative_position_dice,
                                            runs_dice_chart, slice_dice_curves)
-from fsm2kit.tables.dice_table import dice_table, save_table
+from fsm2kit.tables.dice_table import dice_table, results_table, save_table
 from fsm2kit.batch.sweep_index import collect_index, write_index
 from fsm2kit.batch.sweep_spec import DONE_MARKER, load_sweep
 
@@ -149,6 +149,24 @@ def test_save_table_writes_csv_md_tex_and_a_sidecar(tmp_path):
         save_table(t, tmp_path / "x", formats=["xlsx"])
     sha = dice_table(_summary(weights="sha256:" + "ab" * 32))
     assert not sha.random_weights and "RANDOM" not in sha.to_markdown() and not sha.to_csv_frame()["random_weights"].any()
+
+
+def test_one_builder_orders_both_tables_and_one_writer_saves_a_results_table(tmp_path):
+    s = _summary(organs=("SPLEEN", "BLADDER", "LK"))
+    wide = results_table(s, metric="pooled")
+    t = dice_table(s, metric="pooled")
+    # the same organ columns (ORGAN_ORDER, then others sorted, Mean last) and the paper's row order
+    assert list(wide["CHAOST2"].columns) == ["LK", "SPLEEN", "BLADDER", "Mean"] == t.organs("CHAOST2")
+    assert [k[1] for k in wide.index] == ["1S1Q", "S1SFQ", "3SFQ"]
+    assert [r for r, kind in t.lines()] == ["sam2-tiny 1S1Q", "sam2-tiny S1SFQ-middle", "sam2-tiny 3SFQ-middle"]
+    written = save_table((wide * 100).round(1), tmp_path / "strategies.csv", note="pooled Dice; weights: x")
+    assert list(written) == ["csv"] and written["csv"].name == "strategies.csv"
+    text = written["csv"].read_text()
+    assert text.startswith("# pooled Dice; weights: x\ndataset,,,CHAOST2") and not list(tmp_path.glob(".*"))
+    back = pd.read_csv(written["csv"], comment="#", header=[0, 1], index_col=[0, 1, 2])
+    assert back.loc[("sam2-tiny", "S1SFQ", "middle"), ("CHAOST2", "SPLEEN")] == 70.0
+    with pytest.raises(ValueError, match="unknown"):
+        save_table(wide, tmp_path / "x", formats=["md"])
 
 
 def test_table_errors():

@@ -21,7 +21,7 @@ import pandas as pd
 from ..records.fileio import atomic_write
 from .sweep_runs import read_run_summary
 from .sweep_spec import DONE_MARKER, FAILED_MARKER, Sweep, value_text
-from ..tables.results_table import ORGAN_ORDER
+from ..tables.paper import ORGAN_ORDER
 
 __all__ = ['collect_index', 'organ_dice', 'write_index']
 

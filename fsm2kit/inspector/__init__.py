@@ -12,5 +12,5 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     ".corrected": ["correction_stages", "inspect_corrections"],
     ".inspection": ["Inspection", "MASS_COLUMNS", "inspect_episode"],
     ".layout": ["ENTRY_GROUPS", "KeyEntry", "KeyLayout", "key_layout", "layout_entries", "query_token", "token_weights"],
-    ".panels": ["GROUP_COLORS", "PANEL_MIN_FONT_PX", "attention_panels", "chart_masses", "chart_png", "clicked_pixel", "inspection_charts", "layer_heatmap", "mass_chart", "memory_panels", "panel_orientation", "query_image", "query_panel", "role_colors", "save_panel", "share_chart", "write_inspection"],
+    ".panels": ["GROUP_COLORS", "attention_panels", "chart_masses", "chart_png", "clicked_pixel", "inspection_charts", "layer_heatmap", "mass_chart", "memory_panels", "panel_orientation", "query_image", "query_panel", "role_colors", "share_chart", "write_inspection"],
 })

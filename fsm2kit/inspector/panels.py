@@ -1,13 +1,13 @@
 """Views of an :class:`~fsm2kit.inspect.Inspection`: altair charts and image panels.
 
-Charts (altair; :func:`fsm2kit.viz.export.save_chart` writes ``.png``/``.svg`` through vl-convert,
+Charts (altair; :func:`fsm2kit.viz.export.save_figure` writes ``.png``/``.svg`` through vl-convert,
 or a self-contained ``.html`` that works offline):
 
 * :func:`mass_chart`: stacked attention mass per memory entry along the processing order;
 * :func:`share_chart`: support memory vs query memory (vs pointers) share per slice;
 * :func:`layer_heatmap`: layer x memory entry mean mass.
 
-Panels (PIL images; :func:`save_panel`):
+Panels (PIL images; saved by the same :func:`fsm2kit.viz.export.save_figure`):
 
 * :func:`query_panel`: the query slice with its prediction (and ground truth) and the pixel;
 * :func:`memory_panels`: every spatial memory frame's image with the chosen pixel's attention
@@ -32,20 +32,16 @@ import numpy as np
 
 from ..viz.display import COLORS, MEMORY_GROUP_COLORS, OKABE_ITO, display_orientation, episode_axcodes
 from ..records.fileio import atomic_write
-from ..viz.export import save_chart
+from ..viz.export import save_figure, save_presets
 from ..viz.drawing import (
     captioned,
     centered_note,
     colorbar,
     draw_marker,
     edge_letters,
-    gray01,
     grid,
-    heat_overlay,
     legend_strip,
-    oriented,
-    paint_fill,
-    paint_outline,
+    render_slice,
     to_pil,
 )
 
@@ -63,8 +59,6 @@ __all__ = [
     "query_panel",
     "memory_panels",
     "attention_panels",
-    "save_panel",
-    "PANEL_MIN_FONT_PX",
     "write_inspection",
     "inspection_charts",
     "GROUP_COLORS",
@@ -285,7 +279,7 @@ def clicked_pixel(rel: tuple[float, float], shape: tuple[int, int], orientation=
     ----------
     rel : (float, float)
         The click's relative position ``(y, x)`` in ``[0, 1)`` of the displayed image (what
-        :class:`~fsm2kit.widgets.inspector_widget.ClickImage` reports).
+        :class:`~fsm2kit.widgets.image.ClickImage` reports).
     shape : (int, int)
         The stored slice's ``(H, W)``.
     orientation : DisplayOrientation or None
@@ -301,10 +295,6 @@ def clicked_pixel(rel: tuple[float, float], shape: tuple[int, int], orientation=
     return y, x
 
 
-def _letters(o) -> dict | None:
-    return None if o is None else o.letters
-
-
 def query_image(insp: Inspection, step: int, *, pixel: tuple[int, int] | None = None, size: int = 256,
                 ground_truth: bool = True):
     """The query slice (no caption), radiological, with edge letters: prediction filled
@@ -314,17 +304,17 @@ def query_image(insp: Inspection, step: int, *, pixel: tuple[int, int] | None = 
     if s.image is None:
         raise RuntimeError("this step has no image (captured without track's image argument).")
     o = panel_orientation(insp)
-    rgb = paint_fill(heat_overlay(gray01(s.image)), s.prediction, COLORS["prediction"])
-    if ground_truth and insp.episode is not None and insp.episode.labels is not None:
-        rgb = paint_outline(rgb, insp.episode.labels[s.position], COLORS["ground_truth"])
-    rgb = oriented(rgb, o)
-    img = to_pil(rgb, size)
+    gt = insp.episode.labels[s.position] if ground_truth and insp.episode is not None \
+        and insp.episode.labels is not None else None
+    view = render_slice(s.image, o, fill=s.prediction, fill_color=COLORS["prediction"],
+                        outlines=[(gt, COLORS["ground_truth"])])
+    img = to_pil(view.array, size)
     if s.prediction is None or not np.any(s.prediction):
         centered_note(img, "no prediction", COLORS["empty"])
     if pixel is not None:
         shown = o.point(*pixel, s.image_shape) if o is not None else pixel
-        draw_marker(img, shown, rgb.shape[:2], COLORS["pixel"])
-    return edge_letters(img, _letters(o))
+        draw_marker(img, shown, view.array.shape[:2], COLORS["pixel"])
+    return edge_letters(img, view.letters)
 
 
 QUERY_LEGEND = (("prediction", COLORS["prediction"], "fill"), ("ground truth", COLORS["ground_truth"], "line"),
@@ -371,8 +361,8 @@ def memory_panels(insp: Inspection, step: int, pixel: tuple[int, int] | None = N
         top = float(up.max()) if normalize == "each" else vmax
         heat = up / top if top > 0 else up
         color = COLORS["support"] if e.source == "support" else COLORS["prediction"]
-        rgb = oriented(paint_outline(heat_overlay(gray01(image), heat), mask, color), o)
-        tile = edge_letters(to_pil(rgb, size), _letters(o))
+        view = render_slice(image, o, heat=heat, outlines=[(mask, color)])
+        tile = edge_letters(to_pil(view.array, size), view.letters)
         tiles.append(captioned(tile, [_entry_caption(e), f"mass {mass[e.position]:.3f}"]))
     ptr = sum(mass[e.position] for e in pa.layout.pointers)
     n_ptr = len(pa.layout.pointers)
@@ -413,71 +403,6 @@ def attention_panels(insp: Inspection, step: int, pixel: tuple[int, int] | None 
     return framed
 
 
-#: Smallest text drawn on panels (px): edge letters and legends.
-PANEL_MIN_FONT_PX = 10
-
-
-def save_panel(img, path: str | os.PathLike, *, preset: str | None = None, width: str | float = "double"):
-    """Save a panel image.
-
-    Parameters
-    ----------
-    img : PIL.Image.Image
-    path : path-like
-        Without a preset: the file (``.png``, ``.jpg``, ``.webp``...), returns its Path.
-    preset : {"paper", "screen"}, optional
-        ``paper``: the panel resampled to ``width`` (89 / 183 mm or mm) at 300 dpi, written as
-        PNG (dpi recorded), PDF and SVG (the PNG embedded, sized in mm); refused when the
-        smallest text (:data:`PANEL_MIN_FONT_PX`) would print below 7 pt (render with a smaller
-        ``size=``). ``screen``: PNG at 144 dpi. Returns format -> Path.
-    """
-    path = Path(path)
-    if preset is None:
-        fmt = path.suffix.lstrip(".").upper().replace("JPG", "JPEG") or "PNG"
-        return atomic_write(path, lambda tmp: img.save(tmp, format=fmt))
-    import base64
-    import io as _io
-
-    from PIL import Image
-
-    from ..viz.export import COLUMN_WIDTHS_MM, PRESETS
-
-    if preset not in PRESETS:
-        raise ValueError(f"preset {preset!r} unknown; expected one of {', '.join(PRESETS)} (or None).")
-    p = PRESETS[preset]
-    base = path.with_suffix("") if path.suffix.lower() in (".png", ".pdf", ".svg") else path
-    if not p.print_width:
-        out = base.with_name(base.name + ".png")
-        return {"png": atomic_write(out, lambda tmp: img.save(tmp, format="PNG", dpi=(p.dpi, p.dpi)))}
-    w_mm = COLUMN_WIDTHS_MM[width] if isinstance(width, str) else float(width)
-    px = int(round(w_mm / 25.4 * p.dpi))
-    factor = px / img.size[0]
-    smallest_pt = PANEL_MIN_FONT_PX * factor / p.dpi * 72
-    if p.min_font_pt and smallest_pt < p.min_font_pt - 1e-6:
-        raise ValueError(f"the panel is {img.size[0]} px wide: at {w_mm:g} mm its smallest text prints at "
-                         f"{smallest_pt:.1f} pt (< {p.min_font_pt:g}); render it with a smaller size= or a wider width.")
-    big = img.convert("RGB").resize((px, max(1, int(round(img.size[1] * factor)))), Image.Resampling.LANCZOS)
-    h_mm = big.size[1] / p.dpi * 25.4
-    buf = _io.BytesIO()
-    big.save(buf, format="PNG", dpi=(p.dpi, p.dpi))
-    png = buf.getvalue()
-    svg = (f'<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" '
-           f'width="{w_mm:.2f}mm" height="{h_mm:.2f}mm" viewBox="0 0 {big.size[0]} {big.size[1]}">'
-           f'<image width="{big.size[0]}" height="{big.size[1]}" '
-           f'xlink:href="data:image/png;base64,{base64.b64encode(png).decode("ascii")}"/></svg>')
-    written = {}
-    for fmt in p.figure_formats:
-        out = base.with_name(f"{base.name}.{fmt}")
-        if fmt == "png":
-            atomic_write(out, lambda tmp: Path(tmp).write_bytes(png))
-        elif fmt == "pdf":
-            atomic_write(out, lambda tmp: big.save(tmp, format="PDF", resolution=float(p.dpi)))
-        else:
-            atomic_write(out, lambda tmp: Path(tmp).write_text(svg, encoding="utf-8"))
-        written[fmt] = out
-    return written
-
-
 # ----------------------------------------------------------------------------- command line
 def write_inspection(insp: Inspection, out: str | os.PathLike, *, panels: int = 3,
                      pixel: tuple[int, int] | None = None, formats=("png",), presets=None,
@@ -504,8 +429,6 @@ def write_inspection(insp: Inspection, out: str | os.PathLike, *, panels: int = 
     """
     import json
 
-    from ..records.fileio import atomic_write
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
@@ -513,22 +436,20 @@ def write_inspection(insp: Inspection, out: str | os.PathLike, *, panels: int = 
         paths[name] = atomic_write(out / f"{name}.csv", lambda tmp, df=df: df.to_csv(tmp, index=False))
     for name, chart in inspection_charts(insp).items():
         if presets:
-            from ..viz.export import save_presets
-
             for key, p in save_presets(chart, out / name, presets=tuple(presets), width="double").items():
                 paths[f"{name}.{key}"] = p
             continue
-        for fmt, p in save_chart(chart, out / name, formats=tuple(formats)).items():
+        for fmt, p in save_figure(chart, out / name, formats=tuple(formats)).items():
             paths[f"{name}.{fmt}"] = p
     n = len(insp.steps)
     picks = sorted({int(round(i)) for i in np.linspace(0, n - 1, num=max(0, min(panels, n)))}) if panels > 0 else []
     for k in picks:
         stem = f"panels_{k:02d}_z{insp.steps[k].z}"
-        p = save_panel(attention_panels(insp, k, pixel), out / f"{stem}.png")
+        p = save_figure(attention_panels(insp, k, pixel), out / f"{stem}.png")["png"]
         paths[p.stem] = p
         if presets and "paper" in presets:
-            for fmt, f in save_panel(attention_panels(insp, k, pixel, size=112, columns=3), out / f"{stem}_paper",
-                                     preset="paper").items():
+            for fmt, f in save_figure(attention_panels(insp, k, pixel, size=112, columns=3), out / f"{stem}_paper",
+                                      preset="paper").items():
                 paths[f"{stem}_paper.{fmt}"] = f
     text = json.dumps(dict(insp.provenance if provenance is None else provenance), indent=2, default=str)
     paths["inspect.json"] = atomic_write(out / "inspect.json", lambda tmp: Path(tmp).write_text(text))

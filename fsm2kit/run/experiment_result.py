@@ -49,8 +49,7 @@ from ..engine.plans import normalize_setting
 from ..protocol.metrics import DiceCounts, per_volume_dice, summarize_dice
 from .config import METRICS, ExperimentConfig
 from ..records.provenance import RANDOM_NOTE, Provenance
-from ..tables.dice_table import DiceTable, dice_table
-from ..tables.results_table import results_table
+from ..tables.dice_table import DiceTable, dice_table, results_table
 
 __all__ = [
     "GROUP_KEYS",

@@ -31,6 +31,7 @@ from ..run.config import ExperimentConfig
 from ..run.sources import load_config_episodes
 from ..run.runner import run_experiments
 from ..run.experiment_result import ExperimentResult
+from ..tables.dice_table import save_table
 
 __all__ = ["StrategyStudy", "run_strategy_study", "STRATEGY_ROWS"]
 
@@ -160,13 +161,14 @@ class StrategyStudy:
         """A paper-style table, Dice in %: organs as columns, one row per (memory policy, support selector, order).
 
         ``metric`` is the Dice variant: ``"pooled"`` (what the published code prints) or
-        ``"mean_per_volume"``; the CSV (default ``strategies_<metric>.csv``) says which, and the weights.
+        ``"mean_per_volume"``; the CSV (default ``strategies_<metric>.csv``; ``file``: another stem,
+        ``.csv`` added) says which, and the weights, in its first line (:func:`~fsm2kit.tables.dice_table.save_table`).
         """
         t = (self.result.table(metric, rows=STRATEGY_ROWS) * 100).round(1)
         t.columns = pd.MultiIndex.from_tuples([(d, o) for d, o in t.columns], names=["dataset", f"{metric} Dice (%)"])
         if file is not None:
-            path = self.output_dir / (f"strategies_{metric}.csv" if file == "default" else file)
-            path.write_text(f"# {_METRIC_TITLE[metric]}; {self.result.note}\n" + t.to_csv())
+            save_table(t, self.output_dir / (f"strategies_{metric}.csv" if file == "default" else file),
+                       note=f"{_METRIC_TITLE[metric]}; {self.result.note}")
         return t
 
     def memories(self) -> pd.DataFrame:

@@ -146,10 +146,10 @@ class Study:
     def _save_chart(self, chart, file: str, presets: Sequence[str], formats: Sequence[str] | None) -> None:
         """``file.*`` in the ``screen`` preset and ``file_paper.*`` in the ``paper`` one
         (:func:`fsm2kit.viz.export.save_presets`); with ``formats``, just those files (no preset)."""
-        from ..viz.export import save_chart, save_presets
+        from ..viz.export import save_figure, save_presets
 
         if formats is not None:
-            save_chart(chart, self._path(file), formats=formats)
+            save_figure(chart, self._path(file), formats=formats)
         else:
             save_presets(chart, self._path(file), presets=presets)
 

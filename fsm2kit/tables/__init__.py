@@ -1,5 +1,5 @@
-"""Tables: the paper's published numbers, the paper's row and column order, and the one Dice
-table writer (CSV, Markdown, LaTeX).
+"""Tables: the paper's published numbers and its row and column order (``paper``), and the one
+Dice-table builder and writer (``dice_table``: CSV, Markdown, LaTeX).
 
 Public names load lazily (PEP 562): importing this package imports no submodule.
 """
@@ -7,7 +7,6 @@ Public names load lazily (PEP 562): importing this package imports no submodule.
 from ..lazy import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
-    ".dice_table": ["DiceTable", "OURS_DICE_VARIANTS", "TABLE_FORMATS", "dice_table", "save_table"],
-    ".paper": ["BASELINE_DICE_VARIANT", "PAPER_CITATION", "PAPER_CSV", "PAPER_DATASETS", "PAPER_DICE_VARIANT", "PAPER_ORGANS", "PUBLISHED_BASELINES", "QuotedRow", "baseline_table", "paper_numbers", "published_dice"],
-    ".results_table": ["ORDER_ORDER", "ORGAN_ORDER", "paper_order", "results_table"],
+    ".dice_table": ["DiceTable", "OURS_DICE_VARIANTS", "TABLE_FORMATS", "dice_table", "results_table", "save_table"],
+    ".paper": ["BASELINE_DICE_VARIANT", "ORDER_ORDER", "ORGAN_ORDER", "PAPER_CITATION", "PAPER_CSV", "PAPER_DATASETS", "PAPER_DICE_VARIANT", "PAPER_ORGANS", "PUBLISHED_BASELINES", "QuotedRow", "baseline_table", "paper_numbers", "paper_order", "published_dice"],
 })

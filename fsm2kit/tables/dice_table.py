@@ -1,15 +1,22 @@
-"""Paper-grade Dice tables: the paper's value, ours and the difference; CSV, Markdown and LaTeX.
+"""The one Dice-table builder: paper-style tables of a summary; CSV, Markdown and LaTeX.
 
-:func:`dice_table` lays out a summary (:meth:`ExperimentResult.summary
-<fsm2kit.run.experiment_result.ExperimentResult.summary>`) as FS-MedSAM2's tables do (organs as
-columns per dataset, ``Mean`` last, rows in the paper's order) and, for a paper table number,
-puts the paper's printed values (:mod:`fsm2kit.tables.paper`) beside ours: per run a
-``published`` line, an ``ours`` line (Dice in %, ± std over query volumes, n volumes) and a
-``Δ ours − published`` line. Best values are bold and the second best underlined, per column, as
-in the paper. The :class:`DiceTable` carries a caption that names the dataset, the protocol
-variant, the Dice variant of each line, the model and the weights; :func:`save_table` writes it
-as CSV (tidy, with ``weights`` and ``random_weights`` columns), Markdown and LaTeX (booktabs)
-plus a JSON sidecar, in one call.
+Both builders lay out a summary (:meth:`ExperimentResult.summary
+<fsm2kit.run.experiment_result.ExperimentResult.summary>`) as FS-MedSAM2's tables do: organs as
+columns per dataset (:data:`~fsm2kit.tables.paper.ORGAN_ORDER`), ``Mean`` last, rows in the
+paper's order (:func:`~fsm2kit.tables.paper.paper_order`).
+
+* :func:`results_table`: the numbers, a DataFrame (Dice in [0, 1]) with any row columns (e.g. the
+  strategies of a strategy study).
+* :func:`dice_table`: paper-grade, for a paper table number with the paper's printed values
+  (:mod:`fsm2kit.tables.paper`) beside ours: per run a ``published`` line, an ``ours`` line (Dice
+  in %, ± std over query volumes, n volumes) and a ``Δ ours − published`` line. Best values are
+  bold and the second best underlined, per column, as in the paper. The :class:`DiceTable`
+  carries a caption that names the dataset, the protocol variant, the Dice variant of each line,
+  the model and the weights.
+
+:func:`save_table` is the one writer: a :class:`DiceTable` as CSV (tidy, with ``weights`` and
+``random_weights`` columns), Markdown and LaTeX (booktabs) plus a JSON sidecar; a
+:func:`results_table` as CSV under a ``#`` note line. Every file is written atomically.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import html
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,12 +33,11 @@ import numpy as np
 import pandas as pd
 
 from ..records.fileio import atomic_write
-from .paper import (BASELINE_DICE_VARIANT, PAPER_CITATION, PAPER_DATASETS, PAPER_DICE_VARIANT,
-                        PUBLISHED_BASELINES, published_dice)
 from ..records.provenance import RANDOM_NOTE
-from .results_table import ORGAN_ORDER, paper_order
+from .paper import (BASELINE_DICE_VARIANT, ORGAN_ORDER, PAPER_CITATION, PAPER_DATASETS, PAPER_DICE_VARIANT,
+                    PUBLISHED_BASELINES, paper_order, published_dice)
 
-__all__ = ["TABLE_FORMATS", "OURS_DICE_VARIANTS", "DiceTable", "dice_table", "save_table"]
+__all__ = ["TABLE_FORMATS", "OURS_DICE_VARIANTS", "DiceTable", "dice_table", "results_table", "save_table"]
 
 #: Formats :func:`save_table` writes by default (a JSON sidecar is always written too).
 TABLE_FORMATS = ("csv", "md", "tex")
@@ -222,28 +228,40 @@ def _latex(text: str) -> str:
     return "".join(_LATEX_ESC.get(ch, ch) for ch in str(text))
 
 
-def save_table(table: DiceTable, path: str | os.PathLike, *, formats: Sequence[str] = TABLE_FORMATS,
-               provenance: dict | None = None) -> dict[str, Path]:
-    """Write a :class:`DiceTable` in each format plus a JSON sidecar, each file atomically.
+def save_table(table: DiceTable | pd.DataFrame, path: str | os.PathLike, *, formats: Sequence[str] | None = None,
+               provenance: dict | None = None, note: str | None = None) -> dict[str, Path]:
+    """Write a table, each file atomically: the one table writer.
 
     Parameters
     ----------
-    table : DiceTable
+    table : DiceTable or DataFrame
+        A :class:`DiceTable` (:func:`dice_table`), or a :func:`results_table` (any numbers: a
+        strategy study writes Dice in %).
     path : path-like
         Path without extension (an extension is dropped).
-    formats : sequence of {"csv", "md", "tex"}
-        ``csv``: the tidy cells (:meth:`DiceTable.to_csv_frame`); ``md``: Markdown; ``tex``:
-        LaTeX (booktabs). ``<path>.json`` (caption, weights, random-weights flag, files, and
-        ``provenance`` when given) is always written.
+    formats : sequence of {"csv", "md", "tex"}, optional
+        A DiceTable (default :data:`TABLE_FORMATS`): ``csv``: the tidy cells
+        (:meth:`DiceTable.to_csv_frame`); ``md``: Markdown; ``tex``: LaTeX (booktabs); and always
+        ``<path>.json`` (caption, weights, random-weights flag, files, and ``provenance`` when
+        given). A results table: ``csv`` only (the default), no sidecar.
+    note : str, optional
+        A results table: the CSV's first line, ``# <note>`` (which Dice, which weights).
 
     Returns
     -------
     dict
         format -> path written (``json`` for the sidecar).
     """
-    writers = {"csv": lambda t: table.to_csv_frame().to_csv(t, index=False),
-               "md": lambda t: Path(t).write_text(table.to_markdown(), encoding="utf-8"),
-               "tex": lambda t: Path(t).write_text(table.to_latex(), encoding="utf-8")}
+    if isinstance(table, pd.DataFrame):
+        frame = table
+        head = "" if note is None else f"# {note}\n"
+        writers = {"csv": lambda t: Path(t).write_text(head + frame.to_csv(), encoding="utf-8")}
+        formats = ("csv",) if formats is None else formats
+    else:
+        writers = {"csv": lambda t: table.to_csv_frame().to_csv(t, index=False),
+                   "md": lambda t: Path(t).write_text(table.to_markdown(), encoding="utf-8"),
+                   "tex": lambda t: Path(t).write_text(table.to_latex(), encoding="utf-8")}
+        formats = TABLE_FORMATS if formats is None else formats
     bad = [f for f in formats if f not in writers]
     if bad:
         raise ValueError(f"save_table formats {bad} unknown; expected some of {', '.join(writers)}.")
@@ -256,6 +274,8 @@ def save_table(table: DiceTable, path: str | os.PathLike, *, formats: Sequence[s
         out = base.with_name(f"{base.name}.{fmt}")
         atomic_write(out, writers[fmt])
         written[fmt] = out
+    if isinstance(table, pd.DataFrame):
+        return written
     side = {"title": table.title, "caption": table.caption, "weights": table.weights,
             "random_weights": table.random_weights, "note": RANDOM_NOTE if table.random_weights else None,
             "paper": PAPER_CITATION, "files": [p.name for p in written.values()]}
@@ -268,6 +288,93 @@ def save_table(table: DiceTable, path: str | os.PathLike, *, formats: Sequence[s
 
 
 # ============================================================================ building
+def _organ_columns(organs: Sequence[str] | None, present: Sequence[str]) -> list[str]:
+    """A dataset's organ columns: ``organs`` as given, or :data:`ORGAN_ORDER` (those present)
+    then any other class present, sorted."""
+    order = [o.upper() for o in (organs or ORGAN_ORDER)]
+    extra = sorted(o for o in present if o not in order)
+    if organs is None:
+        return [o for o in order if o in present] + extra
+    return order
+
+
+def _row_sorter(names: Sequence[str], row_order: Mapping[str, Sequence] | None = None):
+    """A sort key of row keys (tuples of the ``names`` columns' values): the paper's order
+    (:func:`paper_order`, updated by ``row_order``), unknown values last, as text."""
+    known = paper_order()
+    known.update({k: list(v) for k, v in (row_order or {}).items()})
+
+    def rank(values) -> tuple:
+        vals = values if isinstance(values, tuple) else (values,)
+        key = []
+        for n, v in zip(names, vals):
+            vocab = known.get(n, [])
+            key.append((vocab.index(v), "") if v in vocab else (len(vocab), str(v)))
+        return tuple(key)
+
+    return rank
+
+
+def results_table(
+    summary: pd.DataFrame,
+    *,
+    metric: str = "mean_per_volume",
+    rows: Sequence[str] = ("model", "setting", "order"),
+    organs: Sequence[str] | None = None,
+    mean: bool = True,
+    row_order: Mapping[str, Sequence] | None = None,
+) -> pd.DataFrame:
+    """A paper-style table from a summary: one column per (dataset, organ), ``Mean`` last.
+
+    Parameters
+    ----------
+    summary : DataFrame
+        From :meth:`ExperimentResult.summary` (columns ``dataset``, ``label_name``, ``metric``,
+        ``dice`` and the ``rows`` columns).
+    metric : {"mean_per_volume", "pooled"}
+        Which Dice average fills the table.
+    rows : sequence of str
+        Columns that make the table's rows.
+    organs : sequence of str, optional
+        Organ columns in this order (default :data:`ORGAN_ORDER`, then any other class found).
+    mean : bool
+        Add a ``Mean`` column per dataset: the mean over that row's organ columns (classes that
+        were not run are left out of it).
+    row_order : mapping {column: values}, optional
+        Order of the rows' values (default: settings as in :data:`fsm2kit.SETTINGS`, orders
+        ``n/a, top, middle``, models as in :data:`fsm2kit.MODELS`; others sorted).
+
+    Returns
+    -------
+    DataFrame
+        Index: ``rows``; columns: a (dataset, organ) MultiIndex; values: Dice in [0, 1].
+    """
+    if metric not in OURS_DICE_VARIANTS:
+        raise ValueError(f"metric: expected 'mean_per_volume' or 'pooled', got {metric!r}.")
+    need = {"dataset", "label_name", "metric", "dice", *rows}
+    missing = sorted(need - set(summary.columns))
+    if missing:
+        raise ValueError(f"summary lacks columns {missing}; pass ExperimentResult.summary() (has {list(summary.columns)}).")
+    s = summary[summary["metric"] == metric]
+    if s.empty:
+        raise ValueError(f"summary has no {metric!r} rows (metrics present: {sorted(set(summary['metric']))}).")
+    s = s.assign(label_name=s["label_name"].astype(str).str.upper())
+    wide = s.pivot_table(index=list(rows), columns=["dataset", "label_name"], values="dice", aggfunc="first",
+                         sort=False)
+    blocks = []
+    for ds in dict.fromkeys(s["dataset"]):
+        present = list(dict.fromkeys(s.loc[s["dataset"] == ds, "label_name"]))
+        cols = _organ_columns(organs, present)
+        block = wide[ds].reindex(columns=cols) if ds in wide.columns.get_level_values(0) else pd.DataFrame(index=wide.index)
+        if mean:
+            block = block.assign(Mean=block.mean(axis=1, skipna=True))
+        block.columns = pd.MultiIndex.from_product([[ds], list(block.columns)], names=["dataset", "organ"])
+        blocks.append(block)
+    out = pd.concat(blocks, axis=1)
+    out.columns.names = ["dataset", "organ"]
+    return out.loc[sorted(out.index, key=_row_sorter(list(out.index.names), row_order))]
+
+
 def _run_label(rows: Sequence[str], key: dict) -> str:
     parts = {r: str(key[r]) for r in rows if r in key}
     order = parts.pop("order", "n/a")
@@ -342,18 +449,15 @@ def dice_table(
         raise ValueError(f"summary has no {metric!r} rows for these settings.")
     weights = "; ".join(dict.fromkeys(s["weights"].astype(str)))
     random = "random weights" in weights
-    order = paper_order()
-    rank_of = lambda vocab, v: (vocab.index(v), "") if v in vocab else (len(vocab), str(v))  # noqa: E731
     runs = sorted(s[["model", "setting", "order"]].drop_duplicates().itertuples(index=False, name=None),
-                  key=lambda k: (rank_of(order["model"], k[0]), rank_of(order["setting"], k[1]),
-                                 rank_of(order["order"], k[2])))
+                  key=_row_sorter(("model", "setting", "order")))
     keys = [dict(zip(("model", "setting", "order"), k)) for k in runs]
     labels = [_run_label(rows, k) for k in keys]
     if len(set(labels)) < len(labels):
         labels = [_run_label(("model", "setting", "order"), k) for k in keys]
     datasets = list(dict.fromkeys(s["dataset"]))
-    present = {ds: [o for o in ORGAN_ORDER if o in set(s.loc[s["dataset"] == ds, "label_name"])]
-               + sorted(set(s.loc[s["dataset"] == ds, "label_name"]) - set(ORGAN_ORDER)) for ds in datasets}
+    present = {ds: _organ_columns(None, list(dict.fromkeys(s.loc[s["dataset"] == ds, "label_name"])))
+               for ds in datasets}
     ours_variant = OURS_DICE_VARIANTS[metric]
     base = dict(method="", model="", setting="", order="", std_percent=np.nan, n_volumes=np.nan)
     recs: list[dict] = []

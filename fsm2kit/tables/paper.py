@@ -10,6 +10,10 @@ GMRD on CHAOS-MRI), and :func:`published_dice` looks up the paper's own FS-MedSA
 The paper does not say which Dice average its own rows use; its published code prints Dice pooled
 over all scored slices (:data:`PAPER_DICE_VARIANT`), while the trained baselines report the mean of
 per-volume Dice (:data:`BASELINE_DICE_VARIANT`).
+
+The paper's row and column order lives here too: :data:`ORGAN_ORDER`, :data:`ORDER_ORDER` and
+:func:`paper_order`, the one sort order of settings, models, orders and organs that every table
+and chart follows.
 """
 
 from __future__ import annotations
@@ -21,9 +25,8 @@ from importlib import resources
 
 import pandas as pd
 
-from .results_table import ORGAN_ORDER
-
 __all__ = [
+    "ORGAN_ORDER", "ORDER_ORDER", "paper_order",
     "PAPER_CITATION", "PAPER_CSV", "PAPER_DICE_VARIANT", "BASELINE_DICE_VARIANT", "PAPER_DATASETS",
     "PAPER_ORGANS", "paper_numbers", "published_dice", "QuotedRow", "PUBLISHED_BASELINES", "baseline_table",
 ]
@@ -41,6 +44,23 @@ BASELINE_DICE_VARIANT = "as printed; the baselines report the mean of per-volume
 PAPER_DATASETS = {"Synapse-CT": "SABS", "CHAOS-MRI": "CHAOST2"}
 #: The paper's organ names -> fsm2kit's table columns (``Mean``: the paper's Mean column).
 PAPER_ORGANS = {"left_kidney": "LK", "right_kidney": "RK", "spleen": "SPLEEN", "liver": "LIVER", "mean": "Mean"}
+
+#: Organ columns of the paper-style tables, in this order, Mean last. The four evaluated organs
+#: of both data sets (SSL-ALPNet ``pa_all``); pass ``organs=`` to lay a table out differently.
+ORGAN_ORDER = ("LK", "RK", "SPLEEN", "LIVER")
+#: Orders as the paper lists them (``n/a``: the 1Q settings, which have none).
+ORDER_ORDER = ("n/a", "top", "middle")
+
+
+def paper_order() -> dict[str, list[str]]:
+    """The paper's order of each row variable: ``setting`` (1S1Q, 3S1Q, S1SFQ, 3SFQ), ``model``
+    (tiny .. large, SAM 2.0 then 2.1), ``order`` (top, middle), ``organ`` (:data:`ORGAN_ORDER`,
+    ``Mean`` last). Tables sort by it and charts pass it as explicit sort orders."""
+    from ..engine.plans import SETTINGS
+    from ..model.specs import MODELS
+
+    return {"setting": list(SETTINGS), "model": list(MODELS), "order": list(ORDER_ORDER),
+            "organ": [*ORGAN_ORDER, "Mean"], "label_name": [*ORGAN_ORDER, "Mean"]}
 
 
 @lru_cache(maxsize=1)

@@ -6,9 +6,9 @@
   position in the organ (0 = its first slice, 1 = its last), mean and 95 % band across volumes.
 * :func:`runs_dice_chart`: Dice per organ of several runs side by side (the sweep index).
 
-Settings, orders, models and organs sort as in the paper (:func:`~fsm2kit.tables.results_table.paper_order`)
+Settings, orders, models and organs sort as in the paper (:func:`~fsm2kit.tables.paper.paper_order`)
 through explicit sort orders, never alphabetically; no raw column name is shown. Charts made
-from random weights say so in their subtitles. Save them with :func:`fsm2kit.viz.export.save_chart`.
+from random weights say so in their subtitles. Save them with :func:`fsm2kit.viz.export.save_figure`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .figures import weights_label
-from ..tables.results_table import paper_order
+from ..tables.paper import paper_order
 
 __all__ = ["AXIS_TITLES", "sort_order", "dice_bars", "slice_dice_curves", "relative_position_dice", "relative_position_chart",
            "runs_dice_chart"]

@@ -30,7 +30,8 @@ Where the orientation comes from:
 Colours
 -------
 :data:`COLORS`: one colour-blind-safe scheme (Okabe & Ito, 2008) for support, prediction,
-ground truth, the chosen pixel and the memory groups; :data:`ATTENTION_CMAP` (``cividis``,
+ground truth, the chosen pixel, the correction prompts and the memory groups, used by every
+figure, panel, chart and widget; :data:`ATTENTION_CMAP` (``cividis``,
 perceptually uniform and colour-blind safe) for attention maps.
 """
 
@@ -76,6 +77,9 @@ COLORS: dict[str, str] = {
     "pixel": OKABE_ITO["reddish purple"],  # the inspected query pixel
     "memory_mask": OKABE_ITO["sky blue"],  # a memory frame's mask (support mask or earlier prediction)
     "empty": OKABE_ITO["vermillion"],  # "no prediction" text
+    "positive_point": OKABE_ITO["sky blue"],  # correction prompts: a positive point
+    "negative_point": OKABE_ITO["vermillion"],  # a negative point
+    "box": OKABE_ITO["yellow"],  # a box
 }
 
 #: Colour map of attention maps (colour-blind safe, perceptually uniform).

@@ -1,17 +1,24 @@
-"""Drawing primitives of the inspector's image panels (PIL, numpy; no matplotlib figure).
+"""The one image renderer and the drawing primitives of image panels (PIL, numpy).
 
-Slices are put into the radiological view (:mod:`fsm2kit.viz.display`) before drawing, with
-the orientation letters on their edges; colours come from :data:`fsm2kit.viz.display.COLORS`
-and attention maps use :data:`fsm2kit.viz.display.ATTENTION_CMAP` with a colour bar.
+:func:`render_slice` turns a slice, its masks (filled or outlined), an attention map and its
+orientation into the displayed RGB array (radiological, :mod:`fsm2kit.viz.display`) with its
+edge letters. Every image shows slices through it: the inspector's PIL panels and the widgets
+(:func:`to_pil`, then :func:`edge_letters`, markers, notes, captions) and the matplotlib figures
+of :mod:`fsm2kit.viz.figures` (which ``imshow`` the array and only lay out, title and save).
+Colours come from :data:`fsm2kit.viz.display.COLORS` and attention maps use
+:data:`fsm2kit.viz.display.ATTENTION_CMAP` with a colour bar.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .display import ATTENTION_CMAP, DisplayOrientation
+from collections.abc import Sequence
+
+from .display import ATTENTION_CMAP, COLORS, DisplayOrientation, DisplaySlice, display_orientation
 
 __all__ = [
+    "render_slice",
     "hex_rgb",
     "gray01",
     "outline",
@@ -30,7 +37,12 @@ __all__ = [
     "legend_strip",
     "png_bytes",
     "png_img_tag",
+    "PANEL_MIN_FONT_PX",
 ]
+
+#: Smallest text drawn on panels (px): edge letters and legends (the paper preset of
+#: :func:`fsm2kit.viz.export.save_figure` checks that it prints at >= 7 pt).
+PANEL_MIN_FONT_PX = 10
 
 
 def hex_rgb(color: str) -> tuple[float, float, float]:
@@ -39,13 +51,17 @@ def hex_rgb(color: str) -> tuple[float, float, float]:
     return tuple(int(c[i:i + 2], 16) / 255.0 for i in (0, 2, 4))  # type: ignore[return-value]
 
 
-def gray01(image: np.ndarray) -> np.ndarray:
-    """A slice (or its first channel) min-max scaled to [0, 1]."""
+def gray01(image: np.ndarray, window: tuple[float, float] | None = None) -> np.ndarray:
+    """A slice (or its first channel) scaled to [0, 1]: min-max, or between the ``window``
+    percentiles (e.g. ``(0.5, 99.5)``), clipped."""
     a = np.asarray(image, dtype=np.float64)
     if a.ndim == 3:
         a = a[0]
-    lo, hi = float(a.min()), float(a.max())
-    return (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
+    if window is None or not a.size:
+        lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 1.0)
+    else:
+        lo, hi = (float(v) for v in np.percentile(a, window))
+    return np.clip((a - lo) / (hi - lo), 0.0, 1.0) if hi > lo else np.zeros_like(a)
 
 
 def outline(mask: np.ndarray) -> np.ndarray:
@@ -87,6 +103,43 @@ def paint_fill(rgb: np.ndarray, mask: np.ndarray | None, color: str, *, alpha: f
     out = rgb.copy()
     out[m] = (1 - alpha) * out[m] + alpha * np.asarray(hex_rgb(color))
     return paint_outline(out, m, color)
+
+
+def render_slice(image: np.ndarray, orientation=None, *, fill: np.ndarray | None = None,
+                 fill_color: str = COLORS["prediction"],
+                 outlines: Sequence[tuple[np.ndarray | None, str]] = (), heat: np.ndarray | None = None,
+                 window: tuple[float, float] | None = None) -> DisplaySlice:
+    """A slice with its masks as displayed: the one renderer of panels, widgets and figures.
+
+    Parameters
+    ----------
+    image : ndarray, (H, W) (or (C, H, W): the first channel)
+        As stored; masks are in the same (stored) layout.
+    orientation : DisplayOrientation, axis codes, affine or None
+        See :func:`fsm2kit.viz.display.display_orientation` (None: shown as stored, no letters).
+    fill : mask, optional
+        Filled (semi-transparent) and outlined in ``fill_color`` (a prediction, a support mask).
+    fill_color : str
+        A colour of :data:`fsm2kit.viz.display.COLORS`.
+    outlines : sequence of (mask or None, colour)
+        Outlined only, over the fill, in order (the ground truth; a memory frame's mask).
+    heat : ndarray in [0, 1], optional
+        An attention map blended over the slice (:data:`~fsm2kit.viz.display.ATTENTION_CMAP`).
+    window : (low, high) percentiles, optional
+        Grey window (default: min-max).
+
+    Returns
+    -------
+    DisplaySlice
+        ``array``: RGB (H', W', 3) in [0, 1], radiological; ``letters``: the edge letters (None
+        when the orientation is unknown); ``orientation``.
+    """
+    o = orientation if orientation is None or isinstance(orientation, DisplayOrientation) \
+        else display_orientation(orientation)
+    rgb = paint_fill(heat_overlay(gray01(image, window), heat), fill, fill_color)
+    for mask, color in outlines:
+        rgb = paint_outline(rgb, mask, color)
+    return DisplaySlice(oriented(rgb, o), None if o is None else o.letters, o)
 
 
 def oriented(a: np.ndarray | None, orientation: DisplayOrientation | None) -> np.ndarray | None:

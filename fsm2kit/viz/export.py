@@ -1,8 +1,14 @@
-"""Saving charts and figures offline, in export presets (``paper``, ``screen``).
+"""Saving charts, figures and image panels offline, in export presets (``paper``, ``screen``).
 
-* :func:`save_chart` writes an altair chart: PNG/SVG/PDF through vl-convert, HTML with the Vega
-  libraries inlined (no CDN), JSON.
-* :func:`save_figure` writes a matplotlib figure: PNG, PDF, SVG.
+:func:`save_figure` is the one writer, for all three kinds:
+
+* an altair chart: PNG/SVG/PDF through vl-convert, HTML with the Vega libraries inlined (no CDN),
+  JSON;
+* a matplotlib figure (:mod:`fsm2kit.viz.figures`): PNG, PDF, SVG;
+* an image panel (a PIL image: the inspector's panels): PNG, PDF, SVG (the PNG embedded, sized in
+  mm), or JPEG / WebP without a preset.
+
+Every file is written atomically. :func:`save_presets` writes several presets in one call.
 
 Presets (:data:`PRESETS`):
 
@@ -10,31 +16,37 @@ Presets (:data:`PRESETS`):
   183 mm, :data:`COLUMN_WIDTHS_MM`) with every font at least 7 pt at that print size. Altair
   charts are laid out so that 1 px = 1 pt at print size (view widths shrunk to fit the column
   when needed, then scaled up to exactly the column width); matplotlib figures are resized to
-  the column width (aspect kept) and small fonts raised to 7 pt for the export.
-* ``screen``: PNG at 144 dpi (2x), SVG and self-contained HTML (altair) or PNG and SVG
-  (matplotlib), at their own size.
+  the column width (aspect kept) and small fonts raised to 7 pt for the export; panels are
+  resampled to the column width, refused when their smallest text
+  (:data:`fsm2kit.viz.drawing.PANEL_MIN_FONT_PX`) would print below 7 pt.
+* ``screen``: PNG at 144 dpi (2x), SVG and self-contained HTML (altair), PNG and SVG
+  (matplotlib), PNG (panels), at their own size.
 
-Both take ``preset=None`` for the plain behaviour (``formats`` and ``scale``/``dpi`` as given).
+``preset=None`` is the plain behaviour (``formats`` and ``scale``/``dpi`` as given).
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 from .display import OKABE_ITO
+from .drawing import PANEL_MIN_FONT_PX
 from ..records.fileio import atomic_write
 
-__all__ = ["CHART_FORMATS", "COLUMN_WIDTHS_MM", "ExportPreset", "PRESETS", "paper_config", "save_chart",
-           "save_figure", "save_presets"]
+__all__ = ["CHART_FORMATS", "COLUMN_WIDTHS_MM", "ExportPreset", "PRESETS", "paper_config", "save_figure",
+           "save_presets"]
 
-#: Formats :func:`save_chart` writes by default (no preset).
+#: Formats :func:`save_figure` writes of a chart by default (no preset).
 CHART_FORMATS = ("png", "svg", "html")
-_KNOWN = ("png", "svg", "pdf", "html", "json")
-_FIG_KNOWN = ("png", "svg", "pdf")
+#: Formats of each kind of object.
+_KNOWN = {"chart": ("png", "svg", "pdf", "html", "json"), "figure": ("png", "svg", "pdf"),
+          "image": ("png", "svg", "pdf", "jpg", "jpeg", "webp")}
 
 #: Journal column widths (mm).
 COLUMN_WIDTHS_MM = {"single": 89.0, "double": 183.0}
@@ -56,6 +68,8 @@ class ExportPreset:
         Smallest font at print size (paper), None: not enforced.
     print_width : bool
         Scale to a column width (paper) or keep the figure's own size (screen).
+    image_formats : tuple of str
+        What image panels (PIL) write.
     """
 
     name: str
@@ -63,15 +77,20 @@ class ExportPreset:
     dpi: int
     min_font_pt: float | None
     print_width: bool
+    image_formats: tuple[str, ...] = ("png",)
 
     @property
     def figure_formats(self) -> tuple[str, ...]:
-        return tuple(f for f in self.formats if f in _FIG_KNOWN)
+        return tuple(f for f in self.formats if f in _KNOWN["figure"])
+
+    def formats_of(self, kind: str) -> tuple[str, ...]:
+        """The formats this preset writes of a ``chart``, a ``figure`` or an ``image``."""
+        return {"chart": self.formats, "figure": self.figure_formats, "image": self.image_formats}[kind]
 
 
 PRESETS: dict[str, ExportPreset] = {
-    "paper": ExportPreset("paper", ("png", "pdf", "svg"), 300, 7.0, True),
-    "screen": ExportPreset("screen", ("png", "svg", "html"), 144, None, False),
+    "paper": ExportPreset("paper", ("png", "pdf", "svg"), 300, 7.0, True, ("png", "pdf", "svg")),
+    "screen": ExportPreset("screen", ("png", "svg", "html"), 144, None, False, ("png",)),
 }
 
 
@@ -250,140 +269,160 @@ def _fit_paper(chart, target_pt: float, font_pt: float) -> tuple[dict, str, tupl
                      "at the paper fonts; use width='double' or fewer facets.")
 
 
-def _write_data(out: Path, data: bytes | str) -> None:
-    """Write rendered chart data (text or bytes) atomically."""
-    atomic_write(out, lambda tmp: (Path(tmp).write_text(data, encoding="utf-8") if isinstance(data, str)
-                                   else Path(tmp).write_bytes(data)))
+# ============================================================================ one writer
+#: What a format becomes: the data (text or bytes) or a function writing it to a (temporary) path.
+_Writer = Callable[[str], object] | bytes | str
 
 
-def save_chart(chart, path: str | os.PathLike, *, formats: Sequence[str] | None = None, scale: float = 1.0,
-               preset: str | ExportPreset | None = None, width: str | float = "single") -> dict[str, Path]:
-    """Save an altair chart offline, one file per format, each written atomically.
+def _kind(obj) -> str:
+    """``figure`` (matplotlib), ``image`` (PIL) or ``chart`` (altair)."""
+    if hasattr(obj, "savefig"):
+        return "figure"
+    from PIL import Image
 
-    Parameters
-    ----------
-    chart : altair chart
-    path : path-like
-        Path without extension (an extension is dropped); one file per format.
-    formats : sequence of {"png", "svg", "pdf", "html", "json"}, optional
-        Default: the preset's formats, or :data:`CHART_FORMATS` without a preset. ``html``
-        embeds the Vega libraries (``inline=True``, about 0.9 MB), so it needs no CDN.
-    scale : float
-        PNG scale factor without a preset.
-    preset : {"paper", "screen"}, optional
-        ``paper``: print size ``width`` (PNG at 300 dpi, PDF and SVG sized in mm), fonts >= 7
-        pt; ``screen``: PNG at 2x (144 dpi), SVG, HTML.
-    width : {"single", "double"} or float
-        Paper preset: column (89 / 183 mm) or a width in mm.
+    if isinstance(obj, Image.Image):
+        return "image"
+    if hasattr(obj, "to_dict"):
+        return "chart"
+    raise TypeError(f"save_figure saves an altair chart, a matplotlib figure or a PIL image, not {type(obj).__name__}.")
 
-    Returns
-    -------
-    dict
-        format -> path written.
-    """
-    import altair as alt
 
-    p = _preset(preset)
-    fmts = tuple(formats) if formats is not None else (p.formats if p else CHART_FORMATS)
-    bad = [f for f in fmts if f not in _KNOWN]
-    if bad:
-        raise ValueError(f"save_chart formats {bad} unknown; expected some of {', '.join(_KNOWN)}.")
-    base = _base(path, _KNOWN)
+def _write(base: Path, writers: Mapping[str, _Writer]) -> dict[str, Path]:
+    """``<base>.<fmt>`` of every format, each written atomically."""
     written = {}
-    with alt.data_transformers.disable_max_rows():  # tables are pre-reduced to needed columns
-        if p is not None and p.print_width:
-            w_mm = _width_mm(width)
-            target = w_mm * _PT_PER_MM
-            import vl_convert as vlc
-
-            spec, svg, (w, h) = _fit_paper(chart, target, float(p.min_font_pt or 0))
-            s = target / w  # >= 1: fonts stay >= min_font_pt at print size
-            vl = _vl_version()
-            svg_pt = _svg_resized(svg, f"{target:.3f}", f"{h * s:.3f}")  # vl-convert: 1 unit = 1 pt
-            for fmt in fmts:
-                out = base.with_name(f"{base.name}.{fmt}")
-                if fmt == "svg":
-                    data: bytes | str = _svg_resized(svg, f"{w_mm:.2f}mm", f"{h * s / _PT_PER_MM:.2f}mm")
-                elif fmt == "png":
-                    data = vlc.svg_to_png(svg_pt, scale=1.0, ppi=p.dpi)  # ppi/72 pixels per pt
-                elif fmt == "pdf":
-                    data = vlc.svg_to_pdf(svg_pt)
-                elif fmt == "html":
-                    data = vlc.vegalite_to_html(spec, vl_version=vl, bundle=True)
-                else:
-                    import json
-
-                    data = json.dumps(spec, indent=2)
-                _write_data(out, data)
-                written[fmt] = out
-            return written
-        if p is not None:  # screen: the preset's colours, PNG at the preset's dpi
-            import json
-
-            import vl_convert as vlc
-
-            spec = chart.to_dict()
-            spec["config"] = _merge({"range": {"category": _CATEGORY}}, spec.get("config", {}))
-            vl = _vl_version()
-            for fmt in fmts:
-                out = base.with_name(f"{base.name}.{fmt}")
-                if fmt == "png":
-                    data: bytes | str = vlc.vegalite_to_png(spec, vl_version=vl, scale=1.0, ppi=p.dpi)
-                elif fmt == "svg":
-                    data = vlc.vegalite_to_svg(spec, vl_version=vl)
-                elif fmt == "pdf":
-                    data = vlc.vegalite_to_pdf(spec, vl_version=vl)
-                elif fmt == "html":
-                    data = vlc.vegalite_to_html(spec, vl_version=vl, bundle=True)
-                else:
-                    data = json.dumps(spec, indent=2)
-                _write_data(out, data)
-                written[fmt] = out
-            return written
-        for fmt in fmts:
-            out = base.with_name(f"{base.name}.{fmt}")
-            kwargs: dict = {"format": fmt}
-            if fmt == "html":
-                kwargs["inline"] = True
-            elif fmt == "png":
-                kwargs["scale_factor"] = scale
-            atomic_write(out, lambda tmp, kw=kwargs: chart.save(tmp, **kw))
-            written[fmt] = out
+    for fmt, w in writers.items():
+        out = base.with_name(f"{base.name}.{fmt}")
+        if isinstance(w, str):
+            atomic_write(out, lambda tmp, d=w: Path(tmp).write_text(d, encoding="utf-8"))
+        elif isinstance(w, bytes):
+            atomic_write(out, lambda tmp, d=w: Path(tmp).write_bytes(d))
+        else:
+            atomic_write(out, w)
+        written[fmt] = out
     return written
 
 
-# ============================================================================ matplotlib
-def save_figure(fig, path: str | os.PathLike, *, preset: str | ExportPreset | None = None,
-                width: str | float = "double", formats: Sequence[str] | None = None,
-                dpi: int = 100) -> dict[str, Path]:
-    """Save a matplotlib figure, one file per format, atomically.
+def save_figure(obj, path: str | os.PathLike, *, preset: str | ExportPreset | None = None,
+                width: str | float | None = None, formats: Sequence[str] | None = None,
+                scale: float = 1.0, dpi: int = 100) -> dict[str, Path]:
+    """Save an altair chart, a matplotlib figure or an image panel offline, one file per format,
+    each written atomically: the one export writer.
 
     Parameters
     ----------
-    fig : matplotlib.figure.Figure
+    obj : altair chart, matplotlib.figure.Figure or PIL.Image.Image
     path : path-like
-        Path without extension (a known extension is dropped).
+        Path without extension (a known extension is dropped); one file per format.
     preset : {"paper", "screen"}, optional
-        ``paper``: resized to ``width`` (aspect kept), fonts below 7 pt raised, PNG at 300 dpi
-        plus PDF and SVG; ``screen``: PNG at 144 dpi plus SVG. The figure itself is restored
-        afterwards. None: PNG (or ``formats``) at ``dpi``.
-    width : {"single", "double"} or float
-        Paper preset: column (89 / 183 mm) or mm.
-    formats : sequence of {"png", "pdf", "svg"}, optional
+        ``paper``: print size ``width`` (PNG at 300 dpi, PDF and SVG sized in mm), fonts >= 7
+        pt; ``screen``: PNG at 2x (144 dpi), plus SVG and HTML (charts) or SVG (figures). A
+        matplotlib figure itself is restored afterwards. See the module docstring.
+    width : {"single", "double"} or float, optional
+        Paper preset: column (89 / 183 mm) or a width in mm. Default: figures and panels the
+        double column; charts a single column, or both when they do not fit one at the paper fonts.
+    formats : sequence of str, optional
+        Charts ``png``, ``svg``, ``pdf``, ``html``, ``json`` (default: the preset's, or
+        :data:`CHART_FORMATS`; ``html`` embeds the Vega libraries, about 0.9 MB, so it needs no
+        CDN); figures ``png``, ``pdf``, ``svg`` (default: the preset's, or PNG); panels ``png``,
+        ``pdf``, ``svg``, ``jpg``, ``webp`` (default: the preset's, or the path's extension, else PNG).
+    scale : float
+        Charts without a preset: PNG scale factor.
+    dpi : int
+        Figures without a preset: resolution.
 
     Returns
     -------
     dict
         format -> path written.
     """
+    p = _preset(preset)
+    kind = _kind(obj)
+    known = _KNOWN[kind]
+    if formats is not None:
+        fmts = tuple(formats)
+    elif p is not None:
+        fmts = p.formats_of(kind)
+    elif kind == "image":
+        suffix = Path(path).suffix.lower().lstrip(".")
+        fmts = (suffix if suffix in known else "png",)
+    else:
+        fmts = CHART_FORMATS if kind == "chart" else ("png",)
+    bad = [f for f in fmts if f not in known]
+    if bad:
+        raise ValueError(f"save_figure formats {bad} unknown for a {kind}; expected some of {', '.join(known)}.")
+    base = _base(path, known)
+    if kind == "figure":
+        with _print_size(obj, p, width or "double"):
+            return _write(base, _figure_writers(obj, fmts, p.dpi if p is not None else int(dpi)))
+    if kind == "image":
+        return _write(base, _image_writers(obj, fmts, p, width or "double"))
+    import altair as alt
+
+    with alt.data_transformers.disable_max_rows():  # tables are pre-reduced to needed columns
+        if width is None and p is not None and p.print_width:  # a single column when the chart fits there
+            try:
+                writers = _chart_writers(obj, fmts, p, "single", scale)
+            except ValueError as exc:
+                if "cannot fit" not in str(exc):
+                    raise
+                writers = _chart_writers(obj, fmts, p, "double", scale)
+        else:
+            writers = _chart_writers(obj, fmts, p, width or "single", scale)
+        return _write(base, writers)
+
+
+# ---------------------------------------------------------------------------- altair
+def _chart_writers(chart, fmts: Sequence[str], p: ExportPreset | None, width: str | float,
+                   scale: float) -> dict[str, _Writer]:
+    import json
+
+    if p is None:  # altair's own writer; html with the libraries inlined
+        kwargs = {"html": {"inline": True}, "png": {"scale_factor": scale}}
+        return {fmt: (lambda tmp, f=fmt: chart.save(tmp, format=f, **kwargs.get(f, {}))) for fmt in fmts}
+    import vl_convert as vlc
+
+    vl = _vl_version()
+    out: dict[str, _Writer] = {}
+    if p.print_width:
+        w_mm = _width_mm(width)
+        target = w_mm * _PT_PER_MM
+        spec, svg, (w, h) = _fit_paper(chart, target, float(p.min_font_pt or 0))
+        s = target / w  # >= 1: fonts stay >= min_font_pt at print size
+        svg_pt = _svg_resized(svg, f"{target:.3f}", f"{h * s:.3f}")  # vl-convert: 1 unit = 1 pt
+        for fmt in fmts:
+            if fmt == "svg":
+                out[fmt] = _svg_resized(svg, f"{w_mm:.2f}mm", f"{h * s / _PT_PER_MM:.2f}mm")
+            elif fmt == "png":
+                out[fmt] = vlc.svg_to_png(svg_pt, scale=1.0, ppi=p.dpi)  # ppi/72 pixels per pt
+            elif fmt == "pdf":
+                out[fmt] = vlc.svg_to_pdf(svg_pt)
+            elif fmt == "html":
+                out[fmt] = vlc.vegalite_to_html(spec, vl_version=vl, bundle=True)
+            else:
+                out[fmt] = json.dumps(spec, indent=2)
+        return out
+    spec = chart.to_dict()  # screen: the preset's colours, PNG at the preset's dpi
+    spec["config"] = _merge({"range": {"category": _CATEGORY}}, spec.get("config", {}))
+    for fmt in fmts:
+        if fmt == "png":
+            out[fmt] = vlc.vegalite_to_png(spec, vl_version=vl, scale=1.0, ppi=p.dpi)
+        elif fmt == "svg":
+            out[fmt] = vlc.vegalite_to_svg(spec, vl_version=vl)
+        elif fmt == "pdf":
+            out[fmt] = vlc.vegalite_to_pdf(spec, vl_version=vl)
+        elif fmt == "html":
+            out[fmt] = vlc.vegalite_to_html(spec, vl_version=vl, bundle=True)
+        else:
+            out[fmt] = json.dumps(spec, indent=2)
+    return out
+
+
+# ---------------------------------------------------------------------------- matplotlib
+@contextmanager
+def _print_size(fig, p: ExportPreset | None, width: str | float):
+    """The figure at the paper preset's column width with its small fonts raised; restored after."""
     import matplotlib.text as mtext
 
-    p = _preset(preset)
-    fmts = tuple(formats) if formats is not None else (p.figure_formats if p else ("png",))
-    bad = [f for f in fmts if f not in _FIG_KNOWN]
-    if bad:
-        raise ValueError(f"save_figure formats {bad} unknown; expected some of {', '.join(_FIG_KNOWN)}.")
-    base = _base(path, _FIG_KNOWN)
     size = tuple(fig.get_size_inches())
     texts = [(t, t.get_fontsize()) for t in fig.findobj(mtext.Text)]
     try:
@@ -393,57 +432,83 @@ def save_figure(fig, path: str | os.PathLike, *, preset: str | ExportPreset | No
             for t, fs in texts:
                 if p.min_font_pt and fs < p.min_font_pt:
                     t.set_fontsize(p.min_font_pt)
-        res = p.dpi if p is not None else int(dpi)
-        written = {}
-        for fmt in fmts:
-            out = base.with_name(f"{base.name}.{fmt}")
-            atomic_write(out, lambda tmp, f=fmt: fig.savefig(tmp, format=f, dpi=res,
-                                                             metadata={"Software": "fsm2kit"} if f == "png" else None))
-            written[fmt] = out
-        return written
+        yield
     finally:
         fig.set_size_inches(*size)
         for t, fs in texts:
             t.set_fontsize(fs)
 
 
+def _figure_writers(fig, fmts: Sequence[str], dpi: int) -> dict[str, _Writer]:
+    return {fmt: (lambda tmp, f=fmt: fig.savefig(tmp, format=f, dpi=dpi,
+                                                 metadata={"Software": "fsm2kit"} if f == "png" else None))
+            for fmt in fmts}
+
+
+# ---------------------------------------------------------------------------- image panels (PIL)
+def _image_writers(img, fmts: Sequence[str], p: ExportPreset | None, width: str | float) -> dict[str, _Writer]:
+    import base64
+    import io
+
+    from PIL import Image
+
+    dpi = p.dpi if p is not None else None
+    mm_per_px = 25.4 / (dpi or 96)
+    if p is not None and p.print_width:
+        w_mm = _width_mm(width)
+        px = int(round(w_mm / 25.4 * p.dpi))
+        factor = px / img.size[0]
+        smallest_pt = PANEL_MIN_FONT_PX * factor / p.dpi * 72
+        if p.min_font_pt and smallest_pt < p.min_font_pt - 1e-6:
+            raise ValueError(f"the panel is {img.size[0]} px wide: at {w_mm:g} mm its smallest text prints at "
+                             f"{smallest_pt:.1f} pt (< {p.min_font_pt:g}); render it with a smaller size= or a wider width.")
+        img = img.convert("RGB").resize((px, max(1, int(round(img.size[1] * factor)))), Image.Resampling.LANCZOS)
+        mm_per_px = w_mm / px
+    at = {"dpi": (dpi, dpi)} if dpi else {}
+    out: dict[str, _Writer] = {}
+    for fmt in fmts:
+        if fmt == "svg":  # the PNG embedded, sized in mm
+            buf = io.BytesIO()
+            img.save(buf, format="PNG", **at)
+            w, h = img.size
+            out[fmt] = (f'<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" '
+                        f'width="{w * mm_per_px:.2f}mm" height="{h * mm_per_px:.2f}mm" viewBox="0 0 {w} {h}">'
+                        f'<image width="{w}" height="{h}" '
+                        f'xlink:href="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode("ascii")}"/></svg>')
+        elif fmt == "pdf":
+            out[fmt] = lambda tmp: img.convert("RGB").save(tmp, format="PDF", resolution=float(dpi or 72))
+        else:
+            name = {"jpg": "JPEG", "jpeg": "JPEG"}.get(fmt, fmt.upper())
+            rgb = img.convert("RGB") if name == "JPEG" else img
+            out[fmt] = lambda tmp, im=rgb, n=name: im.save(tmp, format=n, **at)
+    return out
+
+
 def save_presets(obj, path: str | os.PathLike, *, presets: Sequence[str] = ("screen", "paper"),
                  width: str | float | None = None) -> dict[str, Path]:
-    """Save a matplotlib figure or an altair chart in several presets in one call.
+    """:func:`save_figure` of a chart, a figure or a panel in several presets in one call.
 
     The ``screen`` files are ``<path>.<fmt>``, the ``paper`` files ``<path>_paper.<fmt>``.
 
     Parameters
     ----------
-    obj : matplotlib.figure.Figure or altair chart
+    obj : altair chart, matplotlib.figure.Figure or PIL.Image.Image
     path : path-like
         Path without extension.
     presets : sequence of {"screen", "paper"}
     width : {"single", "double"} or float, optional
-        Paper width (default: double column for figures; for charts a single column, or both
-        columns when the chart does not fit one at the paper fonts).
+        Paper width (default: double column for figures and panels; for charts a single column,
+        or both columns when the chart does not fit one at the paper fonts).
 
     Returns
     -------
     dict
         ``"<preset>.<fmt>"`` -> path written.
     """
-    base = _base(path, _KNOWN)
-    is_figure = hasattr(obj, "savefig")
+    base = _base(path, _KNOWN[_kind(obj)])
     out: dict[str, Path] = {}
     for name in presets:
-        p = _preset(name)
         target = base if name == "screen" else base.with_name(f"{base.name}_{name}")
-        if is_figure:
-            files = save_figure(obj, target, preset=p, width=width or "double")
-        elif width is not None:
-            files = save_chart(obj, target, preset=p, width=width)
-        else:  # a single column when the chart fits there at the paper fonts, else both columns
-            try:
-                files = save_chart(obj, target, preset=p, width="single")
-            except ValueError as exc:
-                if "cannot fit" not in str(exc):
-                    raise
-                files = save_chart(obj, target, preset=p, width="double")
+        files = save_figure(obj, target, preset=_preset(name), width=width)
         out.update({f"{name}.{fmt}": f for fmt, f in files.items()})
     return out

@@ -5,13 +5,15 @@
   mask), the prediction and the ground truth (the quickstart figure).
 * :func:`class_panels`: FS-MedSAM2 Figure 3/4 style, one row per class: support image with its
   mask, the query prediction and the ground truth on one query slice.
-* :func:`fsm2kit.viz.export.save_chart` / :func:`fsm2kit.viz.export.save_figure` write charts and
-  figures offline in the ``paper`` (300 dpi PNG, PDF, SVG at 89 / 183 mm, fonts >= 7 pt) or
+* :func:`fsm2kit.viz.export.save_figure` writes charts, figures and panels
+  offline in the ``paper`` (300 dpi PNG, PDF, SVG at 89 / 183 mm, fonts >= 7 pt) or
   ``screen`` preset; :func:`fsm2kit.viz.export.save_presets` writes both in one call.
 
-Image panels are radiological (anterior up, patient's right on the left, edge letters;
-:mod:`fsm2kit.viz.display`) and use its colour-blind-safe colours (support blue, prediction
-orange, ground truth a bluish-green contour over the prediction), with a legend.
+Image panels are rendered by the one renderer (:func:`fsm2kit.viz.drawing.render_slice`, as the
+inspector's panels are): radiological (anterior up, patient's right on the left, edge letters;
+:mod:`fsm2kit.viz.display`), in its colour-blind-safe colours (:data:`~fsm2kit.viz.display.COLORS`:
+support blue, prediction orange, ground truth a bluish-green contour over the prediction); matplotlib
+only lays them out, titles them, adds a legend and saves.
 Charts and figures made from random weights say so in their titles.
 """
 
@@ -22,21 +24,18 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from .display import COLORS, display_slice, episode_axcodes
 from ..protocol.metrics import dice
+from .display import COLORS, episode_axcodes
+from .drawing import render_slice
 
 __all__ = [
-    "PRED_COLOR",
-    "GT_COLOR",
-    "SUPPORT_COLOR",
     "weights_label",
     "slice_overlays",
     "class_panels",
 ]
 
-PRED_COLOR = COLORS["prediction"]  # prediction: Okabe-Ito orange (filled + outline)
-GT_COLOR = COLORS["ground_truth"]  # ground truth: Okabe-Ito bluish green (contour over the prediction)
-SUPPORT_COLOR = COLORS["support"]  # support mask: Okabe-Ito blue
+#: Grey window of the figures' slices (percentiles): an outlier does not wash out the rest.
+_WINDOW = (0.5, 99.5)
 
 
 def weights_label(weights: str | Sequence[str] | pd.Series | None) -> str:
@@ -68,15 +67,6 @@ def _figure(nrows: int, ncols: int, size: float):
     return fig, axes
 
 
-def _fill(ax, m: np.ndarray, color: str) -> None:
-    from matplotlib.colors import to_rgba
-
-    rgba = np.zeros((*m.shape, 4), np.float32)
-    rgba[m] = to_rgba(color, 0.4)
-    ax.imshow(rgba, interpolation="nearest")
-    ax.contour(m.astype(float), levels=[0.5], colors=[color], linewidths=0.8)
-
-
 def _letters(ax, letters: dict | None) -> None:
     """Orientation letters in the middle of each edge (white on a dark outline)."""
     if not letters:
@@ -91,24 +81,16 @@ def _letters(ax, letters: dict | None) -> None:
     ax.text(0.985, 0.5, letters["right"], ha="right", va="center", **kw)
 
 
-def _show(ax, image, *, orientation=None, fill=None, fill_color=PRED_COLOR, contour=None, title="",
+def _show(ax, image, *, orientation=None, fill=None, fill_color=COLORS["prediction"], contour=None, title="",
           empty_note: str | None = None):
-    """A slice in the radiological view: ``fill`` (mask, filled), ``contour`` (ground truth) on top."""
-    view = display_slice(np.asarray(image, dtype=np.float32), orientation)
-    img = np.asarray(view.array)
-    lo, hi = np.percentile(img, [0.5, 99.5]) if img.size else (0, 1)
-    ax.imshow(img, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1, interpolation="nearest")
-    if fill is not None:
-        m = np.asarray(display_slice(np.asarray(fill).astype(bool), orientation).array)
-        if m.any():
-            _fill(ax, m, fill_color)
-        elif empty_note:
-            ax.text(0.5, 0.5, empty_note, transform=ax.transAxes, ha="center", va="center", fontsize=8,
-                    color="white", bbox=dict(boxstyle="round,pad=0.25", fc=COLORS["empty"], ec="none", alpha=0.9))
-    if contour is not None:
-        g = np.asarray(display_slice(np.asarray(contour).astype(bool), orientation).array)
-        if g.any():
-            ax.contour(g.astype(float), levels=[0.5], colors=[GT_COLOR], linewidths=1.2)
+    """A slice rendered by :func:`render_slice` (``fill``: a mask, filled; ``contour``: the ground
+    truth, outlined on top), its edge letters, a note when ``fill`` is empty, and a title."""
+    view = render_slice(image, orientation, fill=fill, fill_color=fill_color,
+                        outlines=[(contour, COLORS["ground_truth"])], window=_WINDOW)
+    ax.imshow(view.array, interpolation="nearest")
+    if fill is not None and not np.any(fill) and empty_note:
+        ax.text(0.5, 0.5, empty_note, transform=ax.transAxes, ha="center", va="center", fontsize=8,
+                color="white", bbox=dict(boxstyle="round,pad=0.25", fc=COLORS["empty"], ec="none", alpha=0.9))
     _letters(ax, view.letters)
     ax.set_title(title, fontsize=8)
     ax.set_xticks([])
@@ -125,9 +107,9 @@ def _legend(fig) -> None:
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
-    handles = [Patch(facecolor=SUPPORT_COLOR, edgecolor=SUPPORT_COLOR, alpha=0.6, label="support mask"),
-               Patch(facecolor=PRED_COLOR, edgecolor=PRED_COLOR, alpha=0.6, label="prediction"),
-               Line2D([], [], color=GT_COLOR, linewidth=1.5, label="ground truth (contour)")]
+    handles = [Patch(facecolor=COLORS["support"], edgecolor=COLORS["support"], alpha=0.6, label="support mask"),
+               Patch(facecolor=COLORS["prediction"], edgecolor=COLORS["prediction"], alpha=0.6, label="prediction"),
+               Line2D([], [], color=COLORS["ground_truth"], linewidth=1.5, label="ground truth (contour)")]
     fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=8, frameon=False)
 
 
@@ -218,7 +200,7 @@ def slice_overlays(episode, result, *, n: int = 4, positions: Sequence[int] | No
         for ax in sup_axes[len(sups):] + query_axes[len(pos):]:
             _blank(ax)
     for ax, sup in zip(sup_axes, sups):
-        _show(ax, sup.image, orientation=orient, fill=sup.mask, fill_color=SUPPORT_COLOR, title=_support_title(sup))
+        _show(ax, sup.image, orientation=orient, fill=sup.mask, fill_color=COLORS["support"], title=_support_title(sup))
     for ax, p in zip(query_axes, pos):
         pred = result.slices[p].prediction
         gt = None if episode.labels is None else episode.labels[p]
@@ -285,7 +267,7 @@ def class_panels(predictions: Sequence, *, position: str | int = "largest", size
             _blank(row[0], f"{res.label_name}: same support as above")
         else:
             shown.add(key)
-            _show(row[0], sup.image, orientation=orient, fill=sup.mask, fill_color=SUPPORT_COLOR,
+            _show(row[0], sup.image, orientation=orient, fill=sup.mask, fill_color=COLORS["support"],
                   title=f"{res.label_name}: {_support_title(sup)}")
         _show(row[1], ep.images[p], orientation=orient, title=f"query {res.case_id} z={int(ep.z[p])}")
         _show(row[2], ep.images[p], orientation=orient, fill=pred, contour=gt, empty_note="no prediction",

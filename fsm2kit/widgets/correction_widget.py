@@ -27,7 +27,6 @@ from typing import Sequence
 
 import ipywidgets as W
 import numpy as np
-import traitlets
 
 from ..engine.corrections import Correction
 from ..viz.display import COLORS, OKABE_ITO
@@ -38,61 +37,11 @@ from ..inspector.corrected import correction_stages, inspect_corrections
 from ..viz.drawing import draw_marker, hex_rgb, png_bytes, png_img_tag
 from ..inspector.inspection import Inspection
 from ..inspector.panels import chart_png, clicked_pixel, mass_chart, panel_orientation, query_image
-from .inspector_widget import ClickImage
+from .image import legend_html, show_png, slice_image
 
-__all__ = ["PromptImage", "CorrectionWidget", "correct_episode", "show_corrections", "example_correction"]
+__all__ = ["CorrectionWidget", "correct_episode", "show_corrections", "example_correction"]
 
-#: Colours of the prompts (Okabe-Ito): positive points, negative points, boxes.
-PROMPT_COLORS = {"positive": OKABE_ITO["sky blue"], "negative": OKABE_ITO["vermillion"], "box": OKABE_ITO["yellow"]}
 _MODES = (("+ point", "positive"), ("- point", "negative"), ("box", "box"))
-
-if ClickImage is not None:  # anywidget ships its JupyterLab extension, no CDN needed
-
-    class PromptImage(ClickImage):
-        """A :class:`~fsm2kit.widgets.inspector_widget.ClickImage` that also reports drags (``drag``: relative
-        ``[y0, x0, y1, x1, t]`` in [0, 1) of the displayed image); a press and release within 5 px is a click."""
-
-        _esm = """
-        function render({ model, el }) {
-          const img = document.createElement("img");
-          img.style.cursor = "crosshair";
-          img.style.display = "block";
-          img.draggable = false;
-          img.className = "fsm2-prompt-image";
-          const update = () => {
-            img.src = "data:image/png;base64," + model.get("png_b64");
-            img.style.width = model.get("width") + "px";
-          };
-          update();
-          model.on("change:png_b64", update);
-          model.on("change:width", update);
-          let start = null;
-          const rel = (ev) => {
-            const r = img.getBoundingClientRect();
-            const c = (v) => Math.min(Math.max(v, 0), 0.999999);
-            return [c((ev.clientY - r.top) / r.height), c((ev.clientX - r.left) / r.width), ev.clientX, ev.clientY];
-          };
-          img.addEventListener("mousedown", (ev) => { ev.preventDefault(); start = rel(ev); });
-          window.addEventListener("mouseup", (ev) => {
-            if (!start) return;
-            const end = rel(ev), s = start;
-            start = null;
-            if (Math.hypot(end[2] - s[2], end[3] - s[3]) < 5) {
-              model.set("click", [end[0], end[1], Date.now()]);
-            } else {
-              model.set("drag", [s[0], s[1], end[0], end[1], Date.now()]);
-            }
-            model.save_changes();
-          });
-          el.appendChild(img);
-        }
-        export default { render };
-        """
-        drag = traitlets.List([]).tag(sync=True)
-
-else:  # pragma: no cover - anywidget is part of the notebooks extra
-    PromptImage = None  # type: ignore[assignment]
-
 
 def example_correction(episode: Episode, *, z: int | None = None) -> Correction:
     """One positive point: at the ground truth's centre on slice ``z`` (default: the slice with the
@@ -170,12 +119,7 @@ class CorrectionWidget(W.VBox):
         self.message.add_class("fsm2-corr-message")
         self.pending_view = W.HTML()
         self.pending_view.add_class("fsm2-corr-pending")
-        if PromptImage is not None:
-            self.query = PromptImage(width=self.size)
-            self.query.observe(self._on_click, names="click")
-            self.query.observe(self._on_drag, names="drag")
-        else:  # pragma: no cover
-            self.query = W.Image(format="png", layout=W.Layout(width=f"{self.size}px"))
+        self.query = slice_image(self.size, on_click=self._on_click, on_drag=self._on_drag)
         self.query.add_class("fsm2-corr-query")
         self.areas = W.Image(format="png")
         self.areas.add_class("fsm2-corr-areas")
@@ -352,7 +296,7 @@ class CorrectionWidget(W.VBox):
             return o.point(y, x, shape) if o is not None else (y, x)
 
         def rgb(key):
-            return tuple(int(v * 255) for v in hex_rgb(PROMPT_COLORS[key]))
+            return tuple(int(v * 255) for v in hex_rgb(COLORS[key]))
 
         def box(b, width):
             x0, y0, x1, y1 = (int(round(v)) for v in b)
@@ -368,15 +312,15 @@ class CorrectionWidget(W.VBox):
             for x, y, lab in c.points:
                 dy, dx = show(y, x)
                 cy, cx = (dy + 0.5) * sy, (dx + 0.5) * sx
-                draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=rgb("positive" if lab else "negative"),
+                draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=rgb("positive_point" if lab else "negative_point"),
                              outline=(255, 255, 255), width=1)
         p = self.pending.get(z, {"points": [], "box": None})
         if p["box"] is not None:
             box(p["box"], 3)
         for x, y, lab in p["points"]:
-            draw_marker(img, show(y, x), dshape, PROMPT_COLORS["positive" if lab else "negative"])
+            draw_marker(img, show(y, x), dshape, COLORS["positive_point" if lab else "negative_point"])
         if self._anchor is not None:
-            draw_marker(img, show(*self._anchor), dshape, PROMPT_COLORS["box"])
+            draw_marker(img, show(*self._anchor), dshape, COLORS["box"])
         return png_bytes(img)
 
     def area_chart(self):
@@ -402,7 +346,7 @@ class CorrectionWidget(W.VBox):
         layers = [lines]
         last = sorted({int(c.z) for c in run.rounds[-1]}) if run.rounds else []
         if last:
-            layers.append(alt.Chart(pd.DataFrame({"z": last})).mark_rule(color=PROMPT_COLORS["positive"],
+            layers.append(alt.Chart(pd.DataFrame({"z": last})).mark_rule(color=COLORS["positive_point"],
                                                                         strokeWidth=2).encode(x="z:Q"))
         layers.append(alt.Chart(pd.DataFrame({"z": [self.z]})).mark_rule(color="black", strokeDash=[4, 2]).encode(x="z:Q"))
         sub = f"{self.inspection.weights}" + (" (RANDOM WEIGHTS: content meaningless)" if self.inspection.random_weights else "")
@@ -415,10 +359,7 @@ class CorrectionWidget(W.VBox):
         insp = self.inspection
         png = self.query_png()
         self._query_png = png
-        if PromptImage is not None:
-            self.query.set_png(png)
-        else:  # pragma: no cover
-            self.query.value = png
+        show_png(self.query, png)
         items = []
         for c in self.pending_corrections():
             pts = ", ".join(f"{'+' if lab else '-'}({x:g}, {y:g})" for x, y, lab in c.points)
@@ -467,13 +408,10 @@ class CorrectionWidget(W.VBox):
 
 def _legend_html() -> str:
     items = (("prediction", COLORS["prediction"]), ("ground truth (contour)", COLORS["ground_truth"]),
-             ("positive point", PROMPT_COLORS["positive"]), ("negative point", PROMPT_COLORS["negative"]),
-             ("box", PROMPT_COLORS["box"]))
-    return "<div class='fsm2-legend'>" + "".join(
-        f"<span style='display:inline-block;background:{c};width:12px;height:12px;margin:0 4px 0 10px;"
-        f"vertical-align:middle'></span>{html.escape(t)}" for t, c in items) + (
-        " <span style='margin-left:10px'>(dots and thin boxes: rounds done; cross-hairs and thick boxes: "
-        "pending)</span></div>")
+             ("positive point", COLORS["positive_point"]), ("negative point", COLORS["negative_point"]),
+             ("box", COLORS["box"]))
+    return legend_html([(label, color, "fill") for label, color in items],
+                       "(dots and thin boxes: rounds done; cross-hairs and thick boxes: pending)")
 
 
 def correct_episode(engine: Engine, episode: Episode, setting: str, *, prompts: str | Path | None = None,

@@ -5,7 +5,7 @@
 * a slider over the query slices in processing order, labelled by their z, and a layer selector;
 * the query slice (radiological, with orientation letters) with its prediction (orange),
   the ground-truth contour (bluish green) and the chosen pixel (reddish purple), the colours
-  of :data:`fsm2kit.viz.display.COLORS`: click on the slice (an anywidget image) or type the
+  of :data:`fsm2kit.viz.display.COLORS`: click on the slice (:class:`~fsm2kit.widgets.image.ClickImage`) or type the
   pixel's y and x (array indices); "follow foreground" puts the pixel at the centre of each
   slice's predicted foreground;
 * the memory entries with the pixel's attention map over each (:func:`memory_panels`);
@@ -19,60 +19,17 @@ which an HTML export of the notebook shows where no widget state was saved.
 
 from __future__ import annotations
 
-import base64
 import html
 
 import ipywidgets as W
-import traitlets
 
 from ..viz.display import COLORS
 from ..inspector.inspection import Inspection
 from ..viz.drawing import png_bytes, png_img_tag
 from ..inspector.panels import chart_png, clicked_pixel, mass_chart, memory_panels, panel_orientation, query_image
+from .image import legend_html, show_png, slice_image
 
-__all__ = ["ClickImage", "MemoryInspectorWidget", "show_inspector"]
-
-try:  # a clickable image; anywidget ships its JupyterLab extension, no CDN needed
-    import anywidget
-
-    class ClickImage(anywidget.AnyWidget):
-        """A PNG image that reports clicks as relative (y, x) in [0, 1) (trait ``click``)."""
-
-        _esm = """
-        function render({ model, el }) {
-          const img = document.createElement("img");
-          img.style.cursor = "crosshair";
-          img.style.display = "block";
-          img.className = "fsm2-click-image";
-          const update = () => {
-            img.src = "data:image/png;base64," + model.get("png_b64");
-            img.style.width = model.get("width") + "px";
-          };
-          update();
-          model.on("change:png_b64", update);
-          model.on("change:width", update);
-          img.addEventListener("click", (ev) => {
-            const r = img.getBoundingClientRect();
-            const y = (ev.clientY - r.top) / r.height, x = (ev.clientX - r.left) / r.width;
-            model.set("click", [y, x, Date.now()]);
-            model.save_changes();
-          });
-          el.appendChild(img);
-        }
-        export default { render };
-        """
-        png_b64 = traitlets.Unicode("").tag(sync=True)
-        width = traitlets.Int(256).tag(sync=True)
-        click = traitlets.List([]).tag(sync=True)
-
-        def set_png(self, data: bytes) -> None:
-            self.png_b64 = base64.b64encode(data).decode("ascii")
-
-    _HAVE_ANYWIDGET = True
-except ImportError:  # pragma: no cover - anywidget is part of the notebooks extra
-    ClickImage = None  # type: ignore[assignment]
-    _HAVE_ANYWIDGET = False
-
+__all__ = ["MemoryInspectorWidget", "show_inspector"]
 
 class MemoryInspectorWidget(W.VBox):
     """Slider over query slices, layer selector, pixel chooser; query, memories and mass chart.
@@ -120,11 +77,7 @@ class MemoryInspectorWidget(W.VBox):
                                  layout=W.Layout(width="160px"))
         self.status = W.HTML()
         self.status.add_class("fsm2-status")
-        if _HAVE_ANYWIDGET:
-            self.query = ClickImage(width=self.size)
-            self.query.observe(self._on_click, names="click")
-        else:  # pragma: no cover
-            self.query = W.Image(format="png", layout=W.Layout(width=f"{self.size}px"))
+        self.query = slice_image(self.size, on_click=self._on_click)
         self.query.add_class("fsm2-query")
         self.memories = W.Image(format="png")
         self.memories.add_class("fsm2-memories")
@@ -202,10 +155,7 @@ class MemoryInspectorWidget(W.VBox):
         y, x = min(y, h - 1), min(x, w - 1)
         qimg = query_image(insp, k, pixel=(y, x), size=self.size)
         self._query_png = png_bytes(qimg)
-        if _HAVE_ANYWIDGET:
-            self.query.set_png(self._query_png)
-        else:  # pragma: no cover
-            self.query.value = self._query_png
+        show_png(self.query, self._query_png)
         mem = memory_panels(insp, k, (y, x), layer=layer, size=max(96, self.size * 3 // 4))
         self.memories.value = png_bytes(mem)
         if self.show_chart:
@@ -255,15 +205,9 @@ class MemoryInspectorWidget(W.VBox):
 
 
 def _legend_html() -> str:
-    items = (("prediction", COLORS["prediction"], "fill"), ("ground truth (contour)", COLORS["ground_truth"], "line"),
-             ("pixel", COLORS["pixel"], "line"), ("support mask", COLORS["support"], "line"))
-    spans = []
-    for label, color, kind in items:
-        box = (f"background:{color};width:12px;height:12px" if kind == "fill"
-               else f"border-top:3px solid {color};width:14px;height:0")
-        spans.append(f"<span style='display:inline-block;{box};margin:0 4px 0 10px;vertical-align:middle'></span>"
-                     f"{html.escape(label)}")
-    return "<div class='fsm2-legend'>" + "".join(spans) + "</div>"
+    return legend_html((("prediction", COLORS["prediction"], "fill"),
+                        ("ground truth (contour)", COLORS["ground_truth"], "line"),
+                        ("pixel", COLORS["pixel"], "line"), ("support mask", COLORS["support"], "line")))
 
 
 def show_inspector(inspection: Inspection, **kwargs) -> MemoryInspectorWidget:
