@@ -13,8 +13,8 @@ from fsm2kit.tables.paper import PUBLISHED_BASELINES, baseline_table, paper_numb
 from fsm2kit.run.config import ExperimentConfig
 from fsm2kit.run.sources import load_config_episodes, subset_episode
 from fsm2kit.run.runner import run_experiment
-from fsm2kit.run.experiment_result import (GROUP_KEYS, PROVENANCE_COLUMNS, format_dice, logits_key, read_results,
-                                      slice_dice)
+from fsm2kit.protocol.metrics import slice_dice
+from fsm2kit.run.experiment_result import GROUP_KEYS, PROVENANCE_COLUMNS, format_dice, logits_key, read_results
 from fsm2kit.tables.dice_table import results_table
 from fsm2kit.tables.paper import ORGAN_ORDER
 

@@ -28,6 +28,7 @@ __all__ = [
     "DiceCounts",
     "dice_counts",
     "dice",
+    "slice_dice",
     "pooled_dice",
     "mean_volume_dice",
     "per_volume_dice",
@@ -162,6 +163,20 @@ def dice(pred: np.ndarray, target: np.ndarray, *, empty: float = float("nan")) -
     float
     """
     return dice_counts(pred, target).dice(empty=empty)
+
+
+def slice_dice(tp, fp, fn):
+    """Per-slice Dice from counts, by the one Dice (:meth:`DiceCounts.dice`).
+
+    ``2TP / (2TP + FP + FN)``; NaN where prediction and target are both empty. Works on numbers
+    and on arrays / Series of counts (returns an array of the broadcast shape).
+    """
+    arrays = np.broadcast_arrays(*(np.asarray(x) for x in (tp, fp, fn)))
+    if arrays[0].ndim == 0:
+        return DiceCounts(*(a.item() for a in arrays)).dice()
+    flat = zip(*(a.ravel().tolist() for a in arrays))
+    return np.fromiter((DiceCounts(*c).dice() for c in flat), dtype=float, count=arrays[0].size).reshape(
+        arrays[0].shape)
 
 
 def _as_counts(item: object) -> DiceCounts:

@@ -8,7 +8,7 @@ from ..lazy import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     ".config": ["ExperimentConfig", "METRICS"],
-    ".experiment_result": ["ExperimentResult", "GROUP_KEYS", "ModelRun", "PROVENANCE_COLUMNS", "Prediction", "RESULT_FILES", "format_dice", "logits_key", "read_results", "slice_dice", "tidy_slices"],
+    ".experiment_result": ["ExperimentResult", "GROUP_KEYS", "ModelRun", "PROVENANCE_COLUMNS", "Prediction", "RESULT_FILES", "format_dice", "logits_key", "read_results", "tidy_slices"],
     ".prompting": ["corrections_record", "episode_rounds", "label_rounds", "prompt_record", "segment_corrected"],
     ".runner": ["run_experiment", "run_experiments"],
     ".sources": ["bars_off", "episode_folder_kind", "load_config_episodes", "load_episodes", "npz_episodes_matching", "require_folder_options", "subset_episode"],

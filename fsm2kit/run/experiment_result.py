@@ -10,7 +10,7 @@ model) run, the models' run statistics and, with ``keep_predictions=True``, the 
     Written when the predictions were kept (``fsm2kit run`` always keeps them).
 ``slices.csv``
     One row per (experiment, dataset, fold, case, class, model, setting, order, slice): TP, FP,
-    FN, ground-truth and predicted pixels, the slice's Dice (:func:`slice_dice`), SAM2's object
+    FN, ground-truth and predicted pixels, the slice's Dice (:func:`~fsm2kit.protocol.metrics.slice_dice`), SAM2's object
     score, the memories attended to, the memory policy, and the provenance columns
     (:data:`PROVENANCE_COLUMNS`: weights, checkpoint sha256, versions, protocol variant).
 ``summary.csv``
@@ -46,7 +46,7 @@ from ..engine.results import EpisodeResult
 from ..protocol.episode import Episode
 from ..records.fileio import atomic_write
 from ..engine.plans import normalize_setting
-from ..protocol.metrics import DiceCounts, per_volume_dice, summarize_dice
+from ..protocol.metrics import per_volume_dice, slice_dice, summarize_dice
 from .config import METRICS, ExperimentConfig
 from ..records.provenance import RANDOM_NOTE, Provenance
 from ..tables.dice_table import DiceTable, dice_table, results_table
@@ -55,7 +55,6 @@ __all__ = [
     "GROUP_KEYS",
     "PROVENANCE_COLUMNS",
     "RESULT_FILES",
-    "slice_dice",
     "tidy_slices",
     "ModelRun",
     "Prediction",
@@ -96,20 +95,6 @@ _RANDOM = "random weights"
 
 
 # ============================================================================ per-slice table
-def slice_dice(tp, fp, fn):
-    """Per-slice Dice from counts, by the one Dice (:meth:`fsm2kit.protocol.metrics.DiceCounts.dice`).
-
-    ``2TP / (2TP + FP + FN)``; NaN where prediction and target are both empty. Works on numbers
-    and on arrays / Series of counts (returns an array of the broadcast shape).
-    """
-    arrays = np.broadcast_arrays(*(np.asarray(x) for x in (tp, fp, fn)))
-    if arrays[0].ndim == 0:
-        return DiceCounts(*(a.item() for a in arrays)).dice()
-    flat = zip(*(a.ravel().tolist() for a in arrays))
-    return np.fromiter((DiceCounts(*c).dice() for c in flat), dtype=float, count=arrays[0].size).reshape(
-        arrays[0].shape)
-
-
 _FIRST = ["experiment", "dataset", "fold", "case_id", "label", "label_name", "model", "image_size",
           "setting", "order", "z", "tp", "fp", "fn", "gt_px", "pred_px", "dice"]
 
