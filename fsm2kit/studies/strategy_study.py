@@ -51,27 +51,13 @@ def _names(what: str, values) -> list:
 
 def run_strategy_study(
     name: str,
+    config: ExperimentConfig | None = None,
     *,
     output_dir: str | os.PathLike,
-    dataset: str = "CHAOST2",
-    episodes: str | os.PathLike | None = None,
-    folds: Sequence[int] = (),
-    classes: Sequence[str] = (),
-    variant: str = "ALP",
-    setting: str = "S1SFQ",
-    orders: Sequence[object] = ("middle",),
     memory_policies: Sequence[object] = ("sam2",),
     support_selectors: Sequence[object] = ("protocol",),
-    plugins: Sequence[str] = (),
-    model: str = "sam2-tiny",
-    checkpoint=None,
-    seed: int = 0,
-    image_size: int = 1024,
-    device: str | None = None,
-    cache_dir: str | None = None,
-    max_slices: int | None = None,
-    object_batch_size: int | None = None,
     progress: bool = True,
+    **overrides,
 ) -> "StrategyStudy":
     """Run one setting under every (memory policy, support selector, order) and save the results.
 
@@ -79,21 +65,20 @@ def run_strategy_study(
     ----------
     name : str
         The study's name (the ``experiment`` column).
+    config : ExperimentConfig or None
+        The data, the one setting and model, the orders, plugins, weights and size
+        (:class:`~fsm2kit.run.config.ExperimentConfig`; ``episodes=None``: the bundled CHAOS
+        case); its ``orders`` are one axis of the study (FQ settings). A notebook builds it from
+        its parameters: ``ExperimentConfig.from_parameters(globals())``.
     output_dir : path, keyword-only
         Created if missing; gets the one output format, tables and charts.
-    dataset, episodes, folds, classes, variant
-        The data, as in :class:`~fsm2kit.run.config.ExperimentConfig` (``episodes=None``:
-        the bundled CHAOS case).
-    setting : str
-        One inference setting (1S1Q, 3S1Q, S1SFQ, 3SFQ); ``orders`` apply to the FQ settings.
-    orders, memory_policies, support_selectors : sequence of str or strategy
-        The axes (registered names with arguments, e.g. ``"recent:2"``, or strategy objects);
-        ``fsm2kit strategies`` lists them. All are checked before the model loads.
-    plugins : sequence of str
-        Modules registering a user's strategies, imported first.
-    model, checkpoint, seed, image_size, device, cache_dir, max_slices, object_batch_size
-        As in :class:`~fsm2kit.run.config.ExperimentConfig`; one model serves every run.
-    progress : bool
+    memory_policies, support_selectors : sequence of str or strategy, keyword-only
+        The other two axes (registered names with arguments, e.g. ``"recent:2"``, or strategy
+        objects); ``fsm2kit strategies`` lists them. All are checked before the model loads.
+    progress : bool, keyword-only
+    **overrides
+        Config fields applied on top of ``config`` (:meth:`ExperimentConfig.replace
+        <fsm2kit.run.config.ExperimentConfig.replace>`), e.g. ``setting="3SFQ"``.
 
     Returns
     -------
@@ -101,18 +86,16 @@ def run_strategy_study(
     """
     from ..model.loading import load_sam2
 
+    if config is not None and not isinstance(config, ExperimentConfig):
+        raise TypeError(f"run_strategy_study: config is an ExperimentConfig, got {type(config).__name__}.")
+    base = (config or ExperimentConfig()).replace(name=name, **overrides)  # loads the plugins first
+    for what, n in (("settings", len(base.settings)), ("models", len(base.models))):
+        if n != 1:
+            raise ValueError(f"run_strategy_study: one {what[:-1]} per study, got {n} {what}; run a study per {what[:-1]}.")
     policies = _names("memory_policies", memory_policies)
     selectors = _names("support_selectors", support_selectors)
-    orders = _names("orders", orders)
-    configs = [
-        ExperimentConfig(
-            episodes=episodes, dataset=dataset, folds=folds, classes=classes, variant=variant, settings=[setting],
-            orders=orders, support_selector=sel, memory_policy=pol, plugins=plugins, models=[model],
-            checkpoint=checkpoint, seed=seed, image_size=image_size, device=device, cache_dir=cache_dir,
-            max_slices=max_slices, object_batch_size=object_batch_size, name=name,
-        )
-        for sel in selectors for pol in policies
-    ]
+    configs = [base.replace(support_selector=sel, memory_policy=pol) for sel in selectors for pol in policies]
+    setting, model = base.settings[0], base.models[0]
     # the selector decides the episodes' supports: load them once per selector
     loaded: dict[str, list] = {}
     eps = []
@@ -127,7 +110,7 @@ def run_strategy_study(
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     result = run_experiments(configs, models={model: sam2}, episodes=eps, keep_predictions=True, progress=progress)
-    study = StrategyStudy(name, result, out, setting=configs[0].settings[0], model=sam2)
+    study = StrategyStudy(name, result, out, setting=setting, model=sam2)
     study.save()
     return study
 
