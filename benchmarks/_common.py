@@ -96,7 +96,7 @@ def synthetic_volume(length: int):
     import numpy as np
 
     from fsm2kit.io.examples import example_episodes
-    from fsm2kit.protocol.episode import Episode
+    from fsm2kit.protocol.episodes import Episode
 
     (ep,) = example_episodes()
     rng = np.random.default_rng(0)

@@ -17,7 +17,7 @@ from fsm2kit.io.nifti import load_nifti, save_mask
 from fsm2kit.io.npz import load_npz_episodes, parse_npz_name
 from fsm2kit.io.volumes import LabelVolume, Volume
 from fsm2kit.protocol.labels import LabelMap
-from fsm2kit.protocol.episode import Episode
+from fsm2kit.protocol.episodes import Episode
 
 from helpers import assert_same_grid, stored_as
 

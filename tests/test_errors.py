@@ -52,7 +52,7 @@ import numpy as np
 import pytest
 
 from fsm2kit.engine import Engine, preprocess_slice
-from fsm2kit.protocol.episode import Episode, Support
+from fsm2kit.protocol.episodes import Episode, Support
 from fsm2kit.protocol import build_episode
 
 

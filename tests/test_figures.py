@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fsm2kit.protocol.episode import Episode, Support
+from fsm2kit.protocol.episodes import Episode, Support
 from fsm2kit.viz.display import COLORS
 from fsm2kit.viz.drawing import gray01, hex_rgb, outline, render_slice
 from fsm2kit.viz.export import save_figure

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from fsm2kit import protocol as P
-from fsm2kit.protocol.episode import Episode
+from fsm2kit.protocol.episodes import Episode
 from fsm2kit.protocol import (
     alp_chunk_index,
     alp_resampled_size,

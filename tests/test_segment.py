@@ -26,7 +26,7 @@ from fsm2kit.io.nifti import load_label_nifti, load_nifti
 from fsm2kit.io.volumes import Volume
 from fsm2kit.protocol.labels import LabelMap
 from fsm2kit.engine import Engine, EngineStats, SupportMemory, TrackOutput
-from fsm2kit.protocol.episode import Support
+from fsm2kit.protocol.episodes import Support
 from fsm2kit.engine.memory import MemorySettings
 from fsm2kit.engine.plans import fq_plan
 from fsm2kit.testing import assert_labels_agree, assert_masks_agree

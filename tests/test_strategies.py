@@ -13,7 +13,7 @@ import pytest
 
 from fsm2kit.cli import main
 from fsm2kit.cli.common import Strategies, add_strategy_args, strategies_from_args
-from fsm2kit.protocol.episode import Episode, Support
+from fsm2kit.protocol.episodes import Episode, Support
 from fsm2kit.engine.plans import SETTINGS, build_plans
 from fsm2kit.strategies import (
     MEMORY_POLICIES,

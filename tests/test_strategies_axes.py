@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fsm2kit.protocol.episode import Episode, Support
+from fsm2kit.protocol.episodes import Episode, Support
 from fsm2kit.engine.plans import Frame, Plan, Step, build_plans, custom_plan, fq_plan, split_plan
 from fsm2kit.strategies import (
     MAX_VIEWS,

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .engine import Engine
-from ..protocol.episode import Episode
+from ..protocol.episodes import Episode
 from .memory import MemoryBank, MemoryEntry, sam2_memory_policy
 from ..records.naming import strategy_name
 from .plans import Plan, build_plans, normalize_setting

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..protocol.episode import Episode, Support
+from ..protocol.episodes import Episode, Support
 from .features import FeatureCache, SliceFeatures, content_key, prompt_mask
 from ..model.holes import fill_holes
 from .memory import (

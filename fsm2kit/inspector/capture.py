@@ -51,7 +51,7 @@ import torch
 from ..engine.engine import Engine
 from ..engine.results import EpisodeResult
 from ..engine.tracking import TrackOutput
-from ..protocol.episode import Episode
+from ..protocol.episodes import Episode
 from ..engine.memory import MemoryBank, MemorySelection, TokenLayout
 from ..model.sam2_adapter import recombine_heads, separate_heads
 from .attention import PixelAttention, StepAttention, attention_inputs, attention_weights

@@ -21,7 +21,7 @@ from typing import Sequence
 
 from ..engine.corrections import Correction, CorrectionRun, segment_with_corrections
 from ..engine.engine import Engine
-from ..protocol.episode import Episode
+from ..protocol.episodes import Episode
 from ..engine.memory import MemoryBank
 from .capture import MemoryInspector
 from .inspection import Inspection

@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 
 from ..engine.engine import Engine
-from ..protocol.episode import Episode
+from ..protocol.episodes import Episode
 from ..engine.results import EpisodeResult
 from .attention import PixelAttention, StepAttention
 from .capture import MemoryInspector

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..protocol.episode import Episode
+from ..protocol.episodes import Episode
 from ..protocol.labels import LabelMap
 from .nifti import load_nifti
 from .npz import load_npz_episodes

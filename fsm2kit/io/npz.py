@@ -1,7 +1,7 @@
 """The published FS-MedSAM2 npz dumps (PROTOCOL.md section 6.1) as typed episodes.
 
 :func:`load_npz_episodes` turns a folder of ``{k}_{t}_case_{scanid}_z{z}.npz`` files into one
-:class:`~fsm2kit.protocol.episode.Episode` per (scan, class); :func:`parse_npz_name` reads a name.
+:class:`~fsm2kit.protocol.episodes.Episode` per (scan, class); :func:`parse_npz_name` reads a name.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..protocol.episode import Episode, Support
+from ..protocol.episodes import Episode, Support
 from ..protocol.checks import canonical_dataset
 from ..protocol.labels import DATASET_LABELS
 from ..protocol.slices import alp_chunk_index

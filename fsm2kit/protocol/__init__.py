@@ -8,8 +8,7 @@ from ..lazy import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     ".checks": ["DATASETS", "PROTOCOL_VARIANTS", "as_int", "canonical_dataset", "canonical_variant", "check_npart", "check_volume"],
-    ".episode": ["Episode", "Support"],
-    ".episodes": ["build_episode"],
+    ".episodes": ["Episode", "Support", "build_episode"],
     ".folds": ["ALP_SEP", "FoldSplit", "GMRD_FOLDS", "SCAN_IDS", "fold_split"],
     ".labels": ["DATASET_LABELS", "EVALUATED_CLASSES", "LABEL_ALIASES", "LABEL_GROUPS", "LabelMap", "PA_ALL", "label_name", "resolve_label", "tested_classes"],
     ".metrics": ["slice_dice", "DiceCounts", "METRIC_MEAN_PER_VOLUME", "METRIC_POOLED", "dice", "dice_counts", "mean_volume_dice", "per_volume_dice", "pooled_dice", "summarize_dice"],

@@ -43,7 +43,7 @@ import pandas as pd
 
 from ..records.naming import strategy_name
 from ..engine.results import EpisodeResult
-from ..protocol.episode import Episode
+from ..protocol.episodes import Episode
 from ..records.fileio import atomic_write
 from ..engine.plans import normalize_setting
 from ..protocol.metrics import per_volume_dice, slice_dice, summarize_dice

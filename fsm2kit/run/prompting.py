@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from ..engine.corrections import Correction, check_rounds, segment_with_corrections
-from ..protocol.episode import Episode
+from ..protocol.episodes import Episode
 from ..io.prompts import PromptError, PromptFile, label_matches, prompts_json
 
 __all__ = ["corrections_record", "episode_rounds", "label_rounds", "prompt_record", "segment_corrected"]

@@ -25,7 +25,7 @@ from dataclasses import asdict
 from tqdm.auto import tqdm
 
 from ..engine.engine import Engine
-from ..protocol.episode import Episode
+from ..protocol.episodes import Episode
 from ..records.naming import strategy_name
 from ..strategies.memory_policies import MEMORY_POLICIES
 from .config import ExperimentConfig

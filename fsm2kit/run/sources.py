@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..protocol.episode import Episode
+from ..protocol.episodes import Episode
 from .config import ExperimentConfig
 from .support_plans import SupportScan, attach_support_scan
 

@@ -32,7 +32,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..protocol.episode import Episode, Support
+from ..protocol.episodes import Episode, Support
 from ..records.naming import strategy_name
 from ..engine.plans import Frame, Plan, Step, build_plans, normalize_setting
 from ..strategies.orderings import ORDERINGS, engine_arguments

@@ -55,7 +55,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..protocol.episode import Support
+from ..protocol.episodes import Support
 from ..engine.memory import MemoryPolicy
 from ..io.volumes import LabelVolume, Volume, label_dtype
 from ..protocol.labels import LabelMap

@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from ..engine.tracking import TrackOutput
-from ..protocol.episode import Support
+from ..protocol.episodes import Support
 from ..engine.memory import MemoryPolicy, sam2_memory_policy
 from ..records.naming import strategy_name
 from ..engine.plans import Frame, Plan, split_plan
@@ -342,7 +342,7 @@ def corrected_propagation_job(
     :class:`Propagation` (``patience`` None). Arguments and corrections are checked at once.
     """
     from ..engine.corrections import check_rounds
-    from ..protocol.episode import Episode
+    from ..protocol.episodes import Episode
 
     t0 = time.perf_counter()
     imgs, lo, hi = _checked_volume(images, supports, start, z_range)

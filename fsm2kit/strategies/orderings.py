@@ -44,7 +44,7 @@ from ..records.naming import strategy_name
 from .registry import Registry, parse_index
 
 if TYPE_CHECKING:  # no numpy at import: the CLI lists orderings while it builds its parser
-    from ..protocol.episode import Episode
+    from ..protocol.episodes import Episode
     from ..engine.plans import Plan
 
 __all__ = ["Ordering", "PlanOrder", "StartOrder", "ORDERINGS", "register_ordering", "get_ordering", "engine_arguments"]

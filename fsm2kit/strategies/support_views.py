@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 import numpy as np
 
 if TYPE_CHECKING:
-    from ..protocol.episode import Support
+    from ..protocol.episodes import Support
     from ..engine.plans import Plan
 
 __all__ = ["VIEW_SEQUENCE", "MAX_VIEWS", "hflip_view", "scale_view", "gamma_view", "apply_view",

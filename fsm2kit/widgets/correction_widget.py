@@ -31,7 +31,7 @@ import numpy as np
 from ..engine.corrections import Correction
 from ..viz.display import COLORS, OKABE_ITO
 from ..engine.engine import Engine
-from ..protocol.episode import Episode
+from ..protocol.episodes import Episode
 from ..io.prompts import read_prompts, write_prompts
 from ..inspector.corrected import correction_stages, inspect_corrections
 from ..viz.drawing import draw_marker, hex_rgb, png_bytes, png_img_tag
