@@ -108,9 +108,7 @@ def _missing_paths() -> list[str]:
                 bad.append(f"{rel}: {m}")
         if path.suffix == ".py" and path.is_relative_to(PKG):
             parts = list(path.relative_to(ROOT).with_suffix("").parts)
-            package = parts if path.name == "__init__.py" else parts[:-1]
-            if parts[-1] == "__init__":
-                parts = parts[:-1]
+            package = parts[:-1]  # the package a relative reference starts from (also for __init__)
             for ref in set(_REL_MOD.findall(text)):
                 dots = len(ref) - len(ref.lstrip("."))
                 base = package[: len(package) - (dots - 1)]

@@ -1,5 +1,9 @@
-"""Sweeps: a notebook x a parameter grid, run through papermill on Dask into ``reports/``, with
-its index.
+"""Sweeps: a notebook x a parameter grid, run through papermill on Dask into ``reports/``.
+
+- ``sweep_spec``: sweep files, validated and expanded into runs.
+- ``sweep_runs``: one run of a sweep, on a worker.
+- ``sweep_index``: the index of a sweep (CSV and HTML).
+- ``sweeps``: :func:`run_sweep`, the batch of runs.
 
 Public names load lazily (PEP 562): importing this package imports no submodule.
 """

@@ -1,6 +1,8 @@
-"""The ``fsm2kit`` command line: one module per subcommand.
+"""The ``fsm2kit`` command line: one module per subcommand (``run``, ``segment``, ``inspect``,
+``batch``, ``prepare``, ``strategies``), and ``common``: the options they share (model,
+strategies, outputs) and the model and engine they ask for.
 
-This is the only room that parses arguments, sets torch's thread count or precision flags.
+This is the only package that parses arguments, sets torch's thread count or precision flags.
 Building the parser imports no torch, pandas or nibabel (``fsm2kit --help`` stays fast): each
 subcommand imports what it needs when it runs.
 

@@ -1,5 +1,12 @@
-"""The few-shot engine: plans, the typed memory bank and its selection rule, slice features,
-SAM2's tracking step, correction rounds, and the :class:`Engine` that drives them.
+"""The few-shot engine: SAM2's memory mechanism driven directly, with an explicit memory bank.
+
+- ``plans``: the inference settings and orders as :class:`Plan` s.
+- ``memory``: the typed :class:`MemoryBank`, SAM2's selection rule, the memory-policy contract.
+- ``features``: SAM2's preprocessing and the feature cache (each slice encoded once).
+- ``tracking``: SAM2's tracking step on a typed bank, batched, with the observer hook.
+- ``engine``: the :class:`Engine` (support memories, ``drive``, plans and episodes).
+- ``results``: what the engine returns.
+- ``corrections``: correction rounds (prompts, then re-propagation).
 
 Public names load lazily (PEP 562): importing this package imports no submodule.
 """

@@ -7,9 +7,9 @@
 * turns (support image, support mask) pairs into conditioning memories through SAM2's
   mask-prompt path, once per support (cached);
 * runs SAM2's tracking step for a query slice against a chosen set of memories
-  (:class:`~fsm2kit.memory.MemorySelection`), computing the memory tensors from a typed
-  :class:`~fsm2kit.memory.MemoryBank` instead of SAM2's inference-state dicts;
-* executes :class:`~fsm2kit.ordering.Plan` s, which is how the four settings and the orders of
+  (:class:`~fsm2kit.engine.memory.MemorySelection`), computing the memory tensors from a typed
+  :class:`~fsm2kit.engine.memory.MemoryBank` instead of SAM2's inference-state dicts;
+* executes :class:`~fsm2kit.engine.plans.Plan` s, which is how the four settings and the orders of
   FS-MedSAM2 are expressed.
 
 It reproduces SAM2's video predictor driven the published way (tested against
@@ -249,7 +249,7 @@ class Engine:
         image : ndarray, (H, W)
             The query slice.
         selection : MemorySelection
-            Which memories of ``bank`` to attend to (see :func:`fsm2kit.memory.select_memories`).
+            Which memories of ``bank`` to attend to (see :func:`fsm2kit.engine.memory.select_memories`).
         bank : MemoryBank
         store : bool
             Also encode the prediction into a (non-conditioning) memory entry.
@@ -381,7 +381,7 @@ class Engine:
         order : {"middle", "top"}
             Processing order of the FQ settings; ignored by the 1Q settings.
         plans : sequence of Plan, optional
-            Custom plans (e.g. :func:`fsm2kit.ordering.custom_plan`) instead of the setting's.
+            Custom plans (e.g. :func:`fsm2kit.engine.plans.custom_plan`) instead of the setting's.
         keep_banks : bool
             Keep each plan's final memory bank in the result (for inspection).
         memory_policy : MemoryPolicy, optional

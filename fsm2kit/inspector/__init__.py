@@ -1,5 +1,11 @@
-"""The memory-bank inspector: attention capture, the key-axis layout, tidy tables of an
-inspected run, and its charts and panels.
+"""The memory-bank inspector: which memories SAM2 attends to when it segments a query slice.
+
+- ``layout``: the memory attention's key axis, named.
+- ``attention``: what a capture records.
+- ``capture``: the engine observer that captures attention.
+- ``inspection``: an inspected run as tidy tables.
+- ``panels``: its altair charts and image panels.
+- ``corrected``: the inspection of a corrected run.
 
 Public names load lazily (PEP 562): importing this package imports no submodule.
 """

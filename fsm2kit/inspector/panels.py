@@ -1,4 +1,4 @@
-"""Views of an :class:`~fsm2kit.inspect.Inspection`: altair charts and image panels.
+"""Views of an :class:`~fsm2kit.inspector.inspection.Inspection`: altair charts and image panels.
 
 Charts (altair; :func:`fsm2kit.viz.export.save_figure` writes ``.png``/``.svg`` through vl-convert,
 or a self-contained ``.html`` that works offline):

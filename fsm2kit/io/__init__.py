@@ -1,5 +1,11 @@
-"""Reading and writing scans and data: volumes, NIfTI, DICOM and DICOM SEG, SSL-ALPNet folders,
-npz episodes, bundled examples, correction-prompt files, dataset preparation.
+"""Reading and writing scans and data.
+
+- ``volumes``: a scan as a ``(Z, H, W)`` stack, its labels and its source grid.
+- ``nifti``, ``dicom``: reading scans; ``dicom_seg``: writing a DICOM Segmentation.
+- ``alp``: SSL-ALPNet preprocessed folders; ``npz``: the published episode dumps.
+- ``examples``: the bundled example data.
+- ``prompts``: correction-prompt files (JSON).
+- ``preparation``: the SSL-ALPNet preprocessing of the raw downloads (``raw_scans``: their layouts).
 
 Public names load lazily (PEP 562): importing this package imports no submodule.
 """

@@ -1,5 +1,9 @@
-"""SAM2 models: the name -> config table, loading and checkpoints, SAM2's hole filling, and the
-one adapter module through which every call of a SAM2-private method passes.
+"""SAM2 models.
+
+- ``specs``: the name -> config table, checkpoint files and URLs (no torch).
+- ``loading``: :func:`load_sam2` with the published overrides, checkpoints, downloads.
+- ``holes``: SAM2's small-hole filling on any device.
+- ``sam2_adapter``: the one module through which every call of a SAM2-private method passes.
 
 Public names load lazily (PEP 562): importing this package imports no submodule.
 """

@@ -1,5 +1,12 @@
-"""The evaluation protocol of PROTOCOL.md: labels, folds, scored ranges, chunks, support slices,
-episodes (the typed :class:`Episode`), Dice and the preprocessing formulas. numpy only.
+"""The evaluation protocol of PROTOCOL.md as pure numpy functions.
+
+- ``episodes``: the typed :class:`Episode` and :class:`Support`, and how the protocol builds them.
+- ``labels``: the datasets' label tables and the one label resolver.
+- ``folds``: scan ids, each fold's support and query scans.
+- ``slices``: organ slices, scored query ranges, chunks, support slices.
+- ``metrics``: the one Dice, pooled and mean per volume.
+- ``preprocessing``: the formulas of SSL-ALPNet's preprocessing.
+- ``checks``: the argument checks the protocol modules share.
 
 Public names load lazily (PEP 562): importing this package imports no submodule.
 """

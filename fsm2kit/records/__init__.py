@@ -1,7 +1,8 @@
 """Records: what fsm2kit writes is written whole or not at all, and says how it was made.
 
-The atomic writers and file hashes (:mod:`.fileio`), the one provenance record
-(:mod:`.provenance`) and how a strategy is named in it (:mod:`.naming`).
+- ``fileio``: the one atomic writer of a file, a group of files and a folder; file hashes.
+- ``provenance``: the one provenance record (how an output was made).
+- ``naming``: how a strategy is named in results and provenance.
 
 Public names load lazily (PEP 562): importing this package imports no submodule.
 """

@@ -152,7 +152,7 @@ class Provenance:
                 f"memory {'/'.join(self.memory_policies)}; {self.weights})")
 
 
-#: Fields of :attr:`Inspection.provenance <fsm2kit.inspector.capture.Inspection.provenance>` kept
+#: Fields of :attr:`Inspection.provenance <fsm2kit.inspector.inspection.Inspection.provenance>` kept
 #: as details of an inspection's record (what was inspected and how it was captured).
 _INSPECTION_DETAILS = ("case_id", "label", "label_name", "dataset", "fold", "layers", "heads", "verify",
                        "max_rel_error", "inspector")

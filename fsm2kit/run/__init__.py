@@ -1,5 +1,11 @@
-"""The one run path: :class:`ExperimentConfig` in, episodes and support plans, the runner,
-:class:`ExperimentResult` and the one output format out.
+"""The one run path: :class:`ExperimentConfig` in, :class:`ExperimentResult` out.
+
+- ``config``: :class:`ExperimentConfig`, the one config object of the CLI, Python and notebooks.
+- ``sources``: the episodes of a config (npz dumps, SSL-ALPNet folders) and their subsets.
+- ``support_plans``: what each run conditions on (supports chosen with the model, views, plans).
+- ``prompting``: correction prompts in a run and in own-scan segmentation.
+- ``runner``: :func:`run_experiments`, the one runner.
+- ``experiment_result``: :class:`ExperimentResult` and the one output format.
 
 Public names load lazily (PEP 562): importing this package imports no submodule.
 """

@@ -1,5 +1,8 @@
-"""Notebook studies: one call per notebook section (a run with its tables and figures, a
-strategy study, an inspected run).
+"""Notebook studies: one call per notebook section.
+
+- ``study``: :func:`run_study`, a run with its paper-style tables and figures.
+- ``strategy_study``: memory policy x order x support selector on one dataset.
+- ``run_inspection``: :func:`inspect_run`, one run with its memory attention captured.
 
 Public names load lazily (PEP 562): importing this package imports no submodule.
 """

@@ -1,5 +1,7 @@
-"""Tables: the paper's published numbers and its row and column order (``paper``), and the one
-Dice-table builder and writer (``dice_table``: CSV, Markdown, LaTeX).
+"""Tables.
+
+- ``paper``: the paper's published numbers (Tables 1-4), and its row and column order.
+- ``dice_table``: the one Dice-table builder and writer (CSV, Markdown, LaTeX).
 
 Public names load lazily (PEP 562): importing this package imports no submodule.
 """

@@ -1,4 +1,6 @@
-"""Test-only helpers: the shared tolerance rule and (later) the SAM2 reference driver.
+"""Test-only helpers: ``tolerance`` (the one tolerance rule for comparing different
+computations) and ``reference`` (the published FS-MedSAM2 inference, driven through sam2's own
+``SAM2VideoPredictor``).
 
 Nothing in the library imports this package.
 """

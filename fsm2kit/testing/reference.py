@@ -12,7 +12,7 @@ handed to it by replacing ``load_video_frames`` for the duration of the call (th
 code added ``init_state_by_np_data`` to do the same).
 
 It shares nothing with fsm2kit's engine except the model object. Give it the same CPU hole
-filling with :func:`fsm2kit.models.install_cpu_connected_components`.
+filling with :func:`fsm2kit.model.sam2_adapter.install_cpu_connected_components`.
 """
 
 from __future__ import annotations

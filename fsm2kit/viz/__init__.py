@@ -1,5 +1,10 @@
-"""Visualisation: radiological display orientation and the one colour scheme, image drawing,
-matplotlib figures, altair Dice charts, and the export presets that save them.
+"""How things look.
+
+- ``display``: radiological display orientation with edge letters, and the one colour scheme.
+- ``drawing``: the one image renderer (slices, masks, outlines, attention) and panel drawing.
+- ``figures``: matplotlib figures of tidy tables (overlay panels).
+- ``dice_charts``: altair Dice charts in the paper's order.
+- ``export``: the one export writer, presets ``screen`` and ``paper``.
 
 Public names load lazily (PEP 562): importing this package imports no submodule.
 """

@@ -1,4 +1,8 @@
-"""Notebook widgets: the memory inspector and the correction widget (JupyterLab, offline).
+"""Notebook widgets (JupyterLab, offline).
+
+- ``image``: the one JS image component (click and drag) and the static fallback.
+- ``inspector_widget``: the memory inspector.
+- ``correction_widget``: prompts on a query slice, re-propagation and the inspector.
 
 Public names load lazily (PEP 562): importing this package imports no submodule.
 """

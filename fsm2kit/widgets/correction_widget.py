@@ -434,7 +434,7 @@ def correct_episode(engine: Engine, episode: Episode, setting: str, *, prompts: 
 def show_corrections(inspection: Inspection, *, prompts: str | Path | None = None,
                      rounds: Sequence[Sequence[Correction]] | None = None, **kwargs) -> CorrectionWidget:
     """:func:`correct_episode` on the engine, episode, setting and order of an inspection
-    (e.g. :func:`~fsm2kit.workflows.inspect_run`'s); display it as the cell's last expression."""
+    (e.g. :func:`~fsm2kit.studies.run_inspection.inspect_run`'s); display it as the cell's last expression."""
     if inspection.engine is None or inspection.episode is None:
         raise ValueError("show_corrections needs an Inspection with its engine and episode (inspect_episode / inspect_run).")
     r = inspection.result

@@ -1,6 +1,6 @@
 """An ipywidgets memory inspector for JupyterLab (works offline).
 
-:class:`MemoryInspectorWidget` shows one :class:`~fsm2kit.inspect.Inspection`:
+:class:`MemoryInspectorWidget` shows one :class:`~fsm2kit.inspector.inspection.Inspection`:
 
 * a slider over the query slices in processing order, labelled by their z, and a layer selector;
 * the query slice (radiological, with orientation letters) with its prediction (orange),
@@ -37,7 +37,7 @@ class MemoryInspectorWidget(W.VBox):
     Parameters
     ----------
     inspection : Inspection
-        From :func:`fsm2kit.inspect.inspect_episode` (needs its engine and episode).
+        From :func:`fsm2kit.inspector.inspection.inspect_episode` (needs its engine and episode).
     layer : int, optional
         Initial layer (default: the last captured one).
     size : int
@@ -51,7 +51,7 @@ class MemoryInspectorWidget(W.VBox):
             raise ValueError("the inspection has no steps to show.")
         if inspection.episode is None or inspection.engine is None:
             raise ValueError("the widget needs an Inspection with its episode and engine "
-                             "(build it with fsm2kit.inspect.inspect_episode).")
+                             "(build it with fsm2kit.inspector.inspection.inspect_episode).")
         self.inspection = insp = inspection
         self.size = int(size)
         self.show_chart = bool(chart)
