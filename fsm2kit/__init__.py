@@ -40,6 +40,6 @@ __getattr__, __dir__, _names = lazy_exports(__name__, {
     ".segment.own_scan": ["segment_volume"],
     ".inspector.capture": ["MemoryInspector"],
     ".inspector.inspection": ["Inspection", "inspect_episode"],
-    ".strategies.selectors": ["select_support_slices"],
+    ".strategies.support_selectors": ["SUPPORT_SELECTORS"],
 })
 __all__ = ["__version__", *_names]

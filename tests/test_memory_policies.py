@@ -1,4 +1,4 @@
-"""Memory policies (fsm2kit.strategies.policies, registered in fsm2kit.strategies.memory_policies).
+"""Memory policies (fsm2kit.strategies.memory_policies: the contract, the built-ins and their registry).
 
 * by hand, on small banks of fake memories: what each policy selects (spatial memories in key
   order, their temporal slots, the object pointers), forward and in reverse;
@@ -30,7 +30,8 @@ from fsm2kit.engine.memory import (
     sam2_memory_policy,
     select_memories,
 )
-from fsm2kit.strategies.policies import (
+from fsm2kit.strategies.memory_policies import (
+    MAX_QUERY_SLOTS,
     BestPolicy,
     ConfidentPolicy,
     RecentPolicy,
@@ -283,6 +284,19 @@ def test_registry_lists_parses_and_names_every_policy():
     assert pol("recent:3") == RecentPolicy(3) and pol("best:3") == BestPolicy(3) and pol("stride:2") == StridePolicy(2)
     assert pol("confident:0.50").strategy_name == "confident:0.5"
     assert pol("confident:iou=0.8") == ConfidentPolicy(0.8, "iou")
+
+
+def test_one_module_one_slot_count():
+    """The contract's built-ins and their registry are one module with one slot constant (SAM2's num_maskmem - 1)."""
+    import fsm2kit.strategies as strategies
+    import fsm2kit.strategies.memory_policies as mp
+
+    assert MAX_QUERY_SLOTS == DEFAULT.num_maskmem - 1 == strategies.MAX_QUERY_SLOTS
+    assert not hasattr(mp, "MAX_SLOTS")
+    assert f"0 <= K <= {MAX_QUERY_SLOTS}" in MEMORY_POLICIES.entry("recent").summary
+    assert RecentPolicy(MAX_QUERY_SLOTS) == pol(f"recent:{MAX_QUERY_SLOTS}")
+    with pytest.raises(ModuleNotFoundError):
+        __import__("fsm2kit.strategies.policies")
 
 
 @pytest.mark.parametrize("spec, words", [

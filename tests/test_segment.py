@@ -30,18 +30,16 @@ from fsm2kit.protocol.episodes import Support
 from fsm2kit.engine.memory import MemorySettings
 from fsm2kit.engine.plans import fq_plan
 from fsm2kit.testing import assert_labels_agree, assert_masks_agree
-from fsm2kit.cli.segment import DEFAULT_PATIENCE as CLI_PATIENCE, cmd_segment, register_cli
+from fsm2kit.cli.segment import cmd_segment, register_cli
 from fsm2kit.segment.organs import OrganSpec, parse_labels
 from fsm2kit.segment.propagation import (
-    DEFAULT_PATIENCE,
     ECHO_LOGIT,
     NOT_RUN_LOGIT,
-    absent_after,
     propagate_volume,
     propagation_plan,
     relative_start,
-    should_stop,
 )
+from fsm2kit.strategies import STOPPING_RULES, Patience, register_stopping_rule
 from fsm2kit.segment.own_scan import resolve_overlaps, segment_volume
 from fsm2kit.segment.segment_result import load_scan, sidecar_path
 
@@ -81,14 +79,17 @@ def test_relative_start():
 
 
 def test_stopping_rule_by_hand():
+    """The rule propagation asks (the registry's patience:N; 0 and NaN count as absent, SAM2: > 0)."""
     s = [2.0, 1.0, -1.0, 0.0, -3.0, 4.0, -1.0]
-    assert not should_stop(s[:3], 2) and should_stop(s[:4], 2)  # 0 counts as absent (SAM2: > 0)
-    assert absent_after(s, 2) == 2 and absent_after(s, 3) == 2 and absent_after(s, 4) is None
-    assert absent_after(s, 1) == 2
-    assert absent_after([-1.0, 1.0, -1.0, -1.0], 2) == 2
-    assert not should_stop(s, None) and absent_after(s, 0) is None
+    two = STOPPING_RULES.get("patience:2")
+    assert not two(s[:3]) and two(s[:4])
+    assert two.absent_from(s) == 2 and Patience(3).absent_from(s) == 2 and Patience(4).absent_from(s) is None
+    assert Patience(1).absent_from(s) == 2
+    assert two.absent_from([-1.0, 1.0, -1.0, -1.0]) == 2
+    none = STOPPING_RULES.get("none")
+    assert not none(s) and none.absent_from(s) is None
     with pytest.raises(ValueError):
-        should_stop(s, -1)
+        STOPPING_RULES.get("patience:-1")
 
 
 def test_propagation_plan_is_the_middle_order():
@@ -185,13 +186,54 @@ def test_propagation_stops_where_the_organ_ends():
     assert p.extent() == (4, 6) and p.echo_z == ()
     # the stopping rule as a pure function gives the same places
     fwd = [scores[z] for z in (5, 6, 7, 8, 9)]
-    assert absent_after(fwd, 2) == 2  # z = 7, and the run ends at z = 8
+    assert Patience(2).absent_from(fwd) == 2  # z = 7, and the run ends at z = 8
+    assert p.stop == "patience:2" and "stop=patience:2" in repr(p)
     # the first forward step attends to the support only; later ones to previous predictions too
     assert eng.calls[0][2] == (5,) and 5 in eng.calls[1][2] and 6 in eng.calls[1][2]
     assert "start=5" in repr(p)
 
     whole = propagate_volume(ScriptedEngine(scores), imgs, [_support(np.full((4, 5), 99.0))], start=5, patience=None)
-    assert whole.processed.all() and whole.stop_forward is None and len(whole.order) == 10
+    assert whole.processed.all() and whole.stop_forward is None and len(whole.order) == 10 and whole.stop == "none"
+    same = propagate_volume(ScriptedEngine(scores), imgs, [_support(np.full((4, 5), 99.0))], start=5, stop="none")
+    np.testing.assert_array_equal(same.logits, whole.logits)
+    # the default rule is patience:3
+    default = propagate_volume(ScriptedEngine(scores), imgs, [_support(np.full((4, 5), 99.0))], start=5)
+    assert default.stop == "patience:3" and default.order == (5, 6, 7, 8, 9, 4, 3, 2, 1)
+    with pytest.raises(ValueError, match="not both"):
+        propagate_volume(ScriptedEngine(scores), imgs, [_support(np.full((4, 5), 99.0))], start=5, stop="none",
+                         patience=2)
+
+
+def test_propagation_stops_only_through_the_rule():
+    """Any rule of the scores decides: a registered user rule, a rule object; it sees the scores of
+    its own direction so far, in processing order."""
+    seen = []
+
+    def after_one(scores):
+        seen.append(tuple(scores))
+        return len(scores) >= 1
+
+    imgs = _images()
+    p = propagate_volume(ScriptedEngine([1.0] * 10), imgs, [_support(np.full((4, 5), 99.0))], start=5, stop=after_one)
+    assert p.order == (5, 4) and p.stop_forward == 5 and p.stop_backward == 4 and p.stop == "after_one"
+    assert seen == [(1.0,), (1.0,)]
+    register_stopping_rule("two_steps_xyz", lambda scores: len(scores) >= 2, summary="two steps a direction")
+    try:
+        ct = example_ct()
+        res = segment_volume(ct, ct, ct.labels.array, engine=ScriptedEngine([1.0] * ct.n_slices), labels="liver=5",
+                             stop="two_steps_xyz")
+        prop = res.organs[0].propagation
+        assert prop.stop == "two_steps_xyz" and int(prop.processed.sum()) == 5  # 2 forward + 2 backward + the echo
+        assert res.options["stop"] == "two_steps_xyz"
+        assert res.sidecar()["labels"][0]["stop"] == "two_steps_xyz"
+        ref = segment_volume(ct, ct, ct.labels.array, engine=ScriptedEngine([1.0] * ct.n_slices), labels="liver=5",
+                             patience=None)
+        assert ref.options["stop"] == "none" and ref.organs[0].propagation.processed.all()
+        with pytest.raises(ValueError, match="not both"):
+            segment_volume(ct, ct, ct.labels.array, engine=ScriptedEngine([1.0] * ct.n_slices), labels="liver=5",
+                           stop="none", patience=3)
+    finally:
+        STOPPING_RULES.unregister("two_steps_xyz")
 
 
 def test_propagation_passes_the_memory_policy_through():
@@ -320,6 +362,8 @@ def test_error_catalogue_arrays():
         (dict(labels="gallbladder=4", support_slices=0), "empty for the organ on slice 0"),
         (dict(labels="liver=5", start=40), "start slice 40 is outside"),
         (dict(labels="liver=5", support_select="best"), "unknown support selector .best.; registered"),
+        (dict(labels="liver=5", support_select="similar:query"), "'similar:query' chooses a support per query slice"),
+        (dict(labels="liver=5", stop="sometimes"), "unknown stopping rule .sometimes.; registered"),
         (dict(labels="liver=5", ct_window=(300, -100)), "lo < hi"),
     ]
     for kw, msg in cases:
@@ -483,7 +527,7 @@ def test_cli_grid_and_support_echo(kind, tmp_path, ct_files, tiny256, monkeypatc
     assert lab["support_z"] == [15] and lab["echo_z"] == [15] and lab["start"] == 15
     assert len(lab["object_scores"]) == 30 and lab["object_scores"][15] == 10.0
     assert meta["grid"]["axcodes"] == list(nib.aff2axcodes(src.affine))
-    assert meta["inputs"]["image"]["sha256"] and meta["options"]["patience"] == 3
+    assert meta["inputs"]["image"]["sha256"] and meta["options"]["stop"] == "patience:3" and lab["stop"] == "patience:3"
     assert meta["kind"] == "segment" and meta["command"].startswith("fsm2kit") and meta["memory_policy"] == ["sam2"]
     assert meta["support_selector"] == meta["options"]["support_select"] and meta["versions"]["sam2"] == "1.1.0"
     assert sorted(os.listdir(tmp_path / "seg")) == ["pred.json", "pred.nii.gz"]
@@ -583,7 +627,4 @@ def test_dicom_query_end_to_end(tmp_path, tiny256, monkeypatch, capsys):
     # oracle range (slice 2 alone) is left with nothing to score
     assert set(dice["excluded_slices"]) == {1} and set(dice["excluded_z"].astype(str)) == {"2"}
     assert np.isnan(dice.loc[dice["mode"] == "oracle_range", "dice"].item())
-
-def test_cli_patience_default_matches_the_library():
-    assert CLI_PATIENCE == DEFAULT_PATIENCE
 

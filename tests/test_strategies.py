@@ -35,7 +35,6 @@ from fsm2kit.strategies import (
     registries,
     stop_index,
 )
-from fsm2kit.strategies import selectors as S
 
 from helpers import memory_entry, write_notebook
 
@@ -152,8 +151,8 @@ def test_registry_describe_and_reprs():
     assert repr(STOPPING_RULES) == "Registry(stopping rule: patience[:N], none; default patience:3)"
     assert repr(SUPPORT_SELECTORS.entry("similar")) == (
         "Entry(support selector 'similar[:MODE]': the support slice whose SAM2 image embedding is most similar to "
-        "the query slices: per chunk (default), or per query slice [experiments, segment: needs a model; MODE chunk "
-        "or query (1S1Q/3S1Q)])")
+        "the query slices: per chunk (default; segment: to the query slice it starts from), or per query slice "
+        "(similar:query) [needs the model; MODE chunk (experiments, segment) or query (experiments: 1S1Q/3S1Q)])")
     assert repr(STOPPING_RULES.get("patience:4")) == "Patience(4)" and repr(ORDERINGS.get("top")) == "PlanOrder('top')"
 
 
@@ -166,6 +165,39 @@ def test_registered_names_are_what_core_records():
     assert strategy_name(SUPPORT_SELECTORS.get("given:4, 9")) == "given:4,9"
     assert strategy_name(ORDERINGS.get("top")) == "top"
     assert list(registries())[:4] == ["ordering", "support selector", "memory policy", "stopping rule"]
+
+
+def test_one_list_of_families_and_one_vocabulary_of_orders():
+    """FAMILY_MODULES is the one list: each family's module defines its registry and option, and
+    the command line's options come from the registries; the engine's FQ orders are registered
+    from the engine's own tuple."""
+    from fsm2kit.cli.common import strategy_flags
+    from fsm2kit.engine.plans import ORDERS
+    from fsm2kit.strategies import FAMILY_MODULES
+
+    regs = registries()
+    assert list(regs)[:len(FAMILY_MODULES)] == list(FAMILY_MODULES)
+    assert strategy_flags() == {"ordering": ("--order", "order"),
+                                "support selector": ("--support-select", "support_select"),
+                                "memory policy": ("--memory-policy", "memory_policy"),
+                                "stopping rule": ("--stop", "stop")}
+    assert tuple(e.name for e in ORDERINGS.entries(plugins=False) if isinstance(e.target, PlanOrder)) == ORDERS
+    # a family added later (a plugin's, here) gets its option on the commands that ask for it
+    extra = Registry("refinement pass", description="a pass after propagation", default="off", option="--refine")
+    extra.register("off", lambda x: x, summary="no refinement")
+    try:
+        assert strategy_flags()["refinement pass"] == ("--refine", "refine")
+        p = argparse.ArgumentParser()
+        add_strategy_args(p, ("refinement pass",))
+        s = strategies_from_args(p.parse_args(["--refine", "off"]))
+        assert s.get("refinement pass").strategy_name == "off" and s.names() == {"refine": "off"}
+        from fsm2kit.cli.strategies import format_strategies
+
+        assert "refinement pass (--refine, default off): a pass after propagation" in format_strategies()
+    finally:
+        from fsm2kit.strategies import registry
+
+        registry._ALL.pop("refinement pass", None)
 
 
 # ============================================================================ orderings
@@ -215,15 +247,15 @@ def _support_labels():
 def test_builtin_selectors_by_hand():
     lab = _support_labels()
     # L = z 2..11, n = 10; protocol: L[int(pct * 10)], pct = 1/6, 1/2, 5/6 -> L[1], L[5], L[8]
-    assert SUPPORT_SELECTORS.get("protocol")(lab, 2, 3) == [3, 7, 10] == S.protocol_slices(lab, label=2)
+    assert SUPPORT_SELECTORS.get("protocol")(lab, 2, 3) == [3, 7, 10]
     assert SUPPORT_SELECTORS.get(None).strategy_name == "protocol"
     # chunks of L: positions [0,3), [3,6), [6,10): middles L[1], L[4], L[8]
     assert SUPPORT_SELECTORS.get("middle")(lab, 2, 3) == [3, 6, 10]
     # largest area per chunk: z 2..4 -> 3 (9); z 5..7 -> 6 (12); z 8..11 -> 9 (20, the lower z of a tie)
     assert SUPPORT_SELECTORS.get("largest")(lab, 2, 3) == [3, 6, 9]
-    # one chunk: today's selectors of fsm2kit segment
-    assert SUPPORT_SELECTORS.get("middle")(lab, 2, 1) == [S.middle_slice(lab, label=2)] == [7]
-    assert SUPPORT_SELECTORS.get("largest")(lab, 2, 1) == [S.largest_slice(lab, label=2)] == [9]
+    # one chunk: what fsm2kit segment takes (the middle organ slice L[n // 2]; the largest over the organ)
+    assert SUPPORT_SELECTORS.get("middle")(lab, 2, 1) == [7]
+    assert SUPPORT_SELECTORS.get("largest")(lab, 2, 1) == [9]
     assert SUPPORT_SELECTORS.get("given:4")(lab, 2, 3) == [4, 4, 4]
     assert SUPPORT_SELECTORS.get("given:3,7,10")(lab, 2, 3) == [3, 7, 10]
     # an organ on 2 slices, 3 chunks: positions [0,0), [0,1), [1,2); the empty chunk 0 takes the
@@ -238,11 +270,17 @@ def test_builtin_selectors_by_hand():
 def test_selectors_for_segment_and_their_contracts():
     lab = _support_labels()
     get = SUPPORT_SELECTORS.get
-    for name in ("middle", "largest", "protocol"):  # fsm2kit segment's selectors as today
-        assert get(name).volume_slices(lab, 2, npart=3) == S.select_support_slices(lab, name, label=2, npart=3)
+    # fsm2kit segment's slices (as before the one path): L[n // 2]; the largest area over the organ; the
+    # protocol's npart slices; given slices as given
+    for name, zs in (("middle", [7]), ("largest", [9]), ("protocol", [3, 7, 10])):
+        assert get(name).volume_slices(lab, 2, npart=3) == zs, name
     assert get("given:4,9").volume_slices(lab, 2) == [4, 9]
     similar = get("similar")
     assert similar.needs_model and similar.serves == ("experiments", "segment")
+    assert get("similar:query").serves == ("experiments",) and "a whole-volume propagation" in \
+        get("similar:query").refusal("segment")
+    with pytest.raises(ValueError, match="support selector 'similar:query' chooses a support per query slice"):
+        get("similar:query").volume_slices(lab, 2)
     assert get("protocol").serves == ("episodes", "experiments", "segment")
     with pytest.raises(ValueError, match="it needs a model: run_experiment and fsm2kit segment choose it"):
         similar(lab, 2, 3)
@@ -319,18 +357,22 @@ def test_patience_rule_by_hand():
         STOPPING_RULES.get("patience:0")
 
 
-def test_patience_rule_matches_segment_should_stop():
-    from fsm2kit.segment.propagation import DEFAULT_PATIENCE, absent_after, should_stop
+def test_user_stopping_rule_is_any_callable_of_the_scores():
+    from fsm2kit.strategies import register_stopping_rule, stopping_rule
 
-    assert DEFAULT_PATIENCE == STOPPING_RULES.get("patience").patience
-    rng = np.random.default_rng(1)
-    for _ in range(200):
-        n = int(rng.integers(1, 5))
-        scores = list(rng.choice([-1.0, 0.0, 1.0], size=int(rng.integers(0, 12))))
-        rule = STOPPING_RULES.get(f"patience:{n}")
-        assert rule(scores) == should_stop(scores, n)
-        assert rule.absent_from(scores) == absent_after(scores, n)
-        assert STOPPING_RULES.get("none")(scores) == should_stop(scores, 0)
+    @register_stopping_rule("after_two_xyz", summary="stop after two steps, whatever the scores")
+    def after_two(scores):
+        return len(scores) >= 2
+
+    try:
+        rule = STOPPING_RULES.get("after_two_xyz")
+        assert rule.strategy_name == "after_two_xyz" and stop_index(rule, [5.0, 5.0, 5.0]) == 1
+        assert stopping_rule("after_two_xyz") is rule and stopping_rule(None) == Patience(3)
+        assert stopping_rule(patience=0) is STOPPING_RULES.get("none") and stopping_rule(patience=2) == Patience(2)
+        with pytest.raises(ValueError, match="not both"):
+            stopping_rule("none", patience=3)
+    finally:
+        STOPPING_RULES.unregister("after_two_xyz")
 
 
 # ============================================================================ plugins
@@ -445,7 +487,8 @@ def test_fsm2kit_strategies_with_plugins_in_a_fresh_process():
 def test_strategy_args_resolve_after_plugins(monkeypatch):
     monkeypatch.syspath_prepend(str(PLUGINS))
     p = argparse.ArgumentParser()
-    add_strategy_args(p, stopping=True, defaults={"support selector": "middle"})
+    add_strategy_args(p, ("ordering", "support selector", "memory policy", "stopping rule"),
+                      defaults={"support selector": "middle"})
     helps = {a.dest: a.help for a in p._actions}
     assert "middle, top" in helps["order"] and "given:Z1,Z2,..." in helps["support_select"]
     assert "(default patience:3)" in helps["stop"]
@@ -460,8 +503,18 @@ def test_strategy_args_resolve_after_plugins(monkeypatch):
     with pytest.raises(ValueError, match="^unknown memory policy 'nope'; registered: sam2"):
         strategies_from_args(p.parse_args(["--memory-policy", "nope"]))
     only = argparse.ArgumentParser()
-    add_strategy_args(only, ordering=False, selector=False)
+    add_strategy_args(only, ("memory policy",))
     assert strategies_from_args(only.parse_args([])).names() == {"memory_policy": "sam2"}
+    # a family left to the command's own default (None) resolves to None
+    unset = argparse.ArgumentParser()
+    add_strategy_args(unset, ("ordering", "stopping rule"), defaults={"ordering": None, "stopping rule": None},
+                      notes={"ordering": "default: the command's own"})
+    helps = {a.dest: a.help for a in unset._actions}
+    assert "(default: the command's own)" in helps["order"] and "(default patience:3)" in helps["stop"]
+    s = strategies_from_args(unset.parse_args([]))
+    assert s.ordering is None and s.stopping is None and s.names() == {}
+    with pytest.raises(ValueError, match="unknown families"):
+        add_strategy_args(argparse.ArgumentParser(), ("widget",))
 
 
 def test_cli_unknown_strategy_fails_in_one_line_before_any_model(capsys):
@@ -482,7 +535,7 @@ def test_cli_parser_and_strategies_import_no_torch():
         build_parser()
         import argparse
         from fsm2kit.cli.common import add_strategy_args
-        add_strategy_args(argparse.ArgumentParser(), stopping=True)
+        add_strategy_args(argparse.ArgumentParser(), ("ordering", "support selector", "memory policy", "stopping rule"))
         heavy = sorted(m for m in ("torch", "pandas", "nibabel", "numpy") if m in sys.modules)
         assert not heavy, heavy
         assert main(["strategies"]) == 0

@@ -114,8 +114,20 @@ def test_a_sweep_worker_loads_them_from_the_sweep_file(alp_folder, tmp_path):
     assert json.loads((spec.folder / DONE_MARKER).read_text())["plugins"] == [str(DEMO)]
 
 
-def test_segment_selectors_come_from_the_registry():
-    from fsm2kit.cli.segment import SEGMENT_SELECTORS
-    from fsm2kit.strategies import SUPPORT_SELECTORS
+def test_segment_takes_every_selector_through_the_registry():
+    """fsm2kit segment keeps no list of its own: a user's selector serves it (one chunk), similar is
+    chosen with the model, similar:query is refused with the reason."""
+    from fsm2kit.segment.organs import parse_labels
+    from fsm2kit.segment.own_scan import check_request
+    from fsm2kit.strategies import load_plugins
 
-    assert set(SEGMENT_SELECTORS) <= set(SUPPORT_SELECTORS.names())
+    load_plugins([str(DEMO)])
+    lab = np.zeros((10, 4, 4), np.uint8)
+    lab[2:8, 1, 1] = 1
+    organs = parse_labels("x=1")
+    assert check_request(organs, lab, support_select="first") == {"x": [2, 4, 6]}  # its npart (3) slices
+    assert check_request(organs, lab, support_select="first", npart=1) == {"x": [2]}
+    assert check_request(organs, lab, support_select="middle") == {"x": [5]}
+    assert check_request(organs, lab, support_select="similar") == {"x": None}  # chosen with the model
+    with pytest.raises(ValueError, match="'similar:query' chooses a support per query slice.*use 'similar'"):
+        check_request(organs, lab, support_select="similar:query")

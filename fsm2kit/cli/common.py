@@ -6,12 +6,12 @@ import argparse
 import os
 import sys
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["add_model_args", "check_model_args", "model_from_args", "engine_from_args", "STRATEGY_FLAGS",
-           "Strategies", "add_plugins_arg", "add_strategy_args", "strategies_from_args", "add_overwrite_arg",
-           "check_outputs", "check_output_folder", "checks_passed"]
+__all__ = ["add_model_args", "check_model_args", "model_from_args", "engine_from_args", "EPISODE_FAMILIES",
+           "strategy_flags", "Strategies", "add_plugins_arg", "add_strategy_args", "strategies_from_args",
+           "add_overwrite_arg", "check_outputs", "check_output_folder", "checks_passed"]
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -166,37 +166,51 @@ def engine_from_args(model, args: argparse.Namespace):
 
 
 # ----------------------------------------------------------------------------- strategies
-#: The strategy families the command line exposes: family -> (flag, args attribute).
-STRATEGY_FLAGS: dict[str, tuple[str, str]] = {
-    "ordering": ("--order", "order"),
-    "support selector": ("--support-select", "support_select"),
-    "memory policy": ("--memory-policy", "memory_policy"),
-    "stopping rule": ("--stop", "stop"),
-}
+#: The families of the commands that run episodes (``run``, ``inspect``); ``segment`` adds the stopping rule.
+EPISODE_FAMILIES = ("ordering", "support selector", "memory policy")
+
+
+def strategy_flags() -> dict[str, tuple[str, str]]:
+    """``{family: (option, dest)}`` of every registered family with a command-line option, in the
+    registries' order (:data:`fsm2kit.strategies.registry.FAMILY_MODULES` first)."""
+    from ..strategies.registry import registries
+
+    return {f: (r.option, r.dest) for f, r in registries().items() if r.option}
 
 
 @dataclass(frozen=True)
 class Strategies:
-    """The strategies a command asked for, resolved (None: the command has no such option)."""
+    """The strategies a command asked for, resolved.
 
-    ordering: object = None
-    support_selector: object = None
-    memory_policy: object = None
-    stopping: object = None
+    ``chosen`` maps each family the command has an option for to its strategy (None: the option
+    was left to the command's own default, e.g. ``segment --order``); ``ordering``,
+    ``support_selector``, ``memory_policy`` and ``stopping`` read it (None: no such option).
+    """
+
+    chosen: dict = field(default_factory=dict)
     plugins: tuple[str, ...] = ()
     support_views: int | None = None
 
+    def get(self, family: str) -> object:
+        """The strategy of ``family`` (None: not asked for)."""
+        return self.chosen.get(family)
+
+    ordering = property(lambda self: self.get("ordering"))
+    support_selector = property(lambda self: self.get("support selector"))
+    memory_policy = property(lambda self: self.get("memory policy"))
+    stopping = property(lambda self: self.get("stopping rule"))
+
     def names(self) -> dict[str, str]:
         """``{"order": ..., "support_select": ..., "memory_policy": ..., "stop": ...}`` for provenance
-        (only the options the command has), plus ``plugins`` when some were loaded."""
+        (the options the command has and that were given or have a default; keyed by the option's
+        dest), plus ``support_views`` and ``plugins`` when present."""
         from ..records.naming import strategy_name
 
+        flags = strategy_flags()
         out: dict = {}
-        for attr, key in (("ordering", "order"), ("support_selector", "support_select"),
-                          ("memory_policy", "memory_policy"), ("stopping", "stop")):
-            obj = getattr(self, attr)
+        for family, obj in self.chosen.items():
             if obj is not None:
-                out[key] = strategy_name(obj)
+                out[flags[family][1]] = strategy_name(obj)
         if self.support_views is not None:
             out["support_views"] = self.support_views
         if self.plugins:
@@ -215,40 +229,40 @@ def add_plugins_arg(p: argparse.ArgumentParser) -> None:
 
 def add_strategy_args(
     p: argparse.ArgumentParser,
+    families: tuple[str, ...] = EPISODE_FAMILIES,
     *,
-    ordering: bool = True,
-    selector: bool = True,
-    memory_policy: bool = True,
-    stopping: bool = False,
     views: bool = False,
-    defaults: dict[str, str] | None = None,
+    defaults: dict[str, str | None] | None = None,
+    notes: dict[str, str] | None = None,
 ) -> None:
-    """The strategy options: ``--order``, ``--support-select``, ``--memory-policy``, ``--stop``, ``--plugins``
-    (and ``--support-views N`` with ``views=True``).
+    """The strategy options of ``families`` (each registry's ``option``: ``--order``,
+    ``--support-select``, ``--memory-policy``, ``--stop``, ...), ``--plugins`` (and
+    ``--support-views N`` with ``views=True``): one definition for every command.
 
-    Each takes ``NAME`` or ``NAME:ARG`` of its family's registry; the help lists the registered
-    names (built-ins and those registered so far; no entry points, no torch). ``defaults`` maps a
-    family (``"ordering"``, ``"support selector"``, ``"memory policy"``, ``"stopping rule"``) to
-    another default spec. Names are checked by :func:`strategies_from_args`, after the plugins
-    are loaded.
+    Each option takes ``NAME`` or ``NAME:ARG`` of its family's registry; the help lists the
+    registered names (built-ins and those registered so far; no entry points, no torch).
+    ``defaults`` maps a family to another default spec, or to None: the option is not set unless
+    given (the command decides; ``notes[family]`` says what happens then in the help). Names are
+    checked by :func:`strategies_from_args`, after the plugins are loaded.
     """
+    flags = strategy_flags()
     from ..strategies.registry import registries
 
     regs = registries()
-    wanted = {"ordering": ordering, "support selector": selector, "memory policy": memory_policy,
-              "stopping rule": stopping}
     defaults = dict(defaults or {})
-    unknown = sorted(set(defaults) - set(STRATEGY_FLAGS))
+    notes = dict(notes or {})
+    unknown = sorted((set(families) | set(defaults) | set(notes)) - set(flags))
     if unknown:
-        raise ValueError(f"add_strategy_args: unknown families {unknown}; expected {list(STRATEGY_FLAGS)}")
-    for family, (flag, dest) in STRATEGY_FLAGS.items():
-        if not wanted[family]:
+        raise ValueError(f"add_strategy_args: unknown families {unknown}; expected {list(flags)}")
+    for family in flags:  # the registries' order
+        if family not in families:
             continue
+        flag, dest = flags[family]
         reg = regs[family]
         default = defaults.get(family, reg.default)
+        said = notes.get(family) or f"default {default if default is not None else reg.default}"
         p.add_argument(flag, dest=dest, default=default, metavar="NAME[:ARG]",
-                       help=f"{family}: {', '.join(reg.usages(plugins=False))} (default {default}); "
-                            "--plugins adds your own")
+                       help=f"{family}: {', '.join(reg.usages(plugins=False))} ({said}); --plugins adds your own")
     if views:
         p.add_argument("--support-views", dest="support_views", default="0", metavar="N",
                        help="augmented views per support, 0..5 (default 0): the first N of horizontal flip, "
@@ -259,6 +273,8 @@ def add_strategy_args(
 
 def strategies_from_args(args: argparse.Namespace) -> Strategies:
     """Load ``--plugins``, then resolve the strategy options of :func:`add_strategy_args`.
+
+    An option left unset (default None) resolves to None: the command's own default applies.
 
     Raises
     ------
@@ -271,14 +287,14 @@ def strategies_from_args(args: argparse.Namespace) -> Strategies:
 
     loaded = load_plugins(getattr(args, "plugins", None) or [])
     regs = registries()
-    found = {}
-    for (family, (_, dest)), attr in zip(STRATEGY_FLAGS.items(),
-                                         ("ordering", "support_selector", "memory_policy", "stopping")):
+    chosen = {}
+    for family, (_, dest) in strategy_flags().items():
         if hasattr(args, dest):
             spec = getattr(args, dest)
-            found[attr] = regs[family].get(spec)
+            chosen[family] = None if spec is None else regs[family].get(spec)
+    views = None
     if hasattr(args, "support_views"):
         from ..strategies.support_views import check_views
 
-        found["support_views"] = check_views(args.support_views)
-    return Strategies(**found, plugins=tuple(loaded))
+        views = check_views(args.support_views)
+    return Strategies(chosen, plugins=tuple(loaded), support_views=views)

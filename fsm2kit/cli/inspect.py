@@ -7,14 +7,17 @@ built beside ``--out`` and renamed into place when complete (``--overwrite`` to 
 from __future__ import annotations
 
 from .common import (
+    EPISODE_FAMILIES,
     add_model_args,
     add_overwrite_arg,
+    add_strategy_args,
     check_model_args,
     check_output_folder,
     check_outputs,
     checks_passed,
     engine_from_args,
     model_from_args,
+    strategies_from_args,
 )
 
 __all__ = ["register_cli"]
@@ -22,7 +25,7 @@ __all__ = ["register_cli"]
 
 def register_cli(subparsers) -> None:
     """Add ``fsm2kit inspect``: memory-attention masses, charts and panels of one run."""
-    from ..engine.plans import ORDERS, SETTINGS
+    from ..engine.plans import SETTINGS
 
     p = subparsers.add_parser(
         "inspect",
@@ -38,7 +41,6 @@ def register_cli(subparsers) -> None:
     p.add_argument("--fold", type=int, default=None)
     p.add_argument("--label", default=None, help="class name or id (dataset folders)")
     p.add_argument("--setting", required=True, choices=SETTINGS, type=str.upper)
-    p.add_argument("--order", default="middle", choices=ORDERS, help="FQ settings only (default middle)")
     p.add_argument("--layers", type=int, nargs="+", default=None, help="memory-attention layers (default all)")
     p.add_argument("--max-slices", type=int, default=None, help="only the middle N query slices")
     p.add_argument("--pixel", type=int, nargs=2, metavar=("Y", "X"), default=None,
@@ -48,6 +50,8 @@ def register_cli(subparsers) -> None:
                    help="skip recomputing each layer's output from the captured weights")
     p.add_argument("--out", required=True, help="output folder (built beside it, then renamed into place)")
     add_overwrite_arg(p, "an existing --out folder")
+    # --order (FQ), --support-select, --memory-policy, --plugins: the registries' options, as run and segment
+    add_strategy_args(p, EPISODE_FAMILIES)
     add_model_args(p)
     p.set_defaults(func=_cmd_inspect)
 
@@ -65,8 +69,10 @@ def _cmd_inspect(args) -> int:
             raise ValueError(f"{flag} must be >= 0, got {v}.")
     if args.max_slices is not None and args.max_slices < 1:
         raise ValueError(f"--max-slices must be >= 1, got {args.max_slices}.")
-    check_outputs({"--out": args.out}, {"--episodes": args.episodes, "--checkpoint": args.checkpoint})
+    check_outputs({"--out": args.out}, {"--episodes": args.episodes, "--checkpoint": args.checkpoint,
+                                        **{f"--plugins {m}": m for m in (args.plugins or []) if m.endswith(".py")}})
     check_output_folder(args.out, overwrite=args.overwrite)
+    strategies = strategies_from_args(args)  # plugins first; bad names fail here, in one line, before any model
 
     def engine():  # called by inspect_run once the episode is loaded (bad input fails before)
         checks_passed(args)
@@ -77,7 +83,8 @@ def _cmd_inspect(args) -> int:
 
     def build(tmp: Path) -> None:
         found["insp"] = inspect_run(
-            setting=args.setting, order=args.order, episodes=args.episodes, episode_index=args.episode_index,
+            setting=args.setting, order=strategies.ordering, memory_policy=strategies.memory_policy,
+            support_selector=strategies.support_selector, episodes=args.episodes, episode_index=args.episode_index,
             dataset=args.dataset, fold=args.fold, label=args.label, engine=engine,
             max_slices=args.max_slices, layers=args.layers, verify=not args.no_verify, output_dir=tmp,
             panels=args.panels, pixel=tuple(args.pixel) if args.pixel else None,

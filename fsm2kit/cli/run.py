@@ -20,6 +20,7 @@ import sys
 import time
 
 from .common import (
+    EPISODE_FAMILIES,
     add_model_args,
     add_overwrite_arg,
     add_strategy_args,
@@ -64,7 +65,8 @@ def register_cli(sub) -> argparse.ArgumentParser:
                           'list of {"z": Z, "points": [[x, y, 1 or 0], ...], "box": [x0, y0, x1, y1]} in stored '
                           'pixel coordinates (x = column), with "case" and "label" keys when the run has several '
                           "episodes; each round re-propagates. The run record keeps the prompts")
-    add_strategy_args(run, views=True)  # --order (FQ), --support-select, --memory-policy, --support-views, --plugins
+    # --order (FQ), --support-select, --memory-policy, --support-views, --plugins: as segment and inspect
+    add_strategy_args(run, EPISODE_FAMILIES, views=True)
     add_model_args(run)
     run.set_defaults(func=_cmd_run)
     return run

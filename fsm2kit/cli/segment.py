@@ -16,6 +16,7 @@ from pathlib import Path
 
 
 from .common import (
+    EPISODE_FAMILIES,
     add_model_args,
     add_overwrite_arg,
     add_strategy_args,
@@ -26,13 +27,6 @@ from .common import (
     model_from_args,
     strategies_from_args,
 )
-
-#: ``--patience`` default; equals fsm2kit.segment.propagation.DEFAULT_PATIENCE (tested), kept here so
-#: that building the parser imports no numerics.
-DEFAULT_PATIENCE = 3
-#: The support selectors whole-volume segmentation has its own rule for (``middle``, ``largest``,
-#: ``protocol``, ``similar``); the others use the registry's ``volume_slices`` (tested against the registry).
-SEGMENT_SELECTORS = ("middle", "largest", "protocol", "similar")
 
 __all__ = ["register_cli", "cmd_segment"]
 
@@ -82,12 +76,9 @@ def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPar
                         "without ids through it; refused if the mask holds ids the map does not have")
     p.add_argument("--start-slice", type=int, default=None, metavar="K",
                    help="first query slice (default: the support's relative position along z); = --order at:K")
-    p.add_argument("--order", dest="order", default=None, metavar="NAME[:ARG]",
-                   help="where propagation starts: at:Z (slice Z), from:P (relative position P in [0, 1]), top "
-                        "(slice 0), middle (the middle slice); default the support's relative position")
-    p.add_argument("--patience", type=int, default=DEFAULT_PATIENCE,
-                   help=f"stop after N consecutive slices with object score <= 0 (default {DEFAULT_PATIENCE}; "
-                        "0 = whole volume)")
+    p.add_argument("--patience", type=int, default=None, metavar="N",
+                   help="= --stop patience:N (0: --stop none): stop after N consecutive slices with object score "
+                        "<= 0; not together with --stop")
     p.add_argument("--ct-window", default=None, metavar="LO,HI",
                    help="clip intensities before SAM2, e.g. --ct-window=-125,275 (or 'abdomen')")
     p.add_argument("--modality", default="", choices=["CT", "MR"], type=str.upper,
@@ -103,8 +94,13 @@ def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPar
                         "as stored (x = column, y = row), with \"label\": NAME when several labels are segmented; "
                         "each round re-propagates (the stopping rule is off for corrected labels)")
     add_overwrite_arg(p, "an existing --out (and its sidecar and Dice table)")
-    # --support-select (registry; default middle), --memory-policy, --support-views, --plugins
-    add_strategy_args(p, ordering=False, views=True, defaults={"support selector": "middle"})
+    # --order, --support-select (default middle), --memory-policy, --stop, --support-views, --plugins: the
+    # registries' options, as run and inspect
+    add_strategy_args(
+        p, (*EPISODE_FAMILIES, "stopping rule"), views=True,
+        defaults={"ordering": None, "support selector": "middle", "stopping rule": None},
+        notes={"ordering": "where propagation starts: at:Z slice Z, from:P relative position P, top slice 0, "
+                           "middle the middle slice; default the support's relative position"})
     add_model_args(p)
     p.set_defaults(func=cmd_segment)
     return p
@@ -112,7 +108,8 @@ def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPar
 
 def _order_spec(args: argparse.Namespace) -> str | None:
     """``--order`` or ``--start-slice Z`` (= ``at:Z``), checked (one of them); with ``--support-slice``,
-    ``--support-select`` must stay at its default."""
+    ``--support-select`` must stay at its default. The names themselves are checked by the registry
+    (:func:`~fsm2kit.cli.common.strategies_from_args`)."""
     if args.support_slice is not None and args.support_select not in (None, "middle"):
         raise ValueError(f"give --support-slice {args.support_slice} or --support-select {args.support_select}, "
                          "not both (--support-slice K is --support-select given:K).")
@@ -123,11 +120,19 @@ def _order_spec(args: argparse.Namespace) -> str | None:
         if args.start_slice < 0:
             raise ValueError(f"--start-slice {args.start_slice}: a slice index is >= 0.")
         return f"at:{args.start_slice}"
-    if args.order is not None:
-        from ..strategies.orderings import ORDERINGS
-
-        ORDERINGS.get(args.order)  # unknown names and bad arguments: one line
     return args.order
+
+
+def _stop_spec(args: argparse.Namespace) -> str | None:
+    """``--stop`` or ``--patience N`` (= ``patience:N``; 0 = ``none``), not both; None: the default rule."""
+    if args.patience is None:
+        return args.stop
+    if args.stop is not None:
+        raise ValueError(f"give --patience {args.patience} or --stop {args.stop}, not both "
+                         "(--patience N is --stop patience:N, --patience 0 is --stop none).")
+    if args.patience < 0:
+        raise ValueError(f"--patience must be >= 0, got {args.patience}.")
+    return f"patience:{args.patience}" if args.patience else "none"
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
@@ -153,13 +158,14 @@ def cmd_segment(args: argparse.Namespace) -> int:
     if args.support_slice is not None and args.support_slice < 0:
         raise ValueError(f"--support-slice {args.support_slice}: slice indices count from 0 (the most inferior "
                          "slice) upwards; negative values are not counted from the end.")
-    for flag, v in (("--start-slice", args.start_slice), ("--patience", args.patience)):
-        if v is not None and v < 0:
-            raise ValueError(f"{flag} must be >= 0, got {v}.")
+    if args.start_slice is not None and args.start_slice < 0:
+        raise ValueError(f"--start-slice must be >= 0, got {args.start_slice}.")
     check_model_args(args)
     window = _parse_window(args.ct_window)
-    strategies = strategies_from_args(args)  # plugins, then names checked
-    order = _order_spec(args)
+    args.order = _order_spec(args)
+    args.stop = _stop_spec(args)
+    strategies = strategies_from_args(args)  # plugins, then every name checked by its registry, in one line
+    order = strategies.ordering
     query = load_scan(args.image, modality=args.modality)
     sup = load_scan(args.support_image, modality=args.modality)
     mask = load_label_nifti(args.support_mask, like=sup, what="Support mask")
@@ -175,9 +181,9 @@ def cmd_segment(args: argparse.Namespace) -> int:
         gt = load_label_nifti(args.ground_truth, like=query, label_map=lm, what="Ground truth")
     labels = None if (args.labels or "").strip().lower() == "all" else args.labels
     organs = parse_labels(labels, label_map=lm, present=present)
-    check_request(organs, mask.array, support_select=args.support_select, support_slices=args.support_slice,
-                  image_size=args.image_size)
-    start = start_from_order(order, query.shape[0])
+    check_request(organs, mask.array, support_select=strategies.support_selector,
+                  support_slices=args.support_slice, image_size=args.image_size)
+    start_from_order(order, query.shape[0])  # a start position inside the query, checked before the model
     prompts = None
     if args.prompts:  # read and checked against the query's slices before the model loads
         from ..io.prompts import read_prompts
@@ -190,9 +196,9 @@ def cmd_segment(args: argparse.Namespace) -> int:
     engine = engine_from_args(model, args)
     res = segment_volume(
         query, sup, mask, engine=engine, labels=list(organs), label_map=lm,
-        support_select=args.support_select, support_slices=args.support_slice, start=start,
-        memory_policy=strategies.memory_policy, support_views=strategies.support_views or 0,
-        patience=args.patience if args.patience else None, ct_window=window, ground_truth=gt,
+        support_select=strategies.support_selector, support_slices=args.support_slice, order=order,
+        memory_policy=strategies.memory_policy,
+        support_views=strategies.support_views or 0, stop=strategies.stopping, ct_window=window, ground_truth=gt,
         corrections=prompts, progress=not args.no_progress,
     )
     inputs = {}
@@ -216,7 +222,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         p = o.propagation
         ext = p.extent()
         print(f"  {o.name}={o.label_id}: support z {list(o.support_z)} ({o.support_method}), start {p.start}, "
-              f"ran {int(p.processed.sum())}/{p.logits.shape[0]} slices, organ "
+              f"ran {int(p.processed.sum())}/{p.logits.shape[0]} slices (stop {p.stop}), organ "
               f"{'z %d..%d' % ext if ext else 'absent'}, {int((res.labels == o.label_id).sum())} voxels")
     if res.dice is not None:
         cols = ["label_name", "mode", "dice", "tp", "fp", "fn", "excluded_slices", "pred_z_first", "pred_z_last",

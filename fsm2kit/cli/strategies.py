@@ -1,10 +1,12 @@
-"""``fsm2kit strategies``: the registered orderings, support selectors, memory policies and stopping rules."""
+"""``fsm2kit strategies``: every registered strategy family (orderings, support selectors, memory policies,
+stopping rules, and any family added to :data:`fsm2kit.strategies.registry.FAMILY_MODULES` or by a
+plugin) with its option and its strategies."""
 
 from __future__ import annotations
 
 import argparse
 
-from .common import STRATEGY_FLAGS, add_plugins_arg
+from .common import add_plugins_arg
 
 __all__ = ["register_cli", "cmd_strategies", "format_strategies"]
 
@@ -31,7 +33,7 @@ def format_strategies() -> str:
     width = max((len(e.usage) for r in regs.values() for e in r.entries()), default=8)
     lines = []
     for family, reg in regs.items():
-        flag = STRATEGY_FLAGS.get(family, (None,))[0]
+        flag = reg.option
         opts = ", ".join(x for x in (flag, f"default {reg.default}" if reg.default else "") if x)
         lines.append(f"{family}{f' ({opts})' if opts else ''}: {reg.description}")
         for e in reg.entries():

@@ -54,6 +54,9 @@ __all__ = [
 ]
 
 SETTINGS = ("1S1Q", "3S1Q", "S1SFQ", "3SFQ")
+#: The FQ orders :func:`fq_plan` builds itself. The orders users name (these, ``from:P``, ``at:Z``
+#: and plugins' orderings) are one registry, :data:`fsm2kit.strategies.ORDERINGS`, which registers
+#: these from this tuple; every ``--order`` is checked there.
 ORDERS = ("middle", "top")
 
 

@@ -5,17 +5,17 @@ The per-chunk support selectors (``protocol``, ``middle``, ``largest``, ``random
 Two things need more, and happen here, inside the run with the model's engine
 (:func:`prepare_runs`, called by :func:`~fsm2kit.run.runner.run_experiments`):
 
-``similar`` (per chunk)
-    for chunk p, among the organ slices of chunk p of the support scan
-    (:func:`~fsm2kit.strategies.support_selectors.chunk_candidates`), the slice whose SAM2 image
-    embedding has the highest mean cosine similarity to the episode's query slices of chunk p
-    (all query slices when the chunk has none); lowest z on ties. The episode's supports are
-    replaced: every setting then runs as with any per-chunk selector.
-``similar:query`` (per query slice; 1S1Q and 3S1Q only)
-    every query slice gets its own support(s): 1S1Q the slice of its chunk most similar to it,
-    3S1Q the most similar slice of each chunk (``npart`` supports). The FQ settings run all query
-    slices in one memory state whose conditioning memories are fixed for the whole run, so a
-    support per query slice does not exist there: :class:`ExperimentConfig` refuses the pair.
+``similar`` (per chunk) and ``similar:query`` (per query slice; 1S1Q and 3S1Q only)
+    chosen by the selector itself (:meth:`SupportSelector.episode_choice
+    <fsm2kit.strategies.support_selectors.SupportSelector.episode_choice>`, the one rule of
+    ``similar``: :func:`~fsm2kit.strategies.support_selectors.most_similar`). ``similar``
+    replaces the episode's supports (every setting then runs as with any per-chunk selector);
+    with ``similar:query`` every query slice gets its own support(s): 1S1Q the slice of its chunk
+    most similar to it, 3S1Q the most similar slice of each chunk (``npart`` supports). The FQ
+    settings run all query slices in one memory state whose conditioning memories are fixed for
+    the whole run, so a support per query slice does not exist there: :class:`ExperimentConfig`
+    refuses the pair (:meth:`SupportSelector.refusal <fsm2kit.strategies.support_selectors.SupportSelector.refusal>`
+    gives the same reason to ``fsm2kit segment``).
 ``support_views = N``
     every support used by a plan gets the first N views of
     :data:`~fsm2kit.strategies.support_views.VIEW_SEQUENCE` as further conditioning frames, right after
@@ -36,8 +36,7 @@ from ..protocol.episodes import Episode, Support
 from ..records.naming import strategy_name
 from ..engine.plans import Frame, Plan, Step, build_plans, normalize_setting
 from ..strategies.orderings import ORDERINGS, engine_arguments
-from ..strategies.selectors import similarity_matrix
-from ..strategies.support_selectors import SUPPORT_SELECTORS, chunk_candidates
+from ..strategies.support_selectors import SUPPORT_SELECTORS, SimilarityChoice
 from ..strategies.support_views import check_views, plan_with_views, support_views
 
 __all__ = ["SupportScan", "attach_support_scan", "similar_per_chunk", "similar_per_query", "with_views",
@@ -85,41 +84,29 @@ def _scan(episode: Episode) -> SupportScan:
     return scan
 
 
-def _scores(engine, episode: Episode) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
-    """(cosine similarity query slice x organ slice, organ slices per chunk, all organ slices)."""
+def _choice(engine, episode: Episode, spec: str) -> SimilarityChoice:
     scan = _scan(episode)
-    cands = chunk_candidates(scan.label, scan.label_id, episode.npart)
-    organ = np.unique(np.concatenate(cands))
-    m = similarity_matrix(engine, list(episode.images), [scan.image[int(z)] for z in organ])
-    return m, cands, organ
-
-
-def _best(row: np.ndarray, cand: np.ndarray, organ: np.ndarray) -> int:
-    cols = np.searchsorted(organ, cand)
-    return int(cand[int(np.argmax(row[cols]))])  # argmax: the first (lowest z) on ties
+    return SUPPORT_SELECTORS.get(spec).episode_choice(engine, episode.images, episode.chunks, scan.image, scan.label,
+                                                      scan.label_id, episode.npart)
 
 
 def similar_per_chunk(engine, episode: Episode) -> Episode:
-    """The episode with each chunk's support chosen by SAM2 embedding similarity (see the module docstring)."""
+    """The episode with each chunk's support chosen by ``similar`` (see the module docstring)."""
     scan = _scan(episode)
-    m, cands, organ = _scores(engine, episode)
-    chunks = np.asarray(episode.chunks)
-    zs = []
-    for p, cand in enumerate(cands):
-        rows = m[chunks == p] if (chunks == p).any() else m
-        zs.append(_best(rows.mean(axis=0), cand, organ))
+    zs = _choice(engine, episode, "similar").support_z
     supports = tuple(scan.support(z, p) for p, z in enumerate(zs))
     return replace(episode, supports=supports, meta={**episode.meta, "support_z": tuple(zs)})
 
 
 def similar_per_query(engine, episode: Episode, setting: str) -> tuple[list[Support], list[Plan]]:
-    """Supports and plans with each query slice's own support(s) (1S1Q: its chunk's; 3S1Q: one per chunk)."""
+    """Supports and plans with each query slice's own support(s) (1S1Q: its chunk's; 3S1Q: one per chunk),
+    chosen by ``similar:query``."""
     setting = normalize_setting(setting)
     if setting not in ("1S1Q", "3S1Q"):
         raise ValueError(f"support selector similar:query chooses a support per query slice, which only 1S1Q and "
                          f"3S1Q can use; {setting} conditions every slice on the same supports: use 'similar'")
     scan = _scan(episode)
-    m, cands, organ = _scores(engine, episode)
+    best = _choice(engine, episode, "similar:query").as_dict()  # {(query position, chunk): z}
     supports: list[Support] = []
     index: dict[tuple[int, int], int] = {}
 
@@ -131,8 +118,8 @@ def similar_per_query(engine, episode: Episode, setting: str) -> tuple[list[Supp
 
     plans = []
     for q, c in enumerate(int(c) for c in episode.chunks):
-        parts = [c] if setting == "1S1Q" else range(len(cands))
-        sup = tuple(Frame("support", support(_best(m[q], cands[p], organ), p)) for p in parts)
+        parts = [c] if setting == "1S1Q" else range(episode.npart)
+        sup = tuple(Frame("support", support(best[(q, p)], p)) for p in parts)
         plans.append(Plan(sup + (Frame("query", q),), (Step(len(sup)),), False))
     return supports, plans
 

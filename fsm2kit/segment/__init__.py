@@ -9,6 +9,6 @@ from ..lazy import lazy_exports
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     ".organs": ["OrganSpec", "check_label_map_fits", "describe_ids", "parse_labels"],
     ".own_scan": ["check_request", "resolve_overlaps", "segment_volume", "start_from_order"],
-    ".propagation": ["DEFAULT_PATIENCE", "ECHO_LOGIT", "NOT_RUN_LOGIT", "Propagation", "absent_after", "propagate_volume", "propagation_job", "propagation_plan", "relative_start", "should_stop"],
+    ".propagation": ["ECHO_LOGIT", "NOT_RUN_LOGIT", "Propagation", "propagate_volume", "propagation_job", "propagation_plan", "relative_start"],
     ".segment_result": ["MODES", "OUTPUT_SUFFIXES", "OrganResult", "SUPPORT_FROM_QUERY", "SegmentResult", "check_dicom_output", "check_output", "dice_csv_path", "load_scan", "modes_dice_table", "output_files", "sidecar_path"],
 })

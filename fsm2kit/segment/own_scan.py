@@ -3,15 +3,19 @@
 The protocol of the paper hands the method the query organ's slice range from ground truth;
 real scans come without it. :func:`segment_volume` (and ``fsm2kit segment``) therefore
 
-1. picks the support slice(s) of each requested label (:mod:`fsm2kit.strategies.selectors`:
-   ``middle``, ``largest``, ``protocol``, ``given`` indices, or ``similar`` by SAM2 embedding);
+1. picks the support slice(s) of each requested label with a support selector of the registry
+   (:mod:`fsm2kit.strategies.support_selectors`, :meth:`SupportSelector.volume_choice
+   <fsm2kit.strategies.support_selectors.SupportSelector.volume_choice>`: ``middle``,
+   ``largest``, ``protocol``, ``given`` indices, ``random:SEED``, ``similar`` by SAM2 embedding,
+   or a user's);
 2. starts at the query slice at the support's relative position along z (or a given one) and
    propagates through the **whole volume**, forward then backward, in one SAM2 memory state laid
    out like the paper's "middle" order (:func:`~fsm2kit.segment.propagation.propagation_plan`,
    run by the engine's plan machinery): the support frame(s) sit at the start slice's position;
-3. decides where the organ ends from SAM2's object score: a direction stops after ``patience``
-   consecutive slices whose object score is not positive (SAM2's own "object absent" test,
-   ``score > 0``); slices beyond are background (:mod:`fsm2kit.segment.propagation`);
+3. decides where the organ ends with a stopping rule of :data:`fsm2kit.strategies.STOPPING_RULES`
+   (default ``patience:3``: a direction stops after 3 consecutive slices whose object score is
+   not positive, SAM2's own "object absent" test ``score > 0``; ``none``: every slice; or a
+   user's); slices beyond are background (:mod:`fsm2kit.segment.propagation`);
 4. runs every label with the same :class:`~fsm2kit.engine.engine.Engine`, whose content cache
    encodes each slice once for all labels; the labels' propagations run side by side
    (:meth:`Engine.drive <fsm2kit.engine.engine.Engine.drive>`), so their steps share SAM2
@@ -59,14 +63,14 @@ from ..protocol.episodes import Support
 from ..engine.memory import MemoryPolicy
 from ..io.volumes import LabelVolume, Volume, label_dtype
 from ..protocol.labels import LabelMap
+from ..records.naming import strategy_name
+from ..strategies.stopping import NOSTOP, STOPPING_RULES, stopping_rule
+from ..strategies.support_selectors import SUPPORT_SELECTORS, SupportSelector, VolumeInputs, given_selector
 from .organs import OrganSpec, parse_labels
-from .propagation import DEFAULT_PATIENCE, propagation_job, relative_start
+from .propagation import propagation_job, relative_start
 from .segment_result import OrganResult, SegmentResult, modes_dice_table
 
 __all__ = ["resolve_overlaps", "check_request", "start_from_order", "segment_volume"]
-
-#: The support selectors with their own whole-volume rule here (the rest: the registry's ``volume_slices``).
-_OWN_SELECTORS = ("middle", "largest", "protocol", "similar")
 
 
 def start_from_order(order, n_slices: int) -> int | None:
@@ -182,47 +186,36 @@ def _prompt_survives(mask2d: np.ndarray, image_size: int) -> bool:
     return bool(prompt_mask(mask2d, image_size).any())
 
 
-def _choose_support(
-    engine,
-    organ: OrganSpec,
-    lab: np.ndarray,
-    sup: np.ndarray,
-    query: np.ndarray,
-    method: str,
-    given,
-    start: int | None,
-    npart: int,
-):
-    from ..strategies import selectors as S
+def _selector(support_select) -> SupportSelector:
+    """The support selector of the registry (unknown names: one line listing the registered), checked
+    to serve whole-volume segmentation (``similar:query`` does not, and says why)."""
+    selector = SUPPORT_SELECTORS.get(support_select)
+    if not isinstance(selector, SupportSelector):  # a selector object given directly
+        if not callable(selector):
+            raise TypeError(f"support_select: a registered name or a selector (support_label_zhw, label_id, npart) "
+                            f"-> slices, got {selector!r}")
+        selector = SupportSelector(strategy_name(selector), selector)
+    why = selector.refusal("segment")
+    if why is not None:
+        raise ValueError(f"support selector {selector.name!r} {why}")
+    return selector
 
+
+def _label_selector(selector: SupportSelector | None, given, organ: OrganSpec) -> SupportSelector:
+    """A label's selector: the slices given by hand (``given``, as ``given:...``), else ``selector``."""
+    return given_selector(_given_for(given, organ)) if given is not None else selector
+
+
+def _choose_support(engine, organ: OrganSpec, lab: np.ndarray, sup: np.ndarray, query: np.ndarray, selector,
+                    start: int | None, npart: int):
+    """The label's support slices and what ``similar`` compared (the selector's ``volume_choice``)."""
     mask3d = _organ_mask(lab, organ)
-    sim = None
-    if given is not None:
-        zs, how = S.given_slices(mask3d, _given_for(given, organ)), "given"
-    elif method == "similar":
-        cand = S.organ_slices(mask3d)
-        zq, zs_ = query.shape[0], sup.shape[0]
-        if start is not None:
-            choice = S.most_similar_per_query(engine, query, sup, mask3d, queries=[int(start)])
-            zs = [choice.support_z[0]]
-            sim = choice
-        else:
-            targets = [relative_start(int(c), zs_, zq) for c in cand]
-            m = S.similarity_matrix(engine, [query[t] for t in targets], [sup[int(c)] for c in cand])
-            diag, mid = np.diag(m), int(cand[cand.size // 2])
-            # most similar to the query slice at its relative position; near-ties -> nearest the middle
-            best = max(range(cand.size), key=lambda i: (round(float(diag[i]), 6), -abs(int(cand[i]) - mid)))
-            zs = [int(cand[best])]
-            sim = S.SimilarityChoice("relative_position", tuple(targets), tuple(int(c) for c in cand),
-                                     tuple(int(c) for c in cand), m)
-        how = "similar"
-    elif method in _OWN_SELECTORS:
-        zs, how = S.select_support_slices(mask3d, method, npart=npart), method
-    else:
-        zs, how = _registry_slices(mask3d, method, npart), method
+    zq, zs_n = query.shape[0], sup.shape[0]
+    model = VolumeInputs(engine, query, sup, lambda z: int(start) if start is not None else relative_start(z, zs_n, zq))
+    zs, sim = selector.volume_choice(mask3d.astype(np.uint8), 1, npart=npart, model=model)
     for z in zs:
         _check_survives(organ, mask3d[z], z, engine.image_size)
-    return [int(z) for z in zs], how, sim, mask3d
+    return [int(z) for z in zs], sim, mask3d
 
 
 def check_request(
@@ -236,30 +229,26 @@ def check_request(
 ) -> dict[str, list[int] | None]:
     """Validate what can be validated without a model, and return the support slices.
 
-    Checks that every label is drawn in the support mask, that given support slices contain
-    it, and (with ``image_size``) that each mask survives the resize to SAM2's input. Used by
-    ``fsm2kit segment`` before loading SAM2, so bad input fails in a second.
+    Checks that every label is drawn in the support mask, that the support selector serves
+    whole-volume segmentation, that given support slices contain the label, and (with
+    ``image_size``) that each mask survives the resize to SAM2's input. Used by ``fsm2kit
+    segment`` before loading SAM2, so bad input fails in a second.
 
     Returns
     -------
     dict
-        ``{label name: support slices}`` (None for ``"similar"``, chosen with the model).
+        ``{label name: support slices}`` (None for a selector that needs the model, ``similar``).
     """
-    from ..strategies import selectors as S
-
     lab = np.asarray(support_labels)
+    chosen = None if support_slices is not None else _selector(support_select)
     out: dict[str, list[int] | None] = {}
     for organ in organs:
         mask3d = _organ_mask(lab, organ)
-        if support_slices is not None:
-            zs = S.given_slices(mask3d, _given_for(support_slices, organ))
-        elif _selector_name(support_select) == "similar":
+        selector = _label_selector(chosen, support_slices, organ)
+        if selector.needs_model:
             out[organ.name] = None
             continue
-        elif _selector_name(support_select) in _OWN_SELECTORS:
-            zs = S.select_support_slices(mask3d, _selector_name(support_select), npart=npart)
-        else:
-            zs = _registry_slices(mask3d, support_select, npart)
+        zs = selector.volume_slices(mask3d.astype(np.uint8), 1, npart=npart)
         if image_size is not None:
             for z in zs:
                 _check_survives(organ, mask3d[z], z, image_size)
@@ -267,18 +256,14 @@ def check_request(
     return out
 
 
-def _selector_name(spec) -> str:
-    from ..records.naming import strategy_name
-    from ..strategies.support_selectors import SUPPORT_SELECTORS
-
-    name = strategy_name(SUPPORT_SELECTORS.get(spec))  # unknown names: one-line error listing the registered
-    return name.partition(":")[0] if name.startswith("similar") else name
-
-
-def _registry_slices(mask3d: np.ndarray, spec, npart: int) -> list[int]:
-    from ..strategies.support_selectors import SUPPORT_SELECTORS
-
-    return SUPPORT_SELECTORS.get(spec).volume_slices(mask3d.astype(np.uint8), 1, npart=npart)
+def _rule_summary(rule) -> str:
+    """``"patience:3: stop a direction after ..."``: the rule's name and its registry summary."""
+    name = strategy_name(rule)
+    try:
+        entry = STOPPING_RULES.entry(name)
+    except ValueError:  # a rule object that is not registered
+        return name
+    return f"{name}: {entry.summary}"
 
 
 def _organ_mask(lab: np.ndarray, organ: OrganSpec) -> np.ndarray:
@@ -324,7 +309,8 @@ def segment_volume(
     start: int | None = None,
     order: object = None,
     support_views: int = 0,
-    patience: int | None = DEFAULT_PATIENCE,
+    stop: object = None,
+    patience: int | None = ...,  # type: ignore[assignment]
     ct_window: tuple[float, float] | None = None,
     ground_truth: np.ndarray | LabelVolume | None = None,
     npart: int = 3,
@@ -350,12 +336,14 @@ def segment_volume(
         label map), or None for every id in the support mask.
     label_map : keyword-only
         Names of ids (default: the support mask's, if a LabelVolume).
-    support_select : str, keyword-only
+    support_select : str or SupportSelector, keyword-only
         How to choose each label's support slice(s), a support selector of the registry
-        (:mod:`fsm2kit.strategies.support_selectors`): ``"middle"``, ``"largest"``,
-        ``"protocol"`` (the ``npart`` chunk centres together), ``"random:SEED"``,
-        ``"given:Z,..."``, ``"similar"`` (the organ slice whose SAM2 embedding best matches the
-        query slice at its relative position, or at the start slice), or a user's.
+        (:mod:`fsm2kit.strategies.support_selectors`, its ``volume_choice``): ``"middle"``,
+        ``"largest"``, ``"protocol"`` (the ``npart`` chunk centres together), ``"random:SEED"``,
+        ``"given:Z,..."``, ``"similar"`` (the organ slice whose SAM2 embedding is most similar to
+        the query slice its propagation starts from: ``start``, else its relative position), or a
+        user's. ``"similar:query"`` (a support per query slice) is refused: one propagation
+        conditions every slice on the same supports.
     support_slices : int, sequence or {label: int or sequence}, keyword-only
         Support slice index(es) given by hand (overrides ``support_select``).
     start : int, optional, keyword-only
@@ -368,8 +356,14 @@ def segment_volume(
     support_views : int, keyword-only
         Augmented views per support slice (0..5, default 0), added as further conditioning
         frames next to it (:mod:`fsm2kit.strategies.support_views`); an exploration aid.
+    stop : str or stopping rule, optional, keyword-only
+        When a direction of the whole-volume propagation stops: a spec of
+        :data:`fsm2kit.strategies.STOPPING_RULES` (default ``"patience:3"``; ``"none"``: the whole
+        volume regardless of scores; a user's) or a rule ``rule(scores so far) -> bool``. The
+        oracle range and corrected labels run without one (``none``).
     patience : int or None, keyword-only
-        Stopping rule (:func:`should_stop`); None: the whole volume regardless of scores.
+        The older spelling of ``stop``: N is ``"patience:N"``, None or 0 is ``"none"`` (not
+        together with ``stop``).
     ct_window : (lo, hi), optional, keyword-only
         Clip intensities of query and support before SAM2 (e.g. (-125, 275) HU).
     ground_truth : ndarray or LabelVolume, optional, keyword-only
@@ -407,12 +401,11 @@ def segment_volume(
     lab, lm_mask = _as_label_array(support_mask, svol, "support mask")
     lm = LabelMap.coerce(label_map) if label_map is not None else lm_mask
     organs = parse_labels(labels, label_map=lm, present=np.unique(lab).tolist())
-    from ..records.naming import strategy_name
     from ..strategies.support_views import check_views, support_views as make_views
 
-    method = _selector_name(support_select) if support_slices is None else "given"
-    if method not in _OWN_SELECTORS:
-        method = strategy_name(support_select) if not isinstance(support_select, str) else support_select.strip()
+    rule = stopping_rule(stop, patience)
+    selector = None if support_slices is not None else _selector(support_select)
+    method = "given" if selector is None else selector.name
     n_views = check_views(support_views)
     qarr = _clip(qvol.array, ct_window)
     sarr = _clip(svol.array, ct_window)
@@ -439,7 +432,9 @@ def segment_volume(
     # side by side: their steps share SAM2 forwards (engine.object_batch_size)
     jobs, made = [], []
     for organ in organs:
-        zs, how, sim, mask3d = _choose_support(engine, organ, lab, sarr, qarr, method, support_slices, start, npart)
+        zs, sim, mask3d = _choose_support(engine, organ, lab, sarr, qarr,
+                                          _label_selector(selector, support_slices, organ), start, npart)
+        how = method
         supports = []
         for z in zs:
             sup = Support(image=sarr[z], mask=mask3d[z], chunk=0, z=z, case_id=svol.case_id)
@@ -451,8 +446,7 @@ def segment_volume(
             jobs.append(corrected_propagation_job(engine, qarr, supports, fix, start=s0, memory_policy=memory_policy,
                                                   **who))
         else:
-            jobs.append(propagation_job(engine, qarr, supports, start=s0, patience=patience,
-                                        memory_policy=memory_policy))
+            jobs.append(propagation_job(engine, qarr, supports, start=s0, stop=rule, memory_policy=memory_policy))
         made.append((organ, "whole_volume", tuple(zs), how, sim))
         if gt is not None:
             tz = np.flatnonzero((gt == organ.label_id).any(axis=(1, 2)))
@@ -461,7 +455,7 @@ def segment_volume(
                 s1 = min(max(s0, lo), hi)
                 jobs.append(corrected_propagation_job(engine, qarr, supports, fix, start=s1, z_range=(lo, hi),
                                                       memory_policy=memory_policy, **who) if fix else
-                            propagation_job(engine, qarr, supports, start=s1, patience=None,
+                            propagation_job(engine, qarr, supports, start=s1, stop=NOSTOP,
                                             z_range=(lo, hi), memory_policy=memory_policy))
                 made.append((organ, "oracle_range", tuple(zs), how, sim))
     names = ", ".join(o.name for o in organs)
@@ -484,12 +478,12 @@ def segment_volume(
     oracle_vol = combine(oracle) if gt is not None else None
     prov = dict(engine.model.provenance())
     options = {
-        "support_select": "given" if support_slices is not None else method,
+        "support_select": method,
         "support_slices": support_slices if not isinstance(support_slices, Mapping) else {str(k): v for k, v in support_slices.items()},
         "start": start,
         "order": strategy_name(order) if order is not None else None,
         "support_views": n_views,
-        "patience": patience,
+        "stop": strategy_name(rule),
         "corrections": None if not fixes else {
             "rounds": {o.name: len(fixes[o.label_id]) for o in organs if o.label_id in fixes},
             "prompts": corrections_record(corrections, {o.name: fixes[o.label_id] for o in organs if o.label_id in fixes}),
@@ -500,7 +494,7 @@ def segment_volume(
         "labels": {o.name: o.label_id for o in organs},
         "query_shape_zhw": list(qvol.shape),
         "support_shape_zhw": list(svol.shape),
-        "stopping_rule": "a direction stops after `patience` consecutive slices with object score <= 0",
+        "stopping_rule": _rule_summary(rule),
         "layout": "queries below start + supports + queries from start; forward, then backward (middle order)",
     }
     res = SegmentResult(

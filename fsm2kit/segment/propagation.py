@@ -3,11 +3,13 @@
 A propagation is one of the engine's plans (:func:`propagation_plan`: FS-MedSAM2's "middle"
 order with the split at the start slice) run by :meth:`Engine.plan_job
 <fsm2kit.engine.engine.Engine.plan_job>`, the same machinery as the paper's settings (support
-memories, the memory policy, one memory bank), with a stopping rule on top: a direction stops
-after ``patience`` consecutive slices whose object score is not positive (SAM2's own "object
-absent" test, ``score > 0``; :func:`should_stop`). Steps of a stopped direction run no forward
-and add nothing to the bank. Query slices identical to a support image are not re-predicted:
-they "echo" the support mask (:data:`ECHO_LOGIT`).
+memories, the memory policy, one memory bank), with a stopping rule on top: after every step of a
+direction the rule (a strategy of :data:`fsm2kit.strategies.STOPPING_RULES`, default
+``patience:3``: stop after 3 consecutive slices whose object score is not positive, SAM2's own
+"object absent" test ``score > 0``) is called with that direction's object scores so far and
+says whether it stops; nothing else stops a direction. Steps of a stopped direction run no
+forward and add nothing to the bank. Query slices identical to a support image are not
+re-predicted: they "echo" the support mask (:data:`ECHO_LOGIT`).
 """
 
 from __future__ import annotations
@@ -24,14 +26,12 @@ from ..protocol.episodes import Support
 from ..engine.memory import MemoryPolicy, sam2_memory_policy
 from ..records.naming import strategy_name
 from ..engine.plans import Frame, Plan, split_plan
+from ..strategies.stopping import NOSTOP, stopping_rule
 
 __all__ = [
-    "DEFAULT_PATIENCE",
     "NOT_RUN_LOGIT",
     "ECHO_LOGIT",
     "relative_start",
-    "should_stop",
-    "absent_after",
     "propagation_plan",
     "Propagation",
     "propagation_job",
@@ -39,8 +39,6 @@ __all__ = [
     "corrected_propagation_job",
 ]
 
-#: Default number of consecutive slices with a non-positive object score that end the organ.
-DEFAULT_PATIENCE = 3
 #: Logit of slices never run (SAM2's ``NO_OBJ_SCORE``): background for any threshold.
 NOT_RUN_LOGIT = -1024.0
 #: Logit magnitude of a mask used as output (SAM2's ``_use_mask_as_output``: +-10).
@@ -63,39 +61,6 @@ def relative_start(support_z: float, n_support: int, n_query: int) -> int:
     if n_support == 1:
         return (n_query - 1) // 2
     return int(math.floor(support_z / (n_support - 1) * (n_query - 1) + 0.5))
-
-
-def _absent(score: float) -> bool:
-    return not (score > 0)  # SAM2: the object is present iff its score logit is > 0
-
-
-def should_stop(scores: Sequence[float], patience: int | None) -> bool:
-    """True when the last ``patience`` object scores are all non-positive (organ ended).
-
-    ``patience`` None or 0 never stops (propagate through everything).
-    """
-    if not patience:
-        return False
-    if patience < 0:
-        raise ValueError(f"patience must be >= 0 or None, got {patience}.")
-    return len(scores) >= patience and all(_absent(s) for s in scores[-patience:])
-
-
-def absent_after(scores: Sequence[float], patience: int | None) -> int | None:
-    """Where a direction stops: the first index of the first run of ``patience`` absent scores.
-
-    ``scores`` are object scores in processing order. With the stopping rule the direction
-    processes indices up to ``i + patience - 1`` and everything from ``i`` on is background
-    (SAM2 already predicts nothing where the score is not positive). None: no such run.
-    """
-    if not patience:
-        return None
-    run = 0
-    for k, s in enumerate(scores):
-        run = run + 1 if _absent(s) else 0
-        if run == patience:
-            return k - patience + 1
-    return None
 
 
 def propagation_plan(query_z: Sequence[int], start: int, n_supports: int = 1) -> Plan:
@@ -141,7 +106,8 @@ class Propagation:
     stop_forward, stop_backward : int or None
         The last z run in each direction when the stopping rule ended it; None when it ran to
         the range's end.
-    patience : int or None
+    stop : str
+        Name of the stopping rule the directions used (``"patience:3"``; ``"none"``: every slice).
     support_z : tuple
         The support slices (their z in the support volume).
     plan : Plan
@@ -161,7 +127,7 @@ class Propagation:
     echo_exact: tuple[bool, ...]
     stop_forward: int | None
     stop_backward: int | None
-    patience: int | None
+    stop: str
     support_z: tuple
     plan: Plan = field(repr=False)
     seconds: float = 0.0
@@ -170,6 +136,12 @@ class Propagation:
     @property
     def prediction(self) -> np.ndarray:
         return self.logits > 0
+
+    @property
+    def patience(self) -> int | None:
+        """The N of a ``patience:N`` rule; None for any other rule (``none``, a user's)."""
+        kind, _, arg = self.stop.partition(":")
+        return int(arg) if kind == "patience" and arg.isdigit() else None
 
     def extent(self) -> tuple[int, int] | None:
         """(first, last) z with a predicted voxel, or None."""
@@ -182,7 +154,7 @@ class Propagation:
         ext = self.extent()
         return (
             f"Propagation(start={self.start}, ran {span} ({ran.size} slices), "
-            f"stops fwd={self.stop_forward} bwd={self.stop_backward}, patience={self.patience}, "
+            f"stops fwd={self.stop_forward} bwd={self.stop_backward}, stop={self.stop}, "
             f"organ {'z %d..%d' % ext if ext else 'absent'}, echo {list(self.echo_z)})"
         )
 
@@ -210,7 +182,8 @@ def propagate_volume(
     supports: Sequence[Support],
     *,
     start: int,
-    patience: int | None = DEFAULT_PATIENCE,
+    stop: object = None,
+    patience: int | None = ...,  # type: ignore[assignment]
     z_range: tuple[int, int] | None = None,
     memory_policy: MemoryPolicy | None = None,
     progress: bool | None = None,
@@ -222,7 +195,7 @@ def propagate_volume(
     ----------
     engine : fsm2kit.engine.engine.Engine
         Supplies ``plan_job``, ``drive`` and ``support_memory`` (its cache encodes each slice once).
-    images, supports, start, patience, z_range, memory_policy
+    images, supports, start, stop, patience, z_range, memory_policy
         As in :func:`propagation_job`.
     progress : bool, optional, keyword-only
         Progress bar (default: the engine's setting).
@@ -231,7 +204,7 @@ def propagate_volume(
     -------
     Propagation
     """
-    job = propagation_job(engine, images, supports, start=start, patience=patience, z_range=z_range,
+    job = propagation_job(engine, images, supports, start=start, stop=stop, patience=patience, z_range=z_range,
                           memory_policy=memory_policy)
     return engine.drive([job], progress=progress, desc=desc)[0]
 
@@ -258,7 +231,8 @@ def propagation_job(
     supports: Sequence[Support],
     *,
     start: int,
-    patience: int | None = DEFAULT_PATIENCE,
+    stop: object = None,
+    patience: int | None = ...,  # type: ignore[assignment]
     z_range: tuple[int, int] | None = None,
     memory_policy: MemoryPolicy | None = None,
 ):
@@ -280,9 +254,13 @@ def propagation_job(
         Support slices and masks; all become conditioning memories at the start position.
     start : int
         The first query slice to segment (forward from it, then backward from ``start - 1``).
+    stop : str or stopping rule, optional, keyword-only
+        When a direction stops: a spec of :data:`fsm2kit.strategies.STOPPING_RULES`
+        (``"patience:N"``, ``"none"``, a user's) or a rule ``rule(scores so far) -> bool``;
+        default ``patience:3``. ``"none"``: run to the end of ``z_range``.
     patience : int or None, keyword-only
-        Stop a direction after this many consecutive non-positive object scores
-        (:func:`should_stop`); None or 0: run to the end of ``z_range``.
+        The older spelling of ``stop``: N is ``"patience:N"``, None or 0 is ``"none"`` (not
+        together with ``stop``).
     z_range : (lo, hi), optional, keyword-only
         Only visit ``lo..hi`` (inclusive); the oracle-range mode. Default: the whole volume.
     memory_policy : MemoryPolicy, optional, keyword-only
@@ -294,9 +272,8 @@ def propagation_job(
         Yields :class:`~fsm2kit.engine.engine.TrackRequest` s, returns a :class:`Propagation`.
     """
     imgs, lo, hi = _checked_volume(images, supports, start, z_range)
-    if patience is not None and patience < 0:
-        raise ValueError(f"patience must be >= 0 or None, got {patience}.")
-    return _propagation_steps(engine, imgs, supports, int(start), patience, lo, hi, memory_policy)
+    rule = stopping_rule(stop, patience)
+    return _propagation_steps(engine, imgs, supports, int(start), rule, lo, hi, memory_policy)
 
 
 def _echo_outputs(engine, imgs: np.ndarray, supports: Sequence[Support], echo: dict[int, int]):
@@ -339,7 +316,7 @@ def corrected_propagation_job(
     correction on an echo slice (the annotated support slice itself) is refused. With
     ``z_range`` (the oracle-range mode) only ``lo..hi`` is visited and corrections outside it
     are left out (rounds left empty are dropped). Returns the final stage's
-    :class:`Propagation` (``patience`` None). Arguments and corrections are checked at once.
+    :class:`Propagation` (stop ``"none"``). Arguments and corrections are checked at once.
     """
     from ..engine.corrections import check_rounds
     from ..protocol.episodes import Episode
@@ -377,13 +354,13 @@ def _corrected_steps(engine, imgs, supports, echo, episode, plan, checked, memor
     return Propagation(
         logits=logits, object_scores=scores, processed=processed, order=tuple(r.z for r in final), start=start,
         z_range=z_range, echo_z=tuple(sorted(echo)), echo_exact=tuple(echo_exact), stop_forward=None,
-        stop_backward=None, patience=None, support_z=tuple(s.z for s in supports), plan=plan,
+        stop_backward=None, stop=strategy_name(NOSTOP), support_z=tuple(s.z for s in supports), plan=plan,
         seconds=time.perf_counter() - t0,
         memory_policy=strategy_name(sam2_memory_policy if memory_policy is None else memory_policy))
 
 
 def _propagation_steps(engine, imgs: np.ndarray, supports: Sequence[Support], start: int,
-                       patience: int | None, lo: int, hi: int, memory_policy: MemoryPolicy | None):
+                       rule, lo: int, hi: int, memory_policy: MemoryPolicy | None):
     t0 = time.perf_counter()
     echo = _echo_slices(imgs, supports, lo, hi)
     query_z = [z for z in range(lo, hi + 1) if z not in echo]
@@ -410,7 +387,7 @@ def _propagation_steps(engine, imgs: np.ndarray, supports: Sequence[Support], st
             processed[z] = True
             order.append(z)
             run_scores[step.reverse].append(out.object_score)
-            if should_stop(run_scores[step.reverse], patience):
+            if rule(tuple(run_scores[step.reverse])):  # the stopping rule decides, nothing else
                 stopped[step.reverse] = True
                 stops[step.reverse] = z
         try:
@@ -432,7 +409,7 @@ def _propagation_steps(engine, imgs: np.ndarray, supports: Sequence[Support], st
         echo_exact=tuple(echo_exact),
         stop_forward=stops[False],
         stop_backward=stops[True],
-        patience=patience,
+        stop=strategy_name(rule),
         support_z=tuple(s.z for s in supports),
         plan=plan,
         seconds=time.perf_counter() - t0,

@@ -120,7 +120,8 @@ class SegmentResult:
     dice : pandas.DataFrame or None
         :func:`modes_dice_table` of both modes (with ground truth).
     options : dict
-        The options of the call (support selection, start, patience, window, labels, shapes).
+        The options of the call (support selection, start, stopping rule ``stop``, window, labels,
+        shapes).
     """
 
     labels: np.ndarray
@@ -175,7 +176,8 @@ class SegmentResult:
         """The one provenance record of this segmentation (kind ``"segment"``).
 
         Its details: ``modes``, ``options``, ``grid``, ``z_axis``, ``labels`` and ``oracle``
-        (per label: support, start, range, stops, processed slices, echo, object scores), ``dice``,
+        (per label: support, start, range, stopping rule and where it stopped, processed slices,
+        echo, object scores), ``dice``,
         ``encoder_passes``, ``seconds``, then ``details``.
         """
         axes = array_axes_in_file(self.query)
@@ -191,7 +193,7 @@ class SegmentResult:
                 "support_method": o.support_method,
                 "start": p.start,
                 "z_range": list(p.z_range),
-                "patience": p.patience,
+                "stop": p.stop,
                 "stop_forward_z": p.stop_forward,
                 "stop_backward_z": p.stop_backward,
                 "processed_z": [int(z) for z in np.flatnonzero(p.processed)],

@@ -1,8 +1,10 @@
 """Orderings: how an episode's query slices are processed, as the plans the engine runs.
 
-An ordering is a callable ``ordering(setting, episode) -> list[Plan]`` (:class:`Ordering`). The
-built-ins are the FQ orders of :func:`fsm2kit.engine.plans.build_plans` (the 1Q settings have one
-plan per query slice and no order):
+An ordering is a callable ``ordering(setting, episode) -> list[Plan]`` (:class:`Ordering`). This
+registry is the one vocabulary of orders: every ``--order`` (``fsm2kit run``, ``segment``,
+``inspect``) and ``ExperimentConfig.orders`` is checked here. The built-ins are the FQ orders the
+engine builds itself (:data:`fsm2kit.engine.plans.ORDERS`, registered from that list) and the
+start orders (the 1Q settings have one plan per query slice and no order):
 
 ``middle`` (default)
     supports in the middle of the query range; forward to the end, then backward to the first
@@ -40,6 +42,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Protocol, Sequence, runtime_checkable
 
+from ..engine.plans import ORDERS  # plain tuples: no numpy, no torch
 from ..records.naming import strategy_name
 from .registry import Registry, parse_index
 
@@ -146,15 +149,22 @@ def _parse_z(text: str) -> int:
     return parse_index(text, "Z is a slice index, an integer >= 0")
 
 
+#: One line on each order the engine builds itself (:data:`fsm2kit.engine.plans.ORDERS`).
+_PLAN_ORDER_SUMMARIES = {
+    "middle": "supports mid-volume; forward to the end, then backward to the first slice (the paper's)",
+    "top": "supports first, then the query slices in ascending z (published by_volume)",
+}
+
 ORDERINGS = Registry(
     "ordering",
     description="how the query slices are processed: (setting, episode) -> the plans the engine runs",
     default="middle",
+    option="--order",
 )
-ORDERINGS.register("middle", PlanOrder("middle"), origin="fsm2kit",
-                   summary="supports mid-volume; forward to the end, then backward to the first slice (the paper's)")
-ORDERINGS.register("top", PlanOrder("top"), origin="fsm2kit",
-                   summary="supports first, then the query slices in ascending z (published by_volume)")
+for _order in ORDERS:  # the engine's own FQ orders, registered from the engine's list (one vocabulary)
+    ORDERINGS.register(_order, PlanOrder(_order), origin="fsm2kit",
+                       summary=_PLAN_ORDER_SUMMARIES.get(_order, f"the engine's {_order!r} order (fq_plan)"))
+del _order
 ORDERINGS.register("from", lambda p: StartOrder("from", p), arg="P", parse=_parse_position, origin="fsm2kit",
                    details="P in [0, 1]",
                    summary="start at the query slice at relative position P, forward to the end, then backward "

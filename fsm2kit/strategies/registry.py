@@ -34,7 +34,10 @@ from typing import Any, Callable, Iterator
 
 __all__ = ["Entry", "Registry", "NamedStrategy", "named", "parse_spec", "parse_index", "registries", "FAMILY_MODULES"]
 
-#: The built-in families, in display order: ``family -> module`` (each defines one registry).
+#: The built-in families, in display order: ``family -> module``. Each module defines its family's
+#: contract, built-ins and one :class:`Registry` (with the command-line ``option`` that takes its
+#: specs). Adding a family is that module plus one line here: ``fsm2kit strategies`` lists it and
+#: :func:`fsm2kit.cli.common.add_strategy_args` offers its option to the commands that apply it.
 FAMILY_MODULES: dict[str, str] = {
     "ordering": "fsm2kit.strategies.orderings",
     "support selector": "fsm2kit.strategies.support_selectors",
@@ -209,18 +212,30 @@ class Registry:
     listed : bool
         Whether :func:`registries` (and ``fsm2kit strategies``) include it (a family of a plugin:
         yes; a scratch registry in a test: no).
+    option : str, optional
+        The command-line option that takes this family's specs (``"--stop"``); its ``dest`` is
+        :attr:`dest` (``"stop"``). None: no command offers it.
     """
 
     def __init__(self, family: str, *, description: str = "", default: str | None = None,
-                 coerce: Callable[[object, str], object] | None = None, listed: bool = True) -> None:
+                 coerce: Callable[[object, str], object] | None = None, listed: bool = True,
+                 option: str | None = None) -> None:
+        if option is not None and not re.match(r"^--[a-z][a-z0-9-]*$", option):
+            raise ValueError(f"{family}: option must look like '--name', got {option!r}")
         self.family = family
         self.description = _one_line(description)
         self.default = default
+        self.option = option
         self._coerce = coerce
         self._entries: dict[str, Entry] = {}
         self._cache: dict[str, object] = {}
         if listed:
             _ALL[family] = self
+
+    @property
+    def dest(self) -> str | None:
+        """The attribute the command line stores :attr:`option` in (``"--memory-policy"`` -> ``"memory_policy"``)."""
+        return None if self.option is None else self.option[2:].replace("-", "_")
 
     # ------------------------------------------------------------------ writing
     def register(self, name: str, obj_or_factory: object = None, *, summary: str | None = None,

@@ -10,13 +10,20 @@ import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
+from dataclasses import replace
+
 from ..engine.engine import Engine
 from ..model.loading import load_sam2
 from ..inspector.inspection import Inspection, inspect_episode
 from ..inspector.panels import write_inspection
 from ..io.examples import example_episodes
+from ..records.naming import strategy_name
 from ..run.sources import load_episodes, subset_episode
+from ..run.support_plans import prepare_runs
 from ..records.provenance import command_line, inspection_provenance
+from ..strategies.memory_policies import MEMORY_POLICIES
+from ..strategies.orderings import ORDERINGS
+from ..strategies.support_selectors import SUPPORT_SELECTORS
 
 __all__ = ["inspect_run"]
 
@@ -24,7 +31,9 @@ __all__ = ["inspect_run"]
 def inspect_run(
     *,
     setting: str,
-    order: str = "middle",
+    order: object = "middle",
+    memory_policy: object = None,
+    support_selector: object = None,
     episodes: str | os.PathLike | None = None,
     episode_index: int = 0,
     dataset: str | None = None,
@@ -52,7 +61,18 @@ def inspect_run(
     Parameters
     ----------
     setting, order
-        The inference setting and, for the FQ settings, the order.
+        The inference setting and, for the FQ settings, the ordering: a name of
+        :data:`fsm2kit.strategies.ORDERINGS` (``middle``, ``top``, ``from:P``, ``at:Z``, a user's)
+        or an ordering object.
+    memory_policy : str or MemoryPolicy, optional
+        Which memories each step attends to (:data:`fsm2kit.strategies.MEMORY_POLICIES`; default
+        ``sam2``).
+    support_selector : str or SupportSelector, optional
+        How the supports are chosen (:data:`fsm2kit.strategies.SUPPORT_SELECTORS`; default
+        ``protocol``); other than ``protocol`` it needs an SSL-ALPNet folder (npz dumps, the
+        bundled case among them, carry fixed supports). ``similar`` chooses with the engine;
+        ``similar:query`` (a support per query slice) is refused: the inspected episode keeps one
+        support per chunk.
     episodes : path, optional
         An npz episode folder or an SSL-ALPNet folder (with ``dataset``, ``fold``, ``label``);
         None: the bundled CHAOS case.
@@ -80,8 +100,20 @@ def inspect_run(
     -------
     Inspection
     """
-    all_eps = example_episodes() if episodes is None else load_episodes(episodes, dataset=dataset, fold=fold,
-                                                                          label=label)
+    ordering = ORDERINGS.get(order)  # every name checked before any episode or model loads
+    policy = MEMORY_POLICIES.get(memory_policy)
+    selector = SUPPORT_SELECTORS.get(support_selector)
+    if getattr(selector, "similarity", None) == "query":
+        raise ValueError(f"support selector {strategy_name(selector)!r} chooses a support per query slice; an "
+                         "inspection runs the episode with one support per chunk: use 'similar' (or fsm2kit run "
+                         "for 1S1Q/3S1Q)")
+    if episodes is None:
+        if strategy_name(selector) != "protocol":
+            raise ValueError(f"support selector {strategy_name(selector)!r}: the bundled case is an npz episode dump "
+                             "whose support slices are fixed; give an SSL-ALPNet folder (--episodes) to choose them")
+        all_eps = example_episodes()
+    else:
+        all_eps = load_episodes(episodes, dataset=dataset, fold=fold, label=label, support_selector=selector)
     if not 0 <= episode_index < len(all_eps):
         raise ValueError(f"episode-index {episode_index}: the folder has {len(all_eps)} episode(s) "
                          f"(0..{len(all_eps) - 1}).")
@@ -95,9 +127,17 @@ def inspect_run(
         engine = Engine(sam2, progress=progress)
     elif not isinstance(engine, Engine):
         engine = engine()  # a factory: the model loads only after the episode was found
-    insp = inspect_episode(engine, episode, setting, order=order, layers=layers, verify=verify)
+    # the run's strategies as fsm2kit run applies them: similar's supports, a user ordering's plans
+    inputs = prepare_runs(engine, [episode], setting, ordering, selector=selector)
+    episode = inputs.episodes[0]
+    plans = inputs.kwargs["plans"][0] if "plans" in inputs.kwargs else None
+    insp = inspect_episode(engine, episode, setting, order=inputs.kwargs.get("order", "middle"), plans=plans,
+                           layers=layers, verify=verify, memory_policy=policy)
+    if plans is not None:
+        insp.result.order = inputs.order  # the ordering's name, not "custom"
     if output_dir is not None:
         record = inspection_provenance(insp, command=command if command is not None else command_line())
+        record = replace(record, support_selector=strategy_name(selector))
         insp.files = write_inspection(insp, Path(output_dir), panels=panels, pixel=pixel, formats=tuple(formats),
                                       presets=presets, provenance=record.to_dict())
     return insp
