@@ -30,7 +30,7 @@ from fsm2kit.strategies import (
     plan_with_views,
     scale_view,
 )
-from fsm2kit.strategies.support_views import support_views
+from fsm2kit.strategies.views import support_views
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ["--checkpoint", "random", "--image-size", "128", "--device", "cpu", "--no-progress"]

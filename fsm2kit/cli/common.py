@@ -294,7 +294,7 @@ def strategies_from_args(args: argparse.Namespace) -> Strategies:
             chosen[family] = None if spec is None else regs[family].get(spec)
     views = None
     if hasattr(args, "support_views"):
-        from ..strategies.support_views import check_views
+        from ..strategies.views import check_views
 
         views = check_views(args.support_views)
     return Strategies(chosen, plugins=tuple(loaded), support_views=views)

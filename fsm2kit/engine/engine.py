@@ -323,7 +323,7 @@ class Engine:
 
         ``memory_policy`` chooses each step's memories (default SAM2's rule,
         :func:`~fsm2kit.engine.memory.sam2_memory_policy`; others by name from
-        ``fsm2kit.strategies.MEMORY_POLICIES``, e.g. ``"recent:3"``, see :mod:`fsm2kit.strategies.policies`);
+        ``fsm2kit.strategies.MEMORY_POLICIES``, e.g. ``"recent:3"``, see :mod:`fsm2kit.strategies.memory_policies`);
         any other policy's choice is checked (:func:`~fsm2kit.engine.memory.check_selection`). Steps of
         jobs whose selections have equal sizes share forwards in :meth:`drive`.
         """

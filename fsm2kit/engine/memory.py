@@ -312,7 +312,7 @@ class MemoryPolicy(Protocol):
     the model's :class:`MemorySettings`. It may fill fewer than SAM2's ``num_maskmem - 1``
     non-conditioning slots, never more, and may only name frames that are in the bank. SAM2's own
     rule (:func:`sam2_memory_policy`) is the default; the built-in others (``stride:R``,
-    ``support-only``, ``recent:K``, ``confident:T``, ``best:K``) are in :mod:`fsm2kit.strategies.policies`;
+    ``support-only``, ``recent:K``, ``confident:T``, ``best:K``) are in :mod:`fsm2kit.strategies.memory_policies`;
     all are named in the registry :data:`fsm2kit.strategies.MEMORY_POLICIES`.
     """
 

@@ -23,7 +23,7 @@ from ..strategies.memory_policies import MEMORY_POLICIES
 from ..strategies.orderings import ORDERINGS
 from ..strategies.plugins import load_plugins
 from ..strategies.support_selectors import SUPPORT_SELECTORS
-from ..strategies.support_views import check_views
+from ..strategies.views import check_views
 
 __all__ = ["METRICS", "ExperimentConfig"]
 
@@ -100,7 +100,7 @@ class ExperimentConfig:
     support_views : int
         Augmented views per support (0..5; default 0, none): the first N of horizontal flip,
         scale 1.1, scale 0.9, gamma 0.8, gamma 1.25, added as further conditioning memories
-        (:mod:`fsm2kit.strategies.support_views`). An exploration aid, not the paper's method.
+        (:mod:`fsm2kit.strategies.views`). An exploration aid, not the paper's method.
     memory_policy : str or MemoryPolicy
         Which memories each tracking step attends to (default ``"sam2"``: SAM2's rule); a
         registered name or a policy object.

@@ -18,8 +18,8 @@ Two things need more, and happen here, inside the run with the model's engine
     gives the same reason to ``fsm2kit segment``).
 ``support_views = N``
     every support used by a plan gets the first N views of
-    :data:`~fsm2kit.strategies.support_views.VIEW_SEQUENCE` as further conditioning frames, right after
-    its own frame (:func:`~fsm2kit.strategies.support_views.plan_with_views`).
+    :data:`~fsm2kit.strategies.views.VIEW_SEQUENCE` as further conditioning frames, right after
+    its own frame (:func:`~fsm2kit.strategies.views.plan_with_views`).
 
 With neither (the default), :func:`prepare_runs` hands the engine what it always got: the
 built-in order's name, or a user ordering's plans, and the episodes' own supports.
@@ -37,7 +37,7 @@ from ..records.naming import strategy_name
 from ..engine.plans import Frame, Plan, Step, build_plans, normalize_setting
 from ..strategies.orderings import ORDERINGS, engine_arguments
 from ..strategies.support_selectors import SUPPORT_SELECTORS, SimilarityChoice
-from ..strategies.support_views import check_views, plan_with_views, support_views
+from ..strategies.views import check_views, plan_with_views, support_views
 
 __all__ = ["SupportScan", "attach_support_scan", "similar_per_chunk", "similar_per_query", "with_views",
            "RunInputs", "prepare_runs"]
@@ -125,7 +125,7 @@ def similar_per_query(engine, episode: Episode, setting: str) -> tuple[list[Supp
 
 
 def with_views(supports: Sequence[Support], plans: Sequence[Plan], n: int) -> tuple[list[Support], list[Plan]]:
-    """Supports and plans with ``n`` augmented views of every support the plans use (:mod:`fsm2kit.strategies.support_views`)."""
+    """Supports and plans with ``n`` augmented views of every support the plans use (:mod:`fsm2kit.strategies.views`)."""
     n = check_views(n)
     out = list(supports)
     if n == 0:

@@ -1,5 +1,9 @@
-"""Own scans: one annotated support slice in, a 3D label volume in the scan's own grid out
-(organs to segment, propagation through the volume, results and files).
+"""Own scans: one annotated support slice in, a 3D label volume in the scan's own grid out.
+
+- ``organs``: which labels to segment (``"liver=5,spleen=1"``, ids, names).
+- ``propagation``: propagation through the whole volume, stopped by a stopping rule.
+- ``own_scan``: :func:`segment_volume`.
+- ``segment_result``: what it returns and writes (label volume, sidecar, Dice).
 
 Public names load lazily (PEP 562): importing this package imports no submodule.
 """

@@ -39,7 +39,7 @@ exact at the scan's resolution (measured on the bundled CT at 256 px: 24 of ~150
 differ); fsm2kit writes the support mask itself on that slice, as +-10 logits (SAM2's
 mask-as-output values), so the output reproduces the annotation exactly.
 
-Inputs are the canonical (Z, H, W) arrays of :func:`fsm2kit.io.volumes.load_nifti` (Z inferior ->
+Inputs are the canonical (Z, H, W) arrays of :func:`fsm2kit.io.nifti.load_nifti` (Z inferior ->
 superior), so any file orientation (RAS, LPS, oblique) works and the output mask is written
 into exactly the query file's grid (shape, affine, qform/sform, orientation) by
 :meth:`fsm2kit.io.volumes.Volume.mask_to_nifti`. Slice indices (``support_slices``, ``start``, and
@@ -323,7 +323,7 @@ def segment_volume(
     Parameters
     ----------
     query : Volume or ndarray (Z, H, W)
-        The scan to segment (a Volume from :func:`fsm2kit.data.load_nifti` writes back into
+        The scan to segment (a Volume from :func:`fsm2kit.io.nifti.load_nifti` writes back into
         its file's grid).
     support_image : Volume or ndarray (Zs, Hs, Ws)
         The annotated scan (another patient, or the query itself).
@@ -355,7 +355,7 @@ def segment_volume(
         ``from:P``, ``top``, ``middle``. Give ``start`` or ``order``, not both.
     support_views : int, keyword-only
         Augmented views per support slice (0..5, default 0), added as further conditioning
-        frames next to it (:mod:`fsm2kit.strategies.support_views`); an exploration aid.
+        frames next to it (:mod:`fsm2kit.strategies.views`); an exploration aid.
     stop : str or stopping rule, optional, keyword-only
         When a direction of the whole-volume propagation stops: a spec of
         :data:`fsm2kit.strategies.STOPPING_RULES` (default ``"patience:3"``; ``"none"``: the whole
@@ -401,7 +401,7 @@ def segment_volume(
     lab, lm_mask = _as_label_array(support_mask, svol, "support mask")
     lm = LabelMap.coerce(label_map) if label_map is not None else lm_mask
     organs = parse_labels(labels, label_map=lm, present=np.unique(lab).tolist())
-    from ..strategies.support_views import check_views, support_views as make_views
+    from ..strategies.views import check_views, support_views as make_views
 
     rule = stopping_rule(stop, patience)
     selector = None if support_slices is not None else _selector(support_select)

@@ -510,7 +510,7 @@ def modes_dice_table(
 
 
 def load_scan(path: str | os.PathLike, *, modality: str = "", case_id: str | None = None) -> Volume:
-    """A scan from a NIfTI file or a folder of DICOM slices (:mod:`fsm2kit.dicom`)."""
+    """A scan from a NIfTI file or a folder of DICOM slices (:mod:`fsm2kit.io.dicom`)."""
     from ..io.nifti import load_nifti
 
     p = Path(path)

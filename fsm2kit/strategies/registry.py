@@ -11,7 +11,7 @@ Every strategy family (orderings, support selectors, memory policies, stopping r
     'patience:3'
 
 :meth:`Registry.get` returns the strategy object carrying its full spec as ``strategy_name``
-(:func:`fsm2kit.engine.memory.strategy_name` reads it for provenance); a strategy object given
+(:func:`fsm2kit.records.naming.strategy_name` reads it for provenance); a strategy object given
 instead of a spec is returned unchanged. Unknown names and bad arguments raise a one-line
 ``ValueError`` that lists the registered names.
 

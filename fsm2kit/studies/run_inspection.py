@@ -85,7 +85,7 @@ def inspect_run(
         The engine to use, or a function that makes it (called once the episode is loaded, so
         bad input fails before a model loads).
     max_slices : int, optional
-        At most N query slices, evenly spaced (:func:`fsm2kit.workflows.subset_episode`).
+        At most N query slices, evenly spaced (:func:`fsm2kit.run.sources.subset_episode`).
     layers, verify
         As in :func:`fsm2kit.inspector.inspect_episode`.
     output_dir : path, optional
