@@ -18,6 +18,7 @@ from ..inspector.inspection import Inspection, inspect_episode
 from ..inspector.panels import write_inspection
 from ..io.examples import example_episodes
 from ..records.naming import strategy_name
+from ..run.config import ExperimentConfig
 from ..run.sources import load_episodes, subset_episode
 from ..run.support_plans import prepare_runs
 from ..records.provenance import command_line, inspection_provenance
@@ -29,23 +30,10 @@ __all__ = ["inspect_run"]
 
 
 def inspect_run(
+    config: ExperimentConfig | None = None,
     *,
-    setting: str,
-    order: object = "middle",
-    memory_policy: object = None,
-    support_selector: object = None,
-    episodes: str | os.PathLike | None = None,
     episode_index: int = 0,
-    dataset: str | None = None,
-    fold: int | None = None,
-    label: str | int | None = None,
-    model: str = "sam2-tiny",
-    checkpoint: str | os.PathLike | None = None,
-    seed: int = 0,
-    image_size: int = 1024,
-    device: str | None = None,
     engine: Engine | Callable[[], Engine] | None = None,
-    max_slices: int | None = None,
     layers: Sequence[int] | None = None,
     verify: bool = True,
     output_dir: str | os.PathLike | None = None,
@@ -55,39 +43,31 @@ def inspect_run(
     presets: Sequence[str] | None = None,
     progress: bool = False,
     command: str | None = None,
+    **overrides,
 ) -> Inspection:
     """Segment one episode while capturing SAM2's memory attention; optionally write the results.
 
     Parameters
     ----------
-    setting, order
-        The inference setting and, for the FQ settings, the ordering: a name of
-        :data:`fsm2kit.strategies.ORDERINGS` (``middle``, ``top``, ``from:P``, ``at:Z``, a user's)
-        or an ordering object.
-    memory_policy : str or MemoryPolicy, optional
-        Which memories each step attends to (:data:`fsm2kit.strategies.MEMORY_POLICIES`; default
-        ``sam2``).
-    support_selector : str or SupportSelector, optional
-        How the supports are chosen (:data:`fsm2kit.strategies.SUPPORT_SELECTORS`; default
-        ``protocol``); other than ``protocol`` it needs an SSL-ALPNet folder (npz dumps, the
-        bundled case among them, carry fixed supports). ``similar`` chooses with the engine;
-        ``similar:query`` (a support per query slice) is refused: the inspected episode keeps one
-        support per chunk.
-    episodes : path, optional
-        An npz episode folder or an SSL-ALPNet folder (with ``dataset``, ``fold``, ``label``);
-        None: the bundled CHAOS case.
+    config : ExperimentConfig or None
+        What to run (:class:`~fsm2kit.run.config.ExperimentConfig`, the config of ``fsm2kit run``
+        and the notebooks): one setting, one ordering (``middle``, ``top``, ``from:P``, ``at:Z``,
+        a user's), the memory policy, the support selector and views, plugins, the data
+        (``episodes``: an npz episode folder, or an SSL-ALPNet folder with ``dataset``, one fold
+        and one class; None: the bundled CHAOS case), one model with its checkpoint, seed, image
+        size and device, ``max_slices`` / ``z_range`` and the engine's ``cache_dir`` and
+        ``object_batch_size``. None: the defaults. A support selector other than ``protocol``
+        needs an SSL-ALPNet folder (npz dumps, the bundled case among them, carry fixed
+        supports); ``similar:query`` (a support per query slice) is refused: the inspected
+        episode keeps one support per chunk. Correction prompts are refused here
+        (:func:`fsm2kit.inspector.corrected.inspect_corrections` inspects a corrected run).
     episode_index : int
         Which episode of the folder.
-    model, checkpoint, seed, image_size, device
-        As in :func:`fsm2kit.load_sam2` (``checkpoint="random"`` for smoke runs); ignored when an
-        ``engine`` is given.
     engine : Engine or callable, optional
         The engine to use, or a function that makes it (called once the episode is loaded, so
-        bad input fails before a model loads).
-    max_slices : int, optional
-        At most N query slices, evenly spaced (:func:`fsm2kit.run.sources.subset_episode`).
+        bad input fails before a model loads); the config's model is then not loaded.
     layers, verify
-        As in :func:`fsm2kit.inspector.inspect_episode`.
+        As in :func:`fsm2kit.inspector.inspection.inspect_episode`.
     output_dir : path, optional
         When given, tables, charts, panels and provenance are written there
         (:func:`fsm2kit.inspector.panels.write_inspection`) with the one provenance record
@@ -95,40 +75,63 @@ def inspect_run(
     presets : sequence of {"screen", "paper"}, optional
         Write the charts and panels in these export presets instead of ``formats``
         (:func:`fsm2kit.viz.export.save_presets`).
+    **overrides
+        Config fields applied on top of ``config`` (:meth:`ExperimentConfig.replace
+        <fsm2kit.run.config.ExperimentConfig.replace>`), in their singular spellings too:
+        ``inspect_run(setting="S1SFQ", order="top", checkpoint="random", image_size=256)``.
 
     Returns
     -------
     Inspection
     """
-    ordering = ORDERINGS.get(order)  # every name checked before any episode or model loads
-    policy = MEMORY_POLICIES.get(memory_policy)
-    selector = SUPPORT_SELECTORS.get(support_selector)
+    if config is not None and not isinstance(config, ExperimentConfig):
+        raise TypeError(f"inspect_run: config is an ExperimentConfig, got {type(config).__name__}.")
+    config = (config or ExperimentConfig()).replace(**overrides)  # plugins load; every name is checked
+    for what, values in (("settings", config.settings), ("orders", config.orders), ("models", config.models),
+                         ("folds", config.folds), ("classes", config.classes)):
+        if len(values) > 1:
+            raise ValueError(f"inspect_run: one episode is inspected; {what} has {len(values)} values "
+                             f"{[strategy_name(v) for v in values]}: give one.")
+    if config.prompts is not None:
+        raise ValueError("inspect_run: correction prompts are not applied here; inspect a corrected run with "
+                         "fsm2kit.inspector.corrected.inspect_corrections (notebook 05, 'Correct and re-propagate').")
+    if config.metric != "both":
+        raise ValueError(f"inspect_run: metric={config.metric!r} does not apply (an inspection writes no Dice "
+                         "summary); leave it at 'both'.")
+    setting = config.settings[0]
+    ordering = config.orders[0] if config.orders else ORDERINGS.get(None)
+    policy, selector = config.memory_policy, config.support_selector
     if getattr(selector, "similarity", None) == "query":
         raise ValueError(f"support selector {strategy_name(selector)!r} chooses a support per query slice; an "
                          "inspection runs the episode with one support per chunk: use 'similar' (or fsm2kit run "
                          "for 1S1Q/3S1Q)")
-    if episodes is None:
+    if config.episodes is None:
         if strategy_name(selector) != "protocol":
             raise ValueError(f"support selector {strategy_name(selector)!r}: the bundled case is an npz episode dump "
                              "whose support slices are fixed; give an SSL-ALPNet folder (--episodes) to choose them")
         all_eps = example_episodes()
     else:
-        all_eps = load_episodes(episodes, dataset=dataset, fold=fold, label=label, support_selector=selector)
+        all_eps = load_episodes(config.episodes, dataset=config.dataset,
+                                fold=config.folds[0] if config.folds else None,
+                                label=config.classes[0] if config.classes else None, variant=config.variant,
+                                support_selector=selector)
     if not 0 <= episode_index < len(all_eps):
         raise ValueError(f"episode-index {episode_index}: the folder has {len(all_eps)} episode(s) "
                          f"(0..{len(all_eps) - 1}).")
     episode = all_eps[episode_index]
-    if max_slices is not None:
-        episode = subset_episode(episode, max_slices=max_slices)
+    if config.max_slices is not None or config.z_range is not None:
+        episode = subset_episode(episode, max_slices=config.max_slices, z_range=config.z_range)
     if engine is None:
+        model = config.models[0]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            sam2 = load_sam2(model, checkpoint, seed=seed, image_size=image_size, device=device, progress=progress)
-        engine = Engine(sam2, progress=progress)
+            sam2 = load_sam2(model, config.checkpoint_for(model), seed=config.seed, image_size=config.image_size,
+                             device=config.device, progress=progress)
+        engine = Engine(sam2, progress=progress, cache_dir=config.cache_dir, object_batch_size=config.object_batch_size)
     elif not isinstance(engine, Engine):
         engine = engine()  # a factory: the model loads only after the episode was found
-    # the run's strategies as fsm2kit run applies them: similar's supports, a user ordering's plans
-    inputs = prepare_runs(engine, [episode], setting, ordering, selector=selector)
+    # the run's strategies as fsm2kit run applies them: similar's supports, views, a user ordering's plans
+    inputs = prepare_runs(engine, [episode], setting, ordering, selector=selector, views=config.support_views)
     episode = inputs.episodes[0]
     plans = inputs.kwargs["plans"][0] if "plans" in inputs.kwargs else None
     insp = inspect_episode(engine, episode, setting, order=inputs.kwargs.get("order", "middle"), plans=plans,
