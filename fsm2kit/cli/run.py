@@ -96,7 +96,7 @@ def config_from_args(args: argparse.Namespace):
         settings=(args.setting,),
         orders=(args.order,),
         support_selector=args.support_select,
-        support_views=strategies.views or 0,
+        support_views=strategies.support_views or 0,
         memory_policy=args.memory_policy,
         prompts=os.path.abspath(args.prompts) if getattr(args, "prompts", None) else None,
         plugins=tuple(getattr(args, "plugins", None) or ()),

@@ -198,7 +198,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         query, sup, mask, engine=engine, labels=list(organs), label_map=lm,
         support_select=strategies.support_selector, support_slices=args.support_slice, order=order,
         memory_policy=strategies.memory_policy,
-        support_views=strategies.views or 0, stop=strategies.stopping, ct_window=window, ground_truth=gt,
+        support_views=strategies.support_views or 0, stop=strategies.stopping, ct_window=window, ground_truth=gt,
         corrections=prompts, progress=not args.no_progress,
     )
     inputs = {}

@@ -296,6 +296,25 @@ def _check_survives(organ: OrganSpec, mask2d: np.ndarray, z: int, image_size: in
         )
 
 
+def _from_config(config, *, support_select, order, start, support_views, memory_policy) -> tuple:
+    """The strategies of ``config`` for :func:`segment_volume`, under its explicit keywords."""
+    from ..run.config import ExperimentConfig
+
+    if not isinstance(config, ExperimentConfig):
+        raise TypeError(f"segment_volume: config is an ExperimentConfig, got {type(config).__name__}.")
+    if len(config.orders) > 1:
+        raise ValueError(f"segment_volume: one propagation has one start; the config has {len(config.orders)} "
+                         f"orders {[strategy_name(o) for o in config.orders]}: give one.")
+    if config.prompts is not None:
+        raise ValueError("segment_volume: the config's correction prompts name episodes of a run; give the "
+                         "corrections of this scan as corrections=... (a prompt file, rounds or {label: rounds}).")
+    if order is None and start is None and config.orders:
+        order = config.orders[0]
+    return (config.support_selector if support_select is None else support_select, order,
+            config.support_views if support_views is None else support_views,
+            config.memory_policy if memory_policy is None else memory_policy)
+
+
 def segment_volume(
     query: Volume | np.ndarray,
     support_image: Volume | np.ndarray,
@@ -304,11 +323,12 @@ def segment_volume(
     engine,
     labels: object = None,
     label_map: LabelMap | str | Mapping[int, str] | None = None,
-    support_select: str = "middle",
+    config=None,
+    support_select: object = None,
     support_slices: int | Sequence[int] | Mapping | None = None,
     start: int | None = None,
     order: object = None,
-    support_views: int = 0,
+    support_views: int | None = None,
     stop: object = None,
     patience: int | None = ...,  # type: ignore[assignment]
     ct_window: tuple[float, float] | None = None,
@@ -336,8 +356,16 @@ def segment_volume(
         label map), or None for every id in the support mask.
     label_map : keyword-only
         Names of ids (default: the support mask's, if a LabelVolume).
+    config : ExperimentConfig, optional, keyword-only
+        The strategies of a run's config (:class:`~fsm2kit.run.config.ExperimentConfig`, the one
+        config of ``fsm2kit run``, ``run_study`` and ``inspect_run``): its support selector, its
+        one ordering (the start), its support views and memory policy apply as they are (the
+        config's defaults too: ``protocol`` supports, the ``middle`` start), its plugins are
+        loaded. The keywords below override it. Its data and model fields do not apply here (the
+        scans and the engine are arguments), and a config with correction prompts is refused
+        (give ``corrections``).
     support_select : str or SupportSelector, keyword-only
-        How to choose each label's support slice(s), a support selector of the registry
+        How to choose each label's support slice(s) (default ``"middle"``), a support selector of the registry
         (:mod:`fsm2kit.strategies.support_selectors`, its ``volume_choice``): ``"middle"``,
         ``"largest"``, ``"protocol"`` (the ``npart`` chunk centres together), ``"random:SEED"``,
         ``"given:Z,..."``, ``"similar"`` (the organ slice whose SAM2 embedding is most similar to
@@ -370,8 +398,9 @@ def segment_volume(
         Query labels with the same ids: adds the oracle-range mode and :func:`modes_dice_table`.
     npart : int, keyword-only
         Chunks of ``support_select="protocol"``.
-    memory_policy : MemoryPolicy, optional, keyword-only
-        Which memories each propagation step attends to (default SAM2's rule), as in
+    memory_policy : str or MemoryPolicy, optional, keyword-only
+        Which memories each propagation step attends to (default SAM2's rule; a name of
+        :data:`fsm2kit.strategies.MEMORY_POLICIES` or a policy object), as in
         :meth:`Engine.segment <fsm2kit.engine.engine.Engine.segment>`.
     corrections : PromptFile, rounds of Correction or {label: rounds}, optional, keyword-only
         Correction rounds after the propagation (:func:`~fsm2kit.run.prompting.label_rounds`):
@@ -390,6 +419,16 @@ def segment_volume(
     from ..model.loading import SAM2Model
 
     t0 = time.perf_counter()
+    if config is not None:
+        support_select, order, support_views, memory_policy = _from_config(
+            config, support_select=support_select, order=order, start=start, support_views=support_views,
+            memory_policy=memory_policy)
+    support_select = "middle" if support_select is None else support_select
+    support_views = 0 if support_views is None else support_views
+    if memory_policy is not None:  # a registered name (a config's) or a policy object
+        from ..strategies.memory_policies import MEMORY_POLICIES
+
+        memory_policy = MEMORY_POLICIES.get(memory_policy)
     if isinstance(engine, SAM2Model):
         engine = Engine(engine, progress=True if progress is None else progress)
     qvol = _as_volume(query, "query")
@@ -483,6 +522,7 @@ def segment_volume(
         "start": start,
         "order": strategy_name(order) if order is not None else None,
         "support_views": n_views,
+        "memory_policy": strategy_name(memory_policy) if memory_policy is not None else "sam2",
         "stop": strategy_name(rule),
         "corrections": None if not fixes else {
             "rounds": {o.name: len(fixes[o.label_id]) for o in organs if o.label_id in fixes},

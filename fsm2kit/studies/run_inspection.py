@@ -99,8 +99,9 @@ def inspect_run(
         raise ValueError(f"inspect_run: metric={config.metric!r} does not apply (an inspection writes no Dice "
                          "summary); leave it at 'both'.")
     setting = config.settings[0]
-    ordering = config.orders[0] if config.orders else ORDERINGS.get(None)
-    policy, selector = config.memory_policy, config.support_selector
+    # the config keeps names (or the objects it was given): the registries give the strategies
+    ordering = ORDERINGS.get(config.orders[0] if config.orders else None)
+    policy, selector = MEMORY_POLICIES.get(config.memory_policy), SUPPORT_SELECTORS.get(config.support_selector)
     if getattr(selector, "similarity", None) == "query":
         raise ValueError(f"support selector {strategy_name(selector)!r} chooses a support per query slice; an "
                          "inspection runs the episode with one support per chunk: use 'similar' (or fsm2kit run "
