@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 
 from fsm2kit.cli.batch import register_cli
-from fsm2kit.batch import DONE_MARKER, FAILED_MARKER, collect_index, load_sweep, run_sweep
+from fsm2kit.batch.sweep_spec import DONE_MARKER, FAILED_MARKER
+from fsm2kit.batch import collect_index, load_sweep, run_sweep
 
 from helpers import write_notebook
 

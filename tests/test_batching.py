@@ -5,7 +5,8 @@ import pytest
 
 from fsm2kit.io.examples import example_dir
 from fsm2kit.io.nifti import load_nifti
-from fsm2kit.engine import Engine, TrackRequest, batch_groups, request_signature
+from fsm2kit.engine import Engine, TrackRequest, batch_groups
+from fsm2kit.engine.tracking import request_signature
 from fsm2kit.engine.memory import MemoryBank, MemorySelection, PointerRef, SpatialRef
 from fsm2kit.protocol import build_episode
 from fsm2kit.testing import assert_masks_agree

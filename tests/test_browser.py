@@ -69,7 +69,8 @@ def _present_checkpoint(path: Path) -> Path:
 
     import torch
 
-    from fsm2kit.model import load_sam2, save_checkpoint
+    from fsm2kit.model import load_sam2
+    from fsm2kit.model.loading import save_checkpoint
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)

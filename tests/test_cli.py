@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from fsm2kit.cli import main
-from fsm2kit.model import save_checkpoint
+from fsm2kit.model.loading import save_checkpoint
 
 from conftest import EXAMPLE_NPZ
 

@@ -145,7 +145,7 @@ def test_one_image_component_for_both_widgets():
 
 @pytest.mark.slow
 def test_correction_widget_logic(engine128, small, tmp_path):
-    from fsm2kit.widgets import CorrectionWidget
+    from fsm2kit.widgets.correction_widget import CorrectionWidget
     from fsm2kit.io.prompts import read_prompts
 
     w = CorrectionWidget(engine128, small, "S1SFQ", layers=[3], size=128, chart=False)

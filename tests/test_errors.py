@@ -51,7 +51,8 @@ NaN/inf and not-a-checkpoint checkpoints, grid reorientation): see tests/test_sa
 import numpy as np
 import pytest
 
-from fsm2kit.engine import Engine, preprocess_slice
+from fsm2kit.engine import Engine
+from fsm2kit.engine.features import preprocess_slice
 from fsm2kit.protocol.episodes import Episode, Support
 from fsm2kit.protocol import build_episode
 

@@ -15,16 +15,10 @@ import pytest
 import torch
 
 from fsm2kit.engine import Engine
-from fsm2kit.inspector import (
-    MASS_COLUMNS,
-    KeyLayout,
-    MemoryInspector,
-    attention_weights,
-    inspect_episode,
-    key_layout,
-    query_token,
-    token_weights,
-)
+from fsm2kit.inspector.inspection import MASS_COLUMNS
+from fsm2kit.inspector.layout import KeyLayout, key_layout, query_token, token_weights
+from fsm2kit.inspector import MemoryInspector, inspect_episode
+from fsm2kit.inspector.attention import attention_weights
 from fsm2kit.engine.memory import MemoryBank, MemorySettings, select_memories
 from fsm2kit.run.sources import subset_episode
 
@@ -343,13 +337,8 @@ def test_capture_options_and_errors(engine, example_episode):
 def test_charts_and_panels(s1sfq, tmp_path):
     from PIL import Image
 
-    from fsm2kit.inspector import (
-        attention_panels,
-        chart_masses,
-        layer_heatmap,
-        mass_chart,
-        share_chart,
-    )
+    from fsm2kit.inspector import attention_panels, layer_heatmap, mass_chart, share_chart
+    from fsm2kit.inspector.panels import chart_masses
     from fsm2kit.viz import save_figure
 
     _, insp = s1sfq

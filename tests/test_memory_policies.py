@@ -288,10 +288,9 @@ def test_registry_lists_parses_and_names_every_policy():
 
 def test_one_module_one_slot_count():
     """The contract's built-ins and their registry are one module with one slot constant (SAM2's num_maskmem - 1)."""
-    import fsm2kit.strategies as strategies
     import fsm2kit.strategies.memory_policies as mp
 
-    assert MAX_QUERY_SLOTS == DEFAULT.num_maskmem - 1 == strategies.MAX_QUERY_SLOTS
+    assert MAX_QUERY_SLOTS == DEFAULT.num_maskmem - 1 == mp.MAX_QUERY_SLOTS
     assert not hasattr(mp, "MAX_SLOTS")
     assert f"0 <= K <= {MAX_QUERY_SLOTS}" in MEMORY_POLICIES.entry("recent").summary
     assert RecentPolicy(MAX_QUERY_SLOTS) == pol(f"recent:{MAX_QUERY_SLOTS}")

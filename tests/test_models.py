@@ -7,14 +7,9 @@ import pytest
 import torch
 
 from fsm2kit.engine import Engine
-from fsm2kit.model import (
-    MODELS,
-    CheckpointDownloadError,
-    CheckpointError,
-    load_sam2,
-    resolve_device,
-    save_checkpoint,
-)
+from fsm2kit.model import MODELS, CheckpointError, load_sam2
+from fsm2kit.model.specs import CheckpointDownloadError
+from fsm2kit.model.loading import resolve_device, save_checkpoint
 from fsm2kit.records import file_sha256
 
 

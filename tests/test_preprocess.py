@@ -18,8 +18,10 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from fsm2kit.engine import IMAGENET_MEAN, IMAGENET_STD, preprocess_slice, prompt_mask
-from fsm2kit.model import connected_components, fill_holes
+from fsm2kit.engine.features import IMAGENET_MEAN, IMAGENET_STD, preprocess_slice
+from fsm2kit.engine import prompt_mask
+from fsm2kit.model.holes import connected_components
+from fsm2kit.model import fill_holes
 
 torch.set_num_threads(2)
 

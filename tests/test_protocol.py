@@ -10,22 +10,25 @@ import numpy as np
 import pytest
 
 from fsm2kit import protocol as P
+from fsm2kit.protocol import labels as L
 from fsm2kit.protocol.episodes import Episode
 from fsm2kit.protocol import (
     alp_chunk_index,
-    alp_resampled_size,
     alp_support_index,
-    alp_support_pcts,
     build_episode,
     chaos_gray_to_label,
-    chunk_ids,
-    class_slices,
     ct_window,
     fold_split,
-    gmrd_chunk_boundaries,
     resolve_label,
-    scored_range,
     support_slices,
+)
+from fsm2kit.protocol.preprocessing import alp_resampled_size
+from fsm2kit.protocol.slices import (
+    alp_support_pcts,
+    chunk_ids,
+    class_slices,
+    gmrd_chunk_boundaries,
+    scored_range,
 )
 
 
@@ -335,7 +338,7 @@ def test_every_alias_resolves_identically_on_both_paths():
 
     for ds, names in P.DATASET_LABELS.items():
         lm = LabelMap.from_dataset(ds)
-        spellings = [*names.values(), *P.LABEL_ALIASES, *(str(i) for i in names)]
+        spellings = [*names.values(), *L.LABEL_ALIASES, *(str(i) for i in names)]
         for sp in spellings:
             try:
                 via_map = lm.resolve(sp)
@@ -380,17 +383,17 @@ def test_label_map_alias_groups_never_pick_among_two_organs():
 
 
 def test_item11_tested_classes_per_run():
-    assert P.tested_classes("SABS", 0) == (2, 3)
-    assert P.tested_classes("CHAOST2", 0) == (2, 3)
-    assert P.tested_classes("SABS", 1) == (1, 6)
-    assert P.tested_classes("CHAOST2", 1) == (1, 4)
+    assert L.tested_classes("SABS", 0) == (2, 3)
+    assert L.tested_classes("CHAOST2", 0) == (2, 3)
+    assert L.tested_classes("SABS", 1) == (1, 6)
+    assert L.tested_classes("CHAOST2", 1) == (1, 4)
     with pytest.raises(ValueError, match="label_sets"):
-        P.tested_classes("SABS", 2)
+        L.tested_classes("SABS", 2)
 
 
 def test_label_groups_cover_all_four_organs():
     for ds in P.DATASETS:
-        assert set(P.tested_classes(ds, 0)) | set(P.tested_classes(ds, 1)) == set(P.PA_ALL[ds])
+        assert set(L.tested_classes(ds, 0)) | set(L.tested_classes(ds, 1)) == set(L.PA_ALL[ds])
 
 
 # --------------------------------------------------------------------------- item 12: CT window

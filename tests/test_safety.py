@@ -62,7 +62,9 @@ def _sweep(light: Path, text: str) -> Path:
 
 
 def test_batch_work_folders_are_out_of_reach_of_run_names(tmp_path, light):
-    from fsm2kit.batch import DONE_MARKER, FAILED_MARKER, execute_run, load_sweep, run_sweep
+    from fsm2kit.batch.sweep_spec import DONE_MARKER, FAILED_MARKER
+    from fsm2kit.batch.sweep_runs import execute_run
+    from fsm2kit.batch import load_sweep, run_sweep
 
     reports = tmp_path / "reports"
     p = _sweep(light, "run_name: '{x}'\ngrid: {x: [a.tmp-1, b.failed, b]}\nparameters: {fail_x: b}\n")
@@ -91,7 +93,9 @@ def test_batch_work_folders_are_out_of_reach_of_run_names(tmp_path, light):
 
 def test_batch_reruns_changed_runs_and_says_why(tmp_path, light, capsys):
     from fsm2kit.cli.batch import register_cli
-    from fsm2kit.batch import DONE_MARKER, execute_run, load_sweep, plan_runs, run_sweep
+    from fsm2kit.batch.sweep_spec import DONE_MARKER
+    from fsm2kit.batch.sweep_runs import execute_run
+    from fsm2kit.batch import load_sweep, plan_runs, run_sweep
 
     reports = tmp_path / "reports"
     p = _sweep(light, "grid: {x: [a]}\nparameters: {n: 1}\n")
@@ -339,7 +343,8 @@ def _quiet_load(path):
 
 
 def test_checkpoint_nan_weights_are_refused(tiny256, tmp_path):
-    from fsm2kit.model import CheckpointError, save_checkpoint
+    from fsm2kit.model import CheckpointError
+    from fsm2kit.model.loading import save_checkpoint
 
     path = save_checkpoint(tiny256, tmp_path / "w.pt")
     sd = torch.load(path, weights_only=True)["model"]

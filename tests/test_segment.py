@@ -25,7 +25,9 @@ from fsm2kit.io.examples import example_ct, example_dir
 from fsm2kit.io.nifti import load_label_nifti, load_nifti
 from fsm2kit.io.volumes import Volume
 from fsm2kit.protocol.labels import LabelMap
-from fsm2kit.engine import Engine, EngineStats, SupportMemory, TrackOutput
+from fsm2kit.engine import Engine, TrackOutput
+from fsm2kit.engine.results import EngineStats
+from fsm2kit.engine.engine import SupportMemory
 from fsm2kit.protocol.episodes import Support
 from fsm2kit.engine.memory import MemorySettings
 from fsm2kit.engine.plans import fq_plan
@@ -39,7 +41,8 @@ from fsm2kit.segment.propagation import (
     propagation_plan,
     relative_start,
 )
-from fsm2kit.strategies import STOPPING_RULES, Patience, register_stopping_rule
+from fsm2kit.strategies import STOPPING_RULES, register_stopping_rule
+from fsm2kit.strategies.stopping import Patience
 from fsm2kit.segment.own_scan import resolve_overlaps, segment_volume
 from fsm2kit.segment.segment_result import load_scan, sidecar_path
 

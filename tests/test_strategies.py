@@ -20,21 +20,16 @@ from fsm2kit.strategies import (
     ORDERINGS,
     STOPPING_RULES,
     SUPPORT_SELECTORS,
-    NamedStrategy,
-    NoStop,
-    Patience,
     PlanOrder,
-    PluginError,
     Registry,
     SupportSelector,
     engine_arguments,
-    from_patience,
-    load_entry_points,
     load_plugins,
-    parse_spec,
     registries,
-    stop_index,
 )
+from fsm2kit.strategies.registry import NamedStrategy, parse_spec
+from fsm2kit.strategies.stopping import NoStop, Patience, from_patience, stop_index
+from fsm2kit.strategies.plugins import PluginError, load_entry_points
 
 from helpers import memory_entry, write_notebook
 
@@ -421,7 +416,7 @@ def test_entry_points_load_lazily_on_first_read(tmp_path):
     code = textwrap.dedent("""
         import sys, warnings
         import fsm2kit.strategies.stopping as st
-        from fsm2kit.strategies import load_entry_points, plugin_errors
+        from fsm2kit.strategies.plugins import load_entry_points, plugin_errors
         assert "fsm2kit_ep_demo" not in sys.modules          # importing a registry loads nothing
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -604,7 +599,9 @@ def test_sweep_plugins_need_a_notebook_that_takes_them(tmp_path):
 
 @pytest.mark.slow
 def test_execute_run_passes_plugins_and_leaves_the_worker_environment_alone(tmp_path, plugin_notebook, monkeypatch):
-    from fsm2kit.batch import DONE_MARKER, execute_run, load_sweep
+    from fsm2kit.batch.sweep_spec import DONE_MARKER
+    from fsm2kit.batch.sweep_runs import execute_run
+    from fsm2kit.batch import load_sweep
 
     monkeypatch.delenv("TQDM_DISABLE", raising=False)
     p = plugin_notebook.parent / "s.yaml"

@@ -17,19 +17,9 @@ import pytest
 
 from fsm2kit.protocol.episodes import Episode, Support
 from fsm2kit.engine.plans import Frame, Plan, Step, build_plans, custom_plan, fq_plan, split_plan
-from fsm2kit.strategies import (
-    MAX_VIEWS,
-    ORDERINGS,
-    SUPPORT_SELECTORS,
-    VIEW_SEQUENCE,
-    StartOrder,
-    apply_view,
-    chunk_candidates,
-    gamma_view,
-    hflip_view,
-    plan_with_views,
-    scale_view,
-)
+from fsm2kit.strategies.views import MAX_VIEWS, VIEW_SEQUENCE, apply_view, gamma_view, hflip_view, scale_view
+from fsm2kit.strategies import ORDERINGS, SUPPORT_SELECTORS, StartOrder, plan_with_views
+from fsm2kit.strategies.support_selectors import chunk_candidates
 from fsm2kit.strategies.views import support_views
 
 REPO = Path(__file__).resolve().parents[1]
@@ -286,7 +276,9 @@ def test_strategies_lists_every_selector_order_and_the_views():
 # ----------------------------------------------------------------------------- the sweep
 @pytest.mark.slow
 def test_strategies_sweep_runs(tmp_path):
-    from fsm2kit.batch import DONE_MARKER, execute_run, load_sweep
+    from fsm2kit.batch.sweep_spec import DONE_MARKER
+    from fsm2kit.batch.sweep_runs import execute_run
+    from fsm2kit.batch import load_sweep
 
     sweep = load_sweep(REPO / "sweeps" / "strategies.yaml")
     specs = sweep.runs(tmp_path / "reports")

@@ -95,7 +95,9 @@ def test_cli_loads_them_with_plugins(alp_folder, tmp_path):
 
 @pytest.mark.slow
 def test_a_sweep_worker_loads_them_from_the_sweep_file(alp_folder, tmp_path):
-    from fsm2kit.batch import DONE_MARKER, execute_run, load_sweep
+    from fsm2kit.batch.sweep_spec import DONE_MARKER
+    from fsm2kit.batch.sweep_runs import execute_run
+    from fsm2kit.batch import load_sweep
 
     sweep = tmp_path / "user.yaml"
     sweep.write_text(

@@ -11,8 +11,8 @@ Public names load lazily (PEP 562): importing this package imports no submodule.
 from ..lazy import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
-    ".sweep_index": ["collect_index", "organ_dice", "write_index"],
-    ".sweep_runs": ["RunOutcome", "execute_run", "export_html", "kernel_manager_class", "read_run_summary", "remove_tree", "write_json"],
-    ".sweep_spec": ["DONE_MARKER", "FAILED_MARKER", "KERNEL_ENV", "KERNEL_NAME", "RunSpec", "SWEEP_KEYS", "Sweep", "WORK_DIR", "load_sweep", "require_module", "safe_name", "value_text"],
-    ".sweeps": ["SweepResult", "plan_runs", "run_sweep"],
+    ".sweep_index": ["collect_index"],
+    ".sweep_runs": ["export_html"],
+    ".sweep_spec": ["Sweep", "load_sweep", "require_module"],
+    ".sweeps": ["plan_runs", "run_sweep"],
 })

@@ -15,10 +15,10 @@ from ..lazy import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     ".corrections": ["Correction", "CorrectionRun", "check_rounds", "corrections_job", "segment_with_corrections"],
-    ".engine": ["Engine", "SupportMemory"],
-    ".features": ["FeatureCache", "IMAGENET_MEAN", "IMAGENET_STD", "SliceFeatures", "as_slice", "content_key", "preprocess_slice", "prompt_mask"],
-    ".memory": ["MemoryBank", "MemoryEntry", "MemoryPolicy", "MemorySelection", "MemorySettings", "PointerRef", "SpatialRef", "TokenLayout", "TokenSpan", "check_selection", "sam2_memory_policy", "select_closest_cond_frames", "select_memories", "token_layout"],
-    ".plans": ["Frame", "ORDERS", "Plan", "SETTINGS", "Step", "build_plans", "custom_plan", "fq_plan", "normalize_setting", "plans_1s1q", "plans_3s1q", "split_plan"],
-    ".results": ["EngineStats", "EpisodeResult", "SliceResult"],
-    ".tracking": ["TrackJob", "TrackObserver", "TrackOutput", "TrackRequest", "Tracker", "batch_groups", "request_signature"],
+    ".engine": ["Engine"],
+    ".features": ["prompt_mask"],
+    ".memory": ["MemoryBank", "MemoryEntry", "MemoryPolicy", "MemorySelection", "MemorySettings", "PointerRef", "SpatialRef", "TokenLayout", "sam2_memory_policy", "select_memories", "token_layout"],
+    ".plans": ["Frame", "ORDERS", "Plan", "SETTINGS", "Step", "build_plans", "custom_plan", "fq_plan", "normalize_setting", "split_plan"],
+    ".results": ["EpisodeResult", "SliceResult"],
+    ".tracking": ["TrackOutput", "TrackRequest", "batch_groups"],
 })

@@ -13,10 +13,8 @@ Public names load lazily (PEP 562): importing this package imports no submodule.
 from ..lazy import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
-    ".attention": ["PixelAttention", "StepAttention", "attention_inputs", "attention_weights"],
     ".capture": ["MemoryInspector"],
     ".corrected": ["correction_stages", "inspect_corrections"],
-    ".inspection": ["Inspection", "MASS_COLUMNS", "inspect_episode"],
-    ".layout": ["ENTRY_GROUPS", "KeyEntry", "KeyLayout", "key_layout", "layout_entries", "query_token", "token_weights"],
-    ".panels": ["GROUP_COLORS", "attention_panels", "chart_masses", "chart_png", "clicked_pixel", "inspection_charts", "layer_heatmap", "mass_chart", "memory_panels", "panel_orientation", "query_image", "query_panel", "role_colors", "share_chart", "write_inspection"],
+    ".inspection": ["Inspection", "inspect_episode"],
+    ".panels": ["attention_panels", "chart_png", "clicked_pixel", "inspection_charts", "layer_heatmap", "mass_chart", "memory_panels", "panel_orientation", "query_image", "share_chart", "write_inspection"],
 })

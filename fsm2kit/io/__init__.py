@@ -13,14 +13,13 @@ Public names load lazily (PEP 562): importing this package imports no submodule.
 from ..lazy import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
-    ".alp": ["ALPDataset", "load_alp_folder"],
-    ".dicom": ["DicomSeries", "dicom_affine", "read_dicom_series", "series_files", "trailing_number"],
-    ".dicom_seg": ["GENERIC_CODE", "ORGAN_CODES", "SegmentCode", "check_dicom_seg_source", "dicom_seg", "organ_code", "seg_source_headers"],
-    ".examples": ["example_ct", "example_dir", "example_episodes"],
-    ".nifti": ["as_label_ids", "load_label_nifti", "load_nifti", "read_image", "save_mask", "squeeze_to_3d", "volume_from_nifti_image"],
-    ".npz": ["NpzName", "load_npz_episodes", "parse_npz_name"],
-    ".preparation": ["PrepareReport", "PreparedScan", "prepare_chaos", "prepare_synapse"],
-    ".prompts": ["Prompt", "PromptError", "PromptFile", "label_matches", "parse_prompts", "prompts_json", "read_prompts", "write_prompts"],
-    ".raw_scans": ["RawScan", "find_chaos_scans", "find_synapse_scans"],
-    ".volumes": ["CANONICAL_AXCODES", "LabelVolume", "SourceGrid", "Volume", "align_to_grid", "array_axes_in_file", "describe_grid", "label_dtype"],
+    ".alp": ["load_alp_folder"],
+    ".dicom": ["read_dicom_series"],
+    ".dicom_seg": ["check_dicom_seg_source", "dicom_seg", "organ_code", "seg_source_headers"],
+    ".examples": ["example_dir", "example_episodes"],
+    ".nifti": ["load_label_nifti", "load_nifti"],
+    ".npz": ["load_npz_episodes"],
+    ".preparation": ["prepare_chaos", "prepare_synapse"],
+    ".prompts": ["Prompt", "PromptError", "PromptFile", "label_matches", "prompts_json", "read_prompts", "write_prompts"],
+    ".volumes": ["LabelVolume", "Volume", "array_axes_in_file", "label_dtype"],
 })

@@ -11,9 +11,8 @@ Public names load lazily (PEP 562): importing this package imports no submodule.
 from ..lazy import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
-    ".holes": ["connected_components", "fill_holes"],
-    ".loading": ["SAM2Model", "cache_dir", "download_checkpoint", "load_sam2", "resolve_device", "save_checkpoint"],
-    ".sam2_adapter": ["HeadOutputs", "SAM2_VERSION", "encode_memory", "forward_heads", "install_cpu_connected_components",
-                      "recombine_heads", "separate_heads", "use_mask_as_output", "use_multimask"],
-    ".specs": ["CheckpointDownloadError", "CheckpointError", "MODELS", "ModelSpec", "PUBLISHED_OVERRIDES", "RANDOM_WEIGHTS", "check_image_size", "resolve_spec"],
+    ".holes": ["fill_holes"],
+    ".loading": ["SAM2Model", "cache_dir", "load_sam2"],
+    ".sam2_adapter": ["encode_memory", "forward_heads", "install_cpu_connected_components", "recombine_heads", "separate_heads", "use_mask_as_output", "use_multimask"],
+    ".specs": ["CheckpointError", "MODELS", "check_image_size", "resolve_spec"],
 })

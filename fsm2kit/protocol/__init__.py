@@ -14,11 +14,11 @@ Public names load lazily (PEP 562): importing this package imports no submodule.
 from ..lazy import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
-    ".checks": ["DATASETS", "PROTOCOL_VARIANTS", "as_int", "canonical_dataset", "canonical_variant", "check_npart", "check_volume"],
+    ".checks": ["DATASETS", "PROTOCOL_VARIANTS", "canonical_dataset"],
     ".episodes": ["Episode", "Support", "build_episode"],
-    ".folds": ["ALP_SEP", "FoldSplit", "GMRD_FOLDS", "SCAN_IDS", "fold_split"],
-    ".labels": ["DATASET_LABELS", "EVALUATED_CLASSES", "LABEL_ALIASES", "LABEL_GROUPS", "LabelMap", "PA_ALL", "label_name", "resolve_label", "tested_classes"],
-    ".metrics": ["slice_dice", "DiceCounts", "METRIC_MEAN_PER_VOLUME", "METRIC_POOLED", "dice", "dice_counts", "mean_volume_dice", "per_volume_dice", "pooled_dice", "summarize_dice"],
-    ".preprocessing": ["SABS_SPACING_FACTOR", "CHAOST2_CLASSMAP_NAMES", "CHAOS_GRAY_RANGES", "CHAOS_GRAY_VALUES", "CHAOS_SPACING", "CROP_SIZE", "CT_WINDOW", "HIST_CUT_TOP", "SABS_BORDER", "SABS_CLASSMAP_NAMES", "alp_resampled_size", "chaos_gray_to_label", "class_slice_index", "crop_or_pad_center", "ct_window", "histogram_cut_top", "resample_labels", "resample_linear", "resampled_shape", "sabs_window"],
-    ".slices": ["alp_chunk_index", "alp_support_index", "alp_support_pcts", "chunk_ids", "class_slices", "gmrd_chunk_boundaries", "scored_range", "support_slices"],
+    ".folds": ["ALP_SEP", "SCAN_IDS", "fold_split"],
+    ".labels": ["DATASET_LABELS", "EVALUATED_CLASSES", "LabelMap", "label_name", "resolve_label"],
+    ".metrics": ["slice_dice", "dice", "dice_counts", "mean_volume_dice", "per_volume_dice", "pooled_dice", "summarize_dice"],
+    ".preprocessing": ["SABS_SPACING_FACTOR", "CHAOST2_CLASSMAP_NAMES", "CHAOS_GRAY_VALUES", "CHAOS_SPACING", "CROP_SIZE", "CT_WINDOW", "HIST_CUT_TOP", "SABS_BORDER", "SABS_CLASSMAP_NAMES", "chaos_gray_to_label", "class_slice_index", "crop_or_pad_center", "ct_window", "histogram_cut_top", "resample_labels", "resample_linear", "resampled_shape", "sabs_window"],
+    ".slices": ["alp_chunk_index", "alp_support_index", "support_slices"],
 })

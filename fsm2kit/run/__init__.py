@@ -13,10 +13,10 @@ Public names load lazily (PEP 562): importing this package imports no submodule.
 from ..lazy import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
-    ".config": ["ExperimentConfig", "METRICS"],
-    ".experiment_result": ["ExperimentResult", "GROUP_KEYS", "ModelRun", "PROVENANCE_COLUMNS", "Prediction", "RESULT_FILES", "format_dice", "logits_key", "read_results", "tidy_slices"],
-    ".prompting": ["corrections_record", "episode_rounds", "label_rounds", "prompt_record", "segment_corrected"],
+    ".config": ["ExperimentConfig"],
+    ".experiment_result": ["ExperimentResult", "format_dice", "read_results"],
+    ".prompting": ["corrections_record", "episode_rounds", "label_rounds"],
     ".runner": ["run_experiment", "run_experiments"],
-    ".sources": ["bars_off", "episode_folder_kind", "load_config_episodes", "load_episodes", "npz_episodes_matching", "require_folder_options", "subset_episode"],
-    ".support_plans": ["RunInputs", "SupportScan", "attach_support_scan", "prepare_runs", "similar_per_chunk", "similar_per_query", "with_views"],
+    ".sources": ["episode_folder_kind", "load_config_episodes", "load_episodes", "require_folder_options", "subset_episode"],
+    ".support_plans": ["prepare_runs"],
 })

@@ -11,8 +11,7 @@ Public names load lazily (PEP 562): importing this package imports no submodule.
 from ..lazy import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
-    ".organs": ["OrganSpec", "check_label_map_fits", "describe_ids", "parse_labels"],
-    ".own_scan": ["check_request", "resolve_overlaps", "segment_volume", "start_from_order"],
-    ".propagation": ["ECHO_LOGIT", "NOT_RUN_LOGIT", "Propagation", "propagate_volume", "propagation_job", "propagation_plan", "relative_start"],
-    ".segment_result": ["MODES", "OUTPUT_SUFFIXES", "OrganResult", "SUPPORT_FROM_QUERY", "SegmentResult", "check_dicom_output", "check_output", "dice_csv_path", "load_scan", "modes_dice_table", "output_files", "sidecar_path"],
+    ".organs": ["check_label_map_fits", "describe_ids", "parse_labels"],
+    ".own_scan": ["check_request", "segment_volume", "start_from_order"],
+    ".segment_result": ["SegmentResult", "check_dicom_output", "check_output", "load_scan", "output_files"],
 })

@@ -11,6 +11,6 @@ from ..lazy import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     ".run_inspection": ["inspect_run"],
-    ".strategy_study": ["STRATEGY_ROWS", "StrategyStudy", "run_strategy_study"],
-    ".study": ["DICE_COLUMNS", "Study", "run_study"],
+    ".strategy_study": ["run_strategy_study"],
+    ".study": ["run_study"],
 })

@@ -9,6 +9,6 @@ Public names load lazily (PEP 562): importing this package imports no submodule.
 from ..lazy import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
-    ".dice_table": ["DiceTable", "OURS_DICE_VARIANTS", "TABLE_FORMATS", "dice_table", "results_table", "save_table"],
-    ".paper": ["BASELINE_DICE_VARIANT", "ORDER_ORDER", "ORGAN_ORDER", "PAPER_CITATION", "PAPER_CSV", "PAPER_DATASETS", "PAPER_DICE_VARIANT", "PAPER_ORGANS", "PUBLISHED_BASELINES", "QuotedRow", "baseline_table", "paper_numbers", "paper_order", "published_dice"],
+    ".dice_table": ["DiceTable", "TABLE_FORMATS", "dice_table", "results_table", "save_table"],
+    ".paper": ["ORGAN_ORDER", "PUBLISHED_BASELINES", "paper_numbers", "paper_order"],
 })

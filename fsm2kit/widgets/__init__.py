@@ -10,7 +10,6 @@ Public names load lazily (PEP 562): importing this package imports no submodule.
 from ..lazy import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
-    ".correction_widget": ["CorrectionWidget", "correct_episode", "example_correction", "show_corrections"],
-    ".image": ["ClickImage", "PromptImage", "image_esm", "legend_html", "show_png", "slice_image"],
-    ".inspector_widget": ["MemoryInspectorWidget", "show_inspector"],
+    ".correction_widget": ["correct_episode", "example_correction", "show_corrections"],
+    ".inspector_widget": ["show_inspector"],
 })
