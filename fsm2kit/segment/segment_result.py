@@ -208,7 +208,10 @@ class SegmentResult:
         return Provenance(
             kind="segment",
             models=(self.model_provenance,),
-            orders=("middle",),
+            # the ordering that ran: --order's, else at:Z for a given start, else middle-out from the
+            # support's relative position along z (segment's default)
+            orders=(self.options.get("order") or (f"at:{self.options['start']}" if self.options.get("start") is not None
+                                                  else "support-relative"),),
             support_selector=str(self.options.get("support_select", "")),
             memory_policies=tuple(o.propagation.memory_policy for o in everything),
             command=command,
