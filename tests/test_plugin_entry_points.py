@@ -63,9 +63,21 @@ PLUGIN = textwrap.dedent('''
 
 @pytest.fixture(scope="module")
 def plugin(tmp_path_factory):
+    """The plugin file; its strategies are unregistered afterwards (the registries are process-wide,
+    and other tests list them)."""
+    import sys
+
+    from fsm2kit.strategies import MEMORY_POLICIES, ORDERINGS, STOPPING_RULES
+
     path = tmp_path_factory.mktemp("plugins") / "fsm2kit_test_entry_point_plugin.py"
     path.write_text(PLUGIN)
-    return str(path)
+    yield str(path)
+    for registry, name in ((ORDERINGS, "plug_descending"), (MEMORY_POLICIES, "plug_cond"),
+                           (STOPPING_RULES, "plug_one_step")):
+        if name in registry.names(plugins=False):
+            registry.unregister(name)
+    for module in [m for m in sys.modules if "fsm2kit_test_entry_point_plugin" in m]:
+        del sys.modules[module]
 
 
 @pytest.fixture
