@@ -85,3 +85,12 @@ def test_inspect_run_config_equals_keywords(tiny128):
     for sa, sb in zip(a.result.slices, b.result.slices):
         np.testing.assert_array_equal(sa.logits, sb.logits)
     assert a.masses.equals(b.masses)
+
+
+def test_engine_takes_strategy_objects_and_says_how_to_get_them(tiny128, example_episode):
+    """The engine sits below the registries: a name is refused with the registry call that resolves it."""
+    eng = Engine(tiny128, progress=False)
+    with pytest.raises(TypeError, match=r"MEMORY_POLICIES.get\('recent:3'\)"):
+        eng.segment(example_episode, "S1SFQ", memory_policy="recent:3")
+    with pytest.raises(ValueError, match=r"ORDERINGS.get\('from:0.3'\)"):
+        eng.segment(example_episode, "S1SFQ", order="from:0.3")

@@ -327,6 +327,9 @@ class Engine:
         any other policy's choice is checked (:func:`~fsm2kit.engine.memory.check_selection`). Steps of
         jobs whose selections have equal sizes share forwards in :meth:`drive`.
         """
+        if isinstance(memory_policy, str):  # the engine sits below the registries: they resolve names
+            raise TypeError(f"memory_policy={memory_policy!r}: the engine takes a policy object; for a registered "
+                            f"name use fsm2kit.strategies.MEMORY_POLICIES.get({memory_policy!r}).")
         policy = sam2_memory_policy if memory_policy is None else memory_policy
         bank = MemoryBank(plan.num_frames)
         for frame_idx, s in plan.support_frames:

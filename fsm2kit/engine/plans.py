@@ -181,7 +181,9 @@ def fq_plan(n_queries: int, supports: Sequence[int], order: str = "middle") -> P
         backward = tuple(Step(i, reverse=True) for i in range(half - 1, -1, -1))
         steps = forward + backward
     else:
-        raise ValueError(f"Unknown order {order!r}; expected one of {', '.join(ORDERS)} (or a custom_plan).")
+        raise ValueError(f"Unknown order {order!r}; expected one of {', '.join(ORDERS)} (or a custom_plan). "
+                         f"Another registered ordering gives the plans: "
+                         f"plans = fsm2kit.strategies.ORDERINGS.get({order!r})(setting, episode), then plans=plans.")
     return Plan(frames, steps, True)
 
 
