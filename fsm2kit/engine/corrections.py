@@ -25,7 +25,7 @@ import torch
 
 from .engine import Engine
 from ..protocol.episodes import Episode
-from .memory import MemoryBank, MemoryEntry, sam2_memory_policy
+from .memory import MemoryBank, MemoryEntry, policy_or_sam2
 from ..records.naming import strategy_name
 from .plans import Plan, build_plans, normalize_setting
 from .results import EpisodeResult, SliceResult
@@ -155,7 +155,7 @@ def corrections_job(engine: Engine, plan: Plan, episode: Episode, rounds: Sequen
     (default SAM2's rule; the corrections' own steps use it too).
     """
     settings = engine.settings
-    policy = sam2_memory_policy if memory_policy is None else memory_policy
+    policy = policy_or_sam2(memory_policy)
     sups = episode.supports if supports is None else supports
     bank = MemoryBank(plan.num_frames)
     for frame_idx, s in plan.support_frames:
@@ -288,6 +288,6 @@ def segment_with_corrections(
         slices=sorted(res, key=lambda r: r.position), provenance=engine.model.provenance(), seconds=seconds,
         encoder_passes=engine.stats.encoder_passes - passes0, plans=[plan],
         banks=[bank] if keep_bank and k == len(stages) - 1 else None,
-        memory_policy=strategy_name(sam2_memory_policy if memory_policy is None else memory_policy))
+        memory_policy=strategy_name(policy_or_sam2(memory_policy)))
         for k, res in enumerate(stages))
     return CorrectionRun(out, tuple(tuple(r) for r in checked))

@@ -41,6 +41,7 @@ from .memory import (
     MemorySelection,
     TokenLayout,
     check_selection,
+    policy_or_sam2,
     sam2_memory_policy,
 )
 from ..records.naming import strategy_name
@@ -322,15 +323,12 @@ class Engine:
         """One plan as a tracking job for :meth:`drive` (returns (results, bank) when done).
 
         ``memory_policy`` chooses each step's memories (default SAM2's rule,
-        :func:`~fsm2kit.engine.memory.sam2_memory_policy`; others by name from
-        ``fsm2kit.strategies.MEMORY_POLICIES``, e.g. ``"recent:3"``, see :mod:`fsm2kit.strategies.memory_policies`);
+        :func:`~fsm2kit.engine.memory.sam2_memory_policy`; other policy objects from
+        ``fsm2kit.strategies.MEMORY_POLICIES.get("recent:3")``, see :mod:`fsm2kit.strategies.memory_policies`);
         any other policy's choice is checked (:func:`~fsm2kit.engine.memory.check_selection`). Steps of
         jobs whose selections have equal sizes share forwards in :meth:`drive`.
         """
-        if isinstance(memory_policy, str):  # the engine sits below the registries: they resolve names
-            raise TypeError(f"memory_policy={memory_policy!r}: the engine takes a policy object; for a registered "
-                            f"name use fsm2kit.strategies.MEMORY_POLICIES.get({memory_policy!r}).")
-        policy = sam2_memory_policy if memory_policy is None else memory_policy
+        policy = policy_or_sam2(memory_policy)
         bank = MemoryBank(plan.num_frames)
         for frame_idx, s in plan.support_frames:
             bank.add(frame_idx, self.support_memory(supports[s], index=s).entry)
@@ -487,6 +485,6 @@ class Engine:
                 encoder_passes=passes,
                 plans=all_plans[e],
                 banks=[bank for _, bank in mine] if keep_banks else None,
-                memory_policy=strategy_name(sam2_memory_policy if memory_policy is None else memory_policy),
+                memory_policy=strategy_name(policy_or_sam2(memory_policy)),
             ))
         return out

@@ -25,6 +25,7 @@ __all__ = [
     "MemorySettings",
     "MemoryPolicy",
     "sam2_memory_policy",
+    "policy_or_sam2",
     "check_selection",
     "TokenSpan",
     "TokenLayout",
@@ -326,6 +327,17 @@ def sam2_memory_policy(bank: MemoryBank, frame_idx: int, *, reverse: bool, setti
 
 
 sam2_memory_policy.strategy_name = "sam2"
+
+
+def policy_or_sam2(memory_policy: object) -> MemoryPolicy:
+    """The policy a step runs: ``memory_policy``, or SAM2's rule for None.
+
+    The engine sits below the strategy registries, so it takes policy objects; a name is refused
+    with the registry call that resolves it."""
+    if isinstance(memory_policy, str):
+        raise TypeError(f"memory_policy={memory_policy!r}: the engine takes a policy object; for a registered "
+                        f"name use fsm2kit.strategies.MEMORY_POLICIES.get({memory_policy!r}).")
+    return sam2_memory_policy if memory_policy is None else memory_policy
 
 
 def check_selection(selection: MemorySelection, bank: MemoryBank, settings: MemorySettings) -> MemorySelection:

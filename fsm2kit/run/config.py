@@ -299,6 +299,16 @@ class ExperimentConfig:
         return replace(self, **self._fields_from(overrides, "ExperimentConfig.replace", strict=True))
 
     @classmethod
+    def given(cls, config: "ExperimentConfig | None", caller: str, **overrides) -> "ExperimentConfig":
+        """What an entry point runs: ``config`` (None: the defaults) with ``overrides`` applied
+        (:meth:`replace`); anything but a config is one ``TypeError`` naming ``caller``."""
+        if config is not None and not isinstance(config, cls):
+            raise TypeError(f"{caller}: config is an ExperimentConfig, got {type(config).__name__}; "
+                            "give its fields as keywords instead.")
+        base = cls() if config is None else config
+        return base.replace(**overrides) if overrides else base
+
+    @classmethod
     def from_parameters(cls, parameters: Mapping[str, object], **overrides) -> "ExperimentConfig":
         """A config from a notebook's parameters: the entries of ``parameters`` (e.g. ``globals()``
         after a papermill parameters cell) that are config fields or their singular spellings

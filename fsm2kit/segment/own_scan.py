@@ -64,6 +64,7 @@ from ..engine.memory import MemoryPolicy
 from ..io.volumes import LabelVolume, Volume, label_dtype
 from ..protocol.labels import LabelMap
 from ..records.naming import strategy_name
+from ..strategies.memory_policies import MEMORY_POLICIES
 from ..strategies.stopping import NOSTOP, STOPPING_RULES, stopping_rule
 from ..strategies.support_selectors import SUPPORT_SELECTORS, SupportSelector, VolumeInputs, given_selector
 from .organs import OrganSpec, parse_labels
@@ -300,8 +301,7 @@ def _from_config(config, *, support_select, order, start, support_views, memory_
     """The strategies of ``config`` for :func:`segment_volume`, under its explicit keywords."""
     from ..run.config import ExperimentConfig
 
-    if not isinstance(config, ExperimentConfig):
-        raise TypeError(f"segment_volume: config is an ExperimentConfig, got {type(config).__name__}.")
+    config = ExperimentConfig.given(config, "segment_volume")
     if len(config.orders) > 1:
         raise ValueError(f"segment_volume: one propagation has one start; the config has {len(config.orders)} "
                          f"orders {[strategy_name(o) for o in config.orders]}: give one.")
@@ -426,8 +426,6 @@ def segment_volume(
     support_select = "middle" if support_select is None else support_select
     support_views = 0 if support_views is None else support_views
     if memory_policy is not None:  # a registered name (a config's) or a policy object
-        from ..strategies.memory_policies import MEMORY_POLICIES
-
         memory_policy = MEMORY_POLICIES.get(memory_policy)
     if isinstance(engine, SAM2Model):
         engine = Engine(engine, progress=True if progress is None else progress)

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..engine.tracking import TrackOutput
 from ..protocol.episodes import Support
-from ..engine.memory import MemoryPolicy, sam2_memory_policy
+from ..engine.memory import MemoryPolicy, policy_or_sam2
 from ..records.naming import strategy_name
 from ..engine.plans import Frame, Plan, split_plan
 from ..strategies.stopping import NOSTOP, stopping_rule
@@ -356,7 +356,7 @@ def _corrected_steps(engine, imgs, supports, echo, episode, plan, checked, memor
         z_range=z_range, echo_z=tuple(sorted(echo)), echo_exact=tuple(echo_exact), stop_forward=None,
         stop_backward=None, stop=strategy_name(NOSTOP), support_z=tuple(s.z for s in supports), plan=plan,
         seconds=time.perf_counter() - t0,
-        memory_policy=strategy_name(sam2_memory_policy if memory_policy is None else memory_policy))
+        memory_policy=strategy_name(policy_or_sam2(memory_policy)))
 
 
 def _propagation_steps(engine, imgs: np.ndarray, supports: Sequence[Support], start: int,
@@ -413,5 +413,5 @@ def _propagation_steps(engine, imgs: np.ndarray, supports: Sequence[Support], st
         support_z=tuple(s.z for s in supports),
         plan=plan,
         seconds=time.perf_counter() - t0,
-        memory_policy=strategy_name(sam2_memory_policy if memory_policy is None else memory_policy),
+        memory_policy=strategy_name(policy_or_sam2(memory_policy)),
     )

@@ -84,9 +84,7 @@ def inspect_run(
     -------
     Inspection
     """
-    if config is not None and not isinstance(config, ExperimentConfig):
-        raise TypeError(f"inspect_run: config is an ExperimentConfig, got {type(config).__name__}.")
-    config = (config or ExperimentConfig()).replace(**overrides)  # plugins load; every name is checked
+    config = ExperimentConfig.given(config, "inspect_run", **overrides)  # plugins load; every name is checked
     for what, values in (("settings", config.settings), ("orders", config.orders), ("models", config.models),
                          ("folds", config.folds), ("classes", config.classes)):
         if len(values) > 1:

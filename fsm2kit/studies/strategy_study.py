@@ -86,9 +86,7 @@ def run_strategy_study(
     """
     from ..model.loading import load_sam2
 
-    if config is not None and not isinstance(config, ExperimentConfig):
-        raise TypeError(f"run_strategy_study: config is an ExperimentConfig, got {type(config).__name__}.")
-    base = (config or ExperimentConfig()).replace(name=name, **overrides)  # loads the plugins first
+    base = ExperimentConfig.given(config, "run_strategy_study", name=name, **overrides)  # loads the plugins first
     for what, n in (("settings", len(base.settings)), ("models", len(base.models))):
         if n != 1:
             raise ValueError(f"run_strategy_study: one {what[:-1]} per study, got {n} {what}; run a study per {what[:-1]}.")

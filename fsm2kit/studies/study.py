@@ -74,10 +74,7 @@ def run_study(
     """
     if not datasets:
         raise ValueError("run_study: datasets is empty; give {dataset: folder or None}.")
-    if config is not None and not isinstance(config, ExperimentConfig):
-        raise TypeError(f"run_study: config is an ExperimentConfig, got {type(config).__name__}; "
-                        "give the fields as keywords instead.")
-    base = (config or ExperimentConfig()).replace(name=name, **overrides)
+    base = ExperimentConfig.given(config, "run_study", name=name, **overrides)
     configs = [base.replace(episodes=path, dataset=dataset) for dataset, path in datasets.items()]
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
