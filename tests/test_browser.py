@@ -98,10 +98,15 @@ def _prepare(tmp: Path) -> Path:
 
 
 def _settings(tmp: Path) -> Path:
-    """User settings: no news, no update checks, no autosave."""
+    """User settings: no news, no update checks, no autosave, and every cell kept in the page
+    (``windowingMode: none``; JupyterLab 4 otherwise detaches cells outside the viewport, so a widget
+    below the fold would never be found, whatever the outputs above it add up to on a machine)."""
     d = tmp / "settings"
     (d / "@jupyterlab" / "apputils-extension").mkdir(parents=True)
     (d / "@jupyterlab" / "docmanager-extension").mkdir(parents=True)
+    (d / "@jupyterlab" / "notebook-extension").mkdir(parents=True)
+    (d / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings").write_text(
+        json.dumps({"windowingMode": "none"}))
     (d / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings").write_text(
         json.dumps({"fetchNews": "false", "checkForUpdates": False}))
     (d / "@jupyterlab" / "docmanager-extension" / "plugin.jupyterlab-settings").write_text(
@@ -160,6 +165,29 @@ def lab(tmp_path):
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=10)
+
+
+def _diagnose(page, errors: list[str]) -> str:
+    """What the page shows when a wait fails: kernel status, each cell's prompt, the last error and
+    stderr outputs, page errors; a full-page screenshot goes to tests/artifacts/inspector_failure.png."""
+    try:
+        page.screenshot(path=str(ARTIFACTS / "inspector_failure.png"), full_page=True)
+    except Exception:
+        pass
+    try:
+        state = page.evaluate("""() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+            const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
+            const cells = w && w.content ? w.content.widgets.map(c => c.model.type === 'code'
+                ? String(c.model.executionCount ?? '-') : 'md') : [];
+            return {kernel: k ? k.status : 'none', cells: cells.join(' ')}; }""")
+    except Exception as exc:
+        state = {"kernel": f"? ({exc})", "cells": "?"}
+    try:
+        outs = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']").all_inner_texts()
+    except Exception:
+        outs = []
+    return (f"kernel {state['kernel']}; execution counts by cell: {state['cells']}; "
+            f"last stderr/error outputs: {[o[-600:] for o in outs[-2:]]}; page errors: {errors[-3:]}")
 
 
 def _src(page, selector: str) -> str:
@@ -268,11 +296,10 @@ def test_inspector_in_jupyterlab(lab):
                 page.wait_for_function(
                     "() => { const i = document.querySelector('.fsm2-memories'); return i && i.naturalWidth > 0; }",
                     timeout=60_000)
-            except Exception:
-                page.screenshot(path=str(ARTIFACTS / "inspector_failure.png"), full_page=True)
-                errs = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']").all_inner_texts()
-                raise AssertionError(f"the inspector widget did not render; stderr outputs: {errs[-3:]}; "
-                                     f"page errors: {errors[-3:]}")
+            except Exception as exc:
+                # a short message without the traceback: CI shows only the tail of the log
+                pytest.fail(f"the inspector widget did not render ({type(exc).__name__}); "
+                            + _diagnose(page, errors), pytrace=False)
             widget = page.locator(".fsm2-inspector").first
             widget.scroll_into_view_if_needed()
             before = dict(text=status.inner_text(), query=_src(page, ".fsm2-query img"),
@@ -319,7 +346,13 @@ def test_inspector_in_jupyterlab(lab):
             page.screenshot(path=str(shots["page"]), full_page=False)
 
             # correct and re-propagate: the corrector starts with the notebook's example round
-            shots.update(_correct_and_repropagate(page))
+            try:
+                shots.update(_correct_and_repropagate(page))
+            except AssertionError:
+                raise
+            except Exception as exc:
+                pytest.fail(f"the correction widget did not answer ({type(exc).__name__}: {str(exc)[:200]}); "
+                            + _diagnose(page, errors), pytrace=False)
             assert not [e for e in errors if "fsm2" in e.lower()], errors
         finally:
             browser.close()
