@@ -65,6 +65,21 @@ def register_cli(sub) -> argparse.ArgumentParser:
                           'list of {"z": Z, "points": [[x, y, 1 or 0], ...], "box": [x0, y0, x1, y1]} in stored '
                           'pixel coordinates (x = column), with "case" and "label" keys when the run has several '
                           "episodes; each round re-propagates. The run record keeps the prompts")
+    run.add_argument("--postprocess", default="published", metavar="SPEC",
+                     help="post-processing switches, comma-separated: holes:N|off (SAM2's fill_hole_area), "
+                          "stability:on|off (dynamic multimask via stability), lcc:on|off (largest 3D connected "
+                          "component per organ; scored masks only, logits.npz unchanged), union:on|off (union of "
+                          "passes that predict the same slice); 'published' (default: holes:8,stability:on,lcc:off,"
+                          "union:off) or 'none'. Recorded in every table and the provenance")
+    run.add_argument("--nsd-tolerance", type=float, default=2.0, metavar="MM",
+                     help="tolerance of the normalized surface Dice in mm (default 2); HD95 and NSD need the voxel "
+                          "spacing, which npz dumps lack (then NaN, said in the tables)")
+    run.add_argument("--simulate-clicks", type=int, default=0, metavar="K",
+                     help="simulated-click benchmark (S1SFQ/3SFQ): up to K clicks per episode, each on the largest "
+                          "error region, re-propagated; writes clicks.csv (Dice per click, NoC, time per round) and "
+                          "clicks.json (replayable with --prompts)")
+    run.add_argument("--click-target", type=float, default=0.9, metavar="DICE",
+                     help="Dice at which --simulate-clicks stops (NoC@target; default 0.9)")
     # --order (FQ), --support-select, --memory-policy, --support-views, --plugins: as segment and inspect
     add_strategy_args(run, EPISODE_FAMILIES, views=True)
     add_model_args(run)
@@ -108,6 +123,10 @@ def config_from_args(args: argparse.Namespace):
         variant=args.variant,
         object_batch_size=getattr(args, "object_batch_size", None),
         name="fsm2kit run",
+        postprocess=args.postprocess,
+        nsd_tolerance=args.nsd_tolerance,
+        simulate_clicks=args.simulate_clicks,
+        click_target=args.click_target,
     )
 
 
@@ -155,6 +174,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     out = atomic_folder(args.out, build, overwrite=args.overwrite)
     print(format_dice(result))
+    if result.clicks:
+        t = result.clicks_table()
+        last = t.groupby(["case_id", "label_name"], sort=False).tail(1)
+        print(f"\nsimulated clicks (target Dice {config.click_target:g}, at most {config.simulate_clicks}):")
+        print(last[["case_id", "label_name", "click", "dice", "noc", "reached"]].to_string(index=False))
+        print(f"time per round: {t['seconds'].mean():.2f} s mean over {len(t)} rounds (click 0: the propagation)")
     print(f"\n{result.encoder_passes} image-encoder passes, {result.seconds:.1f} s. Outputs:")
     for p in names.values():
         print(f"  {out / p.name}")

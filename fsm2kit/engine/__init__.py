@@ -7,6 +7,7 @@
 - ``engine``: the :class:`Engine` (support memories, ``drive``, plans and episodes).
 - ``results``: what the engine returns.
 - ``corrections``: correction rounds (prompts, then re-propagation).
+- ``postprocess``: the post-processing switches (:class:`PostProcess`: holes, stability, lcc, union).
 
 Public names load lazily (PEP 562): importing this package imports no submodule.
 """
@@ -18,6 +19,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     ".engine": ["Engine"],
     ".features": ["prompt_mask"],
     ".memory": ["MemoryBank", "MemoryEntry", "MemoryPolicy", "MemorySelection", "MemorySettings", "PointerRef", "SpatialRef", "TokenLayout", "sam2_memory_policy", "select_memories", "token_layout"],
+    ".postprocess": ["PUBLISHED_POSTPROCESS", "PostProcess", "largest_component_3d", "parse_postprocess"],
     ".plans": ["Frame", "ORDERS", "Plan", "SETTINGS", "Step", "build_plans", "custom_plan", "fq_plan", "normalize_setting", "split_plan"],
     ".results": ["EpisodeResult", "SliceResult"],
     ".tracking": ["TrackOutput", "TrackRequest", "batch_groups"],

@@ -21,6 +21,7 @@ mask, and hole filling on every device.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass, replace
@@ -46,8 +47,9 @@ from .memory import (
 )
 from ..records.naming import strategy_name
 from ..model.loading import SAM2Model
-from ..model.sam2_adapter import encode_memory, use_mask_as_output
+from ..model.sam2_adapter import encode_memory, mask_decoder_stability, use_mask_as_output
 from .plans import Plan, build_plans, normalize_setting
+from .postprocess import PostProcess, merge_passes, parse_postprocess
 from .results import EngineStats, EpisodeResult, SliceResult
 from .tracking import TrackJob, TrackObserver, TrackOutput, TrackRequest, Tracker, batch_groups, request_signature
 
@@ -131,6 +133,38 @@ class Engine:
         if self.object_batch_size < 1:
             raise ValueError(f"object_batch_size must be >= 1, got {object_batch_size}")
         self._supports: dict[str, SupportMemory] = {}
+        self._postprocess: PostProcess | None = None
+
+    @property
+    def postprocess(self) -> PostProcess:
+        """The post-processing switches the engine applies now (:mod:`fsm2kit.engine.postprocess`).
+
+        The published ones, with the model's own ``fill_hole_area`` and stability setting,
+        unless inside :meth:`postprocessing`.
+        """
+        if self._postprocess is not None:
+            return self._postprocess
+        dec = self.module.sam_mask_decoder
+        return PostProcess(holes=int(self.module.fill_hole_area),
+                           stability=bool(dec.dynamic_multimask_via_stability))
+
+    @contextlib.contextmanager
+    def postprocessing(self, spec):
+        """Apply the post-processing switches ``spec`` (a :class:`PostProcess` or a spec string)
+        to everything the engine runs inside the ``with`` block; restored on exit (also on errors).
+
+        ``holes`` and ``stability`` act on the tracking steps and the support memories;
+        ``union`` on slices predicted by more than one pass (:meth:`segment_many`). ``lcc``
+        acts on the final masks and is applied by whoever scores them (the runner).
+        """
+        pp = parse_postprocess(spec)
+        saved = (self._postprocess, self.tracker.fill_hole_area, self.tracker.stability)
+        self._postprocess = pp
+        self.tracker.fill_hole_area, self.tracker.stability = pp.holes, pp.stability
+        try:
+            yield pp
+        finally:
+            self._postprocess, self.tracker.fill_hole_area, self.tracker.stability = saved
 
     def __repr__(self) -> str:
         return (
@@ -184,7 +218,10 @@ class Engine:
         if not mask.astype(bool).any():
             raise ValueError("support mask is empty: a support slice must contain the class.")
         feats = self.encode(image)
+        holes, stability = self.tracker.hole_area, self.tracker.stability
         key = feats.key + content_key(mask.astype(bool))
+        if self._postprocess is not None:  # memories of other switches are cached apart
+            key += f"|holes={holes},stability={stability}"
         cached = self._supports.get(key)
         if cached is not None:
             if cached.entry.index == index and cached.entry.z == z:
@@ -197,8 +234,9 @@ class Engine:
         h, w = feats.feat_sizes[-1]
         pix = vf[-1].permute(1, 2, 0).view(-1, m.hidden_dim, h, w)
         with self.model.autocast():
-            _, _, _, low_res, _, obj_ptr, score = use_mask_as_output(m, pix, feats.high_res, mask_in)
-            low_res = fill_holes(low_res, m.fill_hole_area)
+            with mask_decoder_stability(m, stability):  # the object pointer comes from SAM2's heads
+                _, _, _, low_res, _, obj_ptr, score = use_mask_as_output(m, pix, feats.high_res, mask_in)
+            low_res = fill_holes(low_res, holes)
             high = F.interpolate(low_res.float(), size=(self.image_size,) * 2, mode="bilinear", align_corners=False)
             maskmem, pos = encode_memory(m, vf, list(feats.feat_sizes), high, score, is_mask_from_pts=True)
         self.stats.memory_encoder_passes += 1
@@ -472,7 +510,8 @@ class Engine:
         out = []
         for e, ep in enumerate(episodes):
             mine = [d for d, o in zip(done, owner) if o == e]
-            results = sorted((r for res, _ in mine for r in res), key=lambda r: r.position)
+            # one result per slice: the last pass, or with ``union`` all passes (postprocess)
+            results = merge_passes([r for res, _ in mine for r in res], union=self.postprocess.union)
             out.append(EpisodeResult(
                 case_id=ep.case_id,
                 label=ep.label,

@@ -69,12 +69,19 @@ class EpisodeResult:
     def prediction(self) -> np.ndarray:
         return self.logits() > 0
 
-    def to_frame(self, labels: np.ndarray | None = None):
-        """A tidy table, one row per query slice (with TP/FP/FN when ``labels`` are given)."""
+    def to_frame(self, labels: np.ndarray | None = None, *, masks: np.ndarray | None = None):
+        """A tidy table, one row per query slice (with TP/FP/FN when ``labels`` are given).
+
+        ``masks`` (M, H, W), in the order of :attr:`slices`, are the masks to score instead of
+        ``logits > 0`` (e.g. after the largest-component post-processing).
+        """
         import pandas as pd
 
+        if masks is not None and len(masks) != len(self.slices):
+            raise ValueError(f"masks: expected one mask per slice ({len(self.slices)}), got {len(masks)}.")
         rows = []
         for i, s in enumerate(self.slices):
+            pred = s.prediction if masks is None else np.asarray(masks[i], dtype=bool)
             row = {
                 "case_id": self.case_id,
                 "label": self.label,
@@ -89,10 +96,10 @@ class EpisodeResult:
                 "iou_pred": s.iou,
                 "n_memories": len(s.selection.spatial),
                 "n_pointers": len(s.selection.pointers),
-                "pred_px": int(s.prediction.sum()),
+                "pred_px": int(pred.sum()),
             }
             if labels is not None:
-                p, t = s.prediction, np.asarray(labels[i]).astype(bool)
+                p, t = pred, np.asarray(labels[i]).astype(bool)
                 row.update(
                     tp=int(np.count_nonzero(p & t)),
                     fp=int(np.count_nonzero(p & ~t)),

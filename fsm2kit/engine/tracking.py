@@ -22,7 +22,7 @@ from .features import FeatureCache, SliceFeatures
 from ..model.holes import fill_holes
 from .memory import MemoryBank, MemoryEntry, MemorySelection, MemorySettings, TokenLayout, token_layout
 from ..model.loading import SAM2Model
-from ..model.sam2_adapter import encode_memory, forward_heads, use_multimask
+from ..model.sam2_adapter import encode_memory, forward_heads, mask_decoder_stability, use_multimask
 from .results import EngineStats
 
 __all__ = [
@@ -139,9 +139,18 @@ class Tracker:
         self.settings = MemorySettings.from_module(self.module)
         self._maskmem_pos: torch.Tensor | None = None
         self._observers: list[TrackObserver] = []
+        #: SAM2's ``fill_hole_area`` and dynamic multimask via stability as the steps apply them
+        #: (the model's own values unless a post-processing spec sets them, ``Engine.postprocessing``)
+        self.fill_hole_area: int | None = None
+        self.stability: bool | None = None
 
     def __repr__(self) -> str:
         return f"Tracker({self.model.name}, {self.settings}, {len(self._observers)} observers)"
+
+    @property
+    def hole_area(self) -> int:
+        """The hole area the steps fill: :attr:`fill_hole_area`, or the model's when None."""
+        return int(self.module.fill_hole_area if self.fill_hole_area is None else self.fill_hole_area)
 
     def store_maskmem(self, maskmem: torch.Tensor, pos: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         if self._maskmem_pos is None:  # identical for every frame: one shared copy
@@ -310,14 +319,15 @@ class Tracker:
             if requests[0].mask_logits is not None:
                 mask_inputs = torch.cat([r.mask_logits for r in requests]).to(self.device)
             multimask = use_multimask(m, False, point_inputs)
-            _, _, ious, low_res, high_res_masks, obj_ptr, score = forward_heads(
-                m,
-                backbone_features=pix,
-                point_inputs=point_inputs,
-                mask_inputs=mask_inputs,
-                high_res_features=high_res,
-                multimask_output=multimask,
-            )
+            with mask_decoder_stability(m, self.stability):
+                _, _, ious, low_res, high_res_masks, obj_ptr, score = forward_heads(
+                    m,
+                    backbone_features=pix,
+                    point_inputs=point_inputs,
+                    mask_inputs=mask_inputs,
+                    high_res_features=high_res,
+                    multimask_output=multimask,
+                )
             if store:
                 vf = feats[0].vision_feats if B == 1 else [
                     torch.cat(level, dim=1) for level in zip(*(f.vision_feats for f in feats))
@@ -328,7 +338,7 @@ class Tracker:
                 self.stats.memory_encoder_passes += B
         self.stats.tracking_steps += B
         self.stats.tracking_forwards += 1
-        low_res = fill_holes(low_res.float(), m.fill_hole_area)
+        low_res = fill_holes(low_res.float(), self.hole_area)
         ious = ious.float()
         scores = score.float().view(-1).tolist()
         outs = []

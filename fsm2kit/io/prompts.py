@@ -28,7 +28,7 @@ from typing import Sequence
 from ..engine.corrections import Correction
 from ..records.fileio import atomic_write
 
-__all__ = ["PromptError", "label_matches", "Prompt", "PromptFile", "read_prompts", "parse_prompts", "prompts_json", "write_prompts"]
+__all__ = ["PromptError", "label_matches", "Prompt", "PromptFile", "read_prompts", "parse_prompts", "prompts_json", "prompts_text", "write_prompts"]
 
 _KEYS = {"z", "points", "box", "case", "label"}
 
@@ -253,5 +253,10 @@ def write_prompts(path: str | os.PathLike, rounds: Sequence[Sequence[Correction]
     parse_prompts(data, source=str(p))  # what is written reads back
     if p.exists() and not overwrite:
         raise FileExistsError(f"{p} exists; pass overwrite=True to replace it.")
-    text = "[\n" + ",\n".join(" [\n" + ",\n".join("  " + json.dumps(c) for c in rnd) + "\n ]" for rnd in data) + "\n]\n"
+    text = prompts_text(data)
     return atomic_write(p, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def prompts_text(data: list) -> str:
+    """A prompt file's JSON content as its text: one correction a line, a round a block."""
+    return "[\n" + ",\n".join(" [\n" + ",\n".join("  " + json.dumps(c) for c in rnd) + "\n ]" for rnd in data) + "\n]\n"

@@ -17,6 +17,7 @@ a sam2 attention layer (``sam2.modeling.sam.transformer.Attention`` or its subcl
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import types
 from typing import TYPE_CHECKING, NamedTuple
@@ -32,6 +33,7 @@ __all__ = [
     "forward_heads",
     "use_mask_as_output",
     "use_multimask",
+    "mask_decoder_stability",
     "encode_memory",
     "separate_heads",
     "recombine_heads",
@@ -113,6 +115,27 @@ def use_multimask(sam, is_init_cond_frame: bool, point_inputs: dict | None) -> b
     the number of points and on the model's ``multimask_output_*`` settings.
     """
     return sam._use_multimask(is_init_cond_frame, point_inputs)
+
+
+@contextlib.contextmanager
+def mask_decoder_stability(sam, enabled: bool | None):
+    """SAM2's dynamic multimask via stability set to ``enabled`` inside the ``with`` block.
+
+    Sets ``SAM2Base.sam_mask_decoder.dynamic_multimask_via_stability`` (sam2 1.1.0,
+    ``sam2/modeling/sam/mask_decoder.py``: a step without multimask output falls back to the
+    best multimask output when the single mask is unstable) and restores it on exit. ``None``
+    or the model's own value changes nothing.
+    """
+    dec = sam.sam_mask_decoder
+    old = dec.dynamic_multimask_via_stability
+    if enabled is None or bool(enabled) == bool(old):
+        yield
+        return
+    dec.dynamic_multimask_via_stability = bool(enabled)
+    try:
+        yield
+    finally:
+        dec.dynamic_multimask_via_stability = old
 
 
 def encode_memory(

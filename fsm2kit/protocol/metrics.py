@@ -12,6 +12,16 @@ Arrays in, numbers out; tables in, tables out:
 
 The two averages differ (PROTOCOL.md section 8 item 14: scans with Dice 0.9 and 0.5 give 0.70
 as a mean of volumes and 0.8333 pooled), so a results table must say which one it reports.
+
+Beyond Dice (what reviewers ask for):
+
+- :func:`surface_metrics` (:func:`hd95`, :func:`normalized_surface_dice`): the 95th-percentile
+  symmetric Hausdorff distance and the normalized surface Dice at a tolerance of ``tau`` mm, in
+  world units from the voxel spacing, by MONAI's ``compute_hausdorff_distance`` (percentile 95)
+  and ``compute_surface_dice`` (imported when first called: ``import fsm2kit`` loads no torch);
+- :func:`extent_errors` and :func:`slice_extent_flags`: false-positive slices beyond the ground
+  truth's z-extent (over-propagation) and slices missed inside it;
+- :func:`summarize_metrics`: mean, standard deviation and count of any per-volume metric.
 """
 
 from __future__ import annotations
@@ -35,6 +45,14 @@ __all__ = [
     "summarize_dice",
     "METRIC_POOLED",
     "METRIC_MEAN_PER_VOLUME",
+    "NSD_TOLERANCE_MM",
+    "SURFACE_METRICS",
+    "hd95",
+    "normalized_surface_dice",
+    "surface_metrics",
+    "extent_errors",
+    "slice_extent_flags",
+    "summarize_metrics",
 ]
 
 #: ``metric`` value of :func:`summarize_dice` rows pooled over all slices (FS-MedSAM2 notebooks).
@@ -411,3 +429,183 @@ def summarize_dice(
     out["n_volumes"] = out["n_volumes"].astype("int64")
     out["n_slices"] = out["n_slices"].astype("int64")
     return out[[*keys, "metric", "dice", "std_per_volume", "n_volumes", "n_slices"]]
+
+
+# --------------------------------------------------------------------------- beyond Dice
+
+#: Default tolerance of the normalized surface Dice, in mm.
+NSD_TOLERANCE_MM = 2.0
+#: The per-volume metrics beyond Dice (columns of ``volumes.csv``), lower is better except ``nsd``.
+SURFACE_METRICS = ("hd95_mm", "nsd", "fp_slices", "missed_slices")
+
+
+def _spacing(spacing, ndim: int) -> tuple[float, ...]:
+    sp = tuple(float(v) for v in np.ravel(np.asarray(spacing, dtype=float)))
+    if len(sp) != ndim or not all(math.isfinite(v) and v > 0 for v in sp):
+        raise ValueError(f"spacing must be {ndim} positive numbers in mm (one per axis of the masks, in their "
+                         f"order: (z, y, x) for a volume, (y, x) for a slice), got {spacing!r}.")
+    return sp
+
+
+def _one_hot(mask: np.ndarray):
+    import torch
+
+    t = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None, None]
+    return torch.cat([1 - t, t], dim=1)
+
+
+def _monai(kind: str, pred: np.ndarray, target: np.ndarray, spacing: tuple[float, ...], tau: float) -> float:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # empty masks and deprecation notes: handled by the callers
+        from monai.metrics import compute_hausdorff_distance, compute_surface_dice
+
+        if kind == "hd95":
+            v = compute_hausdorff_distance(_one_hot(pred), _one_hot(target), include_background=False,
+                                           percentile=95, spacing=list(spacing))
+        else:
+            v = compute_surface_dice(_one_hot(pred), _one_hot(target), [float(tau)], include_background=False,
+                                     spacing=list(spacing))
+    return float(v.reshape(-1)[0].item())
+
+
+def hd95(pred: np.ndarray, target: np.ndarray, spacing) -> float:
+    """95th-percentile symmetric Hausdorff distance between the masks' surfaces, in mm.
+
+    MONAI's ``compute_hausdorff_distance(percentile=95)`` with the voxel ``spacing``: surfaces are
+    the mask voxels with a background neighbour, distances are Euclidean in world units, and the
+    result is the larger of the two directed 95th percentiles.
+
+    Parameters
+    ----------
+    pred, target : array_like, same shape (2D or 3D)
+        Binary masks.
+    spacing : sequence of float
+        Voxel size in mm along each axis, in the masks' axis order ((z, y, x) for a volume).
+
+    Returns
+    -------
+    float
+        NaN when both masks are empty; ``inf`` when exactly one is (no surface to measure from).
+    """
+    p, t = _pair(pred, target)
+    sp = _spacing(spacing, p.ndim)
+    if not p.any() or not t.any():
+        return float("nan") if not (p.any() or t.any()) else float("inf")
+    return _monai("hd95", p, t, sp, 0.0)
+
+
+def normalized_surface_dice(pred: np.ndarray, target: np.ndarray, spacing, *,
+                            tolerance: float = NSD_TOLERANCE_MM) -> float:
+    """Normalized surface Dice at ``tolerance`` mm (Nikolov et al. 2021), in [0, 1].
+
+    MONAI's ``compute_surface_dice``: the surface voxels of both masks that lie within
+    ``tolerance`` mm of the other mask's surface, over all surface voxels of both.
+
+    Returns
+    -------
+    float
+        NaN when both masks are empty; 0 when exactly one is.
+    """
+    p, t = _pair(pred, target)
+    sp = _spacing(spacing, p.ndim)
+    if not (float(tolerance) >= 0 and math.isfinite(float(tolerance))):
+        raise ValueError(f"tolerance must be a finite number of mm >= 0, got {tolerance!r}.")
+    if not p.any() or not t.any():
+        return float("nan") if not (p.any() or t.any()) else 0.0
+    return _monai("nsd", p, t, sp, float(tolerance))
+
+
+def surface_metrics(pred: np.ndarray, target: np.ndarray, spacing, *,
+                    tolerance: float = NSD_TOLERANCE_MM) -> dict[str, float]:
+    """``{"hd95_mm": ..., "nsd": ...}`` of two masks (:func:`hd95`, :func:`normalized_surface_dice`).
+
+    ``spacing`` None gives NaN for both: without the voxel size no distance in mm exists (the
+    published npz episode dumps carry none), and none is invented.
+    """
+    if spacing is None:
+        _pair(pred, target)
+        return {"hd95_mm": float("nan"), "nsd": float("nan")}
+    return {"hd95_mm": hd95(pred, target, spacing),
+            "nsd": normalized_surface_dice(pred, target, spacing, tolerance=tolerance)}
+
+
+def extent_errors(z, gt_px, pred_px) -> dict[str, int]:
+    """Over-propagation and gaps of one volume, from per-slice pixel counts.
+
+    Parameters
+    ----------
+    z : sequence of int
+        The slices' z.
+    gt_px, pred_px : sequence of int
+        Ground-truth and predicted foreground pixels of each slice.
+
+    Returns
+    -------
+    dict
+        ``fp_slices``: slices with a prediction outside the ground truth's z-extent
+        ``[min z, max z]`` of its non-empty slices (all predicted slices when the ground truth is
+        empty); ``missed_slices``: slices inside that extent where the ground truth has the organ
+        and the prediction is empty.
+    """
+    z, g, p = (np.asarray(a) for a in (z, gt_px, pred_px))
+    if not (z.shape == g.shape == p.shape) or z.ndim != 1:
+        raise ValueError(f"z, gt_px and pred_px must be 1D of one length, got {z.shape}, {g.shape}, {p.shape}.")
+    fp, missed = _extent_flags(z, g, p)
+    return {"fp_slices": int(fp.sum()), "missed_slices": int(missed.sum())}
+
+
+def _extent_flags(z: np.ndarray, g: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    has_gt = g > 0
+    if has_gt.any():
+        lo, hi = z[has_gt].min(), z[has_gt].max()
+        inside = (z >= lo) & (z <= hi)
+    else:
+        inside = np.zeros(z.shape, dtype=bool)
+    return (p > 0) & ~inside, has_gt & (p == 0) & inside
+
+
+def slice_extent_flags(df: pd.DataFrame, *, volume_keys: Sequence[str]) -> pd.DataFrame:
+    """Columns ``fp_slice`` and ``missed_slice`` (bool) of a per-slice table (:func:`extent_errors`
+    per volume, a volume being one group of ``volume_keys``); the table's index is kept."""
+    fp = pd.Series(False, index=df.index)
+    missed = pd.Series(False, index=df.index)
+    for _, g in df.groupby(list(volume_keys), dropna=False, sort=False):
+        a, b = _extent_flags(g["z"].to_numpy(), g["gt_px"].to_numpy(), g["pred_px"].to_numpy())
+        fp.loc[g.index] = a
+        missed.loc[g.index] = b
+    return pd.DataFrame({"fp_slice": fp.astype(bool), "missed_slice": missed.astype(bool)})
+
+
+def summarize_metrics(volumes: pd.DataFrame, *, by: str | Sequence[str],
+                      metrics: Sequence[str] = SURFACE_METRICS) -> pd.DataFrame:
+    """Mean, standard deviation (``ddof=0``, as the Dice's ``std_per_volume``) and count of
+    per-volume metrics per group.
+
+    NaN values (no spacing, or both masks empty) are left out of the mean and counted apart
+    (``n_nan``); an ``inf`` HD95 (an empty prediction) makes its group's mean ``inf``.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``[*by, "measure", "mean", "std", "n_volumes", "n_nan"]``, one row per group and metric.
+    """
+    keys = _keys(by)
+    rows = []
+    missing = [m for m in metrics if m not in volumes.columns]
+    if missing:
+        raise ValueError(f"The volumes table lacks columns {missing}; it has {list(volumes.columns)}.")
+    groups = volumes.groupby(keys, dropna=False, sort=True) if keys else [((), volumes)]
+    for k, g in groups:
+        k = k if isinstance(k, tuple) else (k,)
+        for m in metrics:
+            v = g[m].to_numpy(dtype=float)
+            ok = v[~np.isnan(v)]
+            with np.errstate(invalid="ignore"):
+                mean = float(ok.mean()) if ok.size else float("nan")
+                std = float(ok.std(ddof=0)) if ok.size and np.isfinite(ok).all() else (
+                    float("nan") if not ok.size else float("inf"))
+            rows.append({**dict(zip(keys, k)), "measure": m, "mean": mean, "std": std,
+                         "n_volumes": int(ok.size), "n_nan": int(v.size - ok.size)})
+    return pd.DataFrame(rows, columns=[*keys, "measure", "mean", "std", "n_volumes", "n_nan"])

@@ -4,6 +4,7 @@
 - ``sources``: the episodes of a config (npz dumps, SSL-ALPNet folders) and their subsets.
 - ``support_plans``: what each run conditions on (supports chosen with the model, views, plans).
 - ``prompting``: correction prompts in a run and in own-scan segmentation.
+- ``clicks``: the simulated-click benchmark (NoC@target).
 - ``runner``: :func:`run_experiments`, the one runner.
 - ``experiment_result``: :class:`ExperimentResult` and the one output format.
 
@@ -13,6 +14,7 @@ Public names load lazily (PEP 562): importing this package imports no submodule.
 from ..lazy import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    ".clicks": ["ClickEpisode", "next_click", "simulate_clicks"],
     ".config": ["ExperimentConfig"],
     ".experiment_result": ["ExperimentResult", "format_dice", "read_results"],
     ".prompting": ["corrections_record", "episode_rounds", "label_rounds"],

@@ -144,6 +144,17 @@ class ExperimentConfig:
         1 on CPU). Episodes always run side by side (:meth:`Engine.segment_many`).
     name : str
         A name for the experiment (a column of every table).
+    postprocess : str
+        Post-processing switches (:mod:`fsm2kit.engine.postprocess`), a spec such as
+        ``"holes:off,lcc:on"``; default ``"published"`` (FS-MedSAM2's: SAM2's hole filling and
+        dynamic multimask on, no largest component, last pass wins). Kept as the canonical spec.
+    nsd_tolerance : float
+        Tolerance of the normalized surface Dice in mm (default 2).
+    simulate_clicks : int
+        0: off. K > 0: the simulated-click benchmark (:mod:`fsm2kit.run.clicks`): up to K
+        clicks per episode, one per correction round, on the largest error (FQ settings only).
+    click_target : float
+        The Dice at which the click benchmark stops (NoC@target), default 0.9.
     """
 
     episodes: str | None = None
@@ -169,6 +180,10 @@ class ExperimentConfig:
     cache_dir: str | None = None
     object_batch_size: int | None = None
     name: str = "experiment"
+    postprocess: str = "published"
+    nsd_tolerance: float = 2.0
+    simulate_clicks: int = 0
+    click_target: float = 0.9
 
     def __post_init__(self) -> None:
         from ..model.specs import resolve_spec
@@ -259,6 +274,33 @@ class ExperimentConfig:
             s(self, "z_range", zr)
         if self.cache_dir is not None:
             s(self, "cache_dir", os.fspath(self.cache_dir))
+        from ..engine.postprocess import parse_postprocess
+
+        try:
+            s(self, "postprocess", str(parse_postprocess(self.postprocess)))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"ExperimentConfig.postprocess: {e}") from None
+        tau = float(self.nsd_tolerance)
+        if not (np.isfinite(tau) and tau >= 0):
+            raise ValueError(f"ExperimentConfig.nsd_tolerance must be a number of mm >= 0, got {self.nsd_tolerance!r}.")
+        s(self, "nsd_tolerance", tau)
+        if isinstance(self.simulate_clicks, bool) or int(self.simulate_clicks) != self.simulate_clicks \
+                or int(self.simulate_clicks) < 0:
+            raise ValueError(f"ExperimentConfig.simulate_clicks must be a whole number >= 0 (0: off), got "
+                             f"{self.simulate_clicks!r}.")
+        s(self, "simulate_clicks", int(self.simulate_clicks))
+        target = float(self.click_target)
+        if not 0 < target <= 1:
+            raise ValueError(f"ExperimentConfig.click_target must be a Dice in (0, 1], got {self.click_target!r}.")
+        s(self, "click_target", target)
+        if self.simulate_clicks:
+            one = [x for x in settings if not x.endswith("FQ")]
+            if one:
+                raise ValueError(f"ExperimentConfig.simulate_clicks: clicks correct a propagation, but "
+                                 f"{'/'.join(one)} segment each slice alone; use S1SFQ or 3SFQ.")
+            if self.prompts is not None:
+                raise ValueError("ExperimentConfig.simulate_clicks places its own clicks; give prompts or "
+                                 "simulate_clicks, not both (replay the saved clicks with prompts alone).")
         if self.object_batch_size is not None:
             if int(self.object_batch_size) < 1:
                 raise ValueError(
@@ -393,6 +435,8 @@ class ExperimentConfig:
             f"support={strategy_name(self.support_selector)}"
             f"{f' +{self.support_views} views' if self.support_views else ''}, memory={strategy_name(self.memory_policy)}"
             f"{f', prompts={Path(self.prompts).name}' if self.prompts else ''}"
+            f"{f', postprocess={self.postprocess}' if self.postprocess != 'holes:8,stability:on,lcc:off,union:off' else ''}"
+            f"{f', clicks={self.simulate_clicks}@{self.click_target:g}' if self.simulate_clicks else ''}"
             f"{'; ' + ', '.join(sub) if sub else ''})"
         )
 

@@ -20,7 +20,17 @@ model) run, the models' run statistics and, with ``keep_predictions=True``, the 
     Dice, what the baselines report), with ``std_per_volume``, ``n_volumes``, ``n_slices`` and
     the provenance columns.
 ``volumes.csv``
-    3D Dice of every query volume (the per-scan numbers behind ``mean_per_volume``).
+    3D Dice of every query volume (the per-scan numbers behind ``mean_per_volume``), and the
+    metrics beyond Dice (:mod:`fsm2kit.protocol.metrics`): ``hd95_mm``, ``nsd`` (at
+    ``nsd_tolerance_mm``), ``fp_slices`` (predicted beyond the ground truth's z-extent) and
+    ``missed_slices`` (empty inside it), with ``spacing_mm`` and ``spacing_note`` (why a
+    distance is NaN: npz dumps carry no spacing). ``slices.csv`` has the same per slice (2D);
+    both name the ``postprocess`` switches and the ``scored_masks``.
+``clicks.csv``, ``clicks.json``
+    With the simulated-click benchmark (:mod:`fsm2kit.run.clicks`): Dice after each click, time
+    per round and NoC@target per episode; the clicks as a prompt file ``--prompts`` replays
+    (one per model, setting and order: ``clicks_<model>_<setting>[-<order>].json`` when there
+    are several).
 ``provenance.json``
     The one provenance record (:class:`~fsm2kit.records.provenance.Provenance`): models and
     weights (``"random weights (seed N)"`` or ``"sha256:..."``), settings, orders, support
@@ -66,7 +76,7 @@ __all__ = [
 
 #: Columns that identify one group of the summaries (one row per group and metric).
 GROUP_KEYS = ("dataset", "model", "image_size", "setting", "order", "memory_policy", "support_selector", "label",
-              "label_name")
+              "label_name", "postprocess")
 
 #: Provenance columns every table carries (from :meth:`fsm2kit.SAM2Model.provenance`).
 PROVENANCE_COLUMNS = (
@@ -191,6 +201,10 @@ class ExperimentResult:
     seconds: float
     predictions: list[Prediction] = field(default_factory=list, repr=False)
     prompts: tuple = field(default=(), repr=False)
+    #: per volume: the metrics beyond Dice (HD95, NSD, FP and missed slices), merged into :meth:`volumes`
+    volume_metrics: pd.DataFrame | None = field(default=None, repr=False)
+    #: the simulated-click benchmark: (model, experiment, :class:`~fsm2kit.run.clicks.ClickEpisode`)
+    clicks: list = field(default_factory=list, repr=False)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -230,7 +244,61 @@ class ExperimentResult:
     def volumes(self) -> pd.DataFrame:
         """3D Dice per query volume (``case_id`` x class x setting x order x model), with provenance."""
         v = per_volume_dice(self.slices, by=self._group_keys(), volume_key="case_id")
+        vm = self.volume_metrics
+        if vm is not None and len(vm):
+            on = [k for k in v.columns if k in vm.columns]
+            v = v.merge(vm.drop_duplicates(subset=on), on=on, how="left")
         return v.merge(self._provenance_frame(), on=["model", "image_size"], how="left")
+
+    def metrics_summary(self) -> pd.DataFrame:
+        """Mean ± std (``ddof=0``) over volumes of HD95, NSD, FP and missed slices per group
+        (:func:`~fsm2kit.protocol.metrics.summarize_metrics`); empty without them."""
+        from ..protocol.metrics import SURFACE_METRICS, summarize_metrics
+
+        v = self.volumes()
+        if not all(m in v.columns for m in SURFACE_METRICS):
+            return pd.DataFrame()
+        return summarize_metrics(v, by=self._group_keys())
+
+    def metrics_table(self, *, rows: Sequence[str] = ("model", "setting", "order", "postprocess"),
+                      title: str | None = None):
+        """A paper-style table of the metrics beyond Dice (mean ± std per organ), see
+        :func:`~fsm2kit.tables.dice_table.metrics_table`."""
+        from ..tables.dice_table import metrics_table
+
+        return metrics_table(self.metrics_summary(), rows=rows, title=title, weights=self.weights,
+                             random_weights=self.random_weights)
+
+    def clicks_table(self) -> pd.DataFrame:
+        """The simulated-click benchmark, one row per (episode, click): ``click`` 0 is the
+        propagation alone; ``dice`` after it, ``seconds`` of its round, the click (``z``, ``x``,
+        ``y``, ``positive``, ``region_px``), and the episode's ``noc`` at ``target``."""
+        rows = []
+        for model, experiment, ce in self.clicks:
+            r = ce.result
+            for k, (d, sec) in enumerate(zip(ce.dice, ce.seconds)):
+                c = ce.clicks[k - 1] if k else None
+                rows.append({"experiment": experiment, "model": model, "setting": r.setting,
+                             "order": r.order or "n/a", "case_id": str(r.case_id), "label": r.label,
+                             "label_name": r.label_name, "click": k, "dice": d, "seconds": sec,
+                             "z": None if c is None else c.z, "x": None if c is None else c.x,
+                             "y": None if c is None else c.y, "positive": None if c is None else c.positive,
+                             "region_px": None if c is None else c.area, "target": ce.target,
+                             "max_clicks": ce.max_clicks, "noc": ce.noc, "reached": ce.noc <= ce.max_clicks})
+        return pd.DataFrame(rows)
+
+    def click_prompts(self) -> dict[str, list]:
+        """The clicks as prompt files' content, per file name (``clicks.json``, or one per model,
+        setting and order), each replayable by ``fsm2kit run --prompts`` (same setting and order)."""
+        from .clicks import clicks_prompt_json
+
+        groups: dict = {}
+        for model, _, ce in self.clicks:
+            groups.setdefault((model, ce.result.setting, ce.result.order or "n/a"), []).append(ce)
+        if len(groups) == 1:
+            return {"clicks.json": clicks_prompt_json(next(iter(groups.values())))}
+        return {f"clicks_{m}_{s if o == 'n/a' else s + '-' + o}.json": clicks_prompt_json(g)
+                for (m, s, o), g in groups.items()}
 
     def summary(self, metric: str | None = None) -> pd.DataFrame:
         """Both Dice averages per (dataset, model, setting, order, class), with provenance.
@@ -359,6 +427,14 @@ class ExperimentResult:
                 "seconds": round(self.seconds, 3),
                 "support_views": sorted({int(v) for v in s["support_views"]}) if "support_views" in s.columns else [0],
                 **({"prompts": list(self.prompts)} if self.prompts else {}),
+                "postprocess": sorted({str(c.postprocess) for c in self.configs}),
+                "scored_masks": sorted(set(s["scored_masks"])) if "scored_masks" in s.columns else ["logits > 0"],
+                "nsd_tolerance_mm": sorted({float(c.nsd_tolerance) for c in self.configs}),
+                **({"clicks": {"files": sorted(self.click_prompts()), "episodes": len(self.clicks),
+                               "noc": [{"case_id": str(ce.result.case_id), "label": ce.result.label_name,
+                                        "model": m, "setting": ce.result.setting, "noc": ce.noc,
+                                        "target": ce.target, "dice": [round(d, 6) for d in ce.dice]}
+                                       for m, _, ce in self.clicks]}} if self.clicks else {}),
                 **(details or {}),
             },
         )
@@ -394,6 +470,16 @@ class ExperimentResult:
         atomic_write(paths["slices"], lambda t: self.slices.to_csv(t, index=False))
         atomic_write(paths["volumes"], lambda t: self.volumes().to_csv(t, index=False))
         atomic_write(paths["summary"], lambda t: self.summary().to_csv(t, index=False))
+        if self.clicks:
+            from ..io.prompts import parse_prompts, prompts_text
+
+            paths["clicks"] = out / "clicks.csv"
+            atomic_write(paths["clicks"], lambda t: self.clicks_table().to_csv(t, index=False))
+            for fname, data in self.click_prompts().items():
+                parse_prompts(data, source=fname)  # what is written reads back
+                text = prompts_text(data)
+                paths[fname] = out / fname
+                atomic_write(paths[fname], lambda t, text=text: Path(t).write_text(text, encoding="utf-8"))
         text = json.dumps(self.provenance(command=command, details=details).to_dict(), indent=2, default=str)
         atomic_write(paths["provenance"], lambda t: Path(t).write_text(text))
         return paths

@@ -22,6 +22,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 
+import pandas as pd
 from tqdm.auto import tqdm
 
 from ..engine.engine import Engine
@@ -30,6 +31,9 @@ from ..records.naming import strategy_name
 from ..strategies.memory_policies import MEMORY_POLICIES
 from .config import ExperimentConfig
 from .prompting import episode_rounds, prompt_record, segment_corrected
+from .clicks import simulate_clicks
+from ..engine.postprocess import largest_component_3d
+from ..protocol.metrics import extent_errors, slice_extent_flags, surface_metrics
 from .sources import bars_off, load_config_episodes
 from .support_plans import prepare_runs
 from .experiment_result import PROVENANCE_COLUMNS, ExperimentResult, ModelRun, Prediction, tidy_slices
@@ -42,7 +46,7 @@ def _engine(model, cache_dir: str | None, object_batch_size: int | None) -> Engi
 
 
 def _segment(engine: Engine, episodes: Sequence[Episode], setting: str, order, policy, config: ExperimentConfig,
-             rounds=None):
+             rounds=None, clicks=None):
     """One (setting, ordering) over episodes side by side, with the config's strategies.
 
     A built-in order goes to the engine by name; a user's ordering (or ``similar:query``
@@ -53,6 +57,15 @@ def _segment(engine: Engine, episodes: Sequence[Episode], setting: str, order, p
     """
     inputs = prepare_runs(engine, episodes, setting, None if order == "n/a" else order,
                           selector=config.support_selector, views=config.support_views)
+    if config.simulate_clicks:  # the click benchmark: each episode's own rounds, made as it goes
+        pp = engine.postprocess
+        score = largest_component_3d if pp.lcc else None
+        runs = [simulate_clicks(engine, inputs, i, setting, max_clicks=config.simulate_clicks,
+                                target=config.click_target, memory_policy=policy, score=score)
+                for i in range(len(inputs.episodes))]
+        if clicks is not None:
+            clicks.extend(runs)
+        return inputs, [r.result for r in runs]
     plain = [i for i in range(len(inputs.episodes)) if not (rounds and rounds[i])]
     done: list = [None] * len(inputs.episodes)
     if plain:
@@ -150,6 +163,8 @@ def run_experiments(
     # rows and kept predictions in (model, config, episode, setting, order) order, whatever the batching
     frames: list[tuple[tuple, object]] = []
     kept: list[tuple[tuple, Prediction]] = []
+    volume_rows: list[tuple[tuple, dict]] = []
+    click_runs: list = []
     model_runs = []
     given = dict(models or {})
     try:
@@ -183,11 +198,16 @@ def run_experiments(
                                             f"{chunk[0].case_id}/{chunk[0].label_name}"
                                             f"{f' +{len(chunk) - 1}' if len(chunk) > 1 else ''}", refresh=False)
                         rounds = None if rounds_of[i] is None else rounds_of[i][k:k + len(chunk)]
-                        inputs, done = _segment(engine, chunk, setting, order, policy, c, rounds)
+                        ran_clicks: list = []
+                        with engine.postprocessing(c.postprocess) as pp:  # holes, stability, union
+                            inputs, done = _segment(engine, chunk, setting, order, policy, c, rounds, ran_clicks)
                         calls += len(chunk)
                         for e, (ep, r) in enumerate(zip(inputs.episodes, done), start=k):
                             rank = (len(model_runs), i, e, u)
-                            df = r.to_frame(ep.labels)
+                            masks = largest_component_3d(r.prediction()) if pp.lcc else None
+                            df = r.to_frame(ep.labels, masks=masks)
+                            df["postprocess"] = str(pp)
+                            df["scored_masks"] = pp.scored_masks
                             df["experiment"] = c.name
                             df["dataset"] = ep.dataset or (c.dataset or "")
                             df["fold"] = ep.fold if ep.fold is not None else -1
@@ -201,9 +221,14 @@ def run_experiments(
                             for col in PROVENANCE_COLUMNS:
                                 if col in prov:
                                     df[col] = prov[col]
+                            extra = _beyond_dice(ep, r.prediction() if masks is None else masks, df,
+                                                 c.nsd_tolerance)
                             frames.append((rank, df))
+                            volume_rows.append((rank, extra))
                             if keep_predictions:
                                 kept.append((rank, Prediction(name, ep, r)))
+                        for e, ce in enumerate(ran_clicks, start=k):
+                            click_runs.append(((len(model_runs), i, e, u), name, c, ce))
                         bar.update(len(chunk))
             d = {k: v - stats0[k] for k, v in asdict(engine.stats).items()}
             model_runs.append(ModelRun(
@@ -217,4 +242,51 @@ def run_experiments(
     slices = tidy_slices([df for _, df in sorted(frames, key=lambda x: x[0])])
     predictions = [p for _, p in sorted(kept, key=lambda x: x[0])]
     prompts = tuple({"config": c.name, **prompt_record(pf)} for c, pf in zip(configs, prompt_files) if pf is not None)
-    return ExperimentResult(configs, slices, tuple(model_runs), time.perf_counter() - t0, predictions, prompts)
+    vols = pd.DataFrame([v for _, v in sorted(volume_rows, key=lambda x: x[0])])
+    clicks = [(name, c.name, ce) for _, name, c, ce in sorted(click_runs, key=lambda x: x[0])]
+    return ExperimentResult(configs, slices, tuple(model_runs), time.perf_counter() - t0, predictions, prompts,
+                            volume_metrics=vols, clicks=clicks)
+
+
+def _beyond_dice(episode: Episode, masks, df, tolerance: float) -> dict:
+    """Metrics beyond Dice of one scored episode: per slice (2D, in-plane spacing) into ``df``'s
+    columns ``hd95_mm``, ``nsd``, ``fp_slice``, ``missed_slice``; per volume (3D) returned as a
+    row keyed like ``df``'s volume.
+
+    Distances need the voxel spacing (``episode.meta["spacing"]``, (z, y, x) mm): the published
+    npz dumps carry none, and then the distances are NaN with ``spacing_note`` saying why; 3D
+    distances also need contiguous query slices (a ``max_slices`` subset is not).
+    """
+    import numpy as np
+
+    spacing = episode.meta.get("spacing")
+    labels = np.asarray(episode.labels, dtype=bool)
+    masks = np.asarray(masks, dtype=bool)
+    note = ""
+    if spacing is None:
+        note = "no voxel spacing (npz dumps carry none)"
+    flags = slice_extent_flags(df.assign(gt_px=df["tp"] + df["fn"]), volume_keys=["case_id"])
+    df["fp_slice"] = flags["fp_slice"].to_numpy()
+    df["missed_slice"] = flags["missed_slice"].to_numpy()
+    per = [surface_metrics(m, t, None if spacing is None else spacing[1:], tolerance=tolerance)
+           for m, t in zip(masks, labels)]
+    df["hd95_mm"] = [p["hd95_mm"] for p in per]
+    df["nsd"] = [p["nsd"] for p in per]
+    sp3 = spacing
+    if spacing is not None and np.any(np.diff(np.asarray(episode.z)) != 1):
+        sp3, note = None, "query slices not contiguous in z (a subset): no 3D distances"
+    vol = surface_metrics(masks, labels, sp3, tolerance=tolerance)
+    key_cols = [c for c in df.columns if c in _VOLUME_KEYS]
+    row = {c: df[c].iloc[0] for c in key_cols}
+    row.update(vol)
+    row.update(extent_errors(df["z"], df["tp"] + df["fn"], df["pred_px"]))
+    row["nsd_tolerance_mm"] = float(tolerance)
+    row["spacing_mm"] = "" if spacing is None else "x".join(f"{float(v):g}" for v in spacing)
+    row["spacing_note"] = note
+    df["spacing_note"] = note
+    return row
+
+
+#: Columns that key a volume's row of metrics beyond Dice (those the slice table has).
+_VOLUME_KEYS = ("experiment", "dataset", "fold", "case_id", "label", "label_name", "model", "image_size", "setting",
+                "order", "memory_policy", "support_selector", "postprocess")

@@ -197,6 +197,7 @@ def load_episodes(
             fold=int(fold), variant=variant, npart=npart,
             support_selector=None if later or strategy_name(selector) == "protocol" else selector,
         )
+        ep = replace(ep, meta={**ep.meta, "spacing": tuple(float(v) for v in q.spacing)})  # (z, y, x) mm: surface metrics
         episodes.append(attach_support_scan(ep, scan) if later else ep)
     return episodes
 

@@ -37,7 +37,8 @@ from ..records.provenance import RANDOM_NOTE
 from .paper import (BASELINE_DICE_VARIANT, ORGAN_ORDER, PAPER_CITATION, PAPER_DATASETS, PAPER_DICE_VARIANT,
                     PUBLISHED_BASELINES, paper_order, published_dice)
 
-__all__ = ["TABLE_FORMATS", "OURS_DICE_VARIANTS", "DiceTable", "dice_table", "results_table", "save_table"]
+__all__ = ["TABLE_FORMATS", "OURS_DICE_VARIANTS", "DiceTable", "dice_table", "results_table", "save_table",
+           "metrics_table"]
 
 #: Formats :func:`save_table` writes by default (a JSON sidecar is always written too).
 TABLE_FORMATS = ("csv", "md", "tex")
@@ -536,3 +537,59 @@ def _caption(s: pd.DataFrame, metric: str, paper_table, weights: str, random: bo
     if random:
         parts.append(RANDOM_NOTE + ".")
     return " ".join(parts)
+
+
+# ============================================================================ beyond Dice
+_MEASURE_TEXT = {"hd95_mm": "HD95 (mm)", "nsd": "NSD", "fp_slices": "FP slices", "missed_slices": "missed slices"}
+
+
+def metrics_table(summary: pd.DataFrame, *, rows: Sequence[str] = ("model", "setting", "order", "postprocess"),
+                  measures: Sequence[str] = ("hd95_mm", "nsd", "fp_slices", "missed_slices"), title: str | None = None,
+                  weights: str = "", random_weights: bool = False, digits: int = 2) -> pd.DataFrame:
+    """The metrics beyond Dice as a paper-style table: ``mean ± std`` text per (measure, organ).
+
+    ``summary`` is :func:`~fsm2kit.protocol.metrics.summarize_metrics` 's output (columns
+    ``measure``, ``mean``, ``std``, ``n_volumes``, ``n_nan``, the ``rows`` and ``label_name``).
+    A cell whose volumes have no spacing reads ``n/a`` (the npz dumps carry none: no distance
+    in mm is invented); the caption (``table.attrs["caption"]``) says so, names the tolerance
+    and the std (population, over query volumes) and cites the paper (arXiv 2409.04298v1).
+    Save it with :func:`save_table` (CSV under the caption).
+    """
+    if summary is None or not len(summary):
+        return pd.DataFrame()
+    rows = [r for r in rows if r in summary.columns]
+    organs = [o for o in ORGAN_ORDER if o in set(summary["label_name"])] + sorted(
+        set(summary["label_name"]) - set(ORGAN_ORDER))
+    out = {}
+    no_spacing = False
+    for key, g in summary.groupby(rows, sort=False, dropna=False) if rows else [((), summary)]:
+        key = key if isinstance(key, tuple) else (key,)
+        line = {}
+        for m in measures:
+            for o in organs:
+                c = g[(g["measure"] == m) & (g["label_name"] == o)]
+                if not len(c):
+                    continue
+                mean, std = float(c["mean"].iloc[0]), float(c["std"].iloc[0])
+                if not math.isfinite(mean) and not math.isinf(mean):
+                    no_spacing = True
+                    text = "n/a"
+                else:
+                    text = f"{mean:.{digits}f} ± {std:.{digits}f}"
+                line[f"{_MEASURE_TEXT.get(m, m)} {o}"] = text
+        out[" / ".join(map(str, key))] = line
+    table = pd.DataFrame.from_dict(out, orient="index")
+    table.index.name = " / ".join(rows)
+    tol = ""
+    if "nsd" in measures:
+        tol = " NSD at the run's tolerance (nsd_tolerance_mm, default 2 mm)."
+    caption = (f"Metrics beyond Dice, mean ± std (population) over query volumes: HD95 (95th-percentile symmetric "
+               f"Hausdorff distance, mm, from the voxel spacing; inf: an empty prediction), NSD (normalized surface "
+               f"Dice), FP slices (predicted beyond the ground truth's z-extent), missed slices (empty inside it); "
+               f"MONAI's metrics.{tol} Setting as in {PAPER_CITATION}."
+               + (" n/a: no voxel spacing (the published npz dumps carry none)." if no_spacing else "")
+               + (f" Weights: {weights}." if weights else "") + (f" {RANDOM_NOTE}." if random_weights else ""))
+    table.attrs["caption"] = caption
+    if title:
+        table.attrs["title"] = title
+    return table

@@ -33,7 +33,7 @@ __all__ = [
 
 #: The paper every published number comes from.
 PAPER_CITATION = ("Bai et al., \"FS-MedSAM2: Exploring the Potential of SAM2 for Few-Shot Medical Image "
-                  "Segmentation without Fine-tuning\", arXiv:2409.04298 (2024)")
+                  "Segmentation without Fine-tuning\", arXiv:2409.04298v1 (2024)")
 #: The bundled CSV, relative to the ``fsm2kit`` package.
 PAPER_CSV = "data/paper/fs_medsam2_tables.csv"
 #: How tables label the paper's own FS-MedSAM2 values (the paper does not name its Dice average).
