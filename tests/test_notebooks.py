@@ -21,6 +21,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 SMOKE = dict(checkpoint="random", image_size=256, device="cpu", max_slices=3)
 EXTRA = {
     "00_quickstart": dict(n_panels=2),
+    "01_table1_settings": dict(postprocess_switches=["published", "lcc:on"], click_budget=1),
     "02_support_memory": dict(models=["sam2-tiny"]),
     "03_inference_order": dict(models=["sam2-tiny"]),
     "06_strategies": dict(orders=["middle", "from:0.25"], memory_policies=["sam2", "support-only", "recent:1"],
@@ -167,6 +168,13 @@ def test_01_table1_settings(tmp_path, kernel_env):
     _png(out / "dice_bars.png")
     _check_presets(out, ["dice_bars"], width_mm=None)  # screen (144 dpi) + paper (300 dpi, 89 or 183 mm)
     assert _has_image_output(nb, "image/svg+xml")  # altair's offline svg renderer
+    pp = pd.read_csv(out / "postprocess_effects.csv", comment="#")
+    assert list(dict.fromkeys(pp["postprocess"])) == ["holes:8,stability:on,lcc:off,union:off",
+                                                      "holes:8,stability:on,lcc:on,union:off"]
+    assert pp["paper_percent"].notna().any()  # S1SFQ-middle liver of CHAOS-MRI is printed in Table 1
+    clicks = pd.read_csv(out / "clicks" / "clicks.csv")
+    assert set(clicks["setting"]) == {"S1SFQ", "3SFQ"} and clicks["click"].max() <= 1
+    assert (out / "clicks" / "clicks.json").is_file() and (out / "clicks.png").is_file()
 
 
 @pytest.mark.slow

@@ -84,6 +84,11 @@ def run_study(
     return study
 
 
+#: The post-processing switches :meth:`Study.postprocess_effects` compares by default: today's
+#: published ones, then each switch turned the other way (:mod:`fsm2kit.engine.postprocess`).
+POSTPROCESS_SWITCHES = ("published", "holes:off", "stability:off", "lcc:on", "union:on")
+
+
 @dataclass(eq=False)
 class Study:
     """An experiment's result and the folder its tables and figures go to (see :func:`run_study`)."""
@@ -214,3 +219,83 @@ class Study:
 
     def __repr__(self) -> str:
         return f"Study({self.name!r}: {self.result!r})\n{self.note}\nfiles: {self.output_dir}"
+
+    # ------------------------------------------------------------------ reviewers' questions
+    def postprocess_effects(self, switches: Sequence[str] = POSTPROCESS_SWITCHES, *, settings: Sequence[str] = ("S1SFQ",),
+                             metric: str = "mean_per_volume", file: str | None = "postprocess_effects",
+                             progress: bool = False) -> pd.DataFrame:
+        """Each post-processing switch's effect on Dice, beside the paper's numbers (arXiv 2409.04298v1).
+
+        Runs the study's configs again under ``settings`` once per switch spec (one engine per model
+        for all of them: each slice is encoded once) and returns a tidy table: ``postprocess``,
+        ``dataset``, ``model``, ``setting``, ``order``, ``label_name``, ``metric``, ``dice_percent``,
+        ``delta_vs_published_switches`` (percentage points against the first spec), ``paper_percent``
+        (the paper's printed value of the run, NaN where it prints none) and ``weights``. Saved as
+        ``file.csv`` under a note line, with the runs' own output folders under ``file/<spec>/``.
+        """
+        from ..engine.postprocess import parse_postprocess
+        from ..tables.paper import published_dice
+
+        specs = [str(parse_postprocess(s)) for s in switches]
+        configs = [c.replace(settings=list(settings), postprocess=s, name=f"{self.name} {s}")
+                   for s in specs for c in self.result.configs]
+        res = run_experiments(configs, progress=progress)
+        summ = res.summary("both")
+        summ = summ[summ["metric"] == metric]
+        rows = []
+        for _, r in summ.iterrows():
+            paper = published_dice(dataset=r["dataset"], model=r["model"], setting=r["setting"], order=r["order"])
+            rows.append({"postprocess": r["postprocess"], "dataset": r["dataset"], "model": r["model"],
+                         "setting": r["setting"], "order": r["order"], "label_name": r["label_name"], "metric": metric,
+                         "dice_percent": 100 * r["dice"], "paper_percent": paper.get(r["label_name"], float("nan")),
+                         "weights": r["weights"]})
+        out = pd.DataFrame(rows)
+        if len(out):
+            key = ["dataset", "model", "setting", "order", "label_name"]
+            base = out[out["postprocess"] == specs[0]].set_index(key)["dice_percent"]
+            out["delta_vs_published_switches"] = out["dice_percent"].to_numpy() - base.reindex(
+                pd.MultiIndex.from_frame(out[key])).to_numpy()
+            out["postprocess"] = pd.Categorical(out["postprocess"], categories=list(dict.fromkeys(specs)), ordered=True)
+            out = out.sort_values(["dataset", "setting", "label_name", "postprocess"]).reset_index(drop=True)
+            out["postprocess"] = out["postprocess"].astype(str)
+        if file is not None:
+            from ..tables.dice_table import save_table
+
+            save_table(out, self._path(file), note=f"Dice (%) per post-processing switch; {res.note}; paper: "
+                                                   "FS-MedSAM2, arXiv 2409.04298v1")
+        return out
+
+
+    def click_benchmark(self, clicks: int = 5, *, target: float = 0.9, settings: Sequence[str] = ("S1SFQ", "3SFQ"),
+                         file: str | None = "clicks", progress: bool = False):
+        """The simulated-click benchmark (:mod:`fsm2kit.run.clicks`) on the study's configs, and the
+        chart of mean Dice against clicks per setting.
+
+        Runs ``settings`` (FQ only) with up to ``clicks`` clicks per episode until ``target``; an
+        episode that stopped early keeps its last Dice for the later clicks. Writes the run's folder
+        (``clicks.csv``, the replayable ``clicks.json``, ...) to ``file/`` and the chart as ``file.*``.
+        Returns ``(chart, clicks table)``.
+        """
+        import altair as alt
+
+        configs = [c.replace(settings=[s for s in settings if s.upper().endswith("FQ")], simulate_clicks=int(clicks),
+                             click_target=float(target), name=f"{self.name} clicks") for c in self.result.configs]
+        res = run_experiments(configs, progress=progress)
+        if file is not None:
+            res.save(self._path(file))
+        t = res.clicks_table()
+        keys = ["model", "setting", "order", "case_id", "label_name"]
+        full = []
+        for _, g in t.groupby(keys, sort=False):
+            g = g.set_index("click").reindex(range(int(clicks) + 1)).ffill().reset_index()
+            full.append(g)
+        curve = pd.concat(full, ignore_index=True)
+        curve["run"] = curve["setting"] + "-" + curve["order"].astype(str)
+        mean = curve.groupby(["run", "click"], as_index=False)["dice"].mean()
+        chart = (alt.Chart(mean).mark_line(point=True).encode(
+            x=alt.X("click:O", title="clicks"), y=alt.Y("dice:Q", title="mean Dice", scale=alt.Scale(domain=[0, 1])),
+            color=alt.Color("run:N", title="setting")).properties(
+            title=[f"Dice vs simulated clicks (target {target:g}, NoC@{target:g})", res.note], width=320, height=220))
+        if file is not None:
+            self._save_chart(chart, file, ("screen",), None)
+        return chart, t
