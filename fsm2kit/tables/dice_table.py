@@ -533,6 +533,8 @@ def _caption(s: pd.DataFrame, metric: str, paper_table, weights: str, random: bo
         parts.append("Δ: ours − published, in percentage points.")
         if partial_mean:
             parts.append("Mean: over the organs run here; no Δ where the paper's Mean covers other organs.")
+    if paper_table is None:  # the paper is cited by its version (v2 of the arXiv id is another method)
+        parts.append(f"Method: FS-MedSAM2 ({PAPER_CITATION}).")
     parts.append("Best in bold, second underlined (per column).")
     if random:
         parts.append(RANDOM_NOTE + ".")
