@@ -300,25 +300,24 @@ def fake_run(monkeypatch, small_run):
 
 
 def test_run_outputs_appear_together_or_not_at_all(tmp_path, fake_run, monkeypatch, capsys):
-    from fsm2kit.run.experiment_result import ExperimentResult
+    import fsm2kit.records.fileio as F
 
     out = tmp_path / "o"
     assert main(_run(out)) == 0
     first = {p.name: p.read_bytes() for p in out.iterdir()}
     assert sorted(first) == ["logits.npz", "provenance.json", "slices.csv", "summary.csv", "volumes.csv"]
-    real_save = ExperimentResult.save
 
-    def save_then_fail(self, folder, **kw):  # a rerun dies after writing some of its files
-        real_save(self, folder, **kw)
+    def fail(folder):  # a rerun dies after writing its files, before they are published
         raise OSError("No space left on device")
 
-    monkeypatch.setattr(ExperimentResult, "save", save_then_fail)
+    real_sync = F.fsync_tree
+    monkeypatch.setattr(F, "fsync_tree", fail)
     assert main(_run(out, "--overwrite")) == 1
     assert "No space left on device" in _one_line(_err(capsys), "run")
     assert {p.name: p.read_bytes() for p in out.iterdir()} == first and _siblings(out) == []
     assert main(_run(tmp_path / "new")) == 1
     assert not (tmp_path / "new").exists() and _siblings(tmp_path / "new") == []
-    monkeypatch.setattr(ExperimentResult, "save", real_save)
+    monkeypatch.setattr(F, "fsync_tree", real_sync)
     (out / "stale.txt").write_text("from an older version")
     assert main(_run(out, "--overwrite")) == 0
     assert sorted(p.name for p in out.iterdir()) == sorted(first) and _siblings(out) == []
@@ -478,15 +477,12 @@ def test_cli_errors_are_one_line_with_exit_codes(tmp_path, fake_run, monkeypatch
 
 
 def test_ctrl_c_exits_130_nothing_written(tmp_path, fake_run, monkeypatch, capsys):
-    from fsm2kit.run.experiment_result import ExperimentResult
+    import fsm2kit.records.fileio as F
 
-    real_save = ExperimentResult.save
-
-    def interrupted(self, folder, **kw):  # Ctrl-C while the files are being written
-        real_save(self, folder, **kw)
+    def interrupted(folder):  # Ctrl-C once the files are written, before they are published
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(ExperimentResult, "save", interrupted)
+    monkeypatch.setattr(F, "fsync_tree", interrupted)
     assert main(_run(tmp_path / "o")) == 130
     assert _err(capsys).splitlines()[-1] == "fsm2kit run: interrupted; nothing written"
     assert list(tmp_path.iterdir()) == []

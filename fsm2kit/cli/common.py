@@ -6,12 +6,13 @@ import argparse
 import os
 import sys
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = ["add_model_args", "check_model_args", "model_from_args", "engine_from_args", "EPISODE_FAMILIES",
            "strategy_flags", "Strategies", "add_plugins_arg", "add_strategy_args", "strategies_from_args",
-           "add_overwrite_arg", "check_outputs", "check_output_folder", "checks_passed"]
+           "add_overwrite_arg", "check_outputs", "check_output_folder", "checks_passed", "claim_output"]
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -122,17 +123,34 @@ def check_outputs(outputs: dict[str, str | os.PathLike], inputs: dict[str, str |
                                  "would delete; choose another output.")
 
 
-def check_output_folder(out: str | os.PathLike, *, overwrite: bool) -> None:
-    """An output folder: not a file, writable, and (without ``overwrite``) empty or absent."""
-    from ..records.fileio import check_can_create
+def check_output_folder(out: str | os.PathLike, *, overwrite: bool, kind: str = "experiment") -> None:
+    """An output folder: not the working folder (``.``) or one above it, not a file, writable, and
+    new, empty or (with ``overwrite``) an fsm2kit output of ``kind``
+    (:func:`fsm2kit.records.fileio.check_replaceable`: a folder of other files is refused, whatever
+    the flags)."""
+    from ..records.fileio import check_can_create, check_replaceable, holds_working_folder
 
     o = Path(out)
+    if holds_working_folder(o):
+        raise ValueError(f"--out {out} is the folder you are working in (or holds it); the output replaces its "
+                         "folder all at once, so give a new folder, e.g. --out results/run1.")
     if o.exists() and not o.is_dir():
         raise NotADirectoryError(f"--out {out} is a file; give a folder.")
     check_can_create(o / "x")
-    if o.is_dir() and any(o.iterdir()) and not overwrite:
-        raise FileExistsError(f"--out {out} already exists and is not empty; pass --overwrite to replace it "
-                              "(all at once, when the new run has finished), or choose another folder.")
+    check_replaceable(o, kind=kind, overwrite=overwrite)
+
+
+@contextmanager
+def claim_output(out: str | os.PathLike):
+    """Hold ``--out``'s lock for the rest of the command (a second run to the same ``--out`` is
+    refused before its model loads); then repair what a crash left beside it
+    (:func:`fsm2kit.records.fileio.recover_output`, said on stderr)."""
+    from ..records.fileio import output_lock, recover_output
+
+    with output_lock(out):
+        for note in recover_output(out):
+            print(f"fsm2kit: note: {note}.", file=sys.stderr)
+        yield
 
 
 def model_from_args(args: argparse.Namespace, *, meaningless: str = "the numbers mean nothing"):

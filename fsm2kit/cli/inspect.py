@@ -15,6 +15,7 @@ from .common import (
     check_output_folder,
     check_outputs,
     checks_passed,
+    claim_output,
     engine_from_args,
     model_from_args,
     strategies_from_args,
@@ -57,6 +58,13 @@ def register_cli(subparsers) -> None:
 
 
 def _cmd_inspect(args) -> int:
+    import contextlib
+
+    with contextlib.ExitStack() as args.exit_stack:  # --out's lock, taken once --out is checked
+        return _inspect(args)
+
+
+def _inspect(args) -> int:
     from pathlib import Path
 
     from ..records.fileio import atomic_folder
@@ -71,7 +79,8 @@ def _cmd_inspect(args) -> int:
         raise ValueError(f"--max-slices must be >= 1, got {args.max_slices}.")
     check_outputs({"--out": args.out}, {"--episodes": args.episodes, "--checkpoint": args.checkpoint,
                                         **{f"--plugins {m}": m for m in (args.plugins or []) if m.endswith(".py")}})
-    check_output_folder(args.out, overwrite=args.overwrite)
+    check_output_folder(args.out, overwrite=args.overwrite, kind="inspect")
+    args.exit_stack.enter_context(claim_output(args.out))
     strategies = strategies_from_args(args)  # plugins first; bad names fail here, in one line, before any model
 
     def engine():  # called by inspect_run once the episode is loaded (bad input fails before)
@@ -91,7 +100,7 @@ def _cmd_inspect(args) -> int:
             command=command_line(getattr(args, "argv", None)),
         )
 
-    out = atomic_folder(args.out, build, overwrite=args.overwrite)
+    out = atomic_folder(args.out, build, overwrite=args.overwrite, kind="inspect")
     insp = found["insp"]
     insp.files = {k: out / Path(v).name for k, v in insp.files.items()}
     print(insp)

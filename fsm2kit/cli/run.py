@@ -7,14 +7,18 @@ which writes the one output format (:mod:`fsm2kit.run.experiment_result`): ``log
 ``provenance.json``.
 
 Everything is checked before any model loads (options, the episodes, and ``--out``: not an input,
-not an earlier run unless ``--overwrite``). The run folder is built beside ``--out`` (a hidden
-temporary sibling) and renamed to it when complete (:func:`fsm2kit.records.fileio.atomic_folder`):
-``--out`` holds a whole run or nothing, never a mix of two.
+not the working folder, writable, not being written by another run (a lock held for the whole
+command), new, empty or an earlier run with ``--overwrite``; a folder fsm2kit did not write is
+refused even then). The run folder is built beside ``--out`` (a hidden temporary sibling) and
+renamed to it when complete (:meth:`ExperimentResult.save
+<fsm2kit.run.experiment_result.ExperimentResult.save>`): ``--out`` holds a whole run or nothing,
+never a mix of two.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -28,6 +32,7 @@ from .common import (
     check_output_folder,
     check_outputs,
     checks_passed,
+    claim_output,
     model_from_args,
     strategies_from_args,
 )
@@ -112,7 +117,11 @@ def config_from_args(args: argparse.Namespace):
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from ..records.fileio import atomic_folder
+    with contextlib.ExitStack() as args.exit_stack:  # --out's lock, taken once --out is checked
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from ..run.sources import episode_folder_kind, load_config_episodes
     from ..run.runner import run_experiments
     from ..records.provenance import command_line
@@ -124,6 +133,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                                         "--prompts": args.prompts,
                                         **{f"--plugins {m}": m for m in (args.plugins or []) if m.endswith(".py")}})
     check_output_folder(args.out, overwrite=args.overwrite)
+    args.exit_stack.enter_context(claim_output(args.out))
     config = config_from_args(args)
     episodes = load_config_episodes(config, progress=not args.no_progress)  # --fold/--label checked here
     if episode_folder_kind(args.episodes) == "npz":
@@ -147,15 +157,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
           f"memory {args.memory_policy}; {model!r}", file=sys.stderr)
     result = run_experiments(config, models={model.name: model}, episodes=[episodes], keep_predictions=True,
                              progress=not args.no_progress)
-    names: dict = {}
-
-    def build(tmp):
-        names.update(result.save(tmp, command=command_line(getattr(args, "argv", None)),
-                                 details={"total_seconds": round(time.perf_counter() - t0, 3)}))
-
-    out = atomic_folder(args.out, build, overwrite=args.overwrite)
+    names = result.save(args.out, command=command_line(getattr(args, "argv", None)), overwrite=args.overwrite,
+                        details={"total_seconds": round(time.perf_counter() - t0, 3)})
     print(format_dice(result))
     print(f"\n{result.encoder_passes} image-encoder passes, {result.seconds:.1f} s. Outputs:")
     for p in names.values():
-        print(f"  {out / p.name}")
+        print(f"  {p}")
     return 0

@@ -24,6 +24,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..records.fileio import check_output_dir
+
 import pandas as pd
 
 from ..tables.dice_table import TABLE_FORMATS, DiceTable
@@ -77,7 +79,7 @@ def run_study(
     base = ExperimentConfig.given(config, "run_study", name=name, **overrides)
     configs = [base.replace(episodes=path, dataset=dataset) for dataset, path in datasets.items()]
     out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    check_output_dir(out)  # new, empty, the working folder or an earlier experiment: before the compute
     result = run_experiments(configs, keep_predictions=keep_predictions, progress=progress)
     study = Study(name, result, out)
     study.save()
