@@ -178,3 +178,126 @@ def test_out_checked_before_model_lock(tmp_path, no_model, capsys):
         with F.output_lock(out):
             pass
     assert not (tmp_path / ".o.lock").exists()
+
+
+# ============================================================================ items 1, 2 and 4: batch
+@pytest.fixture()
+def light(tmp_path):
+    """A light notebook (no SAM2) that takes a checkpoint file and plugins."""
+    from helpers import write_notebook
+
+    return write_notebook(tmp_path / "nb" / "light.ipynb",
+                          'x = "a"\nn = 1\ncheckpoint = ""\nplugins = []\noutput_dir = "."',
+                          'open("summary.csv", "w").write(f"metric,dice\\npooled,{n / 10}\\n")')
+
+
+def _sweep(light: Path, text: str) -> Path:
+    p = light.parent / "s.yaml"
+    p.write_text(f"name: s\nnotebook: light.ipynb\nexport_html: false\n{text}")
+    return p
+
+
+def _batch(args, capsys) -> tuple[int, str]:
+    import argparse
+
+    from fsm2kit.cli.batch import register_cli
+
+    parser = argparse.ArgumentParser(prog="fsm2kit")
+    register_cli(parser.add_subparsers(dest="command"))
+    a = parser.parse_args(["batch", *map(str, args)])
+    rc = a.func(a)
+    return rc, capsys.readouterr().out
+
+
+def test_overwrite_batch_never_deletes_foreign_folder(tmp_path, light, capsys):
+    from fsm2kit.batch import load_sweep
+    from fsm2kit.batch.sweep_runs import execute_run
+
+    reports = tmp_path / "reports"
+    p = _sweep(light, "grid: {x: [a]}\nparameters: {n: 1}\n")
+    (spec,) = load_sweep(p).runs(reports)
+    # a folder the batch did not write sits where the run goes
+    spec.folder.mkdir(parents=True)
+    (spec.folder / "my_notes.md").write_text("mine")
+    assert spec.state()[0] == "pending" and "not a finished run" in spec.in_the_way()
+    rc, out = _batch([p, "--reports", reports, "--dry-run"], capsys)
+    assert rc == 0 and "would move" in out and "never deleted" in out
+    res = execute_run(spec)
+    assert res.status == "done" and res.kept
+    kept = Path(res.kept.split(" (")[0])
+    assert (kept / "my_notes.md").read_text() == "mine" and ".fsm2kit-work/kept" in str(kept)
+    # a finished run the user added a file to, whose parameters then change: kept too
+    (spec.folder / "added.txt").write_text("mine too")
+    p = _sweep(light, "grid: {x: [a]}\nparameters: {n: 2}\n")
+    (spec,) = load_sweep(p).runs(reports)
+    assert spec.state()[0] == "changed" and "added.txt" in spec.in_the_way()
+    res = execute_run(spec)
+    assert res.status == "done" and (Path(res.kept.split(" (")[0]) / "added.txt").read_text() == "mine too"
+    # an unchanged finished run of the batch is simply replaced when it changes
+    p = _sweep(light, "grid: {x: [a]}\nparameters: {n: 3}\n")
+    (spec,) = load_sweep(p).runs(reports)
+    assert spec.in_the_way() == "" and execute_run(spec).kept == ""
+
+
+def test_fingerprint_sees_plugin_source_and_file_contents(tmp_path, light):
+    from fsm2kit.batch import load_sweep
+    from fsm2kit.batch.sweep_spec import DONE_MARKER
+
+    ck = tmp_path / "model.pt"
+    ck.write_bytes(b"weights v1")
+    plug = light.parent / "my_plugin.py"
+    plug.write_text("X = 1\n")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "image_1.nii.gz").write_bytes(b"1234")
+    p = _sweep(light, f"grid: {{x: ['{data}']}}\nparameters: {{checkpoint: '{ck}'}}\nplugins: [my_plugin.py]\n")
+    (spec,) = load_sweep(p).runs(tmp_path / "reports")
+    spec.folder.mkdir(parents=True)
+    (spec.folder / DONE_MARKER).write_text(json.dumps({"sweep": spec.sweep, "run": spec.name,
+                                                       "fingerprint": spec.fingerprint(), "parameters": {}}))
+    assert spec.state() == ("done", "")
+    plug.write_text("X = 2\n")  # the plugin's code changed
+    assert spec.state() == ("changed", "plugin source changed")
+    plug.write_text("X = 1\n")
+    ck.write_bytes(b"weights v2")  # same path, new checkpoint
+    os.utime(ck, ns=(1, 1))
+    assert spec.state()[0] == "changed" and "file parameters" in spec.state()[1]
+    ck.write_bytes(b"weights v1")
+    assert spec.state() == ("done", "")
+    (data / "image_2.nii.gz").write_bytes(b"5")  # a data folder gained a scan
+    assert spec.state()[0] == "changed"
+
+
+def test_fingerprint_hashes_a_checkpoint_once(tmp_path, monkeypatch):
+    ck = tmp_path / "big.pt"
+    ck.write_bytes(os.urandom(1 << 16))
+    calls = []
+    real = F.file_sha256
+    monkeypatch.setattr(F, "file_sha256", lambda p, *a: calls.append(p) or real(p, *a))
+    F._HASHES.clear()
+    digests = {F.file_sha256_cached(ck) for _ in range(5)}
+    assert len(digests) == 1 and len(calls) == 1
+    ck.write_bytes(os.urandom(1 << 15))  # size changed: hashed again
+    assert F.file_sha256_cached(ck) not in digests and len(calls) == 2
+
+
+# ============================================================================ item 5: Dask over TLS only
+@pytest.mark.parametrize("addr", ["10.0.0.5:8786", "tcp://10.0.0.5:8786", "ws://host:8786", "inproc://x"])
+def test_dask_refuses_insecure_scheduler(tmp_path, light, capsys, addr):
+    from fsm2kit.batch.sweeps import check_scheduler, run_sweep
+
+    p = _sweep(light, "grid: {x: [a]}\n")
+    with pytest.raises(ValueError, match="not encrypted.*--insecure"):
+        _batch([p, "--reports", tmp_path / "r", "--scheduler", addr], capsys)
+    with pytest.raises(ValueError, match="not encrypted"):
+        run_sweep(p, reports=tmp_path / "r", scheduler=addr)
+    check_scheduler(addr, insecure=True)
+    check_scheduler("tls://10.0.0.5:8786")
+    check_scheduler("WSS://10.0.0.5:8786")
+    assert not (tmp_path / "r").exists()
+
+
+def test_dask_readme_shows_tls_scheduler_and_workers():
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert "dask scheduler --protocol tls" in readme and "dask worker tls://" in readme
+    assert "--tls-ca-file" in readme and "--dashboard-address" in readme and "all interfaces" in readme

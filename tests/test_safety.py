@@ -102,7 +102,7 @@ def test_batch_reruns_changed_runs_and_says_why(tmp_path, light, capsys):
     (spec,) = load_sweep(p).runs(reports)
     assert execute_run(spec).status == "done"
     rec = json.loads((spec.folder / DONE_MARKER).read_text())
-    assert rec["fingerprint"] == spec.fingerprint() and set(rec["fingerprint"]) == {"parameters", "notebook"}
+    assert rec["fingerprint"] == spec.fingerprint() and set(rec["fingerprint"]) == {"parameters", "notebook", "plugins", "inputs"}
     assert spec.state() == ("done", "") and execute_run(spec).status == "skipped"
 
     p = _sweep(light, "grid: {x: [a]}\nparameters: {n: 2}\n")  # image_size 256 -> 512, in small

@@ -85,7 +85,7 @@ from .sweep_index import write_index
 from .sweep_runs import RunOutcome, execute_run, remove_tree, write_json
 from .sweep_spec import FAILED_MARKER, WORK_DIR, RunSpec, Sweep, load_sweep, require_module
 
-__all__ = ['SweepResult', 'run_sweep', 'plan_runs']
+__all__ = ['SweepResult', 'run_sweep', 'plan_runs', 'check_scheduler', 'SECURE_SCHEMES']
 
 # ============================================================================ the sweep
 @dataclass(eq=False)
@@ -99,6 +99,7 @@ class SweepResult:
     seconds: float
     folder: Path
     rerun: dict[str, str] = field(default_factory=dict)  # finished runs run again: name -> why
+    kept: dict[str, str] = field(default_factory=dict)  # folders in a run's place moved aside: name -> where (why)
 
     @property
     def failed(self) -> pd.DataFrame:
@@ -200,6 +201,7 @@ def run_sweep(
     security=None,
     only: Sequence[str] | None = None,
     progress: bool = True,
+    insecure: bool = False,
 ) -> SweepResult:
     """Run the unfinished runs of a sweep in parallel on Dask and write the index.
 
@@ -221,6 +223,9 @@ def run_sweep(
         ``distributed.comm.tls.*``).
     only : sequence of str, optional, keyword-only
         Run names to run (others are left as they are).
+    insecure : bool, keyword-only
+        Accept a ``scheduler`` address that is not ``tls://`` or ``wss://`` (plain TCP: anyone
+        who reaches it can run code on the workers); refused otherwise (:func:`check_scheduler`).
     progress : bool, keyword-only
         A progress bar over runs.
 
@@ -231,6 +236,7 @@ def run_sweep(
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
+    check_scheduler(scheduler, insecure=insecure)
     if not isinstance(sweep, Sweep):
         sweep = load_sweep(sweep)
     if workers < 1:
@@ -273,7 +279,25 @@ def run_sweep(
             finally:
                 bar.close()
         index = write_index(sweep, reports)
-    return SweepResult(sweep, index, executed, skipped, time.perf_counter() - t0, folder, rerun)
+    kept = {o.name: o.kept for o in executed if o.kept}
+    return SweepResult(sweep, index, executed, skipped, time.perf_counter() - t0, folder, rerun, kept)
+
+
+#: Scheduler address schemes that encrypt and authenticate (with certificates).
+SECURE_SCHEMES = ("tls://", "wss://")
+
+
+def check_scheduler(scheduler: str | None, *, insecure: bool = False) -> None:
+    """Refuse a scheduler address that is not ``tls://`` or ``wss://`` (a bare ``HOST:PORT``
+    included: Dask reads it as ``tcp://``) unless ``insecure``: over plain TCP or ``ws://``
+    anyone who reaches the scheduler can run code on its workers."""
+    if not scheduler or insecure:
+        return
+    if not str(scheduler).strip().lower().startswith(SECURE_SCHEMES):
+        scheme = str(scheduler).split("://", 1)[0] + "://" if "://" in str(scheduler) else "no scheme (tcp://)"
+        raise ValueError(f"--scheduler {scheduler}: {scheme} is not encrypted and anyone who reaches the scheduler "
+                         "can run code on its workers; use tls://HOST:PORT with --tls-ca-file/--tls-cert/--tls-key "
+                         "(see the README), or pass --insecure on a network you trust.")
 
 
 def plan_runs(specs: Sequence[RunSpec]) -> tuple[list[str], list[RunSpec], dict[str, str]]:
