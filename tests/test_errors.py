@@ -207,10 +207,10 @@ def test_segment_out_equal_to_image_is_refused(tmp_path, no_model, capsys):
     assert main(_seg(tmp_path / "p.nii.gz", "--labels", "liver=5", "--ground-truth", str(tmp_path / "p.nii.gz"),
                      image=img, support=img, mask=mask)) == 2
     assert "--ground-truth" in _one_line(_err(capsys), "segment")
-    # the sidecar of the output would be an input: seg.json next to seg.nii.gz
-    (tmp_path / "labels.json").write_text("{}")
+    # the sidecar of the output would be an input: labels.nii.gz.json next to labels.nii.gz
+    (tmp_path / "labels.nii.gz.json").write_text("{}")
     assert main(_seg(tmp_path / "labels.nii.gz", "--labels", "liver=5", "--overwrite", "--checkpoint",
-                     str(tmp_path / "labels.json"), image=img, support=img, mask=mask)) == 2
+                     str(tmp_path / "labels.nii.gz.json"), image=img, support=img, mask=mask)) == 2
     assert "its sidecar" in _one_line(_err(capsys), "segment")
     assert {p: p.read_bytes() for p in (img, mask)} == before
 
@@ -233,9 +233,9 @@ def test_segment_existing_output_needs_overwrite(tmp_path, no_model, capsys):
     assert main(_seg(out, "--labels", "liver=5")) == 2
     assert "already exists" in _one_line(_err(capsys), "segment") and out.read_bytes() == b"earlier result"
     out.unlink()
-    (tmp_path / "pred.json").write_text("{}")  # an orphan sidecar counts too
+    (tmp_path / "pred.nii.gz.json").write_text("{}")  # an orphan sidecar counts too
     assert main(_seg(out, "--labels", "liver=5")) == 2
-    assert "pred.json already exists" in _one_line(_err(capsys), "segment")
+    assert "pred.nii.gz.json already exists" in _one_line(_err(capsys), "segment")
 
 
 def test_run_existing_output_needs_overwrite_checked_before_computing(tmp_path, no_model, capsys):
@@ -336,7 +336,7 @@ def test_segment_nifti_and_sidecar_appear_together(tmp_path):
     out = tmp_path / "pred.nii.gz"
     res.save(out)
     files = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
-    assert sorted(files) == ["pred.dice.csv", "pred.json", "pred.nii.gz"]
+    assert sorted(files) == ["pred.nii.gz", "pred.nii.gz.dice.csv", "pred.nii.gz.json"]
     with pytest.raises(FileExistsError, match="overwrite"):
         res.save(out)
     res.options["marker"] = float("nan")  # written as null; then make the sidecar fail half-way
@@ -357,8 +357,8 @@ def test_segment_nifti_and_sidecar_appear_together(tmp_path):
     assert SR._json_default is real
     res.dice = None  # a rerun without ground truth: the old Dice table goes with the old pair
     res.save(out, overwrite=True)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["pred.json", "pred.nii.gz"]
-    meta = json.loads((tmp_path / "pred.json").read_text())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pred.nii.gz", "pred.nii.gz.json"]
+    meta = json.loads((tmp_path / "pred.nii.gz.json").read_text())
     from fsm2kit.records.fileio import file_sha256
 
     assert meta["output_sha256"] == file_sha256(out)
@@ -451,7 +451,7 @@ def test_support_from_query_is_left_out_of_the_dice(tmp_path, monkeypatch, capsy
     assert main(_seg(tmp_path / "p.nii.gz", "--labels", "liver=5", "--ground-truth", str(SEG))) == 0
     printed = capsys.readouterr().out
     assert "excluded_slices" in printed and "1 slice(s) left out of its Dice (z 15)" in printed
-    side = json.loads((tmp_path / "p.json").read_text())
+    side = json.loads((tmp_path / "p.nii.gz.json").read_text())
     assert {d["excluded_slices"] for d in side["dice"]} == {1}
 
 

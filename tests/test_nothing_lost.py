@@ -301,3 +301,83 @@ def test_dask_readme_shows_tls_scheduler_and_workers():
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     assert "dask scheduler --protocol tls" in readme and "dask worker tls://" in readme
     assert "--tls-ca-file" in readme and "--dashboard-address" in readme and "all interfaces" in readme
+
+
+# ============================================================================ item 3: a sidecar per output
+@pytest.fixture(scope="module")
+def seg_result():
+    from test_segment import ScriptedEngine
+
+    from fsm2kit.io.examples import example_ct
+    from fsm2kit.segment.own_scan import segment_volume
+
+    ct = example_ct()
+    lab = ct.labels.array
+    return segment_volume(ct, ct, lab, engine=ScriptedEngine([1.0] * ct.n_slices), labels="liver=5",
+                          patience=None, ground_truth=lab)
+
+
+def test_sidecar_per_output_file(tmp_path, seg_result):
+    from fsm2kit.segment.segment_result import read_sidecar
+
+    gz, nii = tmp_path / "pred.nii.gz", tmp_path / "pred.nii"
+    seg_result.save(gz)
+    gz_files = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert sorted(gz_files) == ["pred.nii.gz", "pred.nii.gz.dice.csv", "pred.nii.gz.json"]
+    seg_result.save(nii, overwrite=True)  # another suffix: its own sidecar and Dice table; nothing of pred.nii.gz touched
+    for p, side in ((gz, "pred.nii.gz.json"), (nii, "pred.nii.json")):
+        meta = json.loads((tmp_path / side).read_text())
+        assert meta["output_name"] == p.name and meta["output_sha256"] == F.file_sha256(p)
+        assert read_sidecar(p)["output_sha256"] == meta["output_sha256"]
+    assert {n: (tmp_path / n).read_bytes() for n in gz_files} == gz_files
+
+
+def test_sidecar_overwrite_only_own_unchanged_file(tmp_path, seg_result):
+    gz = tmp_path / "pred.nii.gz"
+    gz.write_bytes(b"someone's mask")  # no sidecar: not fsm2kit's
+    with pytest.raises(FileExistsError, match="no fsm2kit sidecar"):
+        seg_result.save(gz, overwrite=True)
+    assert gz.read_bytes() == b"someone's mask"
+    gz.unlink()
+    seg_result.save(gz)
+    with gz.open("ab") as f:  # edited by hand since (e.g. in ITK-SNAP)
+        f.write(b"\0")
+    with pytest.raises(FileExistsError, match="changed since fsm2kit wrote it"):
+        seg_result.save(gz, overwrite=True)
+
+
+def test_sidecar_legacy_name_still_read_and_replaced(tmp_path, seg_result):
+    from fsm2kit.segment.segment_result import read_sidecar
+
+    gz = tmp_path / "pred.nii.gz"
+    seg_result.save(gz)
+    os.replace(tmp_path / "pred.nii.gz.json", tmp_path / "pred.json")  # as an older fsm2kit named it
+    assert read_sidecar(gz)["_sidecar"].endswith("pred.json")
+    assert read_sidecar(tmp_path / "pred.nii") is None  # it names pred.nii.gz, not pred.nii
+    seg_result.save(gz, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pred.nii.gz", "pred.nii.gz.dice.csv", "pred.nii.gz.json"]
+
+
+def test_out_checked_before_model_segment_lock(tmp_path, no_model, capsys):
+    from test_errors import _seg
+
+    out = tmp_path / "pred.nii.gz"
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    ready = ctx.Event()
+
+    def hold():
+        with F.output_lock(out):
+            ready.set()
+            threading.Event().wait(10)
+
+    p = ctx.Process(target=hold)
+    p.start()
+    try:
+        assert ready.wait(10)
+        assert main(_seg(out, "--labels", "liver=5")) == 2
+        assert "being written by another fsm2kit process" in _one_line(_err(capsys), "segment")
+    finally:
+        p.terminate()
+        p.join()

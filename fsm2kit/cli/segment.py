@@ -11,6 +11,7 @@ volume, its JSON sidecar and Dice table are written all or none
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from .common import (
     add_strategy_args,
     check_model_args,
     check_outputs,
+    claim_output,
     checks_passed,
     engine_from_args,
     model_from_args,
@@ -86,8 +88,8 @@ def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPar
     p.add_argument("--ground-truth", default=None,
                    help="query labels (same ids): adds the oracle-range mode and a Dice table")
     p.add_argument("--out", required=True, help="output label volume: .nii.gz (NIfTI), or .dcm (a DICOM "
-                   "Segmentation referencing the series; DICOM --image only); the sidecar is <name>.json "
-                   "(and <name>.dice.csv with --ground-truth); never one of the inputs")
+                   "Segmentation referencing the series; DICOM --image only); the sidecar is <out>.json, e.g. "
+                   "pred.nii.gz.json (and <out>.dice.csv with --ground-truth); never one of the inputs")
     p.add_argument("--prompts", default=None, metavar="FILE.json",
                    help="correction rounds after the propagation: a JSON list of rounds, each a list of "
                         '{"z": Z, "points": [[x, y, 1 or 0], ...], "box": [x0, y0, x1, y1]} on slice Z of the query '
@@ -137,9 +139,16 @@ def _stop_spec(args: argparse.Namespace) -> str | None:
 
 def cmd_segment(args: argparse.Namespace) -> int:
     """Handler of ``fsm2kit segment``."""
+    import contextlib
+
+    with contextlib.ExitStack() as args.exit_stack:  # --out's lock, taken once --out is checked
+        return _segment(args)
+
+
+def _segment(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ..records.fileio import file_sha256
+    from ..records.fileio import file_sha256, recover_output
     from ..io.nifti import load_label_nifti
     from ..segment.organs import check_label_map_fits, describe_ids, parse_labels
     from ..records.provenance import RANDOM_NOTE, command_line
@@ -154,6 +163,11 @@ def cmd_segment(args: argparse.Namespace) -> int:
                   {"--image": args.image, "--support-image": args.support_image, "--support-mask": args.support_mask,
                    "--ground-truth": args.ground_truth, "--checkpoint": args.checkpoint, "--prompts": args.prompts})
     check_output(out, overwrite=args.overwrite)
+    args.exit_stack.enter_context(claim_output(out))  # a second segment to the same --out is refused
+    for f in (side_file, dice_file):
+        for note in recover_output(f):
+            print(f"fsm2kit: note: {note}.", file=sys.stderr)
+    check_output(out, overwrite=args.overwrite)  # again, now that no other process writes it
     check_dicom_output(out, args.image)  # .dcm: a DICOM query whose slices a SEG can reference
     if args.support_slice is not None and args.support_slice < 0:
         raise ValueError(f"--support-slice {args.support_slice}: slice indices count from 0 (the most inferior "

@@ -216,7 +216,7 @@ def check_replaceable(path: str | os.PathLike, *, kind: str, overwrite: bool, wh
 
 def _sibling_re(name: str, what: str) -> re.Pattern:
     # tempfile.mkdtemp/mkstemp names: prefix ".<name>.", 8 random [a-z0-9_], then the suffix
-    return re.compile(rf"^\.{re.escape(name)}\.[a-z0-9_]{{8}}\.{what}$")
+    return re.compile(rf"^\.{re.escape(name)}\.[a-z0-9_]{{8}}\.{what}(\.[A-Za-z0-9]+)*$")
 
 
 def recover_output(path: str | os.PathLike) -> list[str]:
@@ -276,6 +276,11 @@ def output_lock(path: str | os.PathLike, *, what: str = "--out"):
         finally:
             _HELD[key][1] -= 1
         return
+    made = []  # folders made for the lock: removed again when left empty (a refused run leaves nothing)
+    anc = path.parent
+    while not anc.exists():
+        made.append(anc)
+        anc = anc.parent
     path.parent.mkdir(parents=True, exist_ok=True)
     while True:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
@@ -284,6 +289,7 @@ def output_lock(path: str | os.PathLike, *, what: str = "--out"):
         except OSError:
             who = os.read(fd, 200).decode(errors="replace").strip() or "another process"
             os.close(fd)
+            _remove_empty(made)
             raise BlockingIOError(f"{what} {path} is being written by another fsm2kit process ({who}); wait for it "
                                   "to finish, or choose another output.") from None
         try:
@@ -305,6 +311,15 @@ def output_lock(path: str | os.PathLike, *, what: str = "--out"):
         except OSError:
             pass
         os.close(fd)
+        _remove_empty(made)
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for d in folders:  # deepest first
+        try:
+            d.rmdir()
+        except OSError:
+            return
 
 
 def holds_working_folder(path: str | os.PathLike) -> bool:
