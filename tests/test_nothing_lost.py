@@ -381,3 +381,248 @@ def test_out_checked_before_model_segment_lock(tmp_path, no_model, capsys):
     finally:
         p.terminate()
         p.join()
+
+
+# ============================================================================ item 6: the feature cache
+def _bare_cache(tmp_path):
+    """A FeatureCache's disk half, without a model (only what load/save read)."""
+    import torch
+
+    from fsm2kit.engine.features import FeatureCache
+    from fsm2kit.engine.results import EngineStats
+
+    c = object.__new__(FeatureCache)
+    c.feature_key = "fk"
+    c.cache_root = tmp_path / "cache"
+    c.cache_dir = c.cache_root / "fk"
+    c.stats = EngineStats()
+    c.storage_device = torch.device("cpu")
+    c.image_size = 128
+    c.module = type("M", (), {"num_feature_levels": 3})()
+    c._level_channels = None
+    return c
+
+
+def _feats(value=0.5):
+    import torch
+
+    from fsm2kit.engine.features import SliceFeatures
+
+    sizes = ((32, 32), (16, 16), (8, 8))
+    fpn = tuple(torch.full((1, 4, h, w), value) for h, w in sizes)
+    return SliceFeatures("ab" + "0" * 30, fpn, sizes, (64, 64))
+
+
+def test_cache_hmac_keyed_per_folder(tmp_path):
+    import stat
+
+    import torch
+
+    from fsm2kit.engine.features import CACHE_KEY_FILE, _checksum
+
+    c = _bare_cache(tmp_path)
+    f = _feats()
+    c.save_disk(f)
+    assert c.load_disk(f.key, (64, 64)) is not None
+    key = c.cache_root / CACHE_KEY_FILE
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    # forged: right format, an unkeyed checksum (what a file held before) or another folder's key
+    path = c.disk_path(f.key)
+    obj = torch.load(path, weights_only=True)
+    obj["backbone_fpn"] = [x + 1 for x in obj["backbone_fpn"]]
+    for forged in (_checksum(obj["backbone_fpn"]), _checksum(obj["backbone_fpn"], b"k" * 32)):
+        obj["checksum"] = forged
+        torch.save(obj, path)
+        with pytest.warns(UserWarning, match="key"):
+            assert c.load_disk(f.key, (64, 64)) is None
+
+
+def test_cache_nan_features_refused_on_load(tmp_path):
+    c = _bare_cache(tmp_path)
+    f = _feats(float("nan"))
+    c.save_disk(f)
+    with pytest.warns(UserWarning, match="NaN or inf"):
+        assert c.load_disk(f.key, (64, 64)) is None
+
+
+def test_cache_modes_without_group_or_world_write(tmp_path):
+    import stat
+
+    old = os.umask(0)
+    try:
+        c = _bare_cache(tmp_path)
+        c.save_disk(_feats())
+    finally:
+        os.umask(old)
+    for p in [c.cache_root, *c.cache_root.rglob("*")]:
+        assert not stat.S_IMODE(p.stat().st_mode) & 0o022, p
+
+
+# ============================================================================ item 7: bounded inputs
+def _nifti_declaring(tmp_path, name, dims=(1024, 1024, 1024)):
+    """A tiny NIfTI whose header declares a huge int16 volume (the file holds 8 voxels)."""
+    import gzip
+
+    import nibabel as nib
+
+    small = tmp_path / "small.nii"
+    nib.save(nib.Nifti1Image(np.zeros((2, 2, 2), np.int16), np.eye(4)), small)
+    raw = bytearray(small.read_bytes())
+    raw[40:56] = np.array([3, *dims, 1, 1, 1, 1], "<i2").tobytes()
+    out = tmp_path / name
+    out.write_bytes(gzip.compress(bytes(raw)) if name.endswith(".gz") else bytes(raw))
+    return out
+
+
+@pytest.mark.parametrize("name", ["huge.nii", "huge.nii.gz"])
+def test_bounded_inputs_nifti_declared_shape(tmp_path, name):
+    import tracemalloc
+
+    from fsm2kit.io.nifti import read_image
+
+    p = _nifti_declaring(tmp_path, name)
+    assert p.stat().st_size < 1000
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match="1024x1024x1024 volume \\(2.00 GiB\\), more than the"):
+            read_image(p)
+        assert tracemalloc.get_traced_memory()[1] < 50 << 20  # refused before allocating
+    finally:
+        tracemalloc.stop()
+
+
+def test_bounded_inputs_nifti_cap_and_cli(tmp_path, no_model, capsys, monkeypatch):
+    import fsm2kit.io.nifti as N
+
+    from test_errors import SEG, _seg
+
+    p = _nifti_declaring(tmp_path, "big.nii", dims=(64, 64, 64))
+    monkeypatch.setattr(N, "MAX_VOLUME_BYTES", 1 << 10)
+    with pytest.raises(ValueError, match="more than fsm2kit reads"):
+        N.read_image(SEG)
+    monkeypatch.undo()
+    assert main(_seg(tmp_path / "o.nii.gz", "--labels", "liver=5", image=p)) == 2  # one line, exit 2
+    assert "more than the" in _one_line(_err(capsys), "segment")
+
+
+def test_bounded_inputs_fifo_and_device_named(tmp_path):
+    from fsm2kit.io.nifti import read_image
+    from fsm2kit.io.prompts import PromptError, read_prompts
+
+    fifo = tmp_path / "pipe.nii.gz"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match="is a FIFO"):
+        read_image(fifo)
+    with pytest.raises(PromptError, match="is a FIFO"):
+        read_prompts(fifo)
+    with pytest.raises(PromptError, match="is a device"):
+        read_prompts("/dev/zero")
+    with pytest.raises(ValueError, match="character device"):
+        read_image("/dev/zero")
+
+
+def test_bounded_inputs_prompt_files(tmp_path):
+    from fsm2kit.io.prompts import MAX_PROMPT_BYTES, PromptError, read_prompts
+
+    big = tmp_path / "big.json"
+    with open(big, "wb") as f:
+        f.truncate(MAX_PROMPT_BYTES + 1)
+    with pytest.raises(PromptError, match="big.json is 4.0 MB, more than the 4 MB"):
+        read_prompts(big)
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(PromptError, match="deep.json: JSON nested"):
+        read_prompts(deep)
+    deep.write_text("[" * 10 + "]" * 10)
+    with pytest.raises(PromptError, match="deep.json: JSON nested 10 levels"):
+        read_prompts(deep)
+    dup = tmp_path / "dup.json"
+    dup.write_text('[[{"z": 3, "z": 5, "points": [[1, 1, 1]]}]]')
+    with pytest.raises(PromptError, match="dup.json: the key 'z' appears twice"):
+        read_prompts(dup)
+
+
+def test_bounded_inputs_rounds_cap(tmp_path, example_episode, no_model, capsys):
+    from fsm2kit.io.prompts import PromptError, read_prompts
+
+    z = int(example_episode.z[len(example_episode.z) // 2])
+    rounds = tmp_path / "rounds.json"
+    rounds.write_text(json.dumps([[{"z": z, "points": [[10, 10, 1]]}]] * 101))
+    with pytest.raises(PromptError, match="101 correction rounds, more than the cap of 100.*--max-rounds 101"):
+        read_prompts(rounds)
+    assert len(read_prompts(rounds, max_rounds=101).rounds) == 101
+    assert main(_run(tmp_path / "o", "--prompts", str(rounds))) == 2
+    assert "--max-rounds 101" in _one_line(_err(capsys), "run")
+    # raised: the checks pass and the job says what it costs before the model (refused here) loads
+    assert main(_run(tmp_path / "o", "--prompts", str(rounds), "--max-rounds", "200")) == 1
+    err = _err(capsys)
+    assert "estimate: 101 correction round(s) re-propagate" in err and "a model was loaded" in err
+
+
+# ============================================================================ item 8: corrections on the support slice
+def test_out_checked_before_model_support_slice_correction(tmp_path, no_model, capsys):
+    from fsm2kit.io.nifti import load_label_nifti, load_nifti
+    from fsm2kit.segment.organs import parse_labels
+    from fsm2kit.segment.own_scan import check_request
+    from test_errors import CT, SEG, _seg
+
+    mask = load_label_nifti(SEG, like=load_nifti(CT))
+    (z,) = check_request(parse_labels("liver=5", present=np.unique(mask.array).tolist()), mask.array)["liver"]
+    prompts = tmp_path / "p.json"
+    prompts.write_text(json.dumps([[{"z": z, "points": [[30, 30, 1]]}]]))
+    assert main(_seg(tmp_path / "o.nii.gz", "--labels", "liver=5", "--prompts", str(prompts))) == 2
+    assert f"corrections on z=[{z}] (liver): that slice is the annotated support itself" in _one_line(
+        _err(capsys), "segment")
+
+
+# ============================================================================ item 9: honest messages, hashes, links
+def test_nan_npz_episode_message(tmp_path, no_model, capsys):
+    from conftest import EXAMPLE_NPZ
+
+    eps = tmp_path / "eps"
+    eps.mkdir()
+    for p in Path(EXAMPLE_NPZ).glob("*.npz"):
+        arrs = dict(np.load(p))
+        arrs["query_images"] = arrs["query_images"].astype(np.float32)
+        arrs["query_images"][0, :, 3, 4] = np.nan
+        np.savez(eps / p.name, **arrs)
+    assert main(_run(tmp_path / "o", episodes=eps)) == 2
+    line = _one_line(_err(capsys), "run")
+    assert "NaN or inf" in line and "channels" not in line
+
+
+def test_dicom_content_hash_and_links_in_sidecar(tmp_path):
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    (other / "b.dcm").write_bytes(b"slice b")
+    series = tmp_path / "series"
+    series.mkdir()
+    (series / "a.dcm").write_bytes(b"slice a")
+    (series / "b.dcm").symlink_to(other / "b.dcm")
+    h1 = F.folder_sha256(series)
+    assert F.links_outside(series) == [{"name": "b.dcm", "target": str((other / "b.dcm").resolve())}]
+    (other / "b.dcm").write_bytes(b"slice B")  # content changed, names and count the same
+    assert F.folder_sha256(series) != h1
+    # segment records both for a DICOM input (source check: the sidecar's inputs)
+    import inspect
+
+    import fsm2kit.cli.segment as S
+
+    src = inspect.getsource(S)
+    assert '"content_sha256"' in src and '"links_outside"' in src
+
+
+def test_links_out_of_episodes_recorded(tmp_path, fake_run, capsys):
+    from conftest import EXAMPLE_NPZ
+
+    store = tmp_path / "store"
+    store.mkdir()
+    eps = tmp_path / "eps"
+    eps.mkdir()
+    for p in Path(EXAMPLE_NPZ).glob("*.npz"):
+        (store / p.name).write_bytes(p.read_bytes())
+        (eps / p.name).symlink_to(store / p.name)
+    assert main(_run(tmp_path / "o", episodes=eps)) == 0
+    assert "is a link to" in _err(capsys)
+    rec = json.loads((tmp_path / "o" / "provenance.json").read_text())
+    assert {x["name"] for x in rec["input_links_outside"]} == {p.name for p in eps.iterdir()}

@@ -11,6 +11,7 @@ volume, its JSON sidecar and Dice table are written all or none
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -95,6 +96,9 @@ def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPar
                         '{"z": Z, "points": [[x, y, 1 or 0], ...], "box": [x0, y0, x1, y1]} on slice Z of the query '
                         "as stored (x = column, y = row), with \"label\": NAME when several labels are segmented; "
                         "each round re-propagates (the stopping rule is off for corrected labels)")
+    p.add_argument("--max-rounds", type=int, default=100, metavar="N",
+                   help="the most correction rounds --prompts may hold (default 100): each round re-propagates, so "
+                        "thousands are hours of work")
     add_overwrite_arg(p, "an existing --out (and its sidecar and Dice table)")
     # --order, --support-select (default middle), --memory-policy, --stop, --support-views, --plugins: the
     # registries' options, as run and inspect
@@ -148,11 +152,11 @@ def cmd_segment(args: argparse.Namespace) -> int:
 def _segment(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ..records.fileio import file_sha256, recover_output
+    from ..records.fileio import file_sha256, folder_sha256, links_outside, recover_output
     from ..io.nifti import load_label_nifti
     from ..segment.organs import check_label_map_fits, describe_ids, parse_labels
     from ..records.provenance import RANDOM_NOTE, command_line
-    from ..segment.own_scan import check_request, segment_volume, start_from_order
+    from ..segment.own_scan import check_corrections_off_support, check_request, segment_volume, start_from_order
     from ..segment.segment_result import check_dicom_output, check_output, load_scan, output_files
 
     t0 = time.perf_counter()
@@ -180,6 +184,10 @@ def _segment(args: argparse.Namespace) -> int:
     args.stop = _stop_spec(args)
     strategies = strategies_from_args(args)  # plugins, then every name checked by its registry, in one line
     order = strategies.ordering
+    for flag, folder in (("--image", args.image), ("--support-image", args.support_image)):
+        for link in links_outside(folder):  # followed, and recorded in the sidecar
+            print(f"fsm2kit: note: {flag} {folder}: {link['name']} is a link to {link['target']}, outside the "
+                  "folder (recorded in the sidecar).", file=sys.stderr)
     query = load_scan(args.image, modality=args.modality)
     sup = load_scan(args.support_image, modality=args.modality)
     mask = load_label_nifti(args.support_mask, like=sup, what="Support mask")
@@ -195,16 +203,24 @@ def _segment(args: argparse.Namespace) -> int:
         gt = load_label_nifti(args.ground_truth, like=query, label_map=lm, what="Ground truth")
     labels = None if (args.labels or "").strip().lower() == "all" else args.labels
     organs = parse_labels(labels, label_map=lm, present=present)
-    check_request(organs, mask.array, support_select=strategies.support_selector,
-                  support_slices=args.support_slice, image_size=args.image_size)
+    chosen = check_request(organs, mask.array, support_select=strategies.support_selector,
+                           support_slices=args.support_slice, image_size=args.image_size)
     start_from_order(order, query.shape[0])  # a start position inside the query, checked before the model
     prompts = None
     if args.prompts:  # read and checked against the query's slices before the model loads
         from ..io.prompts import read_prompts
         from ..run.prompting import label_rounds
 
-        prompts = read_prompts(args.prompts)
-        label_rounds(prompts, organs, query.shape)
+        from ..io.prompts import round_estimate
+
+        if args.max_rounds < 1:
+            raise ValueError(f"--max-rounds must be at least 1, got {args.max_rounds}.")
+        prompts = read_prompts(args.prompts, max_rounds=args.max_rounds)
+        fixes = label_rounds(prompts, organs, query.shape)
+        check_corrections_off_support(query, sup, mask, organs, fixes, chosen=chosen, ct_window=window)
+        n_rounds = len(prompts.rounds)
+        if n_rounds >= 10:  # a long job says what it costs
+            print(f"estimate: {round_estimate(n_rounds, query.shape[0] * len(fixes))}", file=sys.stderr)
     checks_passed(args)
     model = model_from_args(args, meaningless="the masks mean nothing")
     engine = engine_from_args(model, args)
@@ -224,6 +240,11 @@ def _segment(args: argparse.Namespace) -> int:
         inputs[key] = {"path": str(pp.absolute()),
                        "sha256": file_sha256(pp) if pp.is_file() else None,
                        "dicom_files": len(list(pp.iterdir())) if pp.is_dir() else None}
+        if pp.is_dir():  # a DICOM series: its content hash, and links that lead out of it
+            inputs[key]["content_sha256"] = folder_sha256(pp)
+            inputs[key]["links_outside"] = links_outside(pp)
+        elif pp.is_symlink():
+            inputs[key]["link_target"] = os.path.realpath(pp)
     img_path, side = res.save(out, command=command_line(getattr(args, "argv", None)), details={
         "inputs": inputs,
         "total_seconds": round(time.perf_counter() - t0, 3),

@@ -25,7 +25,8 @@ from typing import Callable, Mapping, Sequence
 
 __all__ = ["atomic_write", "atomic_write_group", "atomic_folder", "check_can_create", "file_sha256",
            "file_sha256_cached", "folder_digest", "fsync_tree", "RECORD_FILES", "output_kind", "check_replaceable",
-           "recover_output", "output_lock", "save_output_folder", "holds_working_folder", "check_output_dir"]
+           "recover_output", "output_lock", "save_output_folder", "holds_working_folder", "check_output_dir",
+           "folder_sha256", "links_outside"]
 
 #: The record files that mark a folder as an fsm2kit output, and its kind (their ``"kind"`` field).
 RECORD_FILES = ("provenance.json", "inspect.json")
@@ -506,3 +507,35 @@ def folder_digest(path: str | os.PathLike) -> str:
             else:
                 h.update(f"{rel}\0{os.path.getsize(p)}\n".encode())
     return h.hexdigest()
+
+
+def folder_sha256(folder: str | os.PathLike) -> str:
+    """sha256 of a folder's content: every regular file's relative path and sha256, in name order
+    (a DICOM series' content hash: the same slices give the same hash, whatever their mtimes)."""
+    root = Path(folder)
+    h = hashlib.sha256()
+    for dirpath, dirnames, files in os.walk(root):
+        dirnames.sort()
+        for f in sorted(files):
+            p = Path(dirpath) / f
+            if p.is_file():
+                h.update(f"{p.relative_to(root)}\0{file_sha256(p)}\n".encode())
+    return h.hexdigest()
+
+
+def links_outside(folder: str | os.PathLike) -> list[dict]:
+    """Symbolic links in ``folder`` (any depth) that lead outside it: ``[{"name", "target"}]``
+    (what an input folder's record lists: its content then comes from elsewhere)."""
+    root = Path(folder)
+    if not root.is_dir():
+        return []
+    real = os.path.realpath(root)
+    out = []
+    for dirpath, dirnames, files in os.walk(root):
+        for f in sorted(files + dirnames):
+            p = os.path.join(dirpath, f)
+            if os.path.islink(p):
+                t = os.path.realpath(p)
+                if not (t == real or t.startswith(real.rstrip(os.sep) + os.sep)):
+                    out.append({"name": os.path.relpath(p, root), "target": t})
+    return out

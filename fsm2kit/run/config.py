@@ -111,6 +111,8 @@ class ExperimentConfig:
         final stage. FQ settings only; checked when the config is made, and against the
         episodes before any model loads. Corrections name ``"case"`` and ``"label"`` when
         the run has several episodes.
+    max_rounds : int
+        The most correction rounds ``prompts`` may hold (default 100; each re-propagates).
     plugins : sequence of str
         Modules (or ``.py`` files) imported before the strategies are looked up: they register a
         user's own strategies (:func:`fsm2kit.strategies.load_plugins`).
@@ -169,6 +171,7 @@ class ExperimentConfig:
     cache_dir: str | None = None
     object_batch_size: int | None = None
     name: str = "experiment"
+    max_rounds: int = 100
 
     def __post_init__(self) -> None:
         from ..model.specs import resolve_spec
@@ -207,6 +210,8 @@ class ExperimentConfig:
                                  f"which only 1S1Q and 3S1Q can use, not {'/'.join(fq)} (one memory state for all "
                                  "slices); use 'similar' (per chunk) for the FQ settings.")
         s(self, "memory_policy", _strategy(MEMORY_POLICIES, "memory_policy", self.memory_policy))
+        if isinstance(self.max_rounds, bool) or not isinstance(self.max_rounds, int) or self.max_rounds < 1:
+            raise ValueError(f"ExperimentConfig.max_rounds must be an integer >= 1, got {self.max_rounds!r}.")
         if self.prompts is not None:
             s(self, "prompts", os.fspath(self.prompts))
             one = [x for x in settings if not x.endswith("FQ")]
@@ -334,7 +339,7 @@ class ExperimentConfig:
         if self.prompts is None:
             return None
         if "_prompt_file" not in self.__dict__:  # not a field: asdict, eq and hash ignore it
-            object.__setattr__(self, "_prompt_file", read_prompts(self.prompts))
+            object.__setattr__(self, "_prompt_file", read_prompts(self.prompts, max_rounds=self.max_rounds))
         return self.__dict__["_prompt_file"]
 
     def checkpoint_for(self, model: str) -> str | None:
