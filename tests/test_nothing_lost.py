@@ -626,3 +626,29 @@ def test_links_out_of_episodes_recorded(tmp_path, fake_run, capsys):
     assert "is a link to" in _err(capsys)
     rec = json.loads((tmp_path / "o" / "provenance.json").read_text())
     assert {x["name"] for x in rec["input_links_outside"]} == {p.name for p in eps.iterdir()}
+
+
+def test_atomic_save_batch_kill_between_renames_restores_old_run(tmp_path, light, monkeypatch):
+    import fsm2kit.batch.sweep_runs as R
+    from fsm2kit.batch import load_sweep, run_sweep
+    from fsm2kit.batch.sweep_spec import DONE_MARKER
+
+    reports = tmp_path / "reports"
+    p = _sweep(light, "grid: {x: [a]}\nparameters: {n: 1}\n")
+    (spec,) = load_sweep(p).runs(reports)
+    assert R.execute_run(spec).status == "done"
+    before = (spec.folder / DONE_MARKER).read_bytes()
+    p = _sweep(light, "grid: {x: [a]}\nparameters: {n: 2}\n")
+    (spec,) = load_sweep(p).runs(reports)
+
+    def killed(src, dst):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(R, "_publish", killed)
+    with pytest.raises(KeyboardInterrupt):
+        R.execute_run(spec)
+    assert not spec.folder.exists()  # the old run sits in .fsm2kit-work/stale/
+    monkeypatch.undo()
+    p = _sweep(light, "grid: {x: [a]}\nparameters: {n: 1}\n")  # the next batch (nothing to run)
+    res = run_sweep(p, reports=reports, workers=1, progress=False)
+    assert (spec.folder / DONE_MARKER).read_bytes() == before and res.skipped == ["x=a"]

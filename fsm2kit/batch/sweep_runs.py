@@ -245,12 +245,21 @@ def keep_aside(folder: Path, work: Path) -> Path:
 
 
 def _replace_folder(src: Path, dst: Path, work: Path) -> None:
-    """Move ``src`` to ``dst``; an existing ``dst`` is first moved into the work folder and deleted."""
+    """Move ``src`` to ``dst``; an existing ``dst`` is first moved into the work folder, and deleted
+    once ``src`` is in place (a kill between the two renames: the next batch puts it back,
+    :func:`fsm2kit.batch.sweeps.restore_stale`)."""
+    stale = None
     if dst.exists():
         (work / "stale").mkdir(parents=True, exist_ok=True)
         stale = work / "stale" / f"{dst.name}.stale-{uuid.uuid4().hex[:8]}"
         os.replace(dst, stale)
+    _publish(src, dst)
+    if stale is not None:
         remove_tree(stale)
+
+
+def _publish(src: Path, dst: Path) -> None:
+    """The rename that publishes a run folder (a function of its own: tests interrupt it)."""
     os.replace(src, dst)
 
 

@@ -73,6 +73,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import sys
 import time
 import uuid
 from collections.abc import Sequence
@@ -250,6 +251,7 @@ def run_sweep(
             raise ValueError(f"--only {unknown}: no such run in sweep {sweep.name!r}; runs are {sorted(names)}.")
         specs = [s for s in specs if s.name in set(only)]
     with _sweep_lock(folder):
+        restored = restore_stale(folder)  # a kill between the two renames of a replacement: the old run back
         for left in ("tmp", "stale"):  # left by a killed batch: never a finished result
             d = folder / WORK_DIR / left
             for stale in (d.iterdir() if d.is_dir() else ()):
@@ -280,6 +282,9 @@ def run_sweep(
                 bar.close()
         index = write_index(sweep, reports)
     kept = {o.name: o.kept for o in executed if o.kept}
+    for name in restored:
+        print(f"fsm2kit batch: note: restored run {name} from {WORK_DIR}/stale/, left by a batch killed while "
+              "replacing it.", file=sys.stderr)
     return SweepResult(sweep, index, executed, skipped, time.perf_counter() - t0, folder, rerun, kept)
 
 
@@ -298,6 +303,20 @@ def check_scheduler(scheduler: str | None, *, insecure: bool = False) -> None:
         raise ValueError(f"--scheduler {scheduler}: {scheme} is not encrypted and anyone who reaches the scheduler "
                          "can run code on its workers; use tls://HOST:PORT with --tls-ca-file/--tls-cert/--tls-key "
                          "(see the README), or pass --insecure on a network you trust.")
+
+
+def restore_stale(folder: Path) -> list[str]:
+    """Put back a run folder that a killed batch had moved into ``.fsm2kit-work/stale/`` to replace
+    it, when nothing took its place (the kill came between the two renames); returns their names."""
+    d = folder / WORK_DIR / "stale"
+    restored = []
+    for old in sorted(d.iterdir(), key=lambda q: q.stat().st_mtime, reverse=True) if d.is_dir() else ():
+        name = old.name.rsplit(".stale-", 1)[0]
+        target = folder / name
+        if old.is_dir() and name and not name.startswith(".") and not target.exists():
+            os.replace(old, target)
+            restored.append(name)
+    return restored
 
 
 def plan_runs(specs: Sequence[RunSpec]) -> tuple[list[str], list[RunSpec], dict[str, str]]:

@@ -65,9 +65,6 @@ def _cmd_inspect(args) -> int:
 
 
 def _inspect(args) -> int:
-    from pathlib import Path
-
-    from ..records.fileio import atomic_folder
     from ..studies.run_inspection import inspect_run
     from ..records.provenance import command_line
 
@@ -88,21 +85,14 @@ def _inspect(args) -> int:
         model = model_from_args(args, meaningless="the attention content is meaningless")
         return engine_from_args(model, args)
 
-    found: dict = {}
-
-    def build(tmp: Path) -> None:
-        found["insp"] = inspect_run(
-            setting=args.setting, order=strategies.ordering, memory_policy=strategies.memory_policy,
-            support_selector=strategies.support_selector, episodes=args.episodes, episode_index=args.episode_index,
-            dataset=args.dataset, fold=args.fold, label=args.label, engine=engine,
-            max_slices=args.max_slices, layers=args.layers, verify=not args.no_verify, output_dir=tmp,
-            panels=args.panels, pixel=tuple(args.pixel) if args.pixel else None,
-            command=command_line(getattr(args, "argv", None)),
-        )
-
-    out = atomic_folder(args.out, build, overwrite=args.overwrite, kind="inspect")
-    insp = found["insp"]
-    insp.files = {k: out / Path(v).name for k, v in insp.files.items()}
+    insp = inspect_run(
+        setting=args.setting, order=strategies.ordering, memory_policy=strategies.memory_policy,
+        support_selector=strategies.support_selector, episodes=args.episodes, episode_index=args.episode_index,
+        dataset=args.dataset, fold=args.fold, label=args.label, engine=engine,
+        max_slices=args.max_slices, layers=args.layers, verify=not args.no_verify, output_dir=args.out,
+        panels=args.panels, pixel=tuple(args.pixel) if args.pixel else None,
+        command=command_line(getattr(args, "argv", None)), overwrite=args.overwrite,
+    )  # the folder is built beside --out and swapped in when complete
     print(insp)
     if insp.max_rel_error is not None:
         print(f"capture check: max relative error of the recomputed layer outputs {insp.max_rel_error:.1e}")
