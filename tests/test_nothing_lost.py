@@ -652,3 +652,34 @@ def test_atomic_save_batch_kill_between_renames_restores_old_run(tmp_path, light
     p = _sweep(light, "grid: {x: [a]}\nparameters: {n: 1}\n")  # the next batch (nothing to run)
     res = run_sweep(p, reports=reports, workers=1, progress=False)
     assert (spec.folder / DONE_MARKER).read_bytes() == before and res.skipped == ["x=a"]
+
+
+def test_atomic_save_segment_kill_between_renames_keeps_old_pair(tmp_path, seg_result, monkeypatch):
+    gz = tmp_path / "pred.nii.gz"
+    seg_result.save(gz)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    seg_result.options["again"] = 1
+    real = F._rename_in
+    calls = []
+
+    def die_at_marker(tmp, path):
+        if path == gz:
+            raise KeyboardInterrupt  # the new sidecar and Dice table are in place, the label volume not yet
+        calls.append(path)
+        real(tmp, path)
+
+    monkeypatch.setattr(F, "_rename_in", die_at_marker)
+    with pytest.raises(KeyboardInterrupt):
+        seg_result.save(gz, overwrite=True)
+    assert calls and {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # the old pair, whole
+    # a kill (no cleanup ran): the old files aside, the new companions in place, no label volume
+    monkeypatch.setattr(F, "recover_group", lambda *a, **k: [])
+    with pytest.raises(KeyboardInterrupt):
+        seg_result.save(gz, overwrite=True)
+    assert not gz.exists() and any(p.name.endswith(".old") for p in tmp_path.iterdir())
+    monkeypatch.undo()
+    from fsm2kit.segment.segment_result import output_files
+
+    notes = F.recover_group(gz, output_files(gz)[1:])
+    assert any("restored" in n for n in notes)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before

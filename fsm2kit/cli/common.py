@@ -141,14 +141,16 @@ def check_output_folder(out: str | os.PathLike, *, overwrite: bool, kind: str = 
 
 
 @contextmanager
-def claim_output(out: str | os.PathLike):
+def claim_output(out: str | os.PathLike, companions=None):
     """Hold ``--out``'s lock for the rest of the command (a second run to the same ``--out`` is
-    refused before its model loads); then repair what a crash left beside it
-    (:func:`fsm2kit.records.fileio.recover_output`, said on stderr)."""
-    from ..records.fileio import output_lock, recover_output
+    refused before its model loads); then repair what a crash left beside it, said on stderr
+    (:func:`fsm2kit.records.fileio.recover_output`; with ``companions``, the files written with
+    it, :func:`fsm2kit.records.fileio.recover_group`)."""
+    from ..records.fileio import output_lock, recover_group, recover_output
 
     with output_lock(out):
-        for note in recover_output(out):
+        notes = recover_output(out) if companions is None else recover_group(out, companions)
+        for note in notes:
             print(f"fsm2kit: note: {note}.", file=sys.stderr)
         yield
 

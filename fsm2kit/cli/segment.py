@@ -152,7 +152,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
 def _segment(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ..records.fileio import file_sha256, folder_sha256, links_outside, recover_output
+    from ..records.fileio import file_sha256, folder_sha256, links_outside
     from ..io.nifti import load_label_nifti
     from ..segment.organs import check_label_map_fits, describe_ids, parse_labels
     from ..records.provenance import RANDOM_NOTE, command_line
@@ -167,10 +167,8 @@ def _segment(args: argparse.Namespace) -> int:
                   {"--image": args.image, "--support-image": args.support_image, "--support-mask": args.support_mask,
                    "--ground-truth": args.ground_truth, "--checkpoint": args.checkpoint, "--prompts": args.prompts})
     check_output(out, overwrite=args.overwrite)
-    args.exit_stack.enter_context(claim_output(out))  # a second segment to the same --out is refused
-    for f in (side_file, dice_file):
-        for note in recover_output(f):
-            print(f"fsm2kit: note: {note}.", file=sys.stderr)
+    # a second segment to the same --out is refused; what a kill left of a replacement is repaired
+    args.exit_stack.enter_context(claim_output(out, companions=(side_file, dice_file)))
     check_output(out, overwrite=args.overwrite)  # again, now that no other process writes it
     check_dicom_output(out, args.image)  # .dcm: a DICOM query whose slices a SEG can reference
     if args.support_slice is not None and args.support_slice < 0:

@@ -26,7 +26,7 @@ from typing import Callable, Mapping, Sequence
 __all__ = ["atomic_write", "atomic_write_group", "atomic_folder", "check_can_create", "file_sha256",
            "file_sha256_cached", "folder_digest", "fsync_tree", "RECORD_FILES", "output_kind", "check_replaceable",
            "recover_output", "output_lock", "save_output_folder", "holds_working_folder", "check_output_dir",
-           "folder_sha256", "links_outside"]
+           "folder_sha256", "links_outside", "recover_group"]
 
 #: The record files that mark a folder as an fsm2kit output, and its kind (their ``"kind"`` field).
 RECORD_FILES = ("provenance.json", "inspect.json")
@@ -111,12 +111,14 @@ def atomic_write_group(
     """Write several files that belong together (a label volume and its sidecar) all or nothing.
 
     Every ``write(tmp)`` runs first, in the order given, each on a temporary name next to its file (with the file's
-    suffixes); a failure or an interrupt there removes the temporary files and leaves every
-    file as it was. Then the old ``marker`` and the ``remove`` files are deleted, the other
-    files are renamed into place, and ``marker`` (one of ``writes``) is renamed last. So the
-    marker is there only beside the files written with it: an old marker never sits beside new
-    files, nor a new marker beside old ones. Between the renames (microseconds) a reader may see
-    the new companions without the marker, i.e. no result yet.
+    suffixes), and is fsynced; a failure or an interrupt there removes the temporary files and
+    leaves every file as it was. Then the old ``marker``, the old companions and the ``remove``
+    files step aside (hidden ``.old`` siblings, the marker first), the other files are renamed
+    into place, ``marker`` (one of ``writes``) is renamed last, and the ``.old`` files are
+    deleted. So the marker is there only beside the files written with it: an old marker never
+    sits beside new files, nor a new marker beside old ones. Between the renames (microseconds)
+    a reader may see the new companions without the marker, i.e. no result yet; an interrupt
+    there puts the old group back, and so does :func:`recover_group` after a kill.
 
     Returns
     -------
@@ -128,6 +130,7 @@ def atomic_write_group(
     if marker not in [p for p, _ in items]:
         raise ValueError(f"atomic_write_group: the marker {marker} is not one of the files written.")
     tmps: list[tuple[str, Path]] = []
+    olds: list[Path] = []
     try:
         for path, fn in items:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -139,18 +142,73 @@ def atomic_write_group(
             os.chmod(tmp, _umask_mode(0o666))
             _fsync_file(tmp)
         written = [p for _, p in tmps]
-        for old in (marker, *(Path(r) for r in remove if Path(r) not in written)):
-            old.unlink(missing_ok=True)
+        # the old files step aside (the marker first): a kill from here until the new marker is
+        # in place leaves the marker missing beside its .old, and recover_group puts the old group back
+        olds = [o for o in (_aside(p) for p in (marker, *(q for q in written if q != marker),
+                                                 *(Path(r) for r in remove if Path(r) not in written)))
+                if o is not None]
         for tmp, path in sorted(tmps, key=lambda t: t[1] == marker):  # the marker last
             if path == marker:
                 _fsync_dir(path.parent)  # the companions are in place before the marker says so
-            os.replace(tmp, path)
+            _rename_in(tmp, path)
         _fsync_dir(marker.parent)
     except BaseException:
         for tmp, _ in tmps:
             Path(tmp).unlink(missing_ok=True)
+        if olds and not marker.exists():  # stopped between the renames: the old group back
+            recover_group(marker, [p for p, _ in items if p != marker] + [Path(r) for r in remove])
         raise
+    for o in olds:
+        o.unlink(missing_ok=True)
     return sorted((p for _, p in tmps), key=lambda q: q == marker)
+
+
+def _rename_in(tmp: str, path: Path) -> None:
+    """One rename of a group write (a function of its own: tests interrupt it)."""
+    os.replace(tmp, path)
+
+
+def _aside(path: Path) -> Path | None:
+    """Rename an existing file to a hidden ``.<name>.<random>.old`` sibling (None: there was none)."""
+    if not (path.exists() or path.is_symlink()):
+        return None
+    fd, old = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent)
+    os.close(fd)
+    os.replace(path, old)
+    return Path(old)
+
+
+def recover_group(marker: str | os.PathLike, companions: Sequence[str | os.PathLike]) -> list[str]:
+    """Repair what a kill left of a group write (:func:`atomic_write_group`): with the marker
+    missing beside its ``.old``, the old group is put back (new companions without an old one
+    removed); with the marker in place, leftover ``.old`` files are removed. Stale ``.tmp`` files
+    of every file are removed (:func:`recover_output`). Returns one line per repair; call it
+    holding :func:`output_lock` of ``marker``."""
+    marker = Path(marker).absolute()
+    files = [marker, *(Path(c).absolute() for c in companions)]
+    olds = {}
+    for f in files:
+        found = [q for q in f.parent.iterdir() if _sibling_re(f.name, "old").match(q.name)] if f.parent.is_dir() else []
+        olds[f] = sorted(found, key=lambda q: q.stat().st_mtime, reverse=True)
+    notes = []
+    broken = not (marker.exists() or marker.is_symlink()) and olds[marker]
+    for f in files:
+        if broken and olds[f]:
+            os.replace(olds[f][0], f)
+            notes.append(f"restored {f} from {olds[f][0].name}, left by a replacement that was interrupted")
+            rest = olds[f][1:]
+        elif broken and f.exists():
+            f.unlink()
+            notes.append(f"removed {f}: written by a replacement that was interrupted before it finished")
+            rest = olds[f]
+        else:
+            rest = olds[f]
+        for q in rest:
+            q.unlink(missing_ok=True)
+            notes.append(f"removed {q.name}: the old file of a replacement that finished")
+    for f in files:
+        notes += recover_output(f, olds=False)
+    return notes
 
 
 def output_kind(folder: str | os.PathLike) -> str | None:
@@ -220,7 +278,7 @@ def _sibling_re(name: str, what: str) -> re.Pattern:
     return re.compile(rf"^\.{re.escape(name)}\.[a-z0-9_]{{8}}\.{what}(\.[A-Za-z0-9]+)*$")
 
 
-def recover_output(path: str | os.PathLike) -> list[str]:
+def recover_output(path: str | os.PathLike, *, olds: bool = True) -> list[str]:
     """Repair what a crash left beside the output ``path``; returns one line per repair.
 
     * An ``.old`` sibling (a replacement stopped between its two renames): restored to
@@ -234,9 +292,9 @@ def recover_output(path: str | os.PathLike) -> list[str]:
     if not parent.is_dir():
         return []
     notes = []
-    olds = sorted((q for q in parent.iterdir() if _sibling_re(name, "old").match(q.name)),
-                  key=lambda q: q.stat().st_mtime, reverse=True)
-    for q in olds:
+    found = sorted((q for q in parent.iterdir() if _sibling_re(name, "old").match(q.name)),
+                   key=lambda q: q.stat().st_mtime, reverse=True) if olds else []
+    for q in found:
         if not path.exists() and not path.is_symlink():
             os.replace(q, path)
             notes.append(f"restored {path} from {q.name}, left by a replacement that was interrupted "
