@@ -683,3 +683,15 @@ def test_atomic_save_segment_kill_between_renames_keeps_old_pair(tmp_path, seg_r
     notes = F.recover_group(gz, output_files(gz)[1:])
     assert any("restored" in n for n in notes)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_atomic_save_keeps_named_user_files(tmp_path):
+    out = tmp_path / "insp"
+
+    def build(tmp):
+        (tmp / "inspect.json").write_text(json.dumps({"tool": "fsm2kit", "kind": "inspect"}))
+
+    F.atomic_folder(out, build, kind="inspect")
+    (out / "prompts.json").write_text("[[]]")  # the corrections a user saved from notebook 05
+    F.atomic_folder(out, build, overwrite=True, kind="inspect", keep=("prompts.json",))
+    assert (out / "prompts.json").read_text() == "[[]]"

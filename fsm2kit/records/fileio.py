@@ -389,7 +389,7 @@ def holds_working_folder(path: str | os.PathLike) -> bool:
 
 
 def atomic_folder(path: str | os.PathLike, build: Callable[[Path], None], *, overwrite: bool = False,
-                  kind: str | None = None) -> Path:
+                  kind: str | None = None, keep: Sequence[str] = ()) -> Path:
     """Build a folder beside ``path`` (a hidden temporary sibling), then rename it to ``path``.
 
     ``build(tmp_dir)`` writes every file into an empty hidden folder next to ``path``; only when
@@ -400,7 +400,9 @@ def atomic_folder(path: str | os.PathLike, build: Callable[[Path], None], *, ove
     aside (an ``.old`` sibling) and removed after the new folder is in place, so ``path`` holds
     the complete old folder, nothing (between the two renames: :func:`recover_output`, run
     first, restores the ``.old`` after a crash there), or the complete new folder, never a mix.
-    The whole save holds :func:`output_lock`.
+    The whole save holds :func:`output_lock`. Files named in ``keep`` (the user's own files a
+    notebook saves beside an output, e.g. ``prompts.json``) are carried over from the replaced
+    folder when the new one has none.
 
     Raises
     ------
@@ -425,6 +427,10 @@ def atomic_folder(path: str | os.PathLike, build: Callable[[Path], None], *, ove
         try:
             os.chmod(tmp, _umask_mode(0o777))
             build(tmp)
+            for name in keep:
+                src = path / name
+                if src.is_file() and not src.is_symlink() and not (tmp / name).exists():
+                    shutil.copy2(src, tmp / name)
             fsync_tree(tmp)
             if path.is_dir():
                 if any(path.iterdir()):

@@ -156,6 +156,7 @@ def inspect_run(
             insp.files = write(Path(output_dir))
         else:
             made: dict = {}
-            out = atomic_folder(output_dir, lambda tmp: made.update(write(tmp)), overwrite=overwrite, kind="inspect")
+            out = atomic_folder(output_dir, lambda tmp: made.update(write(tmp)), overwrite=overwrite, kind="inspect",
+                                keep=("prompts.json",))  # notebook 05's saved corrections stay
             insp.files = {k: out / Path(v).name for k, v in made.items()}
     return insp
