@@ -603,13 +603,10 @@ def test_dicom_content_hash_and_links_in_sidecar(tmp_path):
     assert F.links_outside(series) == [{"name": "b.dcm", "target": str((other / "b.dcm").resolve())}]
     (other / "b.dcm").write_bytes(b"slice B")  # content changed, names and count the same
     assert F.folder_sha256(series) != h1
-    # segment records both for a DICOM input (source check: the sidecar's inputs)
-    import inspect
-
-    import fsm2kit.cli.segment as S
-
-    src = inspect.getsource(S)
-    assert '"content_sha256"' in src and '"links_outside"' in src
+    # what segment's sidecar records of a DICOM input
+    rec = F.input_record(series)
+    assert rec["content_sha256"] == F.folder_sha256(series) and rec["dicom_files"] == 2
+    assert rec["links_outside"][0]["name"] == "b.dcm" and rec["sha256"] is None
 
 
 def test_links_out_of_episodes_recorded(tmp_path, fake_run, capsys):

@@ -11,7 +11,6 @@ volume, its JSON sidecar and Dice table are written all or none
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -152,7 +151,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
 def _segment(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ..records.fileio import file_sha256, folder_sha256, links_outside
+    from ..records.fileio import input_record, links_outside
     from ..io.nifti import load_label_nifti
     from ..segment.organs import check_label_map_fits, describe_ids, parse_labels
     from ..records.provenance import RANDOM_NOTE, command_line
@@ -234,15 +233,7 @@ def _segment(args: argparse.Namespace) -> int:
                      ("support_mask", args.support_mask), ("ground_truth", args.ground_truth)):
         if pth is None:
             continue
-        pp = Path(pth)
-        inputs[key] = {"path": str(pp.absolute()),
-                       "sha256": file_sha256(pp) if pp.is_file() else None,
-                       "dicom_files": len(list(pp.iterdir())) if pp.is_dir() else None}
-        if pp.is_dir():  # a DICOM series: its content hash, and links that lead out of it
-            inputs[key]["content_sha256"] = folder_sha256(pp)
-            inputs[key]["links_outside"] = links_outside(pp)
-        elif pp.is_symlink():
-            inputs[key]["link_target"] = os.path.realpath(pp)
+        inputs[key] = input_record(pth)
     img_path, side = res.save(out, command=command_line(getattr(args, "argv", None)), details={
         "inputs": inputs,
         "total_seconds": round(time.perf_counter() - t0, 3),

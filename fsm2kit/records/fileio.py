@@ -26,7 +26,7 @@ from typing import Callable, Mapping, Sequence
 __all__ = ["atomic_write", "atomic_write_group", "atomic_folder", "check_can_create", "file_sha256",
            "file_sha256_cached", "folder_digest", "fsync_tree", "RECORD_FILES", "output_kind", "check_replaceable",
            "recover_output", "output_lock", "save_output_folder", "holds_working_folder", "check_output_dir",
-           "folder_sha256", "links_outside", "recover_group"]
+           "folder_sha256", "links_outside", "recover_group", "input_record"]
 
 #: The record files that mark a folder as an fsm2kit output, and its kind (their ``"kind"`` field).
 RECORD_FILES = ("provenance.json", "inspect.json")
@@ -603,3 +603,18 @@ def links_outside(folder: str | os.PathLike) -> list[dict]:
                 if not (t == real or t.startswith(real.rstrip(os.sep) + os.sep)):
                     out.append({"name": os.path.relpath(p, root), "target": t})
     return out
+
+
+def input_record(path: str | os.PathLike) -> dict:
+    """What an output's record says about one input: its absolute path and sha256 (a file), or
+    for a folder (a DICOM series) its file count, content hash (:func:`folder_sha256`) and the
+    links that lead out of it (:func:`links_outside`); a linked file's target."""
+    p = Path(path)
+    rec = {"path": str(p.absolute()), "sha256": file_sha256(p) if p.is_file() else None,
+           "dicom_files": len(list(p.iterdir())) if p.is_dir() else None}
+    if p.is_dir():
+        rec["content_sha256"] = folder_sha256(p)
+        rec["links_outside"] = links_outside(p)
+    elif p.is_symlink():
+        rec["link_target"] = os.path.realpath(p)
+    return rec
