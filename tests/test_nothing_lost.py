@@ -692,3 +692,21 @@ def test_atomic_save_keeps_named_user_files(tmp_path):
     (out / "prompts.json").write_text("[[]]")  # the corrections a user saved from notebook 05
     F.atomic_folder(out, build, overwrite=True, kind="inspect", keep=("prompts.json",))
     assert (out / "prompts.json").read_text() == "[[]]"
+
+
+def test_atomic_save_segment_python_save_repairs_a_kill(tmp_path, seg_result, monkeypatch):
+    gz = tmp_path / "pred.nii.gz"
+    seg_result.save(gz)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    monkeypatch.setattr(F, "recover_group", lambda *a, **k: [])
+    monkeypatch.setattr(F, "_rename_in", lambda tmp, path: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):  # killed between the renames: the old pair aside
+        seg_result.save(gz, overwrite=True)
+    monkeypatch.undo()
+    assert not gz.exists()
+    import fsm2kit.segment.segment_result as SR
+
+    monkeypatch.setattr(SR, "atomic_write_group", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.warns(UserWarning, match="restored"), pytest.raises(OSError, match="disk full"):
+        seg_result.save(gz, overwrite=True)  # the next save repairs first, then fails: the old pair stays
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before

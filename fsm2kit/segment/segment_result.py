@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..records.fileio import atomic_write_group, check_can_create, file_sha256
+from ..records.fileio import atomic_write_group, check_can_create, file_sha256, output_lock, recover_group
 from ..io.volumes import Volume, array_axes_in_file
 from .organs import OrganSpec
 from .propagation import Propagation
@@ -256,7 +257,10 @@ class SegmentResult:
         output: it never sits beside an older or a newer sidecar (which also records its
         ``output_sha256``). A failure or an interrupt before the renames leaves every file as
         it was; in the microseconds between the renames the new sidecar may be there without
-        the label volume (no result yet), never a mix.
+        the label volume (no result yet), never a mix; an interrupt there puts the old files back,
+        and after a kill the next save does (:func:`fsm2kit.records.fileio.recover_group`, said in
+        a warning). The save holds the output's lock
+        (:func:`fsm2kit.records.fileio.output_lock`).
 
         Parameters
         ----------
@@ -280,11 +284,17 @@ class SegmentResult:
         ValueError
             ``.dcm`` for a query that is not a DICOM series.
         """
-        import nibabel as nib
-
         path = Path(path)
         side = sidecar_path(path)
         dice_path = dice_csv_path(path)
+        with output_lock(path, what="output"):  # a second writer of this output is refused
+            for note in recover_group(path, (side, dice_path)):  # what a kill left of a replacement
+                warnings.warn(f"fsm2kit: {note}.", UserWarning, stacklevel=2)
+            return self._save(path, side, dice_path, command=command, details=details, overwrite=overwrite)
+
+    def _save(self, path: Path, side: Path, dice_path: Path, *, command, details, overwrite) -> tuple[Path, Path]:
+        import nibabel as nib
+
         check_output(path, overwrite=overwrite)
         old = read_sidecar(path)
         legacy = [Path(old["_sidecar"])] if old is not None and old["_sidecar"] != str(side) else []
