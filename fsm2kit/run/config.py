@@ -122,10 +122,15 @@ class ExperimentConfig:
         hold the released file names (``sam2_hiera_large.pt`` ...).
     seed : int
         Seed of random weights.
-    image_size : int
-        SAM2 input size (1024 as published; 256 or 512 for smoke runs).
+    image_size : int or None
+        SAM2 input size for every model; None: each model's own (1024 for SAM2 as published,
+        512 for MedSAM2; :meth:`image_size_for`). 256 or 128 for smoke runs.
     device : str or None
         ``"cpu"``, ``"cuda"``, ``"mps"``; None picks the best available.
+    precision : {"fp32", "bf16"} or None
+        The models' precision policy (:attr:`fsm2kit.model.loading.SAM2Model.precision`): None
+        is bf16 autocast on CUDA (as published) and fp32 elsewhere; ``"bf16"`` on the CPU runs
+        the GPU's dtype path. Scoped to the model's computations (no process-wide state).
     variant : {"ALP", "GMRD"}
         Protocol variant (folds, scored slices, chunks) for preprocessed folders.
     metric : {"both", "pooled", "mean_per_volume"}
@@ -160,7 +165,7 @@ class ExperimentConfig:
     models: tuple[str, ...] = ("sam2-tiny",)
     checkpoint: str | None | tuple[tuple[str, str], ...] = None
     seed: int = 0
-    image_size: int = 1024
+    image_size: int | None = None
     device: str | None = None
     variant: str = "ALP"
     metric: str = "both"
@@ -169,6 +174,7 @@ class ExperimentConfig:
     cache_dir: str | None = None
     object_batch_size: int | None = None
     name: str = "experiment"
+    precision: str | None = None
 
     def __post_init__(self) -> None:
         from ..model.specs import resolve_spec
@@ -239,7 +245,21 @@ class ExperimentConfig:
                 )
         s(self, "checkpoint", ck)
         s(self, "seed", int(self.seed))
-        s(self, "image_size", int(self.image_size))
+        if self.image_size is not None:
+            from ..model.specs import check_image_size
+
+            size = self.image_size
+            size = int(size) if isinstance(size, (str, float)) and str(size).strip().isdigit() else size
+            try:
+                s(self, "image_size", check_image_size(size))
+            except ValueError as e:
+                raise ValueError(f"ExperimentConfig.{e}") from None
+        from ..model.specs import check_precision
+
+        try:
+            s(self, "precision", check_precision(self.precision, self.device))
+        except ValueError as e:
+            raise ValueError(f"ExperimentConfig.{e}") from None
         variant = str(self.variant).strip().upper()
         if variant not in PROTOCOL_VARIANTS:
             raise ValueError(f"ExperimentConfig.variant: expected one of {PROTOCOL_VARIANTS}, got {self.variant!r}.")
@@ -337,6 +357,12 @@ class ExperimentConfig:
             object.__setattr__(self, "_prompt_file", read_prompts(self.prompts))
         return self.__dict__["_prompt_file"]
 
+    def image_size_for(self, model: str) -> int:
+        """The image size ``model`` runs at: :attr:`image_size`, or the model's own when None."""
+        from ..model.specs import image_size_for
+
+        return image_size_for(model, self.image_size)
+
     def checkpoint_for(self, model: str) -> str | None:
         """The checkpoint argument of :func:`fsm2kit.load_sam2` for ``model``.
 
@@ -389,7 +415,8 @@ class ExperimentConfig:
             f"{' folds ' + ','.join(map(str, self.folds)) if self.folds else ''}"
             f"{' classes ' + ','.join(self.classes) if self.classes else ''}; "
             f"{'+'.join(self.settings)} x {orders} x {'+'.join(self.models)}; checkpoint={ck}; "
-            f"{self.image_size}px, {self.variant}, metric={self.metric}, "
+            f"{f'{self.image_size}px' if self.image_size else 'own size'}"
+            f"{f' {self.precision}' if self.precision else ''}, {self.variant}, metric={self.metric}, "
             f"support={strategy_name(self.support_selector)}"
             f"{f' +{self.support_views} views' if self.support_views else ''}, memory={strategy_name(self.memory_policy)}"
             f"{f', prompts={Path(self.prompts).name}' if self.prompts else ''}"
