@@ -11,9 +11,10 @@ logit within rounding of 0 can then change sign. The rule, used by every such te
   :data:`MASK_MAX_FRACTION` (1e-5) of the pixels.
 
 bfloat16 autocast (``precision="bf16"``, the GPU's dtype path) against float32 is a looser
-rule: relative L2 below :data:`BF16_LOGIT_REL_L2` (5e-2; measured about 1.2e-2 on random tiny
-models at 128 px) and masks differing on at most :data:`BF16_MASK_MAX_FRACTION` (1e-2) of the
-pixels (:func:`assert_bf16_close`). bf16 keeps 8 bits of mantissa: about 3 significant digits.
+rule: relative L2 below :data:`BF16_LOGIT_REL_L2` (1e-1) and masks differing on at most
+:data:`BF16_MASK_MAX_FRACTION` (1e-2) of the pixels (:func:`assert_bf16_close`). bf16 keeps 8 bits
+of mantissa (about 3 significant digits); measured on random tiny models at 128 px: about 1e-2
+relative L2 and 2e-3 of the pixels (run, segment, inspect), 4.7e-2 after a correction round.
 
 Bit-equality stays the right assertion only where both sides run the same operations in the same
 order (for instance fsm2kit vs SAM2's video predictor, one step per forward); such tests say so in
@@ -45,7 +46,7 @@ __all__ = [
 LOGIT_REL_L2 = 1e-3
 MASK_LOGIT_ATOL = 1e-3
 MASK_MAX_FRACTION = 1e-5
-BF16_LOGIT_REL_L2 = 5e-2
+BF16_LOGIT_REL_L2 = 1e-1
 BF16_MASK_MAX_FRACTION = 1e-2
 
 
