@@ -19,8 +19,8 @@ def main() -> None:
     from fsm2kit.engine import Engine
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", nargs="+", default=["sam2-tiny", "sam2-small", "sam2-base_plus", "sam2-large",
-                                                    "medsam2"])
+    ap.add_argument("--models", nargs="+", default=["sam2-tiny", "medsam2", "sam2-small", "sam2-base_plus",
+                                                    "sam2-large"])  # medsam2 early: the 280 s limit cuts the last
     ap.add_argument("--slices", type=int, default=200)
     ap.add_argument("--image-size", type=int, default=None, help="default: each model's own (medsam2: 512)")
     ap.add_argument("--compile", choices=["no", "yes", "both"], default="both")
