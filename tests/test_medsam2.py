@@ -209,3 +209,21 @@ def test_cli_run_medsam2_records_512_and_matches(tmp_path, medsam2_file, oracle,
     ours = np.stack([a[f"medsam2_S1SFQ-middle_case1_label1_z{z}"] for z in ep.z])
     assert_logits_close(ours, ref)
     assert_masks_agree(ours, ref)
+
+
+def test_every_command_takes_medsam2_at_512(no_model, capsys):
+    """run, segment and inspect share the model options: medsam2 passes the checks with no image size
+    (its 512 px), and at another size the checks say it leaves the model's training (a note, allowed)."""
+    from fsm2kit.cli import build_parser
+    from fsm2kit.cli.common import check_model_args
+
+    p = build_parser()
+    for cmd in (["segment", "--image", "a", "--support-image", "a", "--support-mask", "m", "--out", "o.nii.gz"],
+                ["inspect", "--setting", "S1SFQ", "--out", "o"],
+                ["run", "--episodes", "e", "--setting", "S1SFQ", "--out", "o"]):
+        args = p.parse_args([*cmd, "--model", "medsam2", "--checkpoint", "random"])
+        check_model_args(args)
+        assert args.image_size is None and image_size_for(args.model, args.image_size) == 512
+        assert capsys.readouterr().err == ""
+        check_model_args(p.parse_args([*cmd, "--model", "medsam2", "--checkpoint", "random", "--image-size", "1024"]))
+        assert "NOTE: medsam2 was trained at 512 px" in capsys.readouterr().err

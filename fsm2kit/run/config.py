@@ -249,7 +249,8 @@ class ExperimentConfig:
             from ..model.specs import check_image_size
 
             size = self.image_size
-            size = int(size) if isinstance(size, (str, float)) and str(size).strip().isdigit() else size
+            if isinstance(size, float) and size.is_integer() or isinstance(size, str) and size.strip().isdigit():
+                size = int(size)  # 256.0 or "256" (a notebook's or a sweep's value)
             try:
                 s(self, "image_size", check_image_size(size))
             except ValueError as e:
