@@ -4,8 +4,9 @@ A config names the data (an npz episode folder or an SSL-ALPNet preprocessed fol
 folds and classes), the FS-MedSAM2 settings and orders, the models and their checkpoints, the
 image size, the protocol variant, the engine's batching and the Dice average to report. The
 notebooks and ``fsm2kit run`` build one and hand it to :func:`fsm2kit.run.runner.run_experiments`.
-It holds no process-wide options: torch's thread count and precision are set by the caller (the
-CLI's ``--threads``), never by running a config.
+It holds no process-wide options: torch's thread count is set by the caller (the CLI's
+``--threads``), never by running a config; its ``precision`` is the models' policy, a context
+manager around their computations (nothing global).
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ and 3S1Q) share SAM2 forwards up to the engine's ``object_batch_size`` per forwa
 
 The result (:mod:`fsm2kit.run.experiment_result`) holds the tidy per-slice table, both Dice averages,
 the paper-style tables and the one output format (:meth:`ExperimentResult.save`). Running sets
-no process-wide state: torch's thread count and precision are the caller's (the CLI's
-``--threads``).
+no process-wide state: torch's thread count is the caller's (the CLI's ``--threads``); the
+config's ``precision`` is applied around the model's computations only.
 """
 
 from __future__ import annotations
