@@ -511,7 +511,7 @@ def test_segment_image_size_0_is_one_line(tmp_path, no_model, capsys):
 def test_garbage_checkpoint_is_one_line(tmp_path, capsys):
     ck = tmp_path / "sam2_hiera_tiny.pt"
     ck.write_bytes(b"this is not a checkpoint" * 10)
-    assert main(_run(tmp_path / "o", "--checkpoint", str(ck))) == 1  # the checks pass; loading fails
+    assert main(_run(tmp_path / "o", "--checkpoint", str(ck))) == 2  # found by the checks, before the model
     line = _one_line(_err(capsys), "run")
     assert str(ck) in line and not (tmp_path / "o").exists()
 

@@ -113,6 +113,7 @@ def config_from_args(args: argparse.Namespace):
         seed=args.seed,
         image_size=args.image_size,
         device=args.device,
+        precision=getattr(args, "precision", None),
         variant=args.variant,
         object_batch_size=getattr(args, "object_batch_size", None),
         name="fsm2kit run",

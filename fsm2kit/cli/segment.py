@@ -156,6 +156,7 @@ def _segment(args: argparse.Namespace) -> int:
     from ..segment.organs import check_label_map_fits, describe_ids, parse_labels
     from ..records.provenance import RANDOM_NOTE, command_line
     from ..segment.own_scan import check_corrections_off_support, check_request, segment_volume, start_from_order
+    from ..model.specs import image_size_for
     from ..segment.segment_result import check_dicom_output, check_output, load_scan, output_files
 
     t0 = time.perf_counter()
@@ -201,7 +202,7 @@ def _segment(args: argparse.Namespace) -> int:
     labels = None if (args.labels or "").strip().lower() == "all" else args.labels
     organs = parse_labels(labels, label_map=lm, present=present)
     chosen = check_request(organs, mask.array, support_select=strategies.support_selector,
-                           support_slices=args.support_slice, image_size=args.image_size)
+                           support_slices=args.support_slice, image_size=image_size_for(args.model, args.image_size))
     start_from_order(order, query.shape[0])  # a start position inside the query, checked before the model
     prompts = None
     if args.prompts:  # read and checked against the query's slices before the model loads

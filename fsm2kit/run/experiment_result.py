@@ -46,6 +46,7 @@ from ..engine.results import EpisodeResult
 from ..protocol.episodes import Episode
 from ..engine.plans import normalize_setting
 from ..protocol.metrics import per_volume_dice, slice_dice, summarize_dice
+from ..model.specs import data_caveats
 from .config import METRICS, ExperimentConfig
 from ..records.provenance import RANDOM_NOTE, Provenance
 from ..tables.dice_table import DiceTable, dice_table, results_table
@@ -208,9 +209,16 @@ class ExperimentResult:
         return ms.pop() if len(ms) == 1 else "both"
 
     @property
+    def caveats(self) -> list[str]:
+        """The models' training-data caveats that concern the data sets here (e.g. MedSAM2 on
+        SABS or CHAOS: :func:`fsm2kit.model.specs.data_caveats`)."""
+        return data_caveats(self.slices["model"].astype(str), self.slices["dataset"].astype(str))
+
+    @property
     def note(self) -> str:
-        """A line to print next to every number of this result."""
-        return RANDOM_NOTE if self.random_weights else f"weights: {self.weights}"
+        """A line to print next to every number of this result (and the data caveats)."""
+        line = RANDOM_NOTE if self.random_weights else f"weights: {self.weights}"
+        return "; ".join([line, *(f"NOTE {c}" for c in self.caveats)]) if self.caveats else line
 
     @property
     def encoder_passes(self) -> int:
@@ -425,6 +433,7 @@ def format_dice(result: ExperimentResult) -> str:
     if result.random_weights:
         lines += ["!" * 78, f"!! {RANDOM_NOTE}", "!" * 78]
     lines.append(f"Dice ({models}, {result.weights})")
+    lines += [f"NOTE: {c}." for c in result.caveats]
     lines.append(d[cols].to_string(index=False, float_format=lambda x: f"{x:.4f}"))
     return "\n".join(lines)
 

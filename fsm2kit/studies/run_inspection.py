@@ -132,8 +132,9 @@ def inspect_run(
         model = config.models[0]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            sam2 = load_sam2(model, config.checkpoint_for(model), seed=config.seed, image_size=config.image_size,
-                             device=config.device, progress=progress)
+            sam2 = load_sam2(model, config.checkpoint_for(model), seed=config.seed,
+                             image_size=config.image_size_for(model), device=config.device, progress=progress,
+                             precision=config.precision)
         engine = Engine(sam2, progress=progress, cache_dir=config.cache_dir, object_batch_size=config.object_batch_size)
     elif not isinstance(engine, Engine):
         engine = engine()  # a factory: the model loads only after the episode was found
