@@ -136,14 +136,20 @@ _QUERY_SHADES = (OKABE_ITO["orange"], OKABE_ITO["vermillion"], OKABE_ITO["yellow
 
 
 def role_colors(roles) -> dict[str, str]:
-    """Colours of memory entries (roles): supports in blues, query memories in the other
-    Okabe-Ito hues (nearest first), pointers grey: the groups' colours of :data:`GROUP_COLORS`."""
-    out, ns, nq = {}, 0, 0
+    """Colours of memory entries (roles), fixed by meaning, never by position: support ``#i`` the
+    i-th support shade (blues), a query memory at SAM2 frame distance ``k`` the k-th query shade
+    (the other Okabe-Ito hues), pointers grey (the groups' colours of :data:`GROUP_COLORS`). The
+    same role has the same colour in every chart, the inspector's and the corrector's alike."""
+    import re
+
+    out = {}
     for r in _role_order(roles):
+        num = re.search(r"(?:#|t-)(\d+)", r)
+        k = int(num.group(1)) if num else 1
         if r.startswith("support"):
-            out[r], ns = _SUPPORT_SHADES[ns % len(_SUPPORT_SHADES)], ns + 1
+            out[r] = _SUPPORT_SHADES[(k - 1) % len(_SUPPORT_SHADES)]
         elif r.startswith("query"):
-            out[r], nq = _QUERY_SHADES[nq % len(_QUERY_SHADES)], nq + 1
+            out[r] = _QUERY_SHADES[(k - 1) % len(_QUERY_SHADES)]
         else:
             out[r] = GROUP_COLORS["pointers"]
     return out

@@ -142,8 +142,9 @@ class StrategyStudy:
         """A paper-style table, Dice in %: organs as columns, one row per (memory policy, support selector, order).
 
         ``metric`` is the Dice variant: ``"pooled"`` (what the published code prints) or
-        ``"mean_per_volume"``; the CSV (default ``strategies_<metric>.csv``; ``file``: another stem,
-        ``.csv`` added) says which, and the weights, in its first line (:func:`~fsm2kit.tables.dice_table.save_table`).
+        ``"mean_per_volume"``. The one table writer (:func:`~fsm2kit.tables.dice_table.save_table`)
+        saves it as ``strategies_<metric>.csv`` (tidy), ``.md``, ``.tex`` (compiles with pdflatex)
+        and a ``.json`` sidecar whose caption says which Dice and which weights (``file``: another stem).
         """
         t = (self.result.table(metric, rows=STRATEGY_ROWS) * 100).round(1)
         t.columns = pd.MultiIndex.from_tuples([(d, o) for d, o in t.columns], names=["dataset", f"{metric} Dice (%)"])

@@ -8,7 +8,8 @@
 
 Settings, orders, models and organs sort as in the paper (:func:`~fsm2kit.tables.paper.paper_order`)
 through explicit sort orders, never alphabetically; no raw column name is shown. Charts made
-from random weights say so in their subtitles. Save them with :func:`fsm2kit.viz.export.save_figure`.
+from random weights say so in their subtitles. ``title="auto"`` (the default) titles a chart,
+``title=""`` or None leaves the title out (the random-weights subtitle stays). Save them with :func:`fsm2kit.viz.export.save_figure`.
 """
 
 from __future__ import annotations
@@ -71,9 +72,16 @@ def _subtitle(df: pd.DataFrame) -> str | None:
     return (weights_label(df["weights"]) or None) if "weights" in df.columns else None
 
 
-def _titled(chart, text: str, subtitle: str | None):
+def _titled(chart, text: str | None, subtitle: str | None):
+    """The chart with its title (``""``/None: none; a random-weights subtitle is always kept)."""
     alt = _alt()
-    return chart.properties(title=alt.TitleParams(text, subtitle=subtitle) if subtitle else alt.TitleParams(text))
+    if not text and not subtitle:
+        return chart
+    return chart.properties(title=alt.TitleParams(text or "", subtitle=subtitle) if subtitle else alt.TitleParams(text))
+
+
+def _auto(title: str | None, default: str) -> str | None:
+    return default if title == "auto" else title
 
 
 def _facets(alt, d: pd.DataFrame, row: str | None, column: str | None) -> dict:
@@ -86,7 +94,7 @@ def _facets(alt, d: pd.DataFrame, row: str | None, column: str | None) -> dict:
 
 
 def dice_bars(summary: pd.DataFrame, *, metric: str = "mean_per_volume", color: str = "run",
-              column: str | None = "model", title: str | None = None, width: int = 260, height: int = 200):
+              column: str | None = "model", title: str | None = "auto", width: int = 260, height: int = 200):
     """Grouped Dice bars (%): organs on x, one bar per run (setting-order), ± std over volumes.
 
     Parameters
@@ -140,11 +148,11 @@ def dice_bars(summary: pd.DataFrame, *, metric: str = "mean_per_volume", color: 
     if facets:
         chart = chart.facet(**facets)
     err = "; error bars: ± std over volumes" if metric == "mean_per_volume" else ""
-    return _titled(chart, title or f"Dice per organ ({_METRIC_TITLES.get(metric, metric)}{err})", _subtitle(summary))
+    return _titled(chart, _auto(title, f"Dice per organ ({_METRIC_TITLES.get(metric, metric)}{err})"), _subtitle(summary))
 
 
 def slice_dice_curves(slices: pd.DataFrame, *, color: str = "order", row: str | None = "setting",
-                      column: str | None = "model", title: str | None = None, width: int = 300,
+                      column: str | None = "model", title: str | None = "auto", width: int = 300,
                       height: int = 150):
     """Per-slice Dice (%) along z, one line per case, class and ``color`` value, faceted.
 
@@ -179,7 +187,7 @@ def slice_dice_curves(slices: pd.DataFrame, *, color: str = "order", row: str | 
     ).properties(width=width, height=height)
     facets = _facets(alt, d, row, column)
     chart = base.facet(**facets) if facets else base
-    return _titled(chart, title or "Per-slice Dice along z", _subtitle(slices))
+    return _titled(chart, _auto(title, "Per-slice Dice along z"), _subtitle(slices))
 
 
 def relative_position_dice(slices: pd.DataFrame, *, by: Sequence[str] = ("setting", "order", "model"),
@@ -236,7 +244,7 @@ def relative_position_dice(slices: pd.DataFrame, *, by: Sequence[str] = ("settin
 
 
 def relative_position_chart(slices: pd.DataFrame, *, color: str = "order", row: str | None = "setting",
-                            column: str | None = "model", bins: int = 10, title: str | None = None,
+                            column: str | None = "model", bins: int = 10, title: str | None = "auto",
                             width: int = 300, height: int = 160):
     """Per-slice Dice by relative position in the organ (:func:`relative_position_dice`): the mean
     across volumes as a line with its 95 % band, one colour per ``color`` value, faceted."""
@@ -260,11 +268,11 @@ def relative_position_chart(slices: pd.DataFrame, *, color: str = "order", row: 
     facets = _facets(alt, d, row, column)
     if facets:
         chart = chart.facet(**facets)
-    return _titled(chart, title or "Per-slice Dice by relative position in the organ (mean and 95 % band across "
-                   "volumes)", _subtitle(slices))
+    return _titled(chart, _auto(title, "Per-slice Dice by relative position in the organ (mean and 95 % band "
+                                      "across volumes)"), _subtitle(slices))
 
 
-def runs_dice_chart(dice: pd.DataFrame, *, metric_title: str = "mean of per-volume Dice", title: str | None = None,
+def runs_dice_chart(dice: pd.DataFrame, *, metric_title: str = "mean of per-volume Dice", title: str | None = "auto",
                     width: int = 320, height: int = 200):
     """Dice per organ of several runs side by side: organs on x, one bar per run.
 
@@ -289,4 +297,4 @@ def runs_dice_chart(dice: pd.DataFrame, *, metric_title: str = "mean of per-volu
         tooltip=[alt.Tooltip("run:N", title="Run"), alt.Tooltip("organ:N", title="Organ"),
                  alt.Tooltip("dice_pct:Q", title="Dice (%)", format=".2f")],
     ).properties(width=width, height=height)
-    return _titled(chart, title or "Dice per organ and run", _subtitle(dice))
+    return _titled(chart, _auto(title, "Dice per organ and run"), _subtitle(dice))
