@@ -109,7 +109,7 @@ def test_inspect_corrections_final_stage_bookkeeping(engine128, small):
     assert later, [s.layout for s in insp.steps]
     m = insp.masses
     cond = m[(m["entry_z"] == z) & m["is_cond"] & (m["region"] == "all") & (m["entry_kind"] == "query")]
-    assert (cond["mass"] > 0).all() and set(cond["role"]) == {"query (t-0)"}
+    assert (cond["mass"] > 0).all() and set(cond["role"]) == {"query (SAM2 d=0)"}
     # on-demand pixel maps use each step's own bank (re-propagation replaces memories as it goes)
     for j in (0, len(insp.steps) - 1):
         captured = [p for p in insp.steps[j].pixels if p.pixel == (60, 64)][0]

@@ -212,8 +212,8 @@ def test_palette_identity_notebook_theme_and_saved_files(tmp_path):
 def test_memory_colours_by_meaning_not_position():
     from fsm2kit.inspector.panels import role_colors
 
-    a = role_colors(["support #1 (z=17)", "query (t-1)", "query (t-2)", "pointers"])
-    b = role_colors(["query (t-2)", "pointers", "support #1 (z=17)"])
-    assert a["query (t-2)"] == b["query (t-2)"] and a["pointers"] == b["pointers"]
-    c = role_colors(["query (t-2)"])
-    assert c["query (t-2)"] == a["query (t-2)"]
+    a = role_colors(["support #1 (z=17)", "query (SAM2 d=1)", "query (SAM2 d=2)", "pointers"])
+    b = role_colors(["query (SAM2 d=2)", "pointers", "support #1 (z=17)"])
+    assert a["query (SAM2 d=2)"] == b["query (SAM2 d=2)"] and a["pointers"] == b["pointers"]
+    c = role_colors(["query (SAM2 d=2)"])
+    assert c["query (SAM2 d=2)"] == a["query (SAM2 d=2)"]

@@ -7,7 +7,7 @@ final stage: one step per query slice in processing order, the slices re-tracked
 propagation with that propagation's attention, and each corrected slice (a conditioning memory,
 not re-tracked) with the attention of its latest correction step (the prompts go to the mask
 decoder; the memory attention of that step is what this records). The steps after a corrected
-slice attend to its conditioning memory: in the charts it is the role ``query (t-0)``.
+slice attend to its conditioning memory: in the charts it is the role ``query (SAM2 d=0)``.
 
 Each step keeps a snapshot of the memory bank it attended to (a re-propagation replaces the
 memories of earlier propagations as it goes), so attention maps recomputed on demand

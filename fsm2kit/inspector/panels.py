@@ -119,12 +119,15 @@ def chart_masses(insp: Inspection, *, layer: int | None = None, region: str = "a
 
 
 def _role_order(roles) -> list[str]:
-    """Supports, then query memories nearest first (``query (t-1)``, ``(t-2)``...), then pointers."""
+    """Supports, then query memories nearest first (``query (SAM2 d=1)``, ``d=2``...), then pointers."""
+    import re
+
     def key(r: str):
         if r.startswith("support"):
             return (0, 0, r)
-        if r.startswith("query (t-"):
-            return (1, int(r.rsplit("-", 1)[-1].rstrip(")")), r)
+        m = re.match(r"query \(SAM2 d=(\d+)\)", r)
+        if m:
+            return (1, int(m.group(1)), r)
         return (2, 0, r)
 
     return sorted(set(roles), key=key)
@@ -144,12 +147,12 @@ def role_colors(roles) -> dict[str, str]:
 
     out = {}
     for r in _role_order(roles):
-        num = re.search(r"(?:#|t-)(\d+)", r)
+        num = re.search(r"(?:#|d=)(\d+)", r)
         k = int(num.group(1)) if num else 1
         if r.startswith("support"):
             out[r] = _SUPPORT_SHADES[(k - 1) % len(_SUPPORT_SHADES)]
         elif r.startswith("query"):
-            out[r] = _QUERY_SHADES[(k - 1) % len(_QUERY_SHADES)]
+            out[r] = _QUERY_SHADES[max(k - 1, 0) % len(_QUERY_SHADES)] if k else OKABE_ITO["black"]
         else:
             out[r] = GROUP_COLORS["pointers"]
     return out

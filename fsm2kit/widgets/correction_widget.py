@@ -15,7 +15,7 @@
   replays; "clear pending"; "save prompts" writes the rounds as a prompt file
   (:func:`fsm2kit.io.prompts.write_prompts`) that ``fsm2kit run/segment --prompts`` replays;
 * the predicted area along z before and after the last round, and the attention-mass chart of
-  the last propagation (the corrected slices' conditioning memories are ``query (t-0)``).
+  the last propagation (the corrected slices' conditioning memories are ``query (SAM2 d=0)``).
 """
 
 from __future__ import annotations
