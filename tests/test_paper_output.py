@@ -217,3 +217,56 @@ def test_memory_colours_by_meaning_not_position():
     assert a["query (SAM2 d=2)"] == b["query (SAM2 d=2)"] and a["pointers"] == b["pointers"]
     c = role_colors(["query (SAM2 d=2)"])
     assert c["query (SAM2 d=2)"] == a["query (SAM2 d=2)"]
+
+
+# ----------------------------------------------------------------------------- vector attention figure
+@pytest.fixture(scope="module")
+def small_inspection(present128, example_episode):
+    """S1SFQ-middle on 5 slices at 128 px (random weights), captured."""
+    import dataclasses
+
+    from fsm2kit.engine import Engine
+    from fsm2kit.inspector import inspect_episode
+
+    ep = example_episode
+
+    def down(a):
+        return np.asarray(a)[::2, ::2]
+
+    keep = np.arange(6, ep.n_slices, 3)[:5]
+    sups = tuple(dataclasses.replace(s, image=down(s.image), mask=down(s.mask)) for s in ep.supports)
+    small = dataclasses.replace(ep, z=ep.z[keep], images=np.stack([down(i) for i in ep.images[keep]]),
+                                labels=np.stack([down(x) for x in ep.labels[keep]]), chunks=ep.chunks[keep],
+                                supports=sups)
+    return inspect_episode(Engine(present128, progress=False), small, "S1SFQ", order="middle")
+
+
+@needs_pdffonts
+def test_attention_figure_is_vector_for_chosen_slices(small_inspection, tmp_path):
+    from fsm2kit.inspector import attention_figure, write_inspection
+    from fsm2kit.viz.export import save_figure
+
+    insp = small_inspection
+    last = len(insp.steps) - 1
+    fig = attention_figure(insp, [0, last], title="")
+    images = [im for ax in fig.axes for im in ax.images]
+    # rasters at native resolution (the 128 px slices), never upscaled tiles
+    native = tuple(insp.steps[0].image_shape)
+    assert images and all(np.asarray(im.get_array()).shape[:2] == native for im in images)
+    assert fig._suptitle is not None and "RANDOM WEIGHTS" in fig._suptitle.get_text()  # title="" keeps the warning
+    files = save_figure(fig, tmp_path / "att", preset="paper")
+    fonts = _pdf_font_types(files["pdf"])
+    assert fonts and not any("Type 3" in f for f in fonts)
+    if shutil.which("pdfimages"):  # the PDF embeds each slice at its native resolution
+        listing = subprocess.run(["pdfimages", "-list", str(files["pdf"])], capture_output=True, text=True).stdout
+        sizes = {tuple(int(v) for v in line.split()[3:5]) for line in listing.splitlines()[2:] if line.strip()}
+        assert sizes == {native[::-1]}, sizes
+    svg = files["svg"].read_text()
+    assert svg.count("<text") >= 10 and "mass " in svg and f"z={insp.steps[last].z}" in svg
+    # the CLI/notebook writer: chosen slices, the paper panels are this vector figure
+    paths = write_inspection(insp, tmp_path / "out", presets=("paper",), steps=[f"z={insp.steps[last].z}"])
+    paper_pdf = [p for k, p in paths.items() if k.endswith("_paper.pdf")]
+    assert len(paper_pdf) == 1 and f"_z{insp.steps[last].z}_paper" in paper_pdf[0].name
+    assert not any("Type 3" in f for f in _pdf_font_types(paper_pdf[0]))
+    with pytest.raises(ValueError, match="no processed slice has z=999"):
+        attention_figure(insp, ["z=999"])

@@ -37,7 +37,7 @@ from ..records.provenance import RANDOM_NOTE
 from .paper import (BASELINE_DICE_VARIANT, ORGAN_ORDER, PAPER_CITATION, PAPER_DATASETS, PAPER_DICE_VARIANT,
                     PUBLISHED_BASELINES, paper_order, published_dice)
 
-__all__ = ["TABLE_FORMATS", "OURS_DICE_VARIANTS", "DiceTable", "dice_table", "results_table", "save_table"]
+__all__ = ["TABLE_FORMATS", "OURS_DICE_VARIANTS", "DiceTable", "dice_table", "results_table", "save_table", "short_sha"]
 
 #: Formats :func:`save_table` writes by default (a JSON sidecar is always written too).
 TABLE_FORMATS = ("csv", "md", "tex")

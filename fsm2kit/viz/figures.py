@@ -134,7 +134,7 @@ def image_axes(ax, image, orientation=None, *, fill=None, fill_color: str = COLO
     view = render_slice(image, orientation, fill=fill, fill_color=fill_color, heat=heat, window=window,
                         vector=True)
     o = view.orientation
-    ax.imshow(view.array, interpolation="nearest")
+    ax.imshow(view.array, interpolation="none")  # PDF/SVG embed the slice at its native resolution
     for mask, color in [(fill, fill_color), *contours]:
         if mask is None or not np.any(mask):
             continue
@@ -166,6 +166,8 @@ def attention_colorbar(fig, axes, *, vmax: float, label: str):
 
     sm = mpl.cm.ScalarMappable(norm=mpl.colors.Normalize(0.0, vmax), cmap=ATTENTION_CMAP)
     cb = fig.colorbar(sm, ax=axes, orientation="horizontal", fraction=0.04, pad=0.02, aspect=40)
+    if cb.solids is not None:
+        cb.solids.set_rasterized(False)  # matplotlib rasterizes long colour bars; this one stays vector
     cb.set_label(label, fontsize=7)
     cb.ax.tick_params(labelsize=7)
     return cb
