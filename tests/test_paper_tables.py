@@ -15,6 +15,7 @@ from fsm2kit.viz.dice_charts import (dice_bars, relative_position_chart, relativ
 from fsm2kit.tables.dice_table import dice_table, results_table, save_table
 from fsm2kit.batch.sweep_index import collect_index, write_index
 from fsm2kit.batch.sweep_spec import DONE_MARKER, load_sweep
+from fsm2kit.viz.style import CATEGORY_COLORS
 
 from helpers import write_notebook
 
@@ -289,7 +290,10 @@ def test_sweep_index_per_organ_sortable_filterable(tmp_path):
     assert "<script>" in page and "addEventListener('click'" in page and "type='search'" in page
     assert "LIVER Dice % (mean per volume)" in page and "data-v='60'" in page
     assert "http://" not in page.replace("http://www.w3.org", "") and "https://" not in page  # no CDN
-    assert "<svg" in page and "Dice per organ, by run" in page  # the chart comparing runs, inline
+    assert "id='runs-chart'" in page and "Dice per organ, by run" in page  # drawn by the page's script
+    data = json.loads(re.search(r"id='runs-chart-data'>(.*?)</script>", page).group(1))
+    assert data["organs"] == ["LIVER", "RK"] and data["values"]["x=1"]["LIVER"] == pytest.approx(60.0)
+    assert set(data["colors"].values()) <= set(CATEGORY_COLORS)
     assert "RANDOM WEIGHTS" in page
     assert list(collect_index(sweep, reports)["run"]) == ["x=1", "x=2", "x=3"]
     spec = runs_dice_chart(pd.DataFrame({"run": ["b", "a"], "organ": ["LIVER", "LK"], "dice": [0.5, 0.6]})).to_dict()
@@ -318,8 +322,14 @@ def test_sweep_index_sorts_and_filters_in_a_browser(tmp_path):
             assert page.eval_on_selector_all("#runs tbody tr", shown) == ["x=2", "x=1", "x=3"]
             page.click(f"#runs thead tr:first-child th:nth-child({col + 1})")  # descending
             assert page.eval_on_selector_all("#runs tbody tr", shown)[:2] == ["x=1", "x=2"]
+            bars = "rs => rs.map(r => r.querySelector('title').textContent)"
+            titles = page.eval_on_selector_all("#runs-chart rect.bar", bars)
+            assert [t.split(",")[0] for t in titles[:2]] == ["x=1", "x=2"]  # the chart follows the sort
             page.fill(f"#runs thead input[data-col='{col}']", ">50")
             assert page.eval_on_selector_all("#runs tbody tr", shown) == ["x=1"]
+            titles = page.eval_on_selector_all("#runs-chart rect.bar", bars)
+            assert titles and {t.split(",")[0] for t in titles} == {"x=1"}  # ... and the filter
+            page.screenshot(path=str(tmp_path / "index.png"), full_page=True)
             page.fill(f"#runs thead input[data-col='{col}']", "")
             page.fill("#runs thead input[data-col='1']", "pend")
             assert page.eval_on_selector_all("#runs tbody tr", shown) == ["x=3"]
