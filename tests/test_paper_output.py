@@ -270,3 +270,26 @@ def test_attention_figure_is_vector_for_chosen_slices(small_inspection, tmp_path
     assert not any("Type 3" in f for f in _pdf_font_types(paper_pdf[0]))
     with pytest.raises(ValueError, match="no processed slice has z=999"):
         attention_figure(insp, ["z=999"])
+
+
+def test_charts_say_what_tables_say_one_legend_integer_z():
+    from fsm2kit.viz.dice_charts import dice_bars, relative_position_chart, slice_dice_curves
+
+    rows = []
+    for z, d in ((3, 0.5), (4, 0.6), (5, 0.7)):
+        for order in ("top", "middle"):
+            rows.append(dict(case_id="1", label_name="LIVER", dataset="CHAOST2", z=z, dice=d, gt_px=10,
+                             setting="S1SFQ", order=order, model="sam2-tiny"))
+    sl = pd.DataFrame(rows)
+    curves = slice_dice_curves(sl, row=None, column="dataset").to_dict()
+    assert curves["spec"]["encoding"]["x"]["axis"] == {"format": "d", "tickMinStep": 1}
+    values = next(iter(curves["datasets"].values()))
+    assert {v["dataset"] for v in values} == {"CHAOS-MRI"} and {v["label_name"] for v in values} == {"Liver"}
+    rel = relative_position_chart(sl, bins=2, row=None, column=None).to_dict()
+    band, line = rel["layer"]
+    assert "legend" not in band["encoding"]["color"] and "legend" not in line["encoding"]["color"]
+    summary = _summary(datasets=("CHAOST2",), organs=("LIVER", "LK"))
+    bars = dice_bars(summary, column="dataset", title="").to_dict()
+    # title="" removes the title; the random-weights subtitle stays
+    assert bars["title"]["text"] == "" and "RANDOM WEIGHTS" in str(bars["title"]["subtitle"])
+    assert bars["spec"]["layer"][0]["encoding"]["x"]["sort"] == ["Liver", "LK"]

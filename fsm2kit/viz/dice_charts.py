@@ -22,7 +22,7 @@ import pandas as pd
 from .figures import weights_label
 from ..tables.paper import paper_order
 
-__all__ = ["AXIS_TITLES", "sort_order", "dice_bars", "slice_dice_curves", "relative_position_dice", "relative_position_chart",
+__all__ = ["AXIS_TITLES", "sort_order", "organ_text", "dataset_text", "dice_bars", "slice_dice_curves", "relative_position_dice", "relative_position_chart",
            "runs_dice_chart"]
 
 #: Human titles of the columns charts encode.
@@ -38,6 +38,35 @@ def _alt():
     import altair as alt
 
     return alt
+
+
+#: Organ and dataset names as the tables print them (``LIVER`` -> ``Liver``, ``CHAOST2`` -> ``CHAOS-MRI``).
+_ORGAN_NAMES = {"LK": "LK", "RK": "RK", "SPLEEN": "Spleen", "LIVER": "Liver", "MEAN": "Mean"}
+
+
+def organ_text(name) -> str:
+    """An organ as the tables print it: ``LIVER`` -> ``Liver``, ``LK`` stays ``LK``."""
+    s = str(name)
+    return _ORGAN_NAMES.get(s.upper(), s.replace("_", " ").capitalize() if s.isupper() else s)
+
+
+def dataset_text(name) -> str:
+    """A dataset as the tables print it: ``CHAOST2`` -> ``CHAOS-MRI``, ``SABS`` -> ``Synapse-CT``."""
+    from ..tables.paper import PAPER_DATASETS
+
+    return {v: k for k, v in PAPER_DATASETS.items()}.get(str(name), str(name))
+
+
+_SHOWN = {"label_name": organ_text, "organ": organ_text, "dataset": dataset_text}
+
+
+def _shown(d: pd.DataFrame) -> pd.DataFrame:
+    """Organ and dataset columns as the tables print them (the paper's sort orders follow)."""
+    d = d.copy()
+    for c, f in _SHOWN.items():
+        if c in d.columns:
+            d[c] = [f(v) for v in d[c]]
+    return d
 
 
 def _title(col: str) -> str:
@@ -61,9 +90,12 @@ def _run_order() -> list[str]:
 
 
 def sort_order(column: str, values) -> list[str]:
-    """``values`` of ``column`` in the paper's order (unknown values last, sorted)."""
+    """``values`` of ``column`` in the paper's order (unknown values last, sorted); organ and
+    dataset names as stored or as the tables print them (``Liver``, ``CHAOS-MRI``)."""
     po = paper_order()
     vocab = _run_order() if column == "run" else po.get(column, [])
+    if column in _SHOWN:
+        vocab = [x for v in vocab for x in dict.fromkeys((v, _SHOWN[column](v)))]
     present = list(dict.fromkeys(str(v) for v in values))
     return [v for v in vocab if v in present] + sorted(v for v in present if v not in vocab)
 
@@ -130,7 +162,7 @@ def dice_bars(summary: pd.DataFrame, *, metric: str = "mean_per_volume", color: 
     d["hi"] = (d["dice_pct"] + 100 * std).clip(upper=100)
     keep = ["label_name", "run", "dice_pct", "lo", "hi", "setting", "order"] + [
         c for c in (column, color, "dataset", "n_volumes") if c and c in d.columns]
-    d = d[list(dict.fromkeys(keep))]
+    d = _shown(d[list(dict.fromkeys(keep))])
     x = alt.X("label_name:N", title="Organ", sort=sort_order("label_name", d["label_name"]),
               axis=alt.Axis(labelAngle=0))
     off = alt.XOffset(f"{color}:N", sort=sort_order(color, d[color]))
@@ -178,8 +210,9 @@ def slice_dice_curves(slices: pd.DataFrame, *, color: str = "order", row: str | 
     d["case_id"] = d["case_id"].astype(str)
     d["dice"] = 100 * d["dice"].astype(float)
     d["series"] = d["case_id"] + "/" + d["label_name"].astype(str) + "/" + d[color].astype(str)
+    d = _shown(d)
     base = alt.Chart(d).mark_line(point=len(d) <= 400).encode(
-        x=alt.X("z:Q", title="Slice z"),
+        x=alt.X("z:Q", title="Slice z", axis=alt.Axis(format="d", tickMinStep=1)),  # slices: integer ticks
         y=alt.Y("dice:Q", title="Slice Dice (%)", scale=alt.Scale(domain=[0, 100])),
         color=alt.Color(f"{color}:N", title=_title(color), sort=sort_order(color, d[color])),
         detail="series:N",
@@ -250,13 +283,13 @@ def relative_position_chart(slices: pd.DataFrame, *, color: str = "order", row: 
     across volumes as a line with its 95 % band, one colour per ``color`` value, faceted."""
     alt = _alt()
     by = list(dict.fromkeys(c for c in (color, row, column) if c))
-    d = relative_position_dice(slices, by=by, bins=bins)
+    d = _shown(relative_position_dice(slices, by=by, bins=bins))
     enc_color = alt.Color(f"{color}:N", title=_title(color), sort=sort_order(color, d[color]))
     x = alt.X("position:Q", title="Relative position in the organ (0 = first slice, 1 = last)",
               scale=alt.Scale(domain=[0, 1]))
     band = alt.Chart().mark_area(opacity=0.25).encode(
         x=x, y=alt.Y("dice_lo:Q", title="Slice Dice (%)", scale=alt.Scale(domain=[0, 100])), y2="dice_hi:Q",
-        color=alt.Color(f"{color}:N", title=_title(color), sort=sort_order(color, d[color]), legend=None))
+        color=alt.Color(f"{color}:N", title=_title(color), sort=sort_order(color, d[color])))  # one legend, shared
     line = alt.Chart().mark_line(point=True).encode(
         x=x, y=alt.Y("dice_mean:Q", title="Slice Dice (%)"), color=enc_color,
         tooltip=[alt.Tooltip("position:Q", title="Relative position", format=".2f"),
@@ -286,7 +319,7 @@ def runs_dice_chart(dice: pd.DataFrame, *, metric_title: str = "mean of per-volu
     missing = sorted({"run", "organ", "dice"} - set(dice.columns))
     if missing:
         raise ValueError(f"runs_dice_chart needs columns run, organ, dice; missing {missing}.")
-    d = dice[["run", "organ", "dice"]].dropna().copy()
+    d = _shown(dice[["run", "organ", "dice"]].dropna())
     d["dice_pct"] = 100 * d["dice"].astype(float)
     runs = list(dict.fromkeys(d["run"].astype(str)))
     chart = alt.Chart(d).mark_bar().encode(
