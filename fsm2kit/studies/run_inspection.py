@@ -39,6 +39,7 @@ def inspect_run(
     output_dir: str | os.PathLike | None = None,
     panels: int = 3,
     pixel: tuple[int, int] | None = None,
+    panel_steps: Sequence | None = None,
     formats: Sequence[str] = ("png",),
     presets: Sequence[str] | None = None,
     progress: bool = False,
@@ -72,6 +73,10 @@ def inspect_run(
         When given, tables, charts, panels and provenance are written there
         (:func:`fsm2kit.inspector.panels.write_inspection`) with the one provenance record
         (``command`` recorded in it); the paths are in ``insp.files``.
+    panels, panel_steps
+        How many attention panels (spread over the processing order), or which slices
+        (processing indices or ``"z=<z>"``); the ``paper`` ones are vector figures
+        (:func:`fsm2kit.inspector.panels.attention_figure`).
     presets : sequence of {"screen", "paper"}, optional
         Write the charts and panels in these export presets instead of ``formats``
         (:func:`fsm2kit.viz.export.save_presets`).
@@ -141,5 +146,5 @@ def inspect_run(
         record = inspection_provenance(insp, command=command if command is not None else command_line())
         record = replace(record, support_selector=strategy_name(selector))
         insp.files = write_inspection(insp, Path(output_dir), panels=panels, pixel=pixel, formats=tuple(formats),
-                                      presets=presets, provenance=record.to_dict())
+                                      presets=presets, provenance=record.to_dict(), steps=panel_steps)
     return insp
