@@ -222,3 +222,49 @@ def test_inspect_corrections_mask_correction_has_no_step(engine128, small):
     with pytest.raises(KeyError, match=f"z={z}"):
         insp.step_of_z(z)
     assert len(insp.result.slices) == small.n_slices
+
+
+def test_session_rounds_cost_one_propagation_and_equal_the_replay(engine128, small):
+    """CorrectionSession keeps the state after each round: a round runs its corrections and one
+    propagation; undo restores the saved state without a SAM2 step; every stage is bit-equal to
+    segment_with_corrections (the replay) of the same rounds."""
+    from fsm2kit.engine import CorrectionSession
+
+    z1, z2 = int(small.z[1]), int(small.z[-1])
+    r1 = [Correction(z1, points=((64, 60, 1), (20, 20, 0)))]
+    r2 = [Correction(z2, box=(30, 30, 90, 90)), Correction(int(small.z[2]), mask=small.labels[2] > 0)]
+    r3 = [Correction(z1, points=((70, 66, 1),))]  # a second round on a corrected slice: refines its logits
+
+    class Count:
+        n = 0
+
+        def before_forward(self, requests, layouts):
+            Count.n += len(requests)
+
+        def after_forward(self, requests, outputs):
+            pass
+
+    with engine128.observe(Count()):
+        s = CorrectionSession(engine128, small, "S1SFQ")
+        n0 = Count.n
+        s.apply(r1)
+        assert Count.n - n0 == small.n_slices - 1 + 1  # the correction, then the others re-tracked
+        s.apply(r2)
+        n1 = Count.n
+        s.apply(r3)
+        undone = s.undo()
+        assert Count.n - n1 == small.n_slices - 2  # r3: 1 correction + the n - 3 uncorrected slices; undo: none
+    ref = segment_with_corrections(engine128, small, "S1SFQ", [r1, r2])
+    assert len(s.stages) == 3 and len(ref.stages) == 3
+    for a, b in zip(s.stages, ref.stages):
+        assert _same(a, b)
+    assert _same(undone, ref.final)
+    s.apply(r3)
+    assert _same(s.final, segment_with_corrections(engine128, small, "S1SFQ", [r1, r2, r3]).final)
+    with pytest.raises(ValueError, match="not a query slice"):
+        s.apply([Correction(999, points=((1, 1, 1),))])
+    assert len(s.rounds) == 3  # a refused round leaves the session as it was
+    while s.rounds:
+        s.undo()
+    with pytest.raises(ValueError, match="no round to undo"):
+        s.undo()
