@@ -268,3 +268,44 @@ def test_session_rounds_cost_one_propagation_and_equal_the_replay(engine128, sma
         s.undo()
     with pytest.raises(ValueError, match="no round to undo"):
         s.undo()
+
+
+@pytest.mark.slow
+def test_widget_busy_state_dice_and_a_click_during_a_round(engine128, small):
+    """While a round runs the widget is busy (buttons disabled, a count of slices); a click that
+    comes meanwhile is not lost and not sent: it is pending after the round, and the status, the
+    pending list and the drawing agree (the '0 pending while a box is drawn' race)."""
+    from fsm2kit.widgets.correction_widget import CorrectionWidget
+
+    w = CorrectionWidget(engine128, small, "S1SFQ", layers=[3], size=128, chart=False)
+    assert "Dice vs ground truth: slice" in w.status.value and w.dice() is not None
+    w.query.click = [0.25, 0.5, 1]
+    seen = {}
+
+    class During:
+        def before_forward(self, requests, layouts):
+            if "click" not in seen:  # the user clicks (and drags a box) while the round runs
+                seen["disabled"] = [b.disabled for b in w.buttons.values()] + [w.slider.disabled]
+                seen["progress"] = w.progress.value
+                w.mode.value = "box"
+                w.query.drag = [0.1, 0.1, 0.3, 0.3, 2]
+                seen["click"] = len(w.pending_corrections())
+
+        def after_forward(self, requests, outputs):
+            seen.setdefault("counts", []).append(w.progress.value)
+
+    with engine128.observe(During()):
+        w.repropagate()
+    assert all(seen["disabled"]) and "re-propagating" in seen["progress"] and "fsm2-spinner" in seen["progress"]
+    n = small.n_slices  # one correction step, then the n - 1 other slices re-tracked
+    assert [f"/{n}</b> slices" in c for c in seen["counts"]] == [True] * n
+    assert any(f"{n - 1}/{n}</b>" in c for c in seen["counts"][1:])  # counted as it goes
+    assert seen["click"] == 1  # the drag did not join the round being run
+    assert len(w.rounds) == 1 and w.rounds[0][0].box is None  # the round: the click only
+    (c,) = w.pending_corrections()  # the drag is pending for the next round ...
+    assert c.box is not None and not c.points
+    assert "1 pending" in w.status.value and "box (" in w.pending_view.value  # ... and says so
+    assert not any(b.disabled for b in w.buttons.values()) and not w.busy and w.progress.value == ""
+    before = w.query.png_b64
+    w.clear_pending()
+    assert w.query.png_b64 != before and "0 pending" in w.status.value  # drawn and counted alike

@@ -311,7 +311,7 @@ def save_table(table: DiceTable | pd.DataFrame, path: str | os.PathLike, *, form
         atomic_write(out, writers[fmt])
         written[fmt] = out
     if isinstance(table, pd.DataFrame):
-        side = {"caption": note, "random_weights": "random weights" in str(note or ""),
+        side = {"caption": note, "random_weights": "random weights" in str(note or "").lower(),
                 "files": [p.name for p in written.values()]}
         if provenance is not None:
             side["provenance"] = provenance

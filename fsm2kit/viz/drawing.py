@@ -175,9 +175,10 @@ def draw_marker(img, pixel: tuple[float, float], shape: tuple[int, int], color: 
     d = ImageDraw.Draw(img)
     r = max(4, img.size[0] // 32)
     rgb = tuple(int(v * 255) for v in hex_rgb(color))
-    for w, c in ((4, (255, 255, 255)), (2, rgb)):
+    for w, c in ((6, (0, 0, 0)), (4, (255, 255, 255)), (2, rgb)):  # black and white halos: seen on any fill
         d.line([(cx - r, cy), (cx + r, cy)], fill=c, width=w)
         d.line([(cx, cy - r), (cx, cy + r)], fill=c, width=w)
+    d.ellipse([cx - r - 1, cy - r - 1, cx + r + 1, cy + r + 1], outline=(0, 0, 0), width=1)
     d.ellipse([cx - r, cy - r, cx + r, cy + r], outline=rgb, width=2)
     return img
 
