@@ -253,7 +253,7 @@ def test_attention_figure_is_vector_for_chosen_slices(small_inspection, tmp_path
     # rasters at native resolution (the 128 px slices), never upscaled tiles
     native = tuple(insp.steps[0].image_shape)
     assert images and all(np.asarray(im.get_array()).shape[:2] == native for im in images)
-    assert fig._suptitle is not None and "RANDOM WEIGHTS" in fig._suptitle.get_text()  # title="" keeps the warning
+    assert "RANDOM WEIGHTS" in fig.legends[0].get_title().get_text()  # title="" keeps the warning (a footer)
     files = save_figure(fig, tmp_path / "att", preset="paper")
     fonts = _pdf_font_types(files["pdf"])
     assert fonts and not any("Type 3" in f for f in fonts)
@@ -287,7 +287,7 @@ def test_charts_say_what_tables_say_one_legend_integer_z():
     assert {v["dataset"] for v in values} == {"CHAOS-MRI"} and {v["label_name"] for v in values} == {"Liver"}
     rel = relative_position_chart(sl, bins=2, row=None, column=None).to_dict()
     band, line = rel["layer"]
-    assert "legend" not in band["encoding"]["color"] and "legend" not in line["encoding"]["color"]
+    assert band["encoding"]["color"].get("legend") == line["encoding"]["color"].get("legend") == {"symbolOpacity": 1}
     summary = _summary(datasets=("CHAOST2",), organs=("LIVER", "LK"))
     bars = dice_bars(summary, column="dataset", title="").to_dict()
     # title="" removes the title; the random-weights subtitle stays

@@ -168,7 +168,7 @@ def _title(insp: Inspection, what: str, layer: int | None, region: str) -> dict:
     order = f"-{r.order}" if r.order else ""
     sub = (f"{r.case_id}/{r.label_name}, {r.setting}{order}, {_layer_text(insp, layer)}, "
            f"{'all query tokens' if region == 'all' else 'predicted foreground'}; "
-           f"{r.provenance.get('model')}, {insp.weights}")
+           f"{r.provenance.get('model')}, {short_sha(insp.weights)}")
     if insp.random_weights:
         sub += " (RANDOM WEIGHTS: content meaningless)"
     return {"text": what, "subtitle": sub, "anchor": "start"}
@@ -489,7 +489,7 @@ def attention_figure(insp: Inspection, steps, pixel: tuple[int, int] | None = No
 
     @styled
     def build():
-        fig, axes = panel_figure(len(rows), ncols, size=size, extra_height=0.9)
+        fig, axes = panel_figure(len(rows), ncols, size=size, extra_height=2.0)  # captions, colour bar, legend
         for row_axes, (k, px, pa, spatial) in zip(axes, rows):
             s = insp.steps[k]
             gt = insp.episode.labels[s.position] if insp.episode is not None and insp.episode.labels is not None \
@@ -511,9 +511,6 @@ def attention_figure(insp: Inspection, steps, pixel: tuple[int, int] | None = No
         label = "attention weight (shared scale)" if normalize == "shared" else "attention / map's maximum"
         attention_colorbar(fig, axes[:, 1:].ravel().tolist() if ncols > 1 else axes[:, 0].ravel().tolist(),
                            vmax=vmax if normalize == "shared" else 1.0, label=label)
-        mask_legend(fig, [("prediction", COLORS["prediction"], "fill"), ("ground truth", COLORS["ground_truth"], "line"),
-                          ("support mask", COLORS["support"], "line"), ("earlier prediction", COLORS["prediction"], "line"),
-                          ("pixel", COLORS["pixel"], "marker")], ncols=5)
         r = insp.result
         lay = rows[0][2].layer
         auto = (f"{r.case_id}/{r.label_name} {r.setting}{'-' + r.order if r.order else ''}, layer {lay}, head {head}; "
@@ -521,8 +518,10 @@ def attention_figure(insp: Inspection, steps, pixel: tuple[int, int] | None = No
         text = auto if title == "auto" else title
         if insp.random_weights:
             text = (text + "\n" if text else "") + "RANDOM WEIGHTS: the attention content is meaningless (smoke run)"
-        if text:
-            fig.suptitle(text, fontsize=8)
+        # the provenance as the legend's title, a footer (a suptitle collides with the tiles' captions)
+        mask_legend(fig, [("prediction", COLORS["prediction"], "fill"), ("ground truth", COLORS["ground_truth"], "line"),
+                          ("support mask", COLORS["support"], "line"), ("earlier prediction", COLORS["prediction"], "line"),
+                          ("pixel", COLORS["pixel"], "marker")], ncols=5, title=text)
         return fig
 
     return build()

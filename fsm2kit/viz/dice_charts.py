@@ -289,9 +289,12 @@ def relative_position_chart(slices: pd.DataFrame, *, color: str = "order", row: 
               scale=alt.Scale(domain=[0, 1]))
     band = alt.Chart().mark_area(opacity=0.25).encode(
         x=x, y=alt.Y("dice_lo:Q", title="Slice Dice (%)", scale=alt.Scale(domain=[0, 100])), y2="dice_hi:Q",
-        color=alt.Color(f"{color}:N", title=_title(color), sort=sort_order(color, d[color])))  # one legend, shared
+        color=alt.Color(f"{color}:N", title=_title(color), sort=sort_order(color, d[color]),
+                        legend=alt.Legend(symbolOpacity=1)))  # one legend, shared, in full colour
     line = alt.Chart().mark_line(point=True).encode(
-        x=x, y=alt.Y("dice_mean:Q", title="Slice Dice (%)"), color=enc_color,
+        x=x, y=alt.Y("dice_mean:Q", title="Slice Dice (%)"),
+        color=alt.Color(f"{color}:N", title=_title(color), sort=sort_order(color, d[color]),
+                        legend=alt.Legend(symbolOpacity=1)),
         tooltip=[alt.Tooltip("position:Q", title="Relative position", format=".2f"),
                  alt.Tooltip("dice_mean:Q", title="Mean Dice (%)", format=".1f"),
                  alt.Tooltip("dice_lo:Q", title="95 % band, low", format=".1f"),

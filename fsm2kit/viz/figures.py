@@ -147,8 +147,8 @@ def image_axes(ax, image, orientation=None, *, fill=None, fill_color: str = COLO
         yy, xx = o.point(y, x, shape) if o is not None else (y, x)
         ax.plot([xx], [yy], marker=marker, markersize=6, markerfacecolor=color, markeredgecolor="black",
                 markeredgewidth=0.8, linestyle="none")
-    if fill is not None and not np.any(fill) and empty_note:
-        ax.text(0.5, 0.5, empty_note, transform=ax.transAxes, ha="center", va="center", fontsize=8,
+    if fill is not None and not np.any(fill) and empty_note:  # low, not over the centre (a marker's place)
+        ax.text(0.5, 0.16, empty_note, transform=ax.transAxes, ha="center", va="center", fontsize=8,
                 color="white", bbox=dict(boxstyle="round,pad=0.25", fc=COLORS["empty"], ec="none", alpha=0.9))
     _letters(ax, view.letters)
     if title:
@@ -173,8 +173,9 @@ def attention_colorbar(fig, axes, *, vmax: float, label: str):
     return cb
 
 
-def mask_legend(fig, items, *, ncols: int | None = None) -> None:
-    """A legend below the figure: ``items`` of (label, colour, kind), kind ``fill``, ``line`` or ``marker``."""
+def mask_legend(fig, items, *, ncols: int | None = None, title: str | None = None) -> None:
+    """A legend below the figure: ``items`` of (label, colour, kind), kind ``fill``, ``line`` or
+    ``marker``; ``title`` (e.g. a provenance footer) above its entries."""
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
@@ -187,8 +188,10 @@ def mask_legend(fig, items, *, ncols: int | None = None) -> None:
                                   linestyle="none", label=label))
         else:
             handles.append(Line2D([], [], color=color, linewidth=1.5, label=label))
-    fig.legend(handles=handles, loc="outside lower center", ncols=ncols or len(handles), fontsize=8,
-               frameon=False)
+    leg = fig.legend(handles=handles, loc="outside lower center", ncols=ncols or len(handles), fontsize=8,
+                     frameon=False, title=title or None, title_fontsize=8)
+    if title:
+        leg.get_title().set_multialignment("center")
 
 
 def _letters(ax, letters: dict | None) -> None:

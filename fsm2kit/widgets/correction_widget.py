@@ -42,6 +42,7 @@ from ..protocol.episodes import Episode
 from ..io.prompts import read_prompts, write_prompts
 from ..inspector.corrected import InspectedCorrections, correction_stages
 from ..protocol.metrics import dice
+from ..tables.dice_table import short_sha
 from ..viz.drawing import draw_marker, hex_rgb, png_bytes, png_img_tag
 from ..inspector.inspection import Inspection
 from ..inspector.panels import chart_png, clicked_pixel, mass_chart, panel_orientation, query_image
@@ -138,10 +139,11 @@ class CorrectionWidget(W.VBox):
         self.chart = W.Image(format="png")
         self.chart.add_class("fsm2-corr-chart")
         self.head = W.HTML()
+        t0 = time.perf_counter()
         self._state = InspectedCorrections(engine, episode, setting, self.rounds, order=order, layers=self.layers,
                                            memory_policy=memory_policy)
         self.rounds = self._state.rounds  # one list: the session's
-        self._after_round(0.0)
+        self._after_round(time.perf_counter() - t0)
         buttons = W.HBox([self.buttons[k] for k in ("repropagate", "undo", "clear")])
         save = W.HBox([self.path, self.overwrite, self.buttons["save"]])
         left = W.VBox([self.query, self.pending_view])
@@ -337,7 +339,8 @@ class CorrectionWidget(W.VBox):
                 "attention are meaningless.</div>") if self.inspection.random_weights else ""
         self.head.value = (f"<b>Correct and re-propagate</b>: {html.escape(self.episode.case_id)}/"
                            f"{html.escape(str(self.episode.label_name))}, {html.escape(self.setting)}-"
-                           f"{html.escape(self.order)}; {html.escape(self.inspection.weights)}" + warn + _legend_html())
+                           f"{html.escape(self.order)}; {html.escape(short_sha(self.inspection.weights))}" + warn
+                           + _legend_html())
 
     # ------------------------------------------------------------------ drawing
     def query_png(self) -> bytes:
@@ -416,7 +419,7 @@ class CorrectionWidget(W.VBox):
             layers.append(alt.Chart(pd.DataFrame({"z": last})).mark_rule(color=COLORS["positive_point"],
                                                                         strokeWidth=2).encode(x="z:Q"))
         layers.append(alt.Chart(pd.DataFrame({"z": [self.z]})).mark_rule(color="black", strokeDash=[4, 2]).encode(x="z:Q"))
-        sub = f"{self.inspection.weights}" + (" (RANDOM WEIGHTS: content meaningless)" if self.inspection.random_weights else "")
+        sub = f"{short_sha(self.inspection.weights)}" + (" (RANDOM WEIGHTS: content meaningless)" if self.inspection.random_weights else "")
         return alt.layer(*layers).properties(width=300, height=160, title={
             "text": "Masks along z", "subtitle": [sub, "rules: slices corrected in the last round; dashed: shown"],
             "anchor": "start"})
