@@ -224,6 +224,7 @@ def test_inspect_corrections_mask_correction_has_no_step(engine128, small):
     assert len(insp.result.slices) == small.n_slices
 
 
+@pytest.mark.slow
 def test_session_rounds_cost_one_propagation_and_equal_the_replay(engine128, small):
     """CorrectionSession keeps the state after each round: a round runs its corrections and one
     propagation; undo restores the saved state without a SAM2 step; every stage is bit-equal to
