@@ -241,6 +241,7 @@ def small_inspection(present128, example_episode):
     return inspect_episode(Engine(present128, progress=False), small, "S1SFQ", order="middle")
 
 
+@pytest.mark.slow
 @needs_pdffonts
 def test_attention_figure_is_vector_for_chosen_slices(small_inspection, tmp_path):
     from fsm2kit.inspector import attention_figure, write_inspection
