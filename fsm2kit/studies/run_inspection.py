@@ -40,6 +40,7 @@ def inspect_run(
     output_dir: str | os.PathLike | None = None,
     panels: int = 3,
     pixel: tuple[int, int] | None = None,
+    panel_steps: Sequence | None = None,
     formats: Sequence[str] = ("png",),
     presets: Sequence[str] | None = None,
     progress: bool = False,
@@ -77,6 +78,10 @@ def inspect_run(
         all at once (:func:`fsm2kit.records.fileio.atomic_folder`: built beside it, fsynced,
         swapped in) and must be new, empty, the working folder or an earlier inspection
         (replaced whole with ``overwrite``); checked before anything runs.
+    panels, panel_steps
+        How many attention panels (spread over the processing order), or which slices
+        (processing indices or ``"z=<z>"``); the ``paper`` ones are vector figures
+        (:func:`fsm2kit.inspector.panels.attention_figure`).
     presets : sequence of {"screen", "paper"}, optional
         Write the charts and panels in these export presets instead of ``formats``
         (:func:`fsm2kit.viz.export.save_presets`).
@@ -151,7 +156,7 @@ def inspect_run(
         record = replace(record, support_selector=strategy_name(selector))
         def write(folder: Path) -> dict:
             return write_inspection(insp, folder, panels=panels, pixel=pixel, formats=tuple(formats),
-                                    presets=presets, provenance=record.to_dict())
+                                    presets=presets, provenance=record.to_dict(), steps=panel_steps)
 
         if holds_working_folder(output_dir):  # cannot be swapped: inspect.json is written last
             insp.files = write(Path(output_dir))
