@@ -98,6 +98,7 @@ def config_from_args(args: argparse.Namespace):
         support_selector=args.support_select,
         support_views=strategies.support_views or 0,
         memory_policy=args.memory_policy,
+        refinement=args.refine,
         prompts=os.path.abspath(args.prompts) if getattr(args, "prompts", None) else None,
         plugins=tuple(getattr(args, "plugins", None) or ()),
         models=(args.model,),
@@ -144,7 +145,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(f"{len(episodes)} episode(s), {n} query slices; {args.setting}"
           f"{'-' + args.order if args.setting.endswith('FQ') else ''}; support {args.support_select}"
           f"{f' +{config.support_views} views' if config.support_views else ''}, "
-          f"memory {args.memory_policy}; {model!r}", file=sys.stderr)
+          f"memory {args.memory_policy}{'' if args.refine == 'none' else '; refine ' + args.refine}; {model!r}",
+          file=sys.stderr)
     result = run_experiments(config, models={model.name: model}, episodes=[episodes], keep_predictions=True,
                              progress=not args.no_progress)
     names: dict = {}

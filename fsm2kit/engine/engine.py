@@ -47,6 +47,7 @@ from .memory import (
 from ..records.naming import strategy_name
 from ..model.loading import SAM2Model
 from ..model.sam2_adapter import encode_memory, use_mask_as_output
+from .passes import refine_job, refinement_passes
 from .plans import Plan, build_plans, normalize_setting
 from .results import EngineStats, EpisodeResult, SliceResult
 from .tracking import TrackJob, TrackObserver, TrackOutput, TrackRequest, Tracker, batch_groups, request_signature
@@ -319,6 +320,8 @@ class Engine:
         z: Sequence[int] | None = None,
         plan_index: int = 0,
         memory_policy: MemoryPolicy | None = None,
+        refinement=None,
+        chunks: Sequence[int] | None = None,
     ) -> TrackJob:
         """One plan as a tracking job for :meth:`drive` (returns (results, bank) when done).
 
@@ -327,7 +330,15 @@ class Engine:
         ``fsm2kit.strategies.MEMORY_POLICIES.get("recent:3")``, see :mod:`fsm2kit.strategies.memory_policies`);
         any other policy's choice is checked (:func:`~fsm2kit.engine.memory.check_selection`). Steps of
         jobs whose selections have equal sizes share forwards in :meth:`drive`.
+
+        ``refinement`` (a :class:`~fsm2kit.engine.passes.Refinement`, e.g.
+        ``fsm2kit.strategies.REFINEMENTS.get("revsam2:top=3")``) adds refinement passes
+        (:func:`~fsm2kit.engine.passes.refine_job`; ``chunks``: each query's chunk, for support
+        consistency); None, or a rule of one pass, runs the plan once.
         """
+        if refinement_passes(refinement) > 1:
+            return (yield from refine_job(self, plan, queries, supports, refinement=refinement, z=z, chunks=chunks,
+                                          plan_index=plan_index, memory_policy=memory_policy))
         policy = policy_or_sam2(memory_policy)
         bank = MemoryBank(plan.num_frames)
         for frame_idx, s in plan.support_frames:
@@ -372,6 +383,7 @@ class Engine:
         plans: Sequence[Plan] | None = None,
         keep_banks: bool = False,
         memory_policy: MemoryPolicy | None = None,
+        refinement=None,
     ) -> EpisodeResult:
         """Segment an episode's query slices under a setting (and order, for the FQ settings).
 
@@ -387,9 +399,11 @@ class Engine:
             Keep each plan's final memory bank in the result (for inspection).
         memory_policy : MemoryPolicy, optional
             Which memories each step attends to (default: SAM2's rule); recorded in the result.
+        refinement : Refinement, optional
+            Refinement passes of the FQ settings (:mod:`fsm2kit.engine.passes`); recorded in the result.
         """
         return self.segment_many([episode], setting, order=order, plans=None if plans is None else [plans],
-                                 keep_banks=keep_banks, memory_policy=memory_policy)[0]
+                                 keep_banks=keep_banks, memory_policy=memory_policy, refinement=refinement)[0]
 
     def segment_many(
         self,
@@ -401,6 +415,7 @@ class Engine:
         keep_banks: bool = False,
         memory_policy: MemoryPolicy | None = None,
         supports: Sequence[Sequence[Support]] | None = None,
+        refinement=None,
     ) -> list[EpisodeResult]:
         """Segment several episodes (e.g. the organs of one scan) side by side.
 
@@ -428,6 +443,9 @@ class Engine:
         """
         setting = normalize_setting(setting)
         fq = setting.endswith("FQ")
+        if refinement_passes(refinement) > 1 and not fq:
+            raise ValueError(f"refinement {strategy_name(refinement)!r} needs a propagation (S1SFQ, 3SFQ); "
+                             f"{setting} segments each slice alone.")
         episodes = list(episodes)
         if plans is not None and len(plans) != len(episodes):
             raise ValueError(f"plans: expected one sequence of plans per episode ({len(episodes)}), got {len(plans)}.")
@@ -463,7 +481,7 @@ class Engine:
         for e, (ep, ps) in enumerate(zip(episodes, all_plans)):
             for i, plan in enumerate(ps):
                 jobs.append(self.plan_job(plan, ep.images, sups[e], z=ep.z, plan_index=i,
-                                          memory_policy=memory_policy))
+                                          memory_policy=memory_policy, refinement=refinement, chunks=ep.chunks))
                 owner.append(e)
         total = sum(len(p.steps) for ps in all_plans for p in ps)
         done = self.drive(jobs, total=total, desc=setting if len(episodes) == 1 else f"{setting} x{len(episodes)}")
@@ -486,5 +504,6 @@ class Engine:
                 plans=all_plans[e],
                 banks=[bank for _, bank in mine] if keep_banks else None,
                 memory_policy=strategy_name(policy_or_sam2(memory_policy)),
+                refinement="none" if refinement is None else strategy_name(refinement),
             ))
         return out

@@ -105,6 +105,7 @@ class MemoryEntry:
     z: int | None = None
     iou: float | None = None
     reverse: bool | None = None
+    promoted: bool = False
 
     @property
     def direction(self) -> str | None:
@@ -115,6 +116,7 @@ class MemoryEntry:
         shape = "x".join(str(s) for s in self.maskmem_features.shape)
         iou = "" if self.iou is None else f", iou={self.iou:.2f}"
         way = "" if self.reverse is None else f", {self.direction}"
+        way += ", promoted" if self.promoted else ""
         return (
             f"MemoryEntry({self.kind} #{self.index}, z={self.z}, "
             f"{'cond' if self.is_cond else 'non-cond'}, maskmem {shape} "

@@ -22,6 +22,7 @@ from ..engine.plans import normalize_setting
 from ..strategies.memory_policies import MEMORY_POLICIES
 from ..strategies.orderings import ORDERINGS
 from ..strategies.plugins import load_plugins
+from ..strategies.refinement import REFINEMENTS
 from ..strategies.support_selectors import SUPPORT_SELECTORS
 from ..strategies.views import check_views
 
@@ -138,6 +139,10 @@ class ExperimentConfig:
         Keep query slices with ``lo <= z <= hi`` (before ``max_slices``).
     cache_dir : str or None
         On-disk image-feature cache of the engine (``Engine(cache_dir=)``), reused across runs.
+    refinement : str or Refinement
+        Refinement passes of the FQ settings (default ``"none"``; ``"revsam2:top=K"``,
+        ``"revsam2:score=T"``, ``,passes=P``): :mod:`fsm2kit.strategies.refinement`. Refused with
+        a 1Q setting.
     object_batch_size : int or None
         Tracking steps of independent runs (episodes, organs, per-query plans) that share one
         SAM2 forward (``Engine(object_batch_size=)``); None: the engine's default (16 on CUDA,
@@ -168,6 +173,7 @@ class ExperimentConfig:
     z_range: tuple[int, int] | None = None
     cache_dir: str | None = None
     object_batch_size: int | None = None
+    refinement: object = "none"
     name: str = "experiment"
 
     def __post_init__(self) -> None:
@@ -207,6 +213,13 @@ class ExperimentConfig:
                                  f"which only 1S1Q and 3S1Q can use, not {'/'.join(fq)} (one memory state for all "
                                  "slices); use 'similar' (per chunk) for the FQ settings.")
         s(self, "memory_policy", _strategy(MEMORY_POLICIES, "memory_policy", self.memory_policy))
+        s(self, "refinement", _strategy(REFINEMENTS, "refinement", self.refinement))
+        if int(getattr(REFINEMENTS.get(self.refinement), "passes", 1)) > 1:
+            one = [x for x in settings if not x.endswith("FQ")]
+            if one:
+                raise ValueError(f"ExperimentConfig.refinement {strategy_name(self.refinement)!r} promotes slices to "
+                                 f"memories of a propagation, but {'/'.join(one)} segment each slice alone; use "
+                                 "S1SFQ or 3SFQ (or refinement='none').")
         if self.prompts is not None:
             s(self, "prompts", os.fspath(self.prompts))
             one = [x for x in settings if not x.endswith("FQ")]
@@ -370,6 +383,7 @@ class ExperimentConfig:
         d["orders"] = [strategy_name(o) for o in self.orders]
         d["support_selector"] = strategy_name(self.support_selector)
         d["memory_policy"] = strategy_name(self.memory_policy)
+        d["refinement"] = strategy_name(self.refinement)
         if isinstance(self.checkpoint, tuple):
             d["checkpoint"] = dict(self.checkpoint)
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
@@ -392,6 +406,7 @@ class ExperimentConfig:
             f"{self.image_size}px, {self.variant}, metric={self.metric}, "
             f"support={strategy_name(self.support_selector)}"
             f"{f' +{self.support_views} views' if self.support_views else ''}, memory={strategy_name(self.memory_policy)}"
+            f"{f', refine={strategy_name(self.refinement)}' if strategy_name(self.refinement) != 'none' else ''}"
             f"{f', prompts={Path(self.prompts).name}' if self.prompts else ''}"
             f"{'; ' + ', '.join(sub) if sub else ''})"
         )

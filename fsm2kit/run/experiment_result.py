@@ -66,7 +66,7 @@ __all__ = [
 
 #: Columns that identify one group of the summaries (one row per group and metric).
 GROUP_KEYS = ("dataset", "model", "image_size", "setting", "order", "memory_policy", "support_selector", "label",
-              "label_name")
+              "label_name", "refinement", "member")
 
 #: Provenance columns every table carries (from :meth:`fsm2kit.SAM2Model.provenance`).
 PROVENANCE_COLUMNS = (
@@ -359,6 +359,7 @@ class ExperimentResult:
                 "seconds": round(self.seconds, 3),
                 "support_views": sorted({int(v) for v in s["support_views"]}) if "support_views" in s.columns else [0],
                 **({"prompts": list(self.prompts)} if self.prompts else {}),
+                **({"refinement": list(dict.fromkeys(s["refinement"]))} if "refinement" in s.columns else {}),
                 **(details or {}),
             },
         )

@@ -28,6 +28,7 @@ from ..engine.engine import Engine
 from ..protocol.episodes import Episode
 from ..records.naming import strategy_name
 from ..strategies.memory_policies import MEMORY_POLICIES
+from ..strategies.refinement import REFINEMENTS
 from .config import ExperimentConfig
 from .prompting import episode_rounds, prompt_record, segment_corrected
 from .sources import bars_off, load_config_episodes
@@ -57,8 +58,9 @@ def _segment(engine: Engine, episodes: Sequence[Episode], setting: str, order, p
     done: list = [None] * len(inputs.episodes)
     if plain:
         kwargs = {k: (v if k == "order" else [v[i] for i in plain]) for k, v in inputs.kwargs.items()}
+        refine = REFINEMENTS.get(config.refinement) if setting.endswith("FQ") else None
         for i, r in zip(plain, engine.segment_many([inputs.episodes[i] for i in plain], setting,
-                                                   memory_policy=policy, **kwargs)):
+                                                   memory_policy=policy, refinement=refine, **kwargs)):
             done[i] = r
             if "plans" in kwargs:
                 r.order = inputs.order
@@ -195,6 +197,7 @@ def run_experiments(
                             df["protocol_variant"] = ep.variant
                             df["support_selector"] = strategy_name(c.support_selector)
                             df["memory_policy"] = strategy_name(c.memory_policy)
+                            df["refinement"] = strategy_name(c.refinement) if setting.endswith("FQ") else "none"
                             df["support_views"] = c.support_views
                             zs = [inputs.support_z(e - k, r.plans[sl.plan_index]) for sl in r.slices]
                             df["support_z"] = zs

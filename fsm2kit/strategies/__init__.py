@@ -6,6 +6,7 @@ one module, listed once in :data:`~fsm2kit.strategies.registry.FAMILY_MODULES`.
 - ``support_selectors``: which support slice annotates each chunk (``similar`` included).
 - ``memory_policies``: which memories each tracking step attends to.
 - ``stopping``: when propagation through a volume stops in one direction.
+- ``refinement``: refinement passes (RevSAM2: promote the best slices, propagate again).
 - ``views``: augmented support views (deterministic transformed copies of a support slice).
 - ``plugins``: a user's own strategies from ``--plugins`` files and entry points.
 
@@ -18,6 +19,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     ".memory_policies": ["MEMORY_POLICIES", "register_memory_policy"],
     ".orderings": ["ORDERINGS", "Ordering", "PlanOrder", "StartOrder", "engine_arguments", "register_ordering"],
     ".plugins": ["load_plugins"],
+    ".refinement": ["REFINEMENTS", "register_refinement"],
     ".registry": ["FAMILY_MODULES", "Registry", "named", "registries"],
     ".stopping": ["NOSTOP", "STOPPING_RULES", "StoppingRule", "register_stopping_rule", "stopping_rule"],
     ".support_selectors": ["SUPPORT_SELECTORS", "SimilarityChoice", "SupportSelector", "VolumeInputs", "given_selector", "register_support_selector"],

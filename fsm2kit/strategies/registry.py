@@ -43,6 +43,7 @@ FAMILY_MODULES: dict[str, str] = {
     "support selector": "fsm2kit.strategies.support_selectors",
     "memory policy": "fsm2kit.strategies.memory_policies",
     "stopping rule": "fsm2kit.strategies.stopping",
+    "refinement": "fsm2kit.strategies.refinement",
 }
 
 _ALL: dict[str, "Registry"] = {}

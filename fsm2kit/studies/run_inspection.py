@@ -24,6 +24,7 @@ from ..run.support_plans import prepare_runs
 from ..records.provenance import command_line, inspection_provenance
 from ..strategies.memory_policies import MEMORY_POLICIES
 from ..strategies.orderings import ORDERINGS
+from ..strategies.refinement import REFINEMENTS
 from ..strategies.support_selectors import SUPPORT_SELECTORS
 
 __all__ = ["inspect_run"]
@@ -134,12 +135,14 @@ def inspect_run(
     episode = inputs.episodes[0]
     plans = inputs.kwargs["plans"][0] if "plans" in inputs.kwargs else None
     insp = inspect_episode(engine, episode, setting, order=inputs.kwargs.get("order", "middle"), plans=plans,
-                           layers=layers, verify=verify, memory_policy=policy)
+                           layers=layers, verify=verify, memory_policy=policy,
+                           refinement=REFINEMENTS.get(config.refinement) if setting.endswith("FQ") else None)
     if plans is not None:
         insp.result.order = inputs.order  # the ordering's name, not "custom"
     if output_dir is not None:
         record = inspection_provenance(insp, command=command if command is not None else command_line())
-        record = replace(record, support_selector=strategy_name(selector))
+        record = replace(record, support_selector=strategy_name(selector),
+                         details={**record.details, "refinement": insp.result.refinement})
         insp.files = write_inspection(insp, Path(output_dir), panels=panels, pixel=pixel, formats=tuple(formats),
                                       presets=presets, provenance=record.to_dict())
     return insp
