@@ -66,7 +66,7 @@ def register_cli(sub) -> argparse.ArgumentParser:
                           'pixel coordinates (x = column), with "case" and "label" keys when the run has several '
                           "episodes; each round re-propagates. The run record keeps the prompts")
     # --order (FQ), --support-select, --memory-policy, --support-views, --plugins: as segment and inspect
-    add_strategy_args(run, EPISODE_FAMILIES, views=True)
+    add_strategy_args(run, (*EPISODE_FAMILIES, "ensemble"), views=True)
     add_model_args(run)
     run.set_defaults(func=_cmd_run)
     return run
@@ -99,6 +99,7 @@ def config_from_args(args: argparse.Namespace):
         support_views=strategies.support_views or 0,
         memory_policy=args.memory_policy,
         refinement=args.refine,
+        ensemble=args.ensemble,
         prompts=os.path.abspath(args.prompts) if getattr(args, "prompts", None) else None,
         plugins=tuple(getattr(args, "plugins", None) or ()),
         models=(args.model,),
@@ -145,7 +146,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(f"{len(episodes)} episode(s), {n} query slices; {args.setting}"
           f"{'-' + args.order if args.setting.endswith('FQ') else ''}; support {args.support_select}"
           f"{f' +{config.support_views} views' if config.support_views else ''}, "
-          f"memory {args.memory_policy}{'' if args.refine == 'none' else '; refine ' + args.refine}; {model!r}",
+          f"memory {args.memory_policy}{'' if args.refine == 'none' else '; refine ' + args.refine}"
+          f"{'' if args.ensemble == 'none' else '; ensemble ' + args.ensemble}; {model!r}",
           file=sys.stderr)
     result = run_experiments(config, models={model.name: model}, episodes=[episodes], keep_predictions=True,
                              progress=not args.no_progress)

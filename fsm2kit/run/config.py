@@ -21,6 +21,7 @@ from ..records.naming import strategy_name
 from ..engine.plans import normalize_setting
 from ..strategies.memory_policies import MEMORY_POLICIES
 from ..strategies.orderings import ORDERINGS
+from ..strategies.ensembles import ENSEMBLES
 from ..strategies.plugins import load_plugins
 from ..strategies.refinement import REFINEMENTS
 from ..strategies.support_selectors import SUPPORT_SELECTORS
@@ -143,6 +144,12 @@ class ExperimentConfig:
         Refinement passes of the FQ settings (default ``"none"``; ``"revsam2:top=K"``,
         ``"revsam2:score=T"``, ``,passes=P``): :mod:`fsm2kit.strategies.refinement`. Refused with
         a 1Q setting.
+    ensemble : str or Ensemble
+        Several runs fused (default ``"none"``): ``"mean:order=top,middle;support-select=random:0,random:1"``
+        (members: the cartesian product of strategy overrides; keys order, support-select,
+        memory-policy, views, refine, model; ``;qc=T`` the QC threshold), or ``"vote:..."``
+        (:mod:`fsm2kit.strategies.ensembles`). Every member config is checked when the config is made
+        (:meth:`members`).
     object_batch_size : int or None
         Tracking steps of independent runs (episodes, organs, per-query plans) that share one
         SAM2 forward (``Engine(object_batch_size=)``); None: the engine's default (16 on CUDA,
@@ -174,6 +181,7 @@ class ExperimentConfig:
     cache_dir: str | None = None
     object_batch_size: int | None = None
     refinement: object = "none"
+    ensemble: object = "none"
     name: str = "experiment"
 
     def __post_init__(self) -> None:
@@ -220,6 +228,9 @@ class ExperimentConfig:
                 raise ValueError(f"ExperimentConfig.refinement {strategy_name(self.refinement)!r} promotes slices to "
                                  f"memories of a propagation, but {'/'.join(one)} segment each slice alone; use "
                                  "S1SFQ or 3SFQ (or refinement='none').")
+        s(self, "ensemble", _strategy(ENSEMBLES, "ensemble", self.ensemble))
+        if getattr(ENSEMBLES.get(self.ensemble), "active", False):
+            self.members()  # every member is a valid config, checked now
         if self.prompts is not None:
             s(self, "prompts", os.fspath(self.prompts))
             one = [x for x in settings if not x.endswith("FQ")]
@@ -350,6 +361,20 @@ class ExperimentConfig:
             object.__setattr__(self, "_prompt_file", read_prompts(self.prompts))
         return self.__dict__["_prompt_file"]
 
+    def members(self) -> list[tuple[str, "ExperimentConfig"]]:
+        """The ensemble's members: ``[(label, config)]``, each this config with the member's overrides
+        and no ensemble (:meth:`fsm2kit.strategies.ensembles.Ensemble.members`); ``[]`` without one."""
+        ens = ENSEMBLES.get(self.ensemble)
+        if not getattr(ens, "active", False):
+            return []
+        out = []
+        for label, over in ens.members():
+            try:
+                out.append((label, replace(self, ensemble="none", **over)))
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"ExperimentConfig.ensemble member '{label}': {e}") from None
+        return out
+
     def checkpoint_for(self, model: str) -> str | None:
         """The checkpoint argument of :func:`fsm2kit.load_sam2` for ``model``.
 
@@ -384,6 +409,7 @@ class ExperimentConfig:
         d["support_selector"] = strategy_name(self.support_selector)
         d["memory_policy"] = strategy_name(self.memory_policy)
         d["refinement"] = strategy_name(self.refinement)
+        d["ensemble"] = strategy_name(self.ensemble)
         if isinstance(self.checkpoint, tuple):
             d["checkpoint"] = dict(self.checkpoint)
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
@@ -407,6 +433,7 @@ class ExperimentConfig:
             f"support={strategy_name(self.support_selector)}"
             f"{f' +{self.support_views} views' if self.support_views else ''}, memory={strategy_name(self.memory_policy)}"
             f"{f', refine={strategy_name(self.refinement)}' if strategy_name(self.refinement) != 'none' else ''}"
+            f"{f', ensemble={strategy_name(self.ensemble)}' if strategy_name(self.ensemble) != 'none' else ''}"
             f"{f', prompts={Path(self.prompts).name}' if self.prompts else ''}"
             f"{'; ' + ', '.join(sub) if sub else ''})"
         )

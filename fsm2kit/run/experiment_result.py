@@ -82,13 +82,14 @@ PROVENANCE_COLUMNS = (
 )
 
 #: The files of the one output format (:meth:`ExperimentResult.save`, :func:`read_results`);
-#: ``logits.npz`` only when predictions were kept.
+#: ``logits.npz`` only when predictions were kept, ``uncertainty.npz`` only for ensembles.
 RESULT_FILES = {
     "logits": "logits.npz",
     "slices": "slices.csv",
     "volumes": "volumes.csv",
     "summary": "summary.csv",
     "provenance": "provenance.json",
+    "uncertainty": "uncertainty.npz",
 }
 
 _RANDOM = "random weights"
@@ -143,6 +144,7 @@ class Prediction:
     model: str
     episode: Episode
     result: EpisodeResult
+    experiment: str = ""
 
     @property
     def setting(self) -> str:
@@ -191,6 +193,7 @@ class ExperimentResult:
     seconds: float
     predictions: list[Prediction] = field(default_factory=list, repr=False)
     prompts: tuple = field(default=(), repr=False)
+    ensembles: list = field(default_factory=list, repr=False)  # EnsembleRun s (fsm2kit.run.ensemble_runs)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -262,6 +265,8 @@ class ExperimentResult:
             "memory_policy": list(dict.fromkeys(strategy_name(c.memory_policy) for c in self.configs)),
             "support_selector": list(dict.fromkeys(strategy_name(c.support_selector) for c in self.configs)),
         }
+        if "member" in self.slices.columns and "member" not in rows:  # an ensemble: fused and each member
+            rows = (*rows, "member")
         summary = self.summary("both")
         if settings is not None:
             keep = [normalize_setting(s) for s in ([settings] if isinstance(settings, str) else settings)]
@@ -357,9 +362,11 @@ class ExperimentResult:
                 "encoder_passes": self.encoder_passes,
                 "rows": int(len(s)),
                 "seconds": round(self.seconds, 3),
-                "support_views": sorted({int(v) for v in s["support_views"]}) if "support_views" in s.columns else [0],
+                "support_views": sorted({int(v) for v in s["support_views"] if int(v) >= 0}) if "support_views" in s.columns else [0],
                 **({"prompts": list(self.prompts)} if self.prompts else {}),
                 **({"refinement": list(dict.fromkeys(s["refinement"]))} if "refinement" in s.columns else {}),
+                **({"ensemble": list(dict.fromkeys(s["ensemble"])),
+                    "members": sorted(set(s["member"]) - {"", "fused"})} if "ensemble" in s.columns else {}),
                 **(details or {}),
             },
         )
@@ -392,6 +399,18 @@ class ExperimentResult:
             atomic_write(paths["logits"], _npz)
         else:
             del paths["logits"]
+        if self.ensembles:  # the ensembles' uncertainty (fsm2kit.run.ensemble_runs.uncertainty_arrays)
+            from .ensemble_runs import uncertainty_arrays
+
+            unc = uncertainty_arrays(self.ensembles)
+
+            def _unc(tmp):
+                with open(tmp, "wb") as f:
+                    np.savez_compressed(f, **unc)
+
+            atomic_write(paths["uncertainty"], _unc)
+        else:
+            del paths["uncertainty"]
         atomic_write(paths["slices"], lambda t: self.slices.to_csv(t, index=False))
         atomic_write(paths["volumes"], lambda t: self.volumes().to_csv(t, index=False))
         atomic_write(paths["summary"], lambda t: self.summary().to_csv(t, index=False))
@@ -436,7 +455,7 @@ def read_results(folder: str | os.PathLike) -> dict[str, pd.DataFrame | dict | n
     for key, name in RESULT_FILES.items():
         p = folder / name
         if not p.is_file():
-            if key == "logits":
+            if key in ("logits", "uncertainty"):
                 continue
             raise FileNotFoundError(f"{str(p)!r} not found; expected the files {list(RESULT_FILES.values())} "
                                     "written by ExperimentResult.save().")

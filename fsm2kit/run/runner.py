@@ -120,6 +120,11 @@ def run_experiments(
     configs = tuple(configs)
     if not configs or not all(isinstance(c, ExperimentConfig) for c in configs):
         raise TypeError("run_experiments expects a non-empty sequence of ExperimentConfig.")
+    if any(c.members() for c in configs):  # ensembles: members run here, then fused (fsm2kit.run.ensemble_runs)
+        from .ensemble_runs import run_ensembles
+
+        return run_ensembles(configs, models=models, episodes=episodes, keep_predictions=keep_predictions,
+                             progress=progress)
     t0 = time.perf_counter()
     if episodes is None:
         episodes = [load_config_episodes(c, progress=progress) for c in configs]
@@ -206,7 +211,7 @@ def run_experiments(
                                     df[col] = prov[col]
                             frames.append((rank, df))
                             if keep_predictions:
-                                kept.append((rank, Prediction(name, ep, r)))
+                                kept.append((rank, Prediction(name, ep, r, c.name)))
                         bar.update(len(chunk))
             d = {k: v - stats0[k] for k, v in asdict(engine.stats).items()}
             model_runs.append(ModelRun(

@@ -44,6 +44,7 @@ FAMILY_MODULES: dict[str, str] = {
     "memory policy": "fsm2kit.strategies.memory_policies",
     "stopping rule": "fsm2kit.strategies.stopping",
     "refinement": "fsm2kit.strategies.refinement",
+    "ensemble": "fsm2kit.strategies.ensembles",
 }
 
 _ALL: dict[str, "Registry"] = {}
