@@ -138,7 +138,7 @@ def test_vote_is_a_strict_majority(present128, small):
     assert np.allclose(run.probability, votes) and np.array_equal(res.predictions[0].result.prediction(), votes > 0.5)
 
 
-@pytest.mark.parametrize("where", ["npz", "alp"])
+@pytest.mark.parametrize("where", [pytest.param("npz", marks=pytest.mark.slow), "alp"])
 def test_cli_run_ensemble(where, tmp_path, present128, monkeypatch, alp_folder):
     import pandas as pd
 

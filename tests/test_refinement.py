@@ -154,7 +154,7 @@ def test_cli_bad_refine_fails_before_any_model(spec, setting, tmp_path, capsys, 
     assert not (tmp_path / "o").exists()
 
 
-@pytest.mark.parametrize("where", ["npz", "alp"])
+@pytest.mark.parametrize("where", [pytest.param("npz", marks=pytest.mark.slow), "alp"])
 def test_cli_run_records_refinement(where, tmp_path, present128, monkeypatch, alp_folder):
     import pandas as pd
 

@@ -228,6 +228,10 @@ class ExperimentConfig:
                 raise ValueError(f"ExperimentConfig.refinement {strategy_name(self.refinement)!r} promotes slices to "
                                  f"memories of a propagation, but {'/'.join(one)} segment each slice alone; use "
                                  "S1SFQ or 3SFQ (or refinement='none').")
+        swap = getattr(SUPPORT_SELECTORS.get(self.support_selector), "swap", 0)
+        if swap and (self.prompts is not None or int(getattr(REFINEMENTS.get(self.refinement), "passes", 1)) > 1):
+            raise ValueError(f"ExperimentConfig.support_selector 'swap:{swap}' (per-slice supports) does not combine "
+                             "with correction prompts or refinement passes yet; choose one.")
         s(self, "ensemble", _strategy(ENSEMBLES, "ensemble", self.ensemble))
         if getattr(ENSEMBLES.get(self.ensemble), "active", False):
             self.members()  # every member is a valid config, checked now

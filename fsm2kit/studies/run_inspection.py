@@ -106,7 +106,7 @@ def inspect_run(
                          "inspection runs the episode with one support per chunk: use 'similar' (or fsm2kit run "
                          "for 1S1Q/3S1Q)")
     if config.episodes is None:
-        if strategy_name(selector) != "protocol":
+        if strategy_name(selector) != "protocol" and not getattr(selector, "swap", 0):
             raise ValueError(f"support selector {strategy_name(selector)!r}: the bundled case is an npz episode dump "
                              "whose support slices are fixed; give an SSL-ALPNet folder (--episodes) to choose them")
         all_eps = example_episodes()
@@ -136,7 +136,8 @@ def inspect_run(
     plans = inputs.kwargs["plans"][0] if "plans" in inputs.kwargs else None
     insp = inspect_episode(engine, episode, setting, order=inputs.kwargs.get("order", "middle"), plans=plans,
                            layers=layers, verify=verify, memory_policy=policy,
-                           refinement=REFINEMENTS.get(config.refinement) if setting.endswith("FQ") else None)
+                           refinement=REFINEMENTS.get(config.refinement) if setting.endswith("FQ") else None,
+                           step_supports=inputs.kwargs["step_supports"][0] if "step_supports" in inputs.kwargs else None)
     if plans is not None:
         insp.result.order = inputs.order  # the ordering's name, not "custom"
     if output_dir is not None:
