@@ -44,7 +44,7 @@ import numpy as np
 
 from .registry import Registry
 
-__all__ = ["ENSEMBLES", "register_ensemble", "MEMBER_KEYS", "DEFAULT_QC", "Ensemble", "NO_ENSEMBLE",
+__all__ = ["ENSEMBLES", "register_ensemble", "ensemble_spec", "MEMBER_KEYS", "DEFAULT_QC", "Ensemble", "NO_ENSEMBLE",
            "probabilities", "mean_fusion", "vote_fusion", "fused_logits", "entropy", "variance", "disagreement"]
 
 #: Member axis key -> the :class:`~fsm2kit.run.config.ExperimentConfig` field it overrides.
@@ -215,6 +215,21 @@ ENSEMBLES.register("mean", lambda text: Ensemble.parse("mean", text), arg=_MEMBE
 ENSEMBLES.register("vote", lambda text: Ensemble.parse("vote", text), arg=_MEMBERS, origin="fsm2kit",
                    summary="majority vote of the members (strict: more than half); the same uncertainty outputs",
                    details=_KEYS)
+
+
+def ensemble_spec(members, *, fusion: str = "mean", qc: float | None = None) -> str:
+    """The spec of an ensemble given as ``{key: [values]}`` (a notebook's parameters), e.g.
+    ``ensemble_spec({"order": ["top", "middle"], "views": [0, 1]})`` -> ``"mean:order=top,middle;views=0,1"``;
+    an empty mapping is ``"none"``. The spec is checked by :data:`ENSEMBLES`."""
+    if isinstance(members, str):
+        return members
+    parts = [f"{k}={','.join(str(v) for v in (vals if isinstance(vals, (list, tuple)) else [vals]))}"
+             for k, vals in dict(members).items()]
+    if not parts:
+        return "none"
+    spec = f"{fusion}:{';'.join(parts)}" + ("" if qc is None else f";qc={qc:g}")
+    ENSEMBLES.get(spec)
+    return spec
 
 
 def register_ensemble(name: str, factory: Callable | str | None = None, *, summary: str | None = None,
