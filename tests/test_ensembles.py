@@ -161,3 +161,44 @@ def test_cli_run_ensemble(where, tmp_path, present128, monkeypatch, alp_folder):
     assert "fused" in set(slices["member"]) and len(set(slices["member"])) == 3
     summary = pd.read_csv(out / "summary.csv", keep_default_na=False)
     assert set(summary["member"]) == set(slices["member"])
+
+
+def test_segment_ensemble_writes_uncertainty_beside_the_labels(present128, tmp_path):
+    import nibabel as nib
+
+    from fsm2kit.engine.engine import Engine
+    from fsm2kit.io.examples import example_ct
+    from fsm2kit.segment.own_scan import segment_volume
+    from fsm2kit.segment.segment_result import uncertainty_paths
+
+    ct = example_ct()
+    engine = Engine(present128, progress=False)
+    kw = dict(engine=engine, labels="liver=5", stop="none", ground_truth=ct.labels.array)
+    res = segment_volume(ct, ct, ct.labels.array, ensemble="mean:order=top,middle;qc=0.2", **kw)
+    a = segment_volume(ct, ct, ct.labels.array, order="top", **kw)
+    b = segment_volume(ct, ct, ct.labels.array, order="middle", **kw)
+    p = (probabilities(a.organs[0].logits) + probabilities(b.organs[0].logits)) / 2
+    assert np.array_equal(res.labels == 5, (p > 0.5) | (res.labels == 5) & np.isin(np.arange(ct.shape[0]),
+                                                                                    a.organs[0].propagation.echo_z)[:, None, None])
+    u = res.uncertainty["liver"]
+    assert np.allclose(u["variance"], variance(np.stack([probabilities(a.organs[0].logits),
+                                                          probabilities(b.organs[0].logits)])))
+    assert res.options["ensemble"] == "mean:order=top,middle;qc=0.2" and len(res.options["members"]) == 2
+    out, side = res.save(tmp_path / "pred.nii.gz")
+    paths = uncertainty_paths(out)
+    ent = nib.load(paths["entropy"])
+    assert ent.shape == nib.load(out).shape and ent.get_fdata().max() <= 1.0
+    meta = json.loads(side.read_text())
+    assert len(meta["uncertainty"]["labels"]["liver"]["disagreement"]) == ct.shape[0]
+
+
+def test_cli_segment_refuses_a_model_axis(tmp_path, capsys, no_model):
+    from fsm2kit.cli import main
+    from fsm2kit.io.examples import example_dir
+
+    d = example_dir() / "totalseg_ct_small"
+    argv = ["segment", "--image", str(d / "example_ct_sm.nii.gz"), "--support-mask", str(d / "example_seg.nii.gz"),
+            "--out", str(tmp_path / "p.nii.gz"), "--checkpoint", "random", "--ensemble", "mean:model=sam2-tiny,sam2.1-tiny"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "ensemble" in err[0], err

@@ -190,3 +190,19 @@ def test_python_run_study_style_config_runs_refinement(present128, alp_folder):
     res = run_experiments(c, models={"sam2-tiny": present128}, progress=False)
     assert set(res.slices["refinement"]) == {"revsam2:score=0"}
     assert res.slices["promoted"].any()
+
+
+def test_segment_volume_with_refinement(present128, tmp_path):
+    from fsm2kit.engine.engine import Engine
+    from fsm2kit.io.examples import example_ct
+    from fsm2kit.segment.own_scan import segment_volume
+
+    ct = example_ct()
+    res = segment_volume(ct, ct, ct.labels.array, engine=Engine(present128, progress=False), labels="liver=5",
+                         refinement="revsam2:top=2")
+    o = res.organs[0].propagation
+    assert res.options["refinement"] == "revsam2:top=2" and res.options["stop"] == "none"
+    assert o.refinement == "revsam2:top=2" and len(o.promoted_z) <= 2 and res.options["promoted_z"]["liver"] == list(o.promoted_z)
+    assert o.processed.all()
+    _, side = res.save(tmp_path / "pred.nii.gz")
+    assert json.loads(side.read_text())["options"]["refinement"] == "revsam2:top=2"

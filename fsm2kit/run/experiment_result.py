@@ -21,6 +21,10 @@ model) run, the models' run statistics and, with ``keep_predictions=True``, the 
     the provenance columns.
 ``volumes.csv``
     3D Dice of every query volume (the per-scan numbers behind ``mean_per_volume``).
+``uncertainty.npz``
+    Ensembles only (``ExperimentConfig.ensemble``): per episode the fused probability, entropy,
+    members' variance, per-slice disagreement and QC flag (:func:`fsm2kit.run.ensemble_runs.uncertainty_arrays`);
+    ``slices.csv`` then has a ``member`` column (``fused`` and each member's label).
 ``provenance.json``
     The one provenance record (:class:`~fsm2kit.records.provenance.Provenance`): models and
     weights (``"random weights (seed N)"`` or ``"sha256:..."``), settings, orders, support

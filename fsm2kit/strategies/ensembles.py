@@ -194,7 +194,35 @@ class Ensemble:
             axes.append((key, vals))
         if not axes:
             raise ValueError("an ensemble needs at least one member axis, e.g. order=top,middle")
+        for key, vals in axes:  # every value through its registry, before any model loads
+            for v in vals:
+                try:
+                    _check_value(key, v)
+                except (TypeError, ValueError, KeyError) as e:
+                    raise ValueError(f"{key}={v}: {' '.join(str(e).split())}") from None
         return cls(fusion, tuple(axes), qc)
+
+
+def _check_value(key: str, value: str) -> None:
+    """Refuse a member value its family does not know (one line)."""
+    if key == "order":
+        from .orderings import ORDERINGS
+        ORDERINGS.get(value)
+    elif key == "support-select":
+        from .support_selectors import SUPPORT_SELECTORS
+        SUPPORT_SELECTORS.get(value)
+    elif key == "memory-policy":
+        from .memory_policies import MEMORY_POLICIES
+        MEMORY_POLICIES.get(value)
+    elif key == "refine":
+        from .refinement import REFINEMENTS
+        REFINEMENTS.get(value)
+    elif key == "views":
+        from .views import check_views
+        check_views(value)
+    elif key == "model":
+        from ..model.specs import resolve_spec
+        resolve_spec(value)
 
 
 NO_ENSEMBLE = Ensemble()
