@@ -163,6 +163,7 @@ def test_cli_run_ensemble(where, tmp_path, present128, monkeypatch, alp_folder):
     assert set(summary["member"]) == set(slices["member"])
 
 
+@pytest.mark.slow
 def test_segment_ensemble_writes_uncertainty_beside_the_labels(present128, tmp_path):
     import nibabel as nib
 

@@ -192,6 +192,7 @@ def test_python_run_study_style_config_runs_refinement(present128, alp_folder):
     assert res.slices["promoted"].any()
 
 
+@pytest.mark.slow
 def test_segment_volume_with_refinement(present128, tmp_path):
     from fsm2kit.engine.engine import Engine
     from fsm2kit.io.examples import example_ct
