@@ -38,11 +38,12 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Callable
-
-import numpy as np
+from typing import TYPE_CHECKING, Callable
 
 from .registry import Registry
+
+if TYPE_CHECKING:  # the formulas import numpy when called: listing the registry loads none
+    import numpy as np
 
 __all__ = ["ENSEMBLES", "register_ensemble", "ensemble_spec", "MEMBER_KEYS", "DEFAULT_QC", "Ensemble", "NO_ENSEMBLE",
            "probabilities", "mean_fusion", "vote_fusion", "fused_logits", "entropy", "variance", "disagreement"]
@@ -64,12 +65,16 @@ DEFAULT_QC = 0.3
 # ----------------------------------------------------------------------------- formulas
 def probabilities(logits: np.ndarray) -> np.ndarray:
     """``sigmoid(logits)`` in float64 (stable for SAM2's -1024 'absent' logits)."""
+    import numpy as np
+
     x = np.asarray(logits, dtype=np.float64)
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
 def mean_fusion(probs: np.ndarray) -> np.ndarray:
     """The members' mean probability (``probs``: (N, ...))."""
+    import numpy as np
+
     return np.asarray(probs, dtype=np.float64).mean(axis=0)
 
 
@@ -78,6 +83,8 @@ mean_fusion.strategy_name = "mean"
 
 def vote_fusion(probs: np.ndarray) -> np.ndarray:
     """The fraction of members whose probability is above 0.5 (strict majority: > 0.5)."""
+    import numpy as np
+
     return (np.asarray(probs) > 0.5).mean(axis=0)
 
 
@@ -86,6 +93,8 @@ vote_fusion.strategy_name = "vote"
 
 def fused_logits(p: np.ndarray, *, clip: float = 1024.0) -> np.ndarray:
     """Logits of a fused probability (``logit(p)``, clipped to +-``clip``): ``> 0`` exactly where ``p > 0.5``."""
+    import numpy as np
+
     p = np.asarray(p, dtype=np.float64)
     with np.errstate(divide="ignore"):
         x = np.log(p) - np.log1p(-p)
@@ -95,6 +104,8 @@ def fused_logits(p: np.ndarray, *, clip: float = 1024.0) -> np.ndarray:
 
 def entropy(p: np.ndarray) -> np.ndarray:
     """Binary entropy in bits of a (mean) probability, per voxel: 0 at p in {0, 1}, 1 at p = 0.5."""
+    import numpy as np
+
     p = np.clip(np.asarray(p, dtype=np.float64), 0.0, 1.0)
     with np.errstate(divide="ignore", invalid="ignore"):
         h = -(np.where(p > 0, p * np.log2(p), 0.0) + np.where(p < 1, (1 - p) * np.log2(1 - p), 0.0))
@@ -103,6 +114,8 @@ def entropy(p: np.ndarray) -> np.ndarray:
 
 def variance(probs: np.ndarray) -> np.ndarray:
     """The members' (population) variance of probability per voxel (``probs``: (N, ...))."""
+    import numpy as np
+
     return np.asarray(probs, dtype=np.float64).var(axis=0).astype(np.float32)
 
 
@@ -111,6 +124,8 @@ def disagreement(masks: np.ndarray) -> np.ndarray:
 
     0 when the members agree (or none predicts anything on the slice).
     """
+    import numpy as np
+
     m = np.asarray(masks, dtype=bool)
     union = m.any(axis=0).sum(axis=(-2, -1))
     inter = m.all(axis=0).sum(axis=(-2, -1))
