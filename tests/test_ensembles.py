@@ -198,7 +198,8 @@ def test_cli_segment_refuses_a_model_axis(tmp_path, capsys, no_model):
     from fsm2kit.io.examples import example_dir
 
     d = example_dir() / "totalseg_ct_small"
-    argv = ["segment", "--image", str(d / "example_ct_sm.nii.gz"), "--support-mask", str(d / "example_seg.nii.gz"),
+    argv = ["segment", "--image", str(d / "example_ct_sm.nii.gz"), "--support-image", str(d / "example_ct_sm.nii.gz"),
+            "--support-mask", str(d / "example_seg.nii.gz"),
             "--out", str(tmp_path / "p.nii.gz"), "--checkpoint", "random", "--ensemble", "mean:model=sam2-tiny,sam2.1-tiny"]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
