@@ -304,8 +304,10 @@ def test_07_uncertainty(tmp_path, kernel_env):
     assert set(s["member"]) == {"fused", "order=top", "order=middle"}
     r = pd.read_csv(out / "refined" / "slices.csv")
     assert set(r["refinement"]) == {"revsam2:top=3"} and "promoted" in r.columns
-    text = (out / "uncertainty_pooled.csv").read_text()
-    assert text.startswith("# pooled Dice") and "RANDOM WEIGHTS" in text
+    side = json.loads((out / "uncertainty_pooled.json").read_text())  # the one table writer's sidecar
+    assert side["caption"].startswith("pooled Dice") and "RANDOM WEIGHTS" in side["caption"] and side["random_weights"]
+    t = pd.read_csv(out / "uncertainty_pooled.csv")
+    assert {"plain", "ensemble: fused", "refined"} <= set(t["run"])
     _png(out / "uncertainty_panels.png")
     for stem in ("error_vs_disagreement", "refinement_changes"):
         assert (out / f"{stem}.svg").is_file()
