@@ -29,6 +29,7 @@ from ..engine.engine import Engine
 from ..protocol.episodes import Episode
 from ..records.naming import strategy_name
 from ..strategies.memory_policies import MEMORY_POLICIES
+from ..strategies.refinement import REFINEMENTS
 from .config import ExperimentConfig
 from .prompting import episode_rounds, prompt_record, segment_corrected
 from .clicks import simulate_clicks
@@ -70,8 +71,9 @@ def _segment(engine: Engine, episodes: Sequence[Episode], setting: str, order, p
     done: list = [None] * len(inputs.episodes)
     if plain:
         kwargs = {k: (v if k == "order" else [v[i] for i in plain]) for k, v in inputs.kwargs.items()}
+        refine = REFINEMENTS.get(config.refinement) if setting.endswith("FQ") else None
         for i, r in zip(plain, engine.segment_many([inputs.episodes[i] for i in plain], setting,
-                                                   memory_policy=policy, **kwargs)):
+                                                   memory_policy=policy, refinement=refine, **kwargs)):
             done[i] = r
             if "plans" in kwargs:
                 r.order = inputs.order
@@ -132,6 +134,11 @@ def run_experiments(
     configs = tuple(configs)
     if not configs or not all(isinstance(c, ExperimentConfig) for c in configs):
         raise TypeError("run_experiments expects a non-empty sequence of ExperimentConfig.")
+    if any(c.members() for c in configs):  # ensembles: members run here, then fused (fsm2kit.run.ensemble_runs)
+        from .ensemble_runs import run_ensembles
+
+        return run_ensembles(configs, models=models, episodes=episodes, keep_predictions=keep_predictions,
+                             progress=progress)
     t0 = time.perf_counter()
     if episodes is None:
         episodes = [load_config_episodes(c, progress=progress) for c in configs]
@@ -219,6 +226,7 @@ def run_experiments(
                             df["protocol_variant"] = ep.variant
                             df["support_selector"] = strategy_name(c.support_selector)
                             df["memory_policy"] = strategy_name(c.memory_policy)
+                            df["refinement"] = strategy_name(c.refinement) if setting.endswith("FQ") else "none"
                             df["support_views"] = c.support_views
                             zs = [inputs.support_z(e - k, r.plans[sl.plan_index]) for sl in r.slices]
                             df["support_z"] = zs
@@ -230,7 +238,7 @@ def run_experiments(
                             frames.append((rank, df))
                             volume_rows.append((rank, extra))
                             if keep_predictions:
-                                kept.append((rank, Prediction(name, ep, r)))
+                                kept.append((rank, Prediction(name, ep, r, c.name)))
                         for e, ce in enumerate(ran_clicks, start=k):
                             click_runs.append(((len(model_runs), i, e, u), name, c, ce))
                         bar.update(len(chunk))
