@@ -42,7 +42,7 @@ def register_cli(subparsers) -> None:
     p.add_argument("--label", default=None, help="class name or id (dataset folders)")
     p.add_argument("--setting", required=True, choices=SETTINGS, type=str.upper)
     p.add_argument("--layers", type=int, nargs="+", default=None, help="memory-attention layers (default all)")
-    p.add_argument("--max-slices", type=int, default=None, help="only the middle N query slices")
+    p.add_argument("--max-slices", type=int, default=None, help="only N query slices, evenly spaced over the query range (first and last included)")
     p.add_argument("--pixel", type=int, nargs=2, metavar=("Y", "X"), default=None,
                    help="query pixel of the attention panels (default: centre of the predicted foreground)")
     p.add_argument("--panels", type=int, default=3, help="slices with attention panels (default 3)")
@@ -97,9 +97,12 @@ def _cmd_inspect(args) -> int:
     print(insp)
     if insp.max_rel_error is not None:
         print(f"capture check: max relative error of the recomputed layer outputs {insp.max_rel_error:.1e}")
-    share = insp.shares().groupby("group")["mass"].mean()
-    print("mean attention share (all query tokens, all layers): "
-          + ", ".join(f"{g} {v:.3f}" for g, v in share.items()) + f"  [{insp.weights}]")
+    from ..inspector.inspection import MEAN_SHARE_NOTE
+
+    share = insp.mean_shares()
+    print("mean attention share (all query tokens): "
+          + ", ".join(f"{g} {v:.3f}" for g, v in share.items())
+          + f"; {MEAN_SHARE_NOTE.format(n=share.attrs['n_slices'])}  [{insp.weights}]")
     print("Outputs:")
     for p in insp.files.values():
         print(f"  {p}")
