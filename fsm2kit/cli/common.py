@@ -11,7 +11,8 @@ from pathlib import Path
 
 __all__ = ["add_model_args", "check_model_args", "model_from_args", "engine_from_args", "EPISODE_FAMILIES",
            "strategy_flags", "Strategies", "add_plugins_arg", "add_strategy_args", "strategies_from_args",
-           "add_overwrite_arg", "check_outputs", "check_output_folder", "checks_passed"]
+           "add_overwrite_arg", "check_outputs", "check_output_folder", "checks_passed", "check_device_arg",
+           "check_order_applies"]
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -25,9 +26,10 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         help="checkpoint file, or 'random' for random weights (smoke runs); omitted: download "
         "the released checkpoint by model name (needs internet; cached)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of random weights (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="seed of random weights, 0 to 2**63 - 1 (default 0)")
     p.add_argument("--image-size", type=int, default=1024,
-                   help="SAM2 input size: a multiple of 64 from 128 (default 1024, as published)")
+                   help="SAM2 input size: a multiple of 64 from 128 to 2048 (default 1024, as published; "
+                   "256 for a fast smoke run)")
     p.add_argument("--device", default=None, choices=["cpu", "cuda", "mps"], help="default: cuda, mps, cpu")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -43,14 +45,20 @@ def check_model_args(args: argparse.Namespace) -> None:
 
     Model name, image size, threads, object batch size, and that a ``--checkpoint`` file exists.
     """
-    from ..model.specs import check_image_size, resolve_spec
+    from ..model.specs import MAX_IMAGE_SIZE, check_image_size, check_seed, resolve_spec
 
     resolve_spec(args.model)
     try:
         check_image_size(args.image_size)
     except ValueError:
-        raise ValueError(f"--image-size {args.image_size}: valid sizes are multiples of 64 from 128 "
-                         "(128, 192, 256, ...; 1024 as published, 256 or 512 for fast smoke runs).") from None
+        raise ValueError(f"--image-size {args.image_size}: valid sizes are multiples of 64 from 128 to "
+                         f"{MAX_IMAGE_SIZE} (128, 192, 256, ...; 1024 as published, 256 or 512 for fast smoke "
+                         "runs).") from None
+    try:
+        check_seed(args.seed)
+    except ValueError:
+        raise ValueError(f"--seed {args.seed}: a seed is an integer from 0 to 2**63 - 1.") from None
+    check_device_arg(getattr(args, "device", None))
     for flag, value in (("--threads", getattr(args, "threads", None)),
                         ("--object-batch-size", getattr(args, "object_batch_size", None))):
         if value is not None and value < 1:
@@ -64,6 +72,30 @@ def check_model_args(args: argparse.Namespace) -> None:
         if not path.is_file():
             raise FileNotFoundError(f"Checkpoint file {str(ck)!r} does not exist; pass a SAM2 .pt file, "
                                     "'random' for random weights, or leave --checkpoint out to download.")
+
+
+def check_device_arg(device: str | None) -> None:
+    """``--device cuda`` / ``mps`` only where torch sees one (imports torch; loads no model)."""
+    if device not in ("cuda", "mps"):
+        return
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: torch sees no CUDA GPU on this machine (or this torch is a CPU build); "
+                         "use --device cpu, or leave --device out to take the best one available.")
+    mps = getattr(torch.backends, "mps", None)
+    if device == "mps" and not (mps is not None and mps.is_available()):
+        raise ValueError("--device mps: Apple's MPS is not available on this machine; use --device cpu, or leave "
+                         "--device out to take the best one available.")
+
+
+def check_order_applies(setting: str, order: str | None) -> None:
+    """``--order`` given (not None) with 1S1Q / 3S1Q (each query slice segmented alone: there is no
+    order) is refused."""
+    if order is None or str(setting).upper().endswith("FQ"):
+        return
+    raise ValueError(f"--order {order} does not apply to {setting}: it segments each query slice on its own, "
+                     "so there is no processing order; leave --order out (it applies to S1SFQ and 3SFQ).")
 
 
 def checks_passed(args: argparse.Namespace) -> None:

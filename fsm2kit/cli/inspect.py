@@ -12,6 +12,7 @@ from .common import (
     add_overwrite_arg,
     add_strategy_args,
     check_model_args,
+    check_order_applies,
     check_output_folder,
     check_outputs,
     checks_passed,
@@ -51,7 +52,8 @@ def register_cli(subparsers) -> None:
     p.add_argument("--out", required=True, help="output folder (built beside it, then renamed into place)")
     add_overwrite_arg(p, "an existing --out folder")
     # --order (FQ), --support-select, --memory-policy, --plugins: the registries' options, as run and segment
-    add_strategy_args(p, EPISODE_FAMILIES)
+    add_strategy_args(p, EPISODE_FAMILIES, defaults={"ordering": None},
+                      notes={"ordering": "default middle; S1SFQ and 3SFQ only"})
     add_model_args(p)
     p.set_defaults(func=_cmd_inspect)
 
@@ -73,6 +75,13 @@ def _cmd_inspect(args) -> int:
                                         **{f"--plugins {m}": m for m in (args.plugins or []) if m.endswith(".py")}})
     check_output_folder(args.out, overwrite=args.overwrite)
     strategies = strategies_from_args(args)  # plugins first; bad names fail here, in one line, before any model
+    check_order_applies(args.setting, args.order)  # 1S1Q/3S1Q have no order: refused, never dropped
+
+    def check(episode):  # called by inspect_run once the episode is loaded, before the model
+        from ..studies.run_inspection import check_inspection
+
+        check_inspection(episode, args.setting, ordering=strategies.ordering, pixel=args.pixel, layers=args.layers,
+                         model=args.model, names={"pixel": "--pixel", "order": "--order", "layers": "--layers"})
 
     def engine():  # called by inspect_run once the episode is loaded (bad input fails before)
         checks_passed(args)
@@ -88,7 +97,7 @@ def _cmd_inspect(args) -> int:
             dataset=args.dataset, fold=args.fold, label=args.label, engine=engine,
             max_slices=args.max_slices, layers=args.layers, verify=not args.no_verify, output_dir=tmp,
             panels=args.panels, pixel=tuple(args.pixel) if args.pixel else None,
-            command=command_line(getattr(args, "argv", None)),
+            command=command_line(getattr(args, "argv", None)), check=check,
         )
 
     out = atomic_folder(args.out, build, overwrite=args.overwrite)

@@ -32,6 +32,7 @@ from .specs import (
     CheckpointError,
     ModelSpec,
     check_image_size,
+    check_seed,
     resolve_spec,
 )
 
@@ -67,11 +68,11 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
         return torch.device("cpu")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device='cuda' was requested but torch sees no CUDA GPU; use --device cpu.")
+        raise RuntimeError("device='cuda' was requested but torch sees no CUDA GPU; use device='cpu'.")
     if dev.type == "mps" and not (
         getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
     ):
-        raise RuntimeError("device='mps' was requested but MPS is not available; use --device cpu.")
+        raise RuntimeError("device='mps' was requested but MPS is not available; use device='cpu'.")
     return dev
 
 
@@ -369,6 +370,7 @@ def load_sam2(
     """
     spec = resolve_spec(name)
     image_size = check_image_size(image_size)
+    seed = check_seed(seed)
     dev = resolve_device(device)
 
     ckpt_path: Path | None = None
