@@ -103,3 +103,118 @@ def test_python_api_checks_speak_python(no_model):
         inspect_run(setting="S1SFQ", checkpoint="random", image_size=128, pixel=(999, 999))
     with pytest.raises(ValueError, match="layers= 7"):
         inspect_run(setting="S1SFQ", checkpoint="random", image_size=128, layers=[7])
+
+
+# ----------------------------------------------------------------------------- item 4: messages
+def test_prepare_refuses_an_output_inside_its_input(tmp_path, capsys):
+    raw = tmp_path / "RAW"
+    (raw / "img").mkdir(parents=True)
+    for out, word in ((raw, "is the raw download"), (raw / "prepared", "lies inside the raw download")):
+        assert main(["prepare", "synapse", str(raw), str(out)]) == 2
+        line = _line(capsys, "prepare")
+        assert word in line and "RAW_DIR" in line and "OUT_DIR" in line
+    assert sorted(p.name for p in raw.iterdir()) == ["img"]  # nothing written into the download
+    from fsm2kit.io.preparation import prepare_synapse
+
+    with pytest.raises(ValueError, match="out_dir .* lies inside the raw download raw_dir"):
+        prepare_synapse(raw, raw / "prepared")
+
+
+def test_disk_full_and_permission_errors_name_the_path_and_the_fix(tmp_path):
+    import errno
+
+    from fsm2kit.records.fileio import atomic_folder, atomic_write
+
+    def full(tmp):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left on the disk of .*out.csv.*Free space") as e:
+        atomic_write(tmp_path / "out.csv", full)
+    assert e.value.errno == errno.ENOSPC and not list(tmp_path.iterdir())
+
+    def denied(tmp):
+        raise PermissionError(errno.EACCES, "Permission denied", str(tmp))
+
+    with pytest.raises(PermissionError, match=r"Cannot write .*run: Permission denied.*fix the permissions"):
+        atomic_folder(tmp_path / "run", lambda d: denied(d))
+    assert not list(tmp_path.iterdir())
+
+
+def test_messages_speak_cli_words_to_the_cli(tmp_path, no_model, capsys):
+    import json
+
+    from conftest import EXAMPLE_NPZ as eps
+
+    p = tmp_path / "p.json"
+    p.write_text(json.dumps([[{"z": 15, "points": [[3, 3, 1]]}]]))
+    cases = [
+        (["run", "--episodes", str(eps), "--setting", "1S1Q", "--prompts", str(p)], "--prompts", "--setting S1SFQ"),
+        (["run", "--episodes", str(eps), "--setting", "S1SFQ", "--support-select", "similar:query"],
+         "--support-select similar:query", "--support-select similar"),
+        (["inspect", "--setting", "S1SFQ", "--support-select", "similar:query"], "--support-select similar", ""),
+        (["run", "--episodes", str(eps), "--setting", "S1SFQ", "--support-views", "9"], "--support-views 9", ""),
+    ]
+    for argv, *words in cases:
+        argv = [*argv, "--checkpoint", "random", "--image-size", "128", "--out", str(tmp_path / "o")]
+        assert main(argv) == 2, argv
+        line = _line(capsys, argv[0])
+        assert all(w in line for w in words) and "ExperimentConfig" not in line and "=True" not in line, line
+    from fsm2kit.segment.segment_result import check_output
+
+    (tmp_path / "pred.nii.gz").write_bytes(b"x")
+    with pytest.raises(FileExistsError, match=r"pass overwrite=True"):
+        check_output(tmp_path / "pred.nii.gz")
+    with pytest.raises(FileExistsError, match=r"pass --overwrite to"):
+        check_output(tmp_path / "pred.nii.gz", cli=True)
+
+
+def test_checkpoint_without_a_model_entry_says_so(tmp_path):
+    from fsm2kit.model.loading import load_sam2
+    from fsm2kit.model.specs import CheckpointError
+
+    ck = tmp_path / "ck.pt"
+    torch.save({"state_dict": {"w": torch.zeros(2)}, "epoch": 3}, ck)
+    with pytest.raises(CheckpointError, match=r"has no 'model' entry .*'state_dict', 'epoch'.*entry 'state_dict' "
+                                              r"holds weights"):
+        load_sam2("sam2-tiny", ck, image_size=128, device="cpu")
+
+
+def test_2d_nifti_and_constant_query_say_what_is_wrong(tmp_path, capsys):
+    import nibabel as nib
+    import numpy as np
+
+    from fsm2kit.io.nifti import squeeze_to_3d
+    from fsm2kit.segment.own_scan import constant_volume_note
+
+    with pytest.raises(ValueError, match=r"a 2D image of shape \(8, 8\), not a volume") as e:
+        squeeze_to_3d(np.zeros((8, 8)), "slice.nii.gz")
+    assert "4D" not in str(e.value)
+    assert "is constant (every voxel 0)" in constant_volume_note(np.zeros((3, 4, 4)), "the query")
+    assert constant_volume_note(np.arange(8).reshape(2, 2, 2), "the query") is None
+    # the CLI: a 2D NIfTI is one line before the model; an all-zero query a warning before the model
+    from fsm2kit.io.examples import example_dir
+
+    ct = example_dir() / "totalseg_ct_small"
+    img = nib.load(ct / "example_ct_sm.nii.gz")
+    flat = tmp_path / "flat.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((8, 8), np.float32), np.eye(4)), flat)
+    base = ["segment", "--support-image", str(ct / "example_ct_sm.nii.gz"), "--support-mask",
+            str(ct / "example_seg.nii.gz"), "--labels", "liver=5", "--checkpoint", "random", "--image-size", "128",
+            "--no-progress", "--out", str(tmp_path / "o.nii.gz")]
+    assert main([*base, "--image", str(flat)]) == 2
+    assert "2D image" in _line(capsys, "segment")
+    zero = tmp_path / "zero.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros(img.shape, np.float32), img.affine), zero)
+    import fsm2kit.model.loading as loading
+
+    def refuse(*a, **k):
+        raise RuntimeError("model loading refused by the test")
+
+    loading_orig = loading.load_sam2
+    try:
+        loading.load_sam2 = refuse
+        assert main([*base, "--image", str(zero)]) == 1  # the checks passed (a warning only)
+    finally:
+        loading.load_sam2 = loading_orig
+    err = capsys.readouterr().err
+    assert "WARNING: --image" in err and "is constant (every voxel 0)" in err

@@ -89,13 +89,21 @@ def check_device_arg(device: str | None) -> None:
                          "--device out to take the best one available.")
 
 
-def check_order_applies(setting: str, order: str | None) -> None:
-    """``--order`` given (not None) with 1S1Q / 3S1Q (each query slice segmented alone: there is no
-    order) is refused."""
-    if order is None or str(setting).upper().endswith("FQ"):
-        return
-    raise ValueError(f"--order {order} does not apply to {setting}: it segments each query slice on its own, "
-                     "so there is no processing order; leave --order out (it applies to S1SFQ and 3SFQ).")
+def check_order_applies(setting: str, order: str | None, *, prompts: str | None = None,
+                        support_select: str | None = None) -> None:
+    """Options that do not apply to ``setting`` are refused in the command line's words (never
+    dropped): ``--order`` or ``--prompts`` with 1S1Q / 3S1Q (each query slice segmented alone: no
+    order, no propagation to correct), ``--support-select similar:query`` with S1SFQ / 3SFQ."""
+    fq = str(setting).upper().endswith("FQ")
+    if order is not None and not fq:
+        raise ValueError(f"--order {order} does not apply to {setting}: it segments each query slice on its own, "
+                         "so there is no processing order; leave --order out (it applies to S1SFQ and 3SFQ).")
+    if prompts is not None and not fq:
+        raise ValueError(f"--prompts {prompts}: corrections need a propagation to correct, but {setting} segments "
+                         "each query slice on its own; use --setting S1SFQ or 3SFQ.")
+    if support_select is not None and fq and str(support_select).strip().lower().replace(" ", "") == "similar:query":
+        raise ValueError(f"--support-select similar:query chooses a support per query slice, which only 1S1Q and "
+                         f"3S1Q can use; {setting} runs every slice in one memory state: use --support-select similar.")
 
 
 def checks_passed(args: argparse.Namespace) -> None:
@@ -328,5 +336,8 @@ def strategies_from_args(args: argparse.Namespace) -> Strategies:
     if hasattr(args, "support_views"):
         from ..strategies.views import check_views
 
-        views = check_views(args.support_views)
+        try:
+            views = check_views(args.support_views)
+        except ValueError as e:
+            raise ValueError(f"--support-views {args.support_views}: {e}") from None
     return Strategies(chosen, plugins=tuple(loaded), support_views=views)

@@ -43,7 +43,8 @@ def register_cli(subparsers) -> None:
     p.add_argument("--label", default=None, help="class name or id (dataset folders)")
     p.add_argument("--setting", required=True, choices=SETTINGS, type=str.upper)
     p.add_argument("--layers", type=int, nargs="+", default=None, help="memory-attention layers (default all)")
-    p.add_argument("--max-slices", type=int, default=None, help="only N query slices, evenly spaced over the query range (first and last included)")
+    p.add_argument("--max-slices", type=int, default=None,
+                   help="only N query slices, evenly spaced over the query range (first and last included)")
     p.add_argument("--pixel", type=int, nargs=2, metavar=("Y", "X"), default=None,
                    help="query pixel of the attention panels (default: centre of the predicted foreground)")
     p.add_argument("--panels", type=int, default=3, help="slices with attention panels (default 3)")
@@ -76,6 +77,10 @@ def _cmd_inspect(args) -> int:
     check_output_folder(args.out, overwrite=args.overwrite)
     strategies = strategies_from_args(args)  # plugins first; bad names fail here, in one line, before any model
     check_order_applies(args.setting, args.order)  # 1S1Q/3S1Q have no order: refused, never dropped
+    if str(args.support_select or "").strip().lower() == "similar:query":
+        raise ValueError("--support-select similar:query chooses a support per query slice; an inspection runs the "
+                         "episode with one support per chunk: use --support-select similar (or fsm2kit run for "
+                         "1S1Q/3S1Q).")
 
     def check(episode):  # called by inspect_run once the episode is loaded, before the model
         from ..studies.run_inspection import check_inspection

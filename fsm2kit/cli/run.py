@@ -86,7 +86,8 @@ def config_from_args(args: argparse.Namespace):
     from ..run.sources import episode_folder_kind, require_folder_options
 
     strategies = strategies_from_args(args)  # plugins first; bad names fail here, in one line, before any model
-    check_order_applies(args.setting, args.order)  # 1S1Q/3S1Q have no order: refused, never dropped
+    # options that do not apply to the setting: refused in CLI words, never dropped
+    check_order_applies(args.setting, args.order, prompts=args.prompts, support_select=args.support_select)
 
     dataset_folder = episode_folder_kind(args.episodes) == "dataset"
     if dataset_folder:

@@ -418,6 +418,17 @@ def load_sam2(
                 "downloaded again if it may be truncated."
             ) from e
         sd = obj.get("model", obj) if isinstance(obj, dict) else None
+        if isinstance(obj, dict) and "model" not in obj and not set(obj) & set(module.state_dict()):
+            # neither {'model': state_dict} nor a bare state dict of this model: say what it holds
+            keys = [str(k) for k in obj][:6]
+            nested = [str(k) for k, v in obj.items()
+                      if isinstance(v, dict) and any(torch.is_tensor(t) for t in v.values())]
+            raise CheckpointError(
+                f"Checkpoint {str(ckpt_path)!r} has no 'model' entry (its top-level keys: {keys}"
+                f"{' ...' if len(obj) > 6 else ''}); SAM2 checkpoints are {{'model': state_dict}}"
+                + (f". Its entry {nested[0]!r} holds weights: save it as {{'model': ...}}" if nested else "")
+                + "."
+            )
         if not isinstance(sd, dict):
             raise CheckpointError(
                 f"Checkpoint {str(ckpt_path)!r} holds {type(obj).__name__}, expected a dict "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
@@ -9,7 +10,31 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-__all__ = ["atomic_write", "atomic_write_group", "atomic_folder", "check_can_create", "file_sha256"]
+__all__ = ["atomic_write", "atomic_write_group", "atomic_folder", "check_can_create", "file_sha256",
+           "explain_write_error"]
+
+_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+_DENIED = {errno.EACCES, errno.EPERM, errno.EROFS}
+
+
+def explain_write_error(e: BaseException, path: str | os.PathLike) -> BaseException:
+    """A disk-full or permission error while writing ``path``, as one that names it and the fix
+    (the same OSError type and errno); any other exception unchanged."""
+    if not isinstance(e, OSError) or e.errno not in _FULL | _DENIED or getattr(e, "fsm2kit_explained", False):
+        return e
+    where = Path(path)
+    if e.errno in _FULL:
+        msg = (f"No space left on the disk of {where} ({e.strerror or 'disk full'}) while writing it; nothing was "
+               f"left half-written there. Free space on that disk (df -h {where.parent}) or write to another "
+               "folder.")
+    else:
+        msg = (f"Cannot write {where}: {e.strerror or 'permission denied'}"
+               f"{f' ({e.filename})' if e.filename and str(e.filename) != str(where) else ''}. Write to a folder "
+               "you can write to, or fix the permissions of that one.")
+    new = type(e)(msg)
+    new.errno = e.errno
+    new.fsm2kit_explained = True
+    return new
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None], *, keep_suffix: bool = False) -> Path:
@@ -20,18 +45,24 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None], *, keep_
     temporary name with ``path``'s suffixes (for writers that look at them, e.g. ``.nii.gz``).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = ".tmp" + ("".join(path.suffixes) if keep_suffix else "")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        suffix = ".tmp" + ("".join(path.suffixes) if keep_suffix else "")
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+        os.close(fd)
+    except OSError as e:
+        raise explain_write_error(e, path) from e
     try:
         write(tmp)
         mask = os.umask(0)
         os.umask(mask)
         os.chmod(tmp, 0o666 & ~mask)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        err = explain_write_error(e, path)
+        if err is not e:
+            raise err from e
         raise
     return path
 
@@ -82,9 +113,12 @@ def atomic_write_group(
             old.unlink(missing_ok=True)
         for tmp, path in sorted(tmps, key=lambda t: t[1] == marker):  # the marker last
             os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         for tmp, _ in tmps:
             Path(tmp).unlink(missing_ok=True)
+        err = explain_write_error(e, tmps[-1][1] if tmps else marker)
+        if err is not e:
+            raise err from e
         raise
     return sorted((p for _, p in tmps), key=lambda q: q == marker)
 
@@ -110,9 +144,12 @@ def atomic_folder(path: str | os.PathLike, build: Callable[[Path], None], *, ove
     if path.exists() and not path.is_dir():
         raise NotADirectoryError(f"{path} is a file, not a folder; choose another output folder.")
     if path.is_dir() and any(path.iterdir()) and not overwrite:
-        raise FileExistsError(f"{path} already exists and is not empty; pass --overwrite to replace it.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        raise FileExistsError(f"{path} already exists and is not empty; pass overwrite=True to replace it.")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    except OSError as e:
+        raise explain_write_error(e, path) from e
     old = None
     try:
         os.chmod(tmp, _umask_mode(0o777))
@@ -124,10 +161,13 @@ def atomic_folder(path: str | os.PathLike, build: Callable[[Path], None], *, ove
             else:
                 path.rmdir()
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
         if old is not None and not path.exists():
             os.replace(old, path)  # put the old folder back
+        err = explain_write_error(e, path)  # the folder's name, not the hidden temporary one
+        if err is not e:
+            raise err from e
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
