@@ -111,7 +111,7 @@ def squeeze_to_3d(data: np.ndarray, path: str | os.PathLike) -> np.ndarray:
         return data.reshape(data.shape[:3])
     if data.ndim < 3:
         raise ValueError(
-            f"{path}: a {data.ndim}D image of shape {data.shape}, not a volume; fsm2kit segments 3D scans (x, y, z). "
+            f"{path}: a {data.ndim}D image of shape {data.shape}, not a volume: expected a 3D volume (x, y, z). "
             "Give the whole scan (a single slice saved as 2D can be made a one-slice volume with "
             "data[..., None] in nibabel, keeping its affine)."
         )
