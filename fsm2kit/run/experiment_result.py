@@ -13,7 +13,8 @@ model) run, the models' run statistics and, with ``keep_predictions=True``, the 
 ``slices.csv``
     One row per (experiment, dataset, fold, case, class, model, setting, order, slice): TP, FP,
     FN, ground-truth and predicted pixels, the slice's Dice (:func:`~fsm2kit.protocol.metrics.slice_dice`), SAM2's object
-    score, the memories attended to, the memory policy, ``corrected`` (the correction rounds
+    score, the memories attended to, the memory policy, ``start_z`` (the query slice its plan
+    started from: ``from:P`` / ``at:Z`` orders), ``corrected`` (the correction rounds
     applied to the slice's episode, 0: none), and the provenance columns
     (:data:`PROVENANCE_COLUMNS`: weights, checkpoint sha256, versions, protocol variant).
 ``summary.csv``

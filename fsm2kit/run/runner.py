@@ -219,6 +219,9 @@ def run_experiments(
                                 df["corrected"] = len(rounds[e - k]) if rounds and rounds[e - k] else 0
                                 zs = [inputs.support_z(e - k, r.plans[sl.plan_index]) for sl in r.slices]
                                 df["support_z"] = zs
+                                # where the slice's plan started (from:P / at:Z say it; 1S1Q/3S1Q: the slice)
+                                first = {sl.plan_index: sl.z for sl in sorted(r.slices, key=lambda s: -s.step)}
+                                df["start_z"] = [int(first[sl.plan_index]) for sl in r.slices]
                                 for col in PROVENANCE_COLUMNS:
                                     if col in prov:
                                         df[col] = prov[col]
