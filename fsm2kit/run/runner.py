@@ -187,6 +187,8 @@ def run_experiments(
             cache_dirs = sorted({configs[i].cache_dir for i, _ in uses if configs[i].cache_dir})
             batch = [configs[i].object_batch_size for i, _ in uses if configs[i].object_batch_size]
             engine = _engine(model, cache_dirs[0] if cache_dirs else None, max(batch) if batch else None)
+            # encoding comes first (each slice once): its own bar below the run's, so nothing sits at 0 %
+            engine.features.progress = not bars_off(progress)
             prov = model.provenance()
             stats0 = asdict(engine.stats)
             calls = 0
