@@ -11,7 +11,19 @@ Item                                                                   Test
 ``--seed`` out of range                                                test_device_seed_and_image_size_are_checked_first
 ``--image-size`` above 2048 / not a multiple of 64                     test_device_seed_and_image_size_are_checked_first
 ``run/inspect --setting 1S1Q --order top``: refused, never dropped     test_order_with_a_1q_setting_is_refused
+Item 4: ``prepare`` refuses OUT_DIR inside RAW_DIR                     test_prepare_refuses_an_output_inside_its_input
+Item 4: disk full / permission denied name the path and the fix        test_disk_full_and_permission_errors_name_the_path_and_the_fix
+Item 4: CLI words to the CLI, Python words to Python                   test_messages_speak_cli_words_to_the_cli
+Item 4: a checkpoint without a ``model`` entry                         test_checkpoint_without_a_model_entry_says_so
+Item 4: a 2D NIfTI; a constant query volume (warning)                  test_2d_nifti_and_constant_query_say_what_is_wrong
+Item 2: ``segment --support-select similar:query`` refused, with why   test_segment_refuses_similar_query_with_its_reason
+Item 2: ``segment --order from:0.25``: the sidecar's order and start   test_segment_sidecar_records_the_order_and_start_that_ran
 =====================================================================  ==========================================================================
+
+Elsewhere: the inspector's means (test_inspect.py: test_mean_shares_count_an_absent_group_as_zero_and_sum_to_one),
+the ``corrected`` column and the ``weights`` entry of logits.npz (test_prompts.py, test_cli.py, test_runner.py),
+``start_z`` (test_strategies_axes.py), IPC kernels (test_batch.py), the light install and slices/s bars
+(test_install.py).
 """
 
 from __future__ import annotations
@@ -218,3 +230,29 @@ def test_2d_nifti_and_constant_query_say_what_is_wrong(tmp_path, capsys):
         loading.load_sam2 = loading_orig
     err = capsys.readouterr().err
     assert "WARNING: --image" in err and "is constant (every voxel 0)" in err
+
+
+# ----------------------------------------------------------------------------- item 2: what ran
+def _segment_argv(out, *extra):
+    from fsm2kit.io.examples import example_dir
+
+    ct = example_dir() / "totalseg_ct_small"
+    return ["segment", "--image", str(ct / "example_ct_sm.nii.gz"), "--support-image", str(ct / "example_ct_sm.nii.gz"),
+            "--support-mask", str(ct / "example_seg.nii.gz"), "--labels", "liver=5", "--checkpoint", "random",
+            "--image-size", "128", "--device", "cpu", "--no-progress", "--out", str(out), *extra]
+
+
+def test_segment_refuses_similar_query_with_its_reason(tmp_path, no_model, capsys):
+    assert main(_segment_argv(tmp_path / "p.nii.gz", "--support-select", "similar:query")) == 2
+    assert "chooses a support per query slice" in _line(capsys, "segment") and not os.listdir(tmp_path)
+
+
+@pytest.mark.slow
+def test_segment_sidecar_records_the_order_and_start_that_ran(tmp_path, capsys):
+    import json
+
+    assert main(_segment_argv(tmp_path / "p.nii.gz", "--order", "from:0.25")) == 0
+    side = json.loads((tmp_path / "p.json").read_text())
+    assert side["orders"] == ["from:0.25"] and side["options"]["order"] == "from:0.25"
+    (label,) = side["labels"]
+    assert label["start"] == side["options"]["start"] == 7  # 30 slices: floor(0.25 * 29 + 0.5)
