@@ -162,7 +162,7 @@ def inspect_run(
     if check is not None:
         check(episode)
     check_inspection(episode, setting, ordering=ordering, pixel=pixel, layers=layers,
-                     model=config.models[0] if engine is None or not isinstance(engine, Engine) else None)
+                     model=config.models[0] if engine is None else None)  # an engine (factory) brings its own model
     if engine is None:
         model = config.models[0]
         with warnings.catch_warnings():
