@@ -132,7 +132,7 @@ BAD_RUN = {  # the example episode: z 12..35, slices 256 x 256
     "label other than 0/1": ([[{"z": 16, "points": [[30, 10, -1]]}]], "S1SFQ", "expected 1 (positive) or 0"),
     "inverted box": ([[{"z": 16, "box": [50, 50, 10, 60]}]], "S1SFQ", "inverted or empty"),
     "empty box": ([[{"z": 16, "box": [50, 50, 60, 50]}]], "S1SFQ", "inverted or empty"),
-    "setting without propagation": (EXAMPLE, "1S1Q", "segment each slice alone; use S1SFQ or 3SFQ"),
+    "setting without propagation": (EXAMPLE, "1S1Q", "segments each query slice on its own; use --setting S1SFQ or 3SFQ"),
     "a case the run lacks": ([[{"z": 16, "points": [[1, 1, 1]], "case": "9"}]], "S1SFQ", "names no episode"),
 }
 
