@@ -8,7 +8,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 MODEL ?= sam2-tiny
 WEIGHTS ?=
-IMAGE_SIZE ?= 1024
+IMAGE_SIZE ?=
 DEMO_OUT ?= outputs/demo
 PYTEST_ARGS ?=
 
@@ -28,7 +28,7 @@ $(VENV)/.fsm2kit-installed-dev: pyproject.toml scripts/install.sh
 demo: install
 	@$(VENV)/bin/fsm2kit run --episodes data/examples/chaos_t2spir_case1_liver \
 		--setting S1SFQ --order middle --model $(MODEL) \
-		$(if $(WEIGHTS),--checkpoint $(WEIGHTS),) --image-size $(IMAGE_SIZE) --out $(DEMO_OUT) --overwrite \
+		$(if $(WEIGHTS),--checkpoint $(WEIGHTS),) $(if $(IMAGE_SIZE),--image-size $(IMAGE_SIZE),) --out $(DEMO_OUT) --overwrite \
 	|| { st=$$?; [ $$st -eq 130 ] || echo "make demo: failed (exit $$st). No internet to download the \
 	$(MODEL) checkpoint? Pass a local checkpoint file: make demo WEIGHTS=FILE (e.g. WEIGHTS=sam2_hiera_tiny.pt), \
 	or WEIGHTS=random for a smoke run whose numbers mean nothing." >&2; exit $$st; }

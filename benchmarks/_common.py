@@ -24,7 +24,7 @@ def header(title: str, threads: int) -> str:
     )
 
 
-def random_model(name: str, image_size: int, device: str | None = None):
+def random_model(name: str, image_size: int | None, device: str | None = None):
     from fsm2kit.model import load_sam2
 
     with warnings.catch_warnings():

@@ -5,4 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")"
 py="${PYTHON:-../.venv/bin/python}"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+# the SAM 2.0 sizes at 1024 px and medsam2 at its own 512 px (MedSAM2 = SAM 2.1 tiny at 512)
 timeout 280 "$py" gpu_speed.py "$@"

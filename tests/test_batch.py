@@ -140,11 +140,17 @@ def test_failed_run_is_reported_with_its_cell_and_retried(tmp_path, light):
 @pytest.mark.slow
 def test_smoke_2x2_killed_half_way_then_resumed(tmp_path, capsys):
     """fsm2kit batch sweeps/smoke_2x2.yaml (random weights, bundled case): kill -9 after the first
-    finished run, rerun: finished runs are not recomputed, the rest completes, nothing is lost."""
+    finished run, rerun: finished runs are not recomputed, the rest completes, nothing is lost.
+    The sweep runs with ``precision: bf16`` (issue 26: the GPU's bfloat16 autocast path, on the CPU,
+    through a sweep), and each run's record says so."""
     reports = tmp_path / "reports"
     sweep_dir = reports / "smoke_2x2"
+    sweep_file = tmp_path / SMOKE_SWEEP.name  # the smoke sweep, its notebook by absolute path, under bf16
+    text = SMOKE_SWEEP.read_text().replace("../notebooks/00_quickstart.ipynb", str(REPO / "notebooks" / "00_quickstart.ipynb"))
+    assert str(REPO) in text
+    sweep_file.write_text(text.rstrip("\n") + "\n  precision: bf16\n")
     env = {**os.environ, "TQDM_DISABLE": "1"}
-    cmd = [sys.executable, "-m", "fsm2kit.cli.batch", str(SMOKE_SWEEP), "--reports", str(reports), "--workers", "2",
+    cmd = [sys.executable, "-m", "fsm2kit.cli.batch", str(sweep_file), "--reports", str(reports), "--workers", "2",
            "--no-progress"]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
@@ -164,7 +170,7 @@ def test_smoke_2x2_killed_half_way_then_resumed(tmp_path, capsys):
 
     parser = argparse.ArgumentParser(prog="fsm2kit")
     register_cli(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["batch", str(SMOKE_SWEEP), "--reports", str(reports), "--workers", "2", "--no-progress"])
+    args = parser.parse_args(["batch", str(sweep_file), "--reports", str(reports), "--workers", "2", "--no-progress"])
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert f"this call ran {4 - len(finished)}, skipped {len(finished)} finished" in out
@@ -186,5 +192,7 @@ def test_smoke_2x2_killed_half_way_then_resumed(tmp_path, capsys):
         slices = pd.read_csv(d / "slices.csv")
         setting, order = run.split("-")
         assert set(slices["setting"]) == {setting} and set(slices["order"]) == {order} and len(slices) == 4
+        record = json.loads((d / "provenance.json").read_text())
+        assert [m["precision"] for m in record["models"]] == ["bf16"], record["models"]
     page = (sweep_dir / "index.html").read_text()
     assert page.count("00_quickstart.html") == 4 and "RANDOM WEIGHTS" in page

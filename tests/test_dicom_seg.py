@@ -217,7 +217,7 @@ def test_cli_writes_a_dicom_seg_with_a_scripted_engine(tmp_path, monkeypatch, ca
     _check_seg(out, folder)
     meta = json.loads(sidecar_path(out).read_text())
     assert meta["dicom_seg"]["referenced_series_uid"] == "1.2.3.4" and meta["output_sha256"] == file_sha256(out)
-    assert sorted(p.name for p in out.parent.iterdir()) == ["pred.dcm", "pred.json"]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["pred.dcm", "pred.dcm.json"]
     # again: refused without --overwrite (one line, exit 2, nothing touched), replaced with it
     before = out.read_bytes()
     assert main(_argv(folder, mask, out)) == 2

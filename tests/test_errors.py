@@ -207,10 +207,10 @@ def test_segment_out_equal_to_image_is_refused(tmp_path, no_model, capsys):
     assert main(_seg(tmp_path / "p.nii.gz", "--labels", "liver=5", "--ground-truth", str(tmp_path / "p.nii.gz"),
                      image=img, support=img, mask=mask)) == 2
     assert "--ground-truth" in _one_line(_err(capsys), "segment")
-    # the sidecar of the output would be an input: seg.json next to seg.nii.gz
-    (tmp_path / "labels.json").write_text("{}")
+    # the sidecar of the output would be an input: labels.nii.gz.json next to labels.nii.gz
+    (tmp_path / "labels.nii.gz.json").write_text("{}")
     assert main(_seg(tmp_path / "labels.nii.gz", "--labels", "liver=5", "--overwrite", "--checkpoint",
-                     str(tmp_path / "labels.json"), image=img, support=img, mask=mask)) == 2
+                     str(tmp_path / "labels.nii.gz.json"), image=img, support=img, mask=mask)) == 2
     assert "its sidecar" in _one_line(_err(capsys), "segment")
     assert {p: p.read_bytes() for p in (img, mask)} == before
 
@@ -233,9 +233,9 @@ def test_segment_existing_output_needs_overwrite(tmp_path, no_model, capsys):
     assert main(_seg(out, "--labels", "liver=5")) == 2
     assert "already exists" in _one_line(_err(capsys), "segment") and out.read_bytes() == b"earlier result"
     out.unlink()
-    (tmp_path / "pred.json").write_text("{}")  # an orphan sidecar counts too
+    (tmp_path / "pred.nii.gz.json").write_text("{}")  # an orphan sidecar counts too
     assert main(_seg(out, "--labels", "liver=5")) == 2
-    assert "pred.json already exists" in _one_line(_err(capsys), "segment")
+    assert "pred.nii.gz.json already exists" in _one_line(_err(capsys), "segment")
 
 
 def test_run_existing_output_needs_overwrite_checked_before_computing(tmp_path, no_model, capsys):
@@ -300,25 +300,24 @@ def fake_run(monkeypatch, small_run):
 
 
 def test_run_outputs_appear_together_or_not_at_all(tmp_path, fake_run, monkeypatch, capsys):
-    from fsm2kit.run.experiment_result import ExperimentResult
+    import fsm2kit.records.fileio as F
 
     out = tmp_path / "o"
     assert main(_run(out)) == 0
     first = {p.name: p.read_bytes() for p in out.iterdir()}
     assert sorted(first) == ["logits.npz", "provenance.json", "slices.csv", "summary.csv", "volumes.csv"]
-    real_save = ExperimentResult.save
 
-    def save_then_fail(self, folder, **kw):  # a rerun dies after writing some of its files
-        real_save(self, folder, **kw)
+    def fail(folder):  # a rerun dies after writing its files, before they are published
         raise OSError("No space left on device")
 
-    monkeypatch.setattr(ExperimentResult, "save", save_then_fail)
+    real_sync = F.fsync_tree
+    monkeypatch.setattr(F, "fsync_tree", fail)
     assert main(_run(out, "--overwrite")) == 1
     assert "No space left on device" in _one_line(_err(capsys), "run")
     assert {p.name: p.read_bytes() for p in out.iterdir()} == first and _siblings(out) == []
     assert main(_run(tmp_path / "new")) == 1
     assert not (tmp_path / "new").exists() and _siblings(tmp_path / "new") == []
-    monkeypatch.setattr(ExperimentResult, "save", real_save)
+    monkeypatch.setattr(F, "fsync_tree", real_sync)
     (out / "stale.txt").write_text("from an older version")
     assert main(_run(out, "--overwrite")) == 0
     assert sorted(p.name for p in out.iterdir()) == sorted(first) and _siblings(out) == []
@@ -337,7 +336,7 @@ def test_segment_nifti_and_sidecar_appear_together(tmp_path):
     out = tmp_path / "pred.nii.gz"
     res.save(out)
     files = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
-    assert sorted(files) == ["pred.dice.csv", "pred.json", "pred.nii.gz"]
+    assert sorted(files) == ["pred.nii.gz", "pred.nii.gz.dice.csv", "pred.nii.gz.json"]
     with pytest.raises(FileExistsError, match="overwrite"):
         res.save(out)
     res.options["marker"] = float("nan")  # written as null; then make the sidecar fail half-way
@@ -358,8 +357,8 @@ def test_segment_nifti_and_sidecar_appear_together(tmp_path):
     assert SR._json_default is real
     res.dice = None  # a rerun without ground truth: the old Dice table goes with the old pair
     res.save(out, overwrite=True)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["pred.json", "pred.nii.gz"]
-    meta = json.loads((tmp_path / "pred.json").read_text())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pred.nii.gz", "pred.nii.gz.json"]
+    meta = json.loads((tmp_path / "pred.nii.gz.json").read_text())
     from fsm2kit.records.fileio import file_sha256
 
     assert meta["output_sha256"] == file_sha256(out)
@@ -452,7 +451,7 @@ def test_support_from_query_is_left_out_of_the_dice(tmp_path, monkeypatch, capsy
     assert main(_seg(tmp_path / "p.nii.gz", "--labels", "liver=5", "--ground-truth", str(SEG))) == 0
     printed = capsys.readouterr().out
     assert "excluded_slices" in printed and "1 slice(s) left out of its Dice (z 15)" in printed
-    side = json.loads((tmp_path / "p.json").read_text())
+    side = json.loads((tmp_path / "p.nii.gz.json").read_text())
     assert {d["excluded_slices"] for d in side["dice"]} == {1}
 
 
@@ -478,15 +477,12 @@ def test_cli_errors_are_one_line_with_exit_codes(tmp_path, fake_run, monkeypatch
 
 
 def test_ctrl_c_exits_130_nothing_written(tmp_path, fake_run, monkeypatch, capsys):
-    from fsm2kit.run.experiment_result import ExperimentResult
+    import fsm2kit.records.fileio as F
 
-    real_save = ExperimentResult.save
-
-    def interrupted(self, folder, **kw):  # Ctrl-C while the files are being written
-        real_save(self, folder, **kw)
+    def interrupted(folder):  # Ctrl-C once the files are written, before they are published
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(ExperimentResult, "save", interrupted)
+    monkeypatch.setattr(F, "fsync_tree", interrupted)
     assert main(_run(tmp_path / "o")) == 130
     assert _err(capsys).splitlines()[-1] == "fsm2kit run: interrupted; nothing written"
     assert list(tmp_path.iterdir()) == []
@@ -515,7 +511,7 @@ def test_segment_image_size_0_is_one_line(tmp_path, no_model, capsys):
 def test_garbage_checkpoint_is_one_line(tmp_path, capsys):
     ck = tmp_path / "sam2_hiera_tiny.pt"
     ck.write_bytes(b"this is not a checkpoint" * 10)
-    assert main(_run(tmp_path / "o", "--checkpoint", str(ck))) == 1  # the checks pass; loading fails
+    assert main(_run(tmp_path / "o", "--checkpoint", str(ck))) == 2  # found by the checks, before the model
     line = _one_line(_err(capsys), "run")
     assert str(ck) in line and not (tmp_path / "o").exists()
 

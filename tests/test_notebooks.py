@@ -167,6 +167,11 @@ def test_01_table1_settings(tmp_path, kernel_env):
     _png(out / "dice_bars.png")
     _check_presets(out, ["dice_bars"], width_mm=None)  # screen (144 dpi) + paper (300 dpi, 89 or 183 mm)
     assert _has_image_output(nb, "image/svg+xml")  # altair's offline svg renderer
+    # image size as an axis: the smoke size (256) and half of it, on S1SFQ
+    sizes = pd.read_csv(out / "image_sizes.csv", comment="#")
+    assert list(sizes["image_size"]) == [256, 128] and set(sizes["setting"]) == {"S1SFQ"}
+    assert sizes["s_per_slice"].gt(0).all() and sizes["agreement"].iloc[0] == 1.0 and sizes["agreement"].between(0, 1).all()
+    assert "RANDOM WEIGHTS" in (out / "image_sizes.csv").read_text().splitlines()[0]
 
 
 @pytest.mark.slow

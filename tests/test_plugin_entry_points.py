@@ -144,7 +144,7 @@ def test_run_takes_the_users_ordering_and_memory_policy(plugin, shared_model, tm
 def test_segment_is_stopped_by_the_users_rule(plugin, shared_model, query_ct, tmp_path):
     def processed(name, *extra):
         assert main(_segment_argv(query_ct, tmp_path / name / "pred.nii.gz", "--plugins", plugin, *extra)) == 0
-        return json.loads((tmp_path / name / "pred.json").read_text())
+        return json.loads((tmp_path / name / "pred.nii.gz.json").read_text())
 
     whole = processed("none", "--stop", "none")
     mine = processed("mine", "--stop", "plug_one_step", "--memory-policy", "plug_cond")

@@ -243,7 +243,7 @@ def test_segment_prompts_equal_the_python_api(tmp_path, present128, monkeypatch)
     assert organ.propagation.patience is None and organ.propagation.processed.all()
     for z in (20, 8):
         assert not np.array_equal(organ.propagation.logits[z], plain.organs[0].propagation.logits[z])
-    side = json.loads((tmp_path / "pred.json").read_text())
+    side = json.loads((tmp_path / "pred.nii.gz.json").read_text())
     text = json.dumps(side)
     assert '"rounds": [[{"z": 20' in text and '"corrections"' in text
 

@@ -118,8 +118,8 @@ def test_resolve_overlaps_by_hand():
 
 
 def test_sidecar_path():
-    assert sidecar_path("a/pred.nii.gz") == Path("a/pred.json")
-    assert sidecar_path("pred.nii") == Path("pred.json")
+    assert sidecar_path("a/pred.nii.gz") == Path("a/pred.nii.gz.json")
+    assert sidecar_path("pred.nii") == Path("pred.nii.json")
     with pytest.raises(ValueError, match=".nii.gz"):
         sidecar_path("pred.png")
 
@@ -298,7 +298,7 @@ def test_segment_volume_with_scripted_engine_and_save(tmp_path):
     assert [d["name"] for d in meta["labels"]] == ["liver", "spleen"]
     assert len(meta["labels"][0]["object_scores"]) == ct.n_slices and meta["labels"][0]["echo_z"] == [15]
     assert meta["z_axis"]["file_axis"] == 2 and meta["output_sha256"]
-    assert sorted(os.listdir(tmp_path / "out")) == ["pred.json", "pred.nii.gz"]
+    assert sorted(os.listdir(tmp_path / "out")) == ["pred.nii.gz", "pred.nii.gz.json"]
     df = res.to_frame()
     assert len(df) == 2 * ct.n_slices and set(df["weights"]) == {"random weights (seed 0)"}
 
@@ -524,7 +524,7 @@ def test_cli_grid_and_support_echo(kind, tmp_path, ct_files, tiny256, monkeypatc
     mfile, ofile = np.asarray(nib.load(mask_path).dataobj), np.asarray(w.dataobj)
     assert (ofile[mfile == LIVER] == LIVER).all()
 
-    meta = json.loads((tmp_path / "seg" / "pred.json").read_text())
+    meta = json.loads((tmp_path / "seg" / "pred.nii.gz.json").read_text())
     assert meta["random_weights"] and meta["weights"].startswith("random weights")
     (lab,) = meta["labels"]
     assert lab["support_z"] == [15] and lab["echo_z"] == [15] and lab["start"] == 15
@@ -533,7 +533,7 @@ def test_cli_grid_and_support_echo(kind, tmp_path, ct_files, tiny256, monkeypatc
     assert meta["inputs"]["image"]["sha256"] and meta["options"]["stop"] == "patience:3" and lab["stop"] == "patience:3"
     assert meta["kind"] == "segment" and meta["command"].startswith("fsm2kit") and meta["memory_policy"] == ["sam2"]
     assert meta["support_selector"] == meta["options"]["support_select"] and meta["versions"]["sam2"] == "1.1.0"
-    assert sorted(os.listdir(tmp_path / "seg")) == ["pred.json", "pred.nii.gz"]
+    assert sorted(os.listdir(tmp_path / "seg")) == ["pred.nii.gz", "pred.nii.gz.json"]
 
 
 def _save(path, data, aff):
@@ -624,7 +624,7 @@ def test_dicom_query_end_to_end(tmp_path, tiny256, monkeypatch, capsys):
     assert meta["labels"][0]["processed_z"] == [0, 1, 2, 3, 4]
     # with ground truth: the oracle range is the annotated slice alone, and the Dice table has both modes
     assert meta["oracle"][0]["z_range"] == [2, 2] and {d["mode"] for d in meta["dice"]} == {"whole_volume", "oracle_range"}
-    dice = pd.read_csv(tmp_path / "pred.dice.csv")
+    dice = pd.read_csv(tmp_path / "pred.nii.gz.dice.csv")
     assert set(dice["mode"]) == {"whole_volume", "oracle_range"} and set(dice["weights"]) == {"random weights (seed 0)"}
     # the support slice is the query's own slice 2: its copied annotation is not scored, and the
     # oracle range (slice 2 alone) is left with nothing to score

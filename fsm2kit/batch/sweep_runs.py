@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..records.fileio import atomic_write
+from ..records.fileio import atomic_write, fsync_tree
 from .sweep_spec import DONE_MARKER, FAILED_MARKER, KERNEL_ENV, RunSpec
 
-__all__ = ['RunOutcome', 'read_run_summary', 'execute_run', 'kernel_manager_class', 'export_html', 'write_json', 'remove_tree']
+__all__ = ['RunOutcome', 'read_run_summary', 'execute_run', 'kernel_manager_class', 'export_html', 'write_json', 'remove_tree', 'keep_aside', 'kept_place']
 
 # ============================================================================ one run (on a worker)
 @dataclass
@@ -35,6 +35,7 @@ class RunOutcome:
     summary: dict = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
     host: str = ""
+    kept: str = ""  # a folder in the run's place the batch did not write, moved here (never deleted)
 
     @property
     def error(self) -> str:
@@ -224,12 +225,17 @@ def execute_run(spec: RunSpec) -> RunOutcome:
         "seconds": round(outcome.seconds, 3),
         "summary": outcome.summary,
         "files": outcome.files,
+        "all_files": sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if not p.is_dir() or p.is_symlink()),
         "host": outcome.host,
         "fsm2kit_version": __version__,
         "papermill_version": pm.__version__,
     }
     if outcome.status == "done":
         write_json(tmp / DONE_MARKER, record)
+        why = spec.in_the_way()
+        if why:  # never deleted: moved to a named, kept place, and said so
+            outcome.kept = f"{keep_aside(final, work)} ({why})"
+        fsync_tree(tmp)  # on disk before the rename publishes it
         _replace_folder(tmp, final, work)
         if spec.failed_folder.exists():
             remove_tree(spec.failed_folder)
@@ -242,13 +248,36 @@ def execute_run(spec: RunSpec) -> RunOutcome:
     return outcome
 
 
+def kept_place(folder: Path, work: Path) -> Path:
+    """Where :func:`keep_aside` moves ``folder``: ``<sweep>/.fsm2kit-work/kept/<run>-<UTC time>``."""
+    return work / "kept" / f"{folder.name}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:4]}"
+
+
+def keep_aside(folder: Path, work: Path) -> Path:
+    """Move a folder the batch did not write (or that holds files it did not write) out of a
+    run's way, to :func:`kept_place`; nothing in it is deleted."""
+    dest = kept_place(folder, work)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(folder, dest)
+    return dest
+
+
 def _replace_folder(src: Path, dst: Path, work: Path) -> None:
-    """Move ``src`` to ``dst``; an existing ``dst`` is first moved into the work folder and deleted."""
+    """Move ``src`` to ``dst``; an existing ``dst`` is first moved into the work folder, and deleted
+    once ``src`` is in place (a kill between the two renames: the next batch puts it back,
+    :func:`fsm2kit.batch.sweeps.restore_stale`)."""
+    stale = None
     if dst.exists():
         (work / "stale").mkdir(parents=True, exist_ok=True)
         stale = work / "stale" / f"{dst.name}.stale-{uuid.uuid4().hex[:8]}"
         os.replace(dst, stale)
+    _publish(src, dst)
+    if stale is not None:
         remove_tree(stale)
+
+
+def _publish(src: Path, dst: Path) -> None:
+    """The rename that publishes a run folder (a function of its own: tests interrupt it)."""
     os.replace(src, dst)
 
 

@@ -12,10 +12,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..records.fileio import file_sha256
+from ..records.fileio import file_sha256, file_sha256_cached, folder_digest
 
 __all__ = ['KERNEL_NAME', 'DONE_MARKER', 'FAILED_MARKER', 'SWEEP_KEYS', 'KERNEL_ENV', 'WORK_DIR', 'Sweep', 'RunSpec',
-           'load_sweep', 'safe_name', 'value_text', 'require_module']
+           'load_sweep', 'safe_name', 'value_text', 'require_module', 'plugin_digest', 'inputs_digest']
 
 KERNEL_NAME = "python3"
 DONE_MARKER = "done.json"
@@ -95,10 +95,50 @@ class RunSpec:
         return self.work_dir / "failed" / self.name
 
     def fingerprint(self) -> dict:
-        """Hashes of what makes the run's result: its parameters (plugins included) and the
-        notebook file's content (sha256 each); recorded in ``done.json``."""
+        """Hashes of what makes the run's result (sha256 each), recorded in ``done.json``: its
+        parameters (plugins included), the notebook file's content, the plugins' source
+        (:func:`plugin_digest`) and the contents of file-valued parameters (:func:`inputs_digest`:
+        a checkpoint or prompt file by its sha256, a data folder by its listing and sizes)."""
         text = json.dumps(_jsonable(self.notebook_parameters), sort_keys=True)
-        return {"parameters": hashlib.sha256(text.encode()).hexdigest(), "notebook": file_sha256(self.notebook)}
+        return {"parameters": hashlib.sha256(text.encode()).hexdigest(), "notebook": file_sha256(self.notebook),
+                "plugins": plugin_digest(self.plugins), "inputs": inputs_digest(self.parameters)}
+
+    def in_the_way(self) -> str:
+        """Why the run's folder cannot simply be replaced by the batch ("" when it can: absent,
+        or a finished run of this sweep holding only the files it recorded, unchanged since)."""
+        folder = self.folder
+        if not folder.exists() and not folder.is_symlink():
+            return ""
+        if folder.is_symlink() or not folder.is_dir():
+            return f"{folder.name} is {'a link' if folder.is_symlink() else 'a file'}, not a run folder"
+        marker = folder / DONE_MARKER
+        try:
+            rec = json.loads(marker.read_text())
+            assert isinstance(rec, dict)
+        except (OSError, ValueError, AssertionError):
+            names = sorted(p.name for p in folder.iterdir())
+            return ("an empty folder the batch did not write" if not names else
+                    f"not a finished run of this sweep (no readable {DONE_MARKER}; it holds "
+                    f"{', '.join(names[:3])}{' ...' if len(names) > 3 else ''})")
+        if rec.get("sweep") != self.sweep or rec.get("run") != self.name:
+            return f"its {DONE_MARKER} belongs to run {rec.get('run')!r} of sweep {rec.get('sweep')!r}"
+        listed = set(rec.get("all_files") or rec.get("files") or ()) | {DONE_MARKER}
+        t_done = marker.stat().st_mtime
+        added, changed = [], []
+        for p in sorted(folder.rglob("*")):
+            if p.is_dir() and not p.is_symlink():
+                continue
+            rel = str(p.relative_to(folder))
+            if rel not in listed:
+                added.append(rel)
+            elif rel != DONE_MARKER and p.lstat().st_mtime > t_done + 1:
+                changed.append(rel)
+        why = []
+        if added:
+            why.append(f"files the run did not write: {', '.join(added[:3])}{' ...' if len(added) > 3 else ''}")
+        if changed:
+            why.append(f"files changed since it finished: {', '.join(changed[:3])}{' ...' if len(changed) > 3 else ''}")
+        return "; ".join(why)
 
     def state(self) -> tuple[str, str]:
         """``("done", "")`` for a finished run with this fingerprint; ``("changed", why)`` for a
@@ -123,6 +163,11 @@ class RunSpec:
             why.append("changed parameters" + (f" ({'; '.join(diff)})" if diff else ""))
         if old.get("notebook") != now["notebook"]:
             why.append(f"notebook changed ({Path(self.notebook).name})")
+        if old.get("plugins") != now["plugins"]:
+            why.append("plugin source changed" if "plugins" in old else "no plugin hash recorded (older fsm2kit)")
+        if old.get("inputs") != now["inputs"]:
+            why.append("the contents of file parameters changed (checkpoint, prompts or data)" if "inputs" in old
+                       else "no input hashes recorded (older fsm2kit)")
         return ("changed", ", ".join(why)) if why else ("done", "")
 
     @property
@@ -207,6 +252,60 @@ class Sweep:
         grid = " x ".join(f"{k}[{len(v)}]" for k, v in self.grid) or "one run"
         plugins = f", plugins {list(self.plugins)}" if self.plugins else ""
         return f"Sweep({self.name!r}: {self.notebook.name}, {grid} = {n} runs, {len(self.parameters)} fixed{plugins})"
+
+
+def plugin_digest(plugins) -> str:
+    """sha256 of the plugins' source: a ``.py`` file's content; a module's file (every ``.py``
+    file under it for a package), found without importing it; a module that cannot be found
+    counts by its name."""
+    import importlib.util
+
+    h = hashlib.sha256()
+    for m in plugins:
+        h.update(f"{m}\0".encode())
+        files: list[Path] = []
+        if m.endswith(".py") or os.sep in m or "/" in m:
+            files = [Path(m)]
+        else:
+            try:
+                spec = importlib.util.find_spec(m)
+            except (ImportError, ValueError):
+                spec = None
+            if spec is not None and spec.origin and os.path.isfile(spec.origin):
+                origin = Path(spec.origin)
+                files = sorted(origin.parent.rglob("*.py")) if origin.name == "__init__.py" else [origin]
+        for f in files:
+            h.update(f"{f.name}\0{file_sha256_cached(f) if f.is_file() else 'missing'}\n".encode())
+    return h.hexdigest()
+
+
+def inputs_digest(parameters) -> str:
+    """sha256 of the contents of the file-valued parameters: every string value (in lists and
+    mappings too) naming an existing file counts by its sha256 (remembered per (path, size,
+    mtime): :func:`~fsm2kit.records.fileio.file_sha256_cached`), a folder by its listing and sizes
+    (:func:`~fsm2kit.records.fileio.folder_digest`)."""
+    h = hashlib.sha256()
+
+    def visit(key: str, v) -> None:
+        if isinstance(v, dict):
+            for k in sorted(v, key=str):
+                visit(f"{key}.{k}", v[k])
+        elif isinstance(v, (list, tuple)):
+            for i, x in enumerate(v):
+                visit(f"{key}[{i}]", x)
+        elif isinstance(v, str) and v and len(v) < 4096:
+            p = Path(os.path.expanduser(v))
+            try:
+                if p.is_file():
+                    h.update(f"{key}\0file\0{file_sha256_cached(p)}\n".encode())
+                elif p.is_dir():
+                    h.update(f"{key}\0folder\0{folder_digest(p)}\n".encode())
+            except OSError:
+                pass
+
+    for k in sorted(parameters):
+        visit(k, parameters[k])
+    return h.hexdigest()
 
 
 def require_module(module: str):

@@ -73,6 +73,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import sys
 import time
 import uuid
 from collections.abc import Sequence
@@ -85,7 +86,7 @@ from .sweep_index import write_index
 from .sweep_runs import RunOutcome, execute_run, remove_tree, write_json
 from .sweep_spec import FAILED_MARKER, WORK_DIR, RunSpec, Sweep, load_sweep, require_module
 
-__all__ = ['SweepResult', 'run_sweep', 'plan_runs']
+__all__ = ['SweepResult', 'run_sweep', 'plan_runs', 'check_scheduler', 'SECURE_SCHEMES']
 
 # ============================================================================ the sweep
 @dataclass(eq=False)
@@ -99,6 +100,7 @@ class SweepResult:
     seconds: float
     folder: Path
     rerun: dict[str, str] = field(default_factory=dict)  # finished runs run again: name -> why
+    kept: dict[str, str] = field(default_factory=dict)  # folders in a run's place moved aside: name -> where (why)
 
     @property
     def failed(self) -> pd.DataFrame:
@@ -200,6 +202,7 @@ def run_sweep(
     security=None,
     only: Sequence[str] | None = None,
     progress: bool = True,
+    insecure: bool = False,
 ) -> SweepResult:
     """Run the unfinished runs of a sweep in parallel on Dask and write the index.
 
@@ -221,6 +224,9 @@ def run_sweep(
         ``distributed.comm.tls.*``).
     only : sequence of str, optional, keyword-only
         Run names to run (others are left as they are).
+    insecure : bool, keyword-only
+        Accept a ``scheduler`` address that is not ``tls://`` or ``wss://`` (plain TCP: anyone
+        who reaches it can run code on the workers); refused otherwise (:func:`check_scheduler`).
     progress : bool, keyword-only
         A progress bar over runs.
 
@@ -231,6 +237,7 @@ def run_sweep(
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
+    check_scheduler(scheduler, insecure=insecure)
     if not isinstance(sweep, Sweep):
         sweep = load_sweep(sweep)
     if workers < 1:
@@ -244,6 +251,7 @@ def run_sweep(
             raise ValueError(f"--only {unknown}: no such run in sweep {sweep.name!r}; runs are {sorted(names)}.")
         specs = [s for s in specs if s.name in set(only)]
     with _sweep_lock(folder):
+        restored = restore_stale(folder)  # a kill between the two renames of a replacement: the old run back
         for left in ("tmp", "stale"):  # left by a killed batch: never a finished result
             d = folder / WORK_DIR / left
             for stale in (d.iterdir() if d.is_dir() else ()):
@@ -273,7 +281,42 @@ def run_sweep(
             finally:
                 bar.close()
         index = write_index(sweep, reports)
-    return SweepResult(sweep, index, executed, skipped, time.perf_counter() - t0, folder, rerun)
+    kept = {o.name: o.kept for o in executed if o.kept}
+    for name in restored:
+        print(f"fsm2kit batch: note: restored run {name} from {WORK_DIR}/stale/, left by a batch killed while "
+              "replacing it.", file=sys.stderr)
+    return SweepResult(sweep, index, executed, skipped, time.perf_counter() - t0, folder, rerun, kept)
+
+
+#: Scheduler address schemes that encrypt and authenticate (with certificates).
+SECURE_SCHEMES = ("tls://", "wss://")
+
+
+def check_scheduler(scheduler: str | None, *, insecure: bool = False) -> None:
+    """Refuse a scheduler address that is not ``tls://`` or ``wss://`` (a bare ``HOST:PORT``
+    included: Dask reads it as ``tcp://``) unless ``insecure``: over plain TCP or ``ws://``
+    anyone who reaches the scheduler can run code on its workers."""
+    if not scheduler or insecure:
+        return
+    if not str(scheduler).strip().lower().startswith(SECURE_SCHEMES):
+        scheme = str(scheduler).split("://", 1)[0] + "://" if "://" in str(scheduler) else "no scheme (tcp://)"
+        raise ValueError(f"--scheduler {scheduler}: {scheme} is not encrypted and anyone who reaches the scheduler "
+                         "can run code on its workers; use tls://HOST:PORT with --tls-ca-file/--tls-cert/--tls-key "
+                         "(see the README), or pass --insecure on a network you trust.")
+
+
+def restore_stale(folder: Path) -> list[str]:
+    """Put back a run folder that a killed batch had moved into ``.fsm2kit-work/stale/`` to replace
+    it, when nothing took its place (the kill came between the two renames); returns their names."""
+    d = folder / WORK_DIR / "stale"
+    restored = []
+    for old in sorted(d.iterdir(), key=lambda q: q.stat().st_mtime, reverse=True) if d.is_dir() else ():
+        name = old.name.rsplit(".stale-", 1)[0]
+        target = folder / name
+        if old.is_dir() and name and not name.startswith(".") and not target.exists():
+            os.replace(old, target)
+            restored.append(name)
+    return restored
 
 
 def plan_runs(specs: Sequence[RunSpec]) -> tuple[list[str], list[RunSpec], dict[str, str]]:

@@ -55,13 +55,19 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``fsm2kit`` parser with every subcommand."""
+    from ..model.specs import MODELS
     from ..version import __version__
 
+    groups: dict = {}
+    for m in MODELS.values():  # the table, grouped by default size and licence
+        groups.setdefault((m.image_size, m.licence), []).append(m.name)
+    models = "; ".join(f"{', '.join(names)} ({size} px, {lic})" for (size, lic), names in groups.items())
     parser = _Parser(
         prog="fsm2kit",
         description="Training-free few-shot medical image segmentation with SAM2 (FS-MedSAM2). Errors: one "
         "line and exit code 2 (bad usage or input, found before any model loads), 1 (a failure later), "
         "130 (Ctrl-C); --debug shows the traceback.",
+        epilog=f"Models (--model): {models}.",
     )
     parser.add_argument("--version", action="version", version=f"fsm2kit {__version__}")
     parser.add_argument("--debug", action="store_true", help="on an error, also print the traceback")

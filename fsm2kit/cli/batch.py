@@ -29,6 +29,9 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--tls-cert", default=None, metavar="PEM", help="with --scheduler: this client's certificate")
     p.add_argument("--tls-key", default=None, metavar="PEM",
                    help="with --scheduler: this client's private key (default: in --tls-cert)")
+    p.add_argument("--insecure", action="store_true",
+                   help="accept a --scheduler address without tls:// or wss:// (plain TCP: anyone who reaches the "
+                        "scheduler can run code on its workers); default: refused")
     p.add_argument("--only", nargs="+", default=None, metavar="RUN", help="run only these runs")
     p.add_argument("--dry-run", action="store_true", help="list the runs and their status, run nothing")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -39,21 +42,31 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
 def _cmd_batch(args: argparse.Namespace) -> int:
     from ..batch.sweep_index import collect_index
     from ..batch.sweep_spec import load_sweep
-    from ..batch.sweeps import plan_runs, run_sweep
+    from ..batch.sweep_spec import WORK_DIR
+    from ..batch.sweeps import check_scheduler, plan_runs, run_sweep
 
+    check_scheduler(args.scheduler, insecure=args.insecure)
     security = _security(args)
     sweep = load_sweep(args.sweep)
     if args.dry_run:
         index = collect_index(sweep, args.reports)
         print(repr(sweep))
         print(index[["run", "status", *[k for k, _ in sweep.grid]]].to_string(index=False))
-        for name, why in plan_runs(sweep.runs(args.reports))[2].items():
+        _, pending, rerun = plan_runs(sweep.runs(args.reports))
+        for name, why in rerun.items():
             print(f"would rerun {name}: {why}")
+        for spec in pending:
+            why = spec.in_the_way()
+            if why:
+                print(f"would move {spec.folder} aside to {spec.folder.parent / WORK_DIR / 'kept' / spec.name}-<time>/ "
+                      f"when the run succeeds (never deleted): {why}")
         return 0
     res = run_sweep(sweep, reports=args.reports, workers=args.workers, scheduler=args.scheduler,
-                    security=security, only=args.only, progress=not args.no_progress)
+                    security=security, only=args.only, progress=not args.no_progress, insecure=args.insecure)
     for name, why in res.rerun.items():
         print(f"reran {name}: {why}")
+    for name, where in res.kept.items():
+        print(f"moved the folder in the place of run {name} aside, kept (not deleted): {where}")
     cols = ["run", "status", "seconds", "dice_pooled", "dice_mean_per_volume", "weights", "error"]
     print(res.index[cols].to_string(index=False, na_rep="", float_format=lambda x: f"{x:.4f}"))
     if res.index["weights"].astype(str).str.contains("random weights").any():
@@ -67,9 +80,9 @@ def _security(args: argparse.Namespace):
     files = {"--tls-ca-file": args.tls_ca_file, "--tls-cert": args.tls_cert, "--tls-key": args.tls_key}
     given = {k: v for k, v in files.items() if v}
     if not given:
-        if args.scheduler and args.scheduler.startswith("tcp://"):
-            print("fsm2kit batch: warning: --scheduler tcp://... is not encrypted and anyone who reaches it can "
-                  "run code as its workers; use tls:// with --tls-ca-file/--tls-cert/--tls-key.", file=sys.stderr)
+        if args.scheduler and args.insecure and not args.scheduler.lower().startswith(("tls://", "wss://")):
+            print("fsm2kit batch: warning: --insecure: the scheduler connection is not encrypted and anyone who "
+                  "reaches it can run code as its workers.", file=sys.stderr)
         return None
     if not args.scheduler:
         raise ValueError(f"{', '.join(given)} go with --scheduler (the local cluster makes its own credentials).")

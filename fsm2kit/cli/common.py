@@ -6,30 +6,37 @@ import argparse
 import os
 import sys
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = ["add_model_args", "check_model_args", "model_from_args", "engine_from_args", "EPISODE_FAMILIES",
            "strategy_flags", "Strategies", "add_plugins_arg", "add_strategy_args", "strategies_from_args",
-           "add_overwrite_arg", "check_outputs", "check_output_folder", "checks_passed", "check_device_arg",
-           "check_order_applies"]
+           "add_overwrite_arg", "check_outputs", "check_output_folder", "checks_passed", "claim_output",
+           "check_device_arg", "check_order_applies"]
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
     """The model options every subcommand that runs SAM2 shares."""
-    from ..model.specs import MODELS
+    from ..model.specs import MODELS, PRECISIONS
 
-    p.add_argument("--model", default="sam2-tiny", help=f"SAM2 model: {', '.join(MODELS)} (default sam2-tiny)")
+    p.add_argument("--model", default="sam2-tiny", metavar="NAME",
+                   help=f"model: {', '.join(MODELS)} (default sam2-tiny; medsam2: MedSAM2, 512 px, CC-BY-SA-4.0)")
     p.add_argument(
         "--checkpoint",
         default=None,
-        help="checkpoint file, or 'random' for random weights (smoke runs); omitted: download "
-        "the released checkpoint by model name (needs internet; cached)",
+        help="checkpoint file, a released file name of the model (e.g. MedSAM2_CTLesion.pt: downloaded), "
+        "or 'random' for random weights (smoke runs); omitted: download the model's released checkpoint "
+        "by name (needs internet; cached)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of random weights, 0 to 2**63 - 1 (default 0)")
-    p.add_argument("--image-size", type=int, default=1024,
-                   help="SAM2 input size: a multiple of 64 from 128 to 2048 (default 1024, as published; "
-                   "256 for a fast smoke run)")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="SAM2 input size: a multiple of 64 from 128 to 2048 (default: the model's own, 1024 for "
+                        "SAM2 as published, 512 for medsam2; 256 for a fast smoke run; the memory attention's RoPE "
+                        "sizes follow)")
+    p.add_argument("--precision", default=None, choices=PRECISIONS,
+                   help="fp32, or bf16 autocast (default: bf16 on CUDA as published, fp32 elsewhere; bf16 on the "
+                        "CPU runs the GPU's dtype path)")
     p.add_argument("--device", default=None, choices=["cpu", "cuda", "mps"], help="default: cuda, mps, cpu")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -43,22 +50,31 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 def check_model_args(args: argparse.Namespace) -> None:
     """Check the options of :func:`add_model_args` without loading anything (one-line ValueError).
 
-    Model name, image size, threads, object batch size, and that a ``--checkpoint`` file exists.
+    Model name, image size (and a note on stderr when it is not the size a model was trained at),
+    precision, threads, object batch size, that a ``--checkpoint`` file exists and holds the
+    model's architecture (a few keys read, no model built), or is a released file name of the model.
     """
-    from ..model.specs import MAX_IMAGE_SIZE, check_image_size, check_seed, resolve_spec
+    from ..model.specs import (MAX_IMAGE_SIZE, check_model_image_size, check_precision, check_seed, release_file,
+                               resolve_spec)
 
-    resolve_spec(args.model)
+    spec = resolve_spec(args.model)
     try:
-        check_image_size(args.image_size)
+        note = check_model_image_size(spec.name, args.image_size)
     except ValueError:
         raise ValueError(f"--image-size {args.image_size}: valid sizes are multiples of 64 from 128 to "
                          f"{MAX_IMAGE_SIZE} (128, 192, 256, ...; 1024 as published, 256 or 512 for fast smoke "
                          "runs).") from None
+    if note:
+        print(f"NOTE: {note}.", file=sys.stderr)
     try:
         check_seed(args.seed)
     except ValueError:
         raise ValueError(f"--seed {args.seed}: a seed is an integer from 0 to 2**63 - 1.") from None
     check_device_arg(getattr(args, "device", None))
+    try:
+        check_precision(getattr(args, "precision", None), getattr(args, "device", None))
+    except ValueError as e:
+        raise ValueError(f"--{e}") from None
     for flag, value in (("--threads", getattr(args, "threads", None)),
                         ("--object-batch-size", getattr(args, "object_batch_size", None))):
         if value is not None and value < 1:
@@ -66,12 +82,17 @@ def check_model_args(args: argparse.Namespace) -> None:
     ck = args.checkpoint
     if ck is not None and str(ck) != "random":
         path = Path(ck).expanduser()
+        if not path.exists() and release_file(spec, str(ck)):
+            return  # a released file name: downloaded by name when the model loads
         if path.is_dir():
             raise IsADirectoryError(f"--checkpoint {ck} is a folder; pass the checkpoint file in it "
                                     f"(e.g. {path / 'sam2_hiera_tiny.pt'}), or 'random'.")
         if not path.is_file():
             raise FileNotFoundError(f"Checkpoint file {str(ck)!r} does not exist; pass a SAM2 .pt file, "
                                     "'random' for random weights, or leave --checkpoint out to download.")
+        from ..model.loading import check_checkpoint
+
+        check_checkpoint(spec.name, path)  # another architecture: one line, before any model is built
 
 
 def check_device_arg(device: str | None) -> None:
@@ -162,17 +183,36 @@ def check_outputs(outputs: dict[str, str | os.PathLike], inputs: dict[str, str |
                                  "would delete; choose another output.")
 
 
-def check_output_folder(out: str | os.PathLike, *, overwrite: bool) -> None:
-    """An output folder: not a file, writable, and (without ``overwrite``) empty or absent."""
-    from ..records.fileio import check_can_create
+def check_output_folder(out: str | os.PathLike, *, overwrite: bool, kind: str = "experiment") -> None:
+    """An output folder: not the working folder (``.``) or one above it, not a file, writable, and
+    new, empty or (with ``overwrite``) an fsm2kit output of ``kind``
+    (:func:`fsm2kit.records.fileio.check_replaceable`: a folder of other files is refused, whatever
+    the flags)."""
+    from ..records.fileio import check_can_create, check_replaceable, holds_working_folder
 
     o = Path(out)
+    if holds_working_folder(o):
+        raise ValueError(f"--out {out} is the folder you are working in (or holds it); the output replaces its "
+                         "folder all at once, so give a new folder, e.g. --out results/run1.")
     if o.exists() and not o.is_dir():
         raise NotADirectoryError(f"--out {out} is a file; give a folder.")
     check_can_create(o / "x")
-    if o.is_dir() and any(o.iterdir()) and not overwrite:
-        raise FileExistsError(f"--out {out} already exists and is not empty; pass --overwrite to replace it "
-                              "(all at once, when the new run has finished), or choose another folder.")
+    check_replaceable(o, kind=kind, overwrite=overwrite)
+
+
+@contextmanager
+def claim_output(out: str | os.PathLike, companions=None):
+    """Hold ``--out``'s lock for the rest of the command (a second run to the same ``--out`` is
+    refused before its model loads); then repair what a crash left beside it, said on stderr
+    (:func:`fsm2kit.records.fileio.recover_output`; with ``companions``, the files written with
+    it, :func:`fsm2kit.records.fileio.recover_group`)."""
+    from ..records.fileio import output_lock, recover_group, recover_output
+
+    with output_lock(out):
+        notes = recover_output(out) if companions is None else recover_group(out, companions)
+        for note in notes:
+            print(f"fsm2kit: note: {note}.", file=sys.stderr)
+        yield
 
 
 def model_from_args(args: argparse.Namespace, *, meaningless: str = "the numbers mean nothing"):
@@ -191,7 +231,8 @@ def model_from_args(args: argparse.Namespace, *, meaningless: str = "the numbers
         warnings.simplefilter("ignore", UserWarning)
         model = load_sam2(args.model, args.checkpoint, seed=args.seed, image_size=args.image_size,
                           device=args.device, progress=not args.no_progress,
-                          compile_encoder=bool(getattr(args, "compile_encoder", False)))
+                          compile_encoder=bool(getattr(args, "compile_encoder", False)),
+                          precision=getattr(args, "precision", None))
     if model.random_weights:
         print(f"WARNING: {model.name} has RANDOM WEIGHTS (seed {model.seed}): a smoke run; {meaningless}.",
               file=sys.stderr)

@@ -16,6 +16,7 @@ from .common import (
     check_output_folder,
     check_outputs,
     checks_passed,
+    claim_output,
     engine_from_args,
     model_from_args,
     strategies_from_args,
@@ -60,9 +61,13 @@ def register_cli(subparsers) -> None:
 
 
 def _cmd_inspect(args) -> int:
-    from pathlib import Path
+    import contextlib
 
-    from ..records.fileio import atomic_folder
+    with contextlib.ExitStack() as args.exit_stack:  # --out's lock, taken once --out is checked
+        return _inspect(args)
+
+
+def _inspect(args) -> int:
     from ..studies.run_inspection import inspect_run
     from ..records.provenance import command_line
 
@@ -74,7 +79,8 @@ def _cmd_inspect(args) -> int:
         raise ValueError(f"--max-slices must be >= 1, got {args.max_slices}.")
     check_outputs({"--out": args.out}, {"--episodes": args.episodes, "--checkpoint": args.checkpoint,
                                         **{f"--plugins {m}": m for m in (args.plugins or []) if m.endswith(".py")}})
-    check_output_folder(args.out, overwrite=args.overwrite)
+    check_output_folder(args.out, overwrite=args.overwrite, kind="inspect")
+    args.exit_stack.enter_context(claim_output(args.out))
     strategies = strategies_from_args(args)  # plugins first; bad names fail here, in one line, before any model
     check_order_applies(args.setting, args.order)  # 1S1Q/3S1Q have no order: refused, never dropped
     if str(args.support_select or "").strip().lower() == "similar:query":
@@ -93,21 +99,14 @@ def _cmd_inspect(args) -> int:
         model = model_from_args(args, meaningless="the attention content is meaningless")
         return engine_from_args(model, args)
 
-    found: dict = {}
-
-    def build(tmp: Path) -> None:
-        found["insp"] = inspect_run(
-            setting=args.setting, order=strategies.ordering, memory_policy=strategies.memory_policy,
-            support_selector=strategies.support_selector, episodes=args.episodes, episode_index=args.episode_index,
-            dataset=args.dataset, fold=args.fold, label=args.label, engine=engine,
-            max_slices=args.max_slices, layers=args.layers, verify=not args.no_verify, output_dir=tmp,
-            panels=args.panels, pixel=tuple(args.pixel) if args.pixel else None,
-            command=command_line(getattr(args, "argv", None)), check=check,
-        )
-
-    out = atomic_folder(args.out, build, overwrite=args.overwrite)
-    insp = found["insp"]
-    insp.files = {k: out / Path(v).name for k, v in insp.files.items()}
+    insp = inspect_run(
+        setting=args.setting, order=strategies.ordering, memory_policy=strategies.memory_policy,
+        support_selector=strategies.support_selector, episodes=args.episodes, episode_index=args.episode_index,
+        dataset=args.dataset, fold=args.fold, label=args.label, engine=engine,
+        max_slices=args.max_slices, layers=args.layers, verify=not args.no_verify, output_dir=args.out,
+        panels=args.panels, pixel=tuple(args.pixel) if args.pixel else None,
+        command=command_line(getattr(args, "argv", None)), overwrite=args.overwrite, check=check,
+    )  # the folder is built beside --out and swapped in when complete
     print(insp)
     if insp.max_rel_error is not None:
         print(f"capture check: max relative error of the recomputed layer outputs {insp.max_rel_error:.1e}")

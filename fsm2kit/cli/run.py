@@ -7,14 +7,18 @@ which writes the one output format (:mod:`fsm2kit.run.experiment_result`): ``log
 ``provenance.json``.
 
 Everything is checked before any model loads (options, the episodes, and ``--out``: not an input,
-not an earlier run unless ``--overwrite``). The run folder is built beside ``--out`` (a hidden
-temporary sibling) and renamed to it when complete (:func:`fsm2kit.records.fileio.atomic_folder`):
-``--out`` holds a whole run or nothing, never a mix of two.
+not the working folder, writable, not being written by another run (a lock held for the whole
+command), new, empty or an earlier run with ``--overwrite``; a folder fsm2kit did not write is
+refused even then). The run folder is built beside ``--out`` (a hidden temporary sibling) and
+renamed to it when complete (:meth:`ExperimentResult.save
+<fsm2kit.run.experiment_result.ExperimentResult.save>`): ``--out`` holds a whole run or nothing,
+never a mix of two.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -29,6 +33,7 @@ from .common import (
     check_output_folder,
     check_outputs,
     checks_passed,
+    claim_output,
     model_from_args,
     strategies_from_args,
 )
@@ -66,6 +71,9 @@ def register_cli(sub) -> argparse.ArgumentParser:
                           'list of {"z": Z, "points": [[x, y, 1 or 0], ...], "box": [x0, y0, x1, y1]} in stored '
                           'pixel coordinates (x = column), with "case" and "label" keys when the run has several '
                           "episodes; each round re-propagates. The run record keeps the prompts")
+    run.add_argument("--max-rounds", type=int, default=100, metavar="N",
+                   help="the most correction rounds --prompts may hold (default 100): each round re-propagates, so "
+                        "thousands are hours of work")
     # --order (FQ), --support-select, --memory-policy, --support-views, --plugins: as segment and inspect
     add_strategy_args(run, EPISODE_FAMILIES, views=True, defaults={"ordering": None},
                       notes={"ordering": "default middle; S1SFQ and 3SFQ only"})
@@ -109,14 +117,28 @@ def config_from_args(args: argparse.Namespace):
         seed=args.seed,
         image_size=args.image_size,
         device=args.device,
+        precision=getattr(args, "precision", None),
         variant=args.variant,
         object_batch_size=getattr(args, "object_batch_size", None),
         name="fsm2kit run",
+        max_rounds=_max_rounds(args),
     )
 
 
+def _max_rounds(args: argparse.Namespace) -> int:
+    n = getattr(args, "max_rounds", 100)
+    if n < 1:
+        raise ValueError(f"--max-rounds must be at least 1, got {n}.")
+    return n
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
-    from ..records.fileio import atomic_folder
+    with contextlib.ExitStack() as args.exit_stack:  # --out's lock, taken once --out is checked
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ..records.fileio import links_outside
     from ..run.sources import episode_folder_kind, load_config_episodes
     from ..run.runner import run_experiments
     from ..records.provenance import command_line
@@ -129,7 +151,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
                                         "--prompts": args.prompts,
                                         **{f"--plugins {m}": m for m in (args.plugins or []) if m.endswith(".py")}})
     check_output_folder(args.out, overwrite=args.overwrite)
+    args.exit_stack.enter_context(claim_output(args.out))
     config = config_from_args(args)
+    links = links_outside(args.episodes)  # followed, and recorded in provenance.json
+    for link in links:
+        print(f"fsm2kit: note: --episodes {args.episodes}: {link['name']} is a link to {link['target']}, outside "
+              "the folder (recorded in provenance.json).", file=sys.stderr)
     episodes = load_config_episodes(config, progress=not args.no_progress)  # --fold/--label checked here
     check_start(config.orders[0], args.setting, episodes, option="--order")  # at:Z: a query slice of every episode
     if episode_folder_kind(args.episodes) == "npz":
@@ -140,10 +167,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if config.prompts:  # every correction checked against its episode before the model loads
         from ..run.prompting import episode_rounds
 
+        from ..io.prompts import round_estimate
+
         rounds = episode_rounds(config.prompt_file(), episodes)
+        n_rounds = max((len(e) for e in rounds), default=0)
         print(f"prompts: {sum(len(r) for e in rounds for r in e)} correction(s) in "
-              f"{max((len(e) for e in rounds), default=0)} round(s) on {sum(1 for e in rounds if e)} episode(s)",
-              file=sys.stderr)
+              f"{n_rounds} round(s) on {sum(1 for e in rounds if e)} episode(s)", file=sys.stderr)
+        if n_rounds >= 10:  # a long job says what it costs
+            print(f"estimate: {round_estimate(n_rounds, sum(e.n_slices for e, r in zip(episodes, rounds) if r))}",
+                  file=sys.stderr)
     checks_passed(args)
     model = model_from_args(args)
     n = sum(e.n_slices for e in episodes)
@@ -153,15 +185,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
           f"memory {args.memory_policy}; {model!r}", file=sys.stderr)
     result = run_experiments(config, models={model.name: model}, episodes=[episodes], keep_predictions=True,
                              progress=not args.no_progress)
-    names: dict = {}
-
-    def build(tmp):
-        names.update(result.save(tmp, command=command_line(getattr(args, "argv", None)),
-                                 details={"total_seconds": round(time.perf_counter() - t0, 3)}))
-
-    out = atomic_folder(args.out, build, overwrite=args.overwrite)
+    names = result.save(args.out, command=command_line(getattr(args, "argv", None)), overwrite=args.overwrite,
+                        details={"total_seconds": round(time.perf_counter() - t0, 3),
+                                 **({"input_links_outside": links} if links else {})})
     print(format_dice(result))
     print(f"\n{result.encoder_passes} image-encoder passes, {result.seconds:.1f} s. Outputs:")
     for p in names.values():
-        print(f"  {out / p.name}")
+        print(f"  {p}")
     return 0

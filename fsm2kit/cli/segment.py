@@ -24,6 +24,7 @@ from .common import (
     add_strategy_args,
     check_model_args,
     check_outputs,
+    claim_output,
     checks_passed,
     engine_from_args,
     model_from_args,
@@ -88,13 +89,16 @@ def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPar
     p.add_argument("--ground-truth", default=None,
                    help="query labels (same ids): adds the oracle-range mode and a Dice table")
     p.add_argument("--out", required=True, help="output label volume: .nii.gz (NIfTI), or .dcm (a DICOM "
-                   "Segmentation referencing the series; DICOM --image only); the sidecar is <name>.json "
-                   "(and <name>.dice.csv with --ground-truth); never one of the inputs")
+                   "Segmentation referencing the series; DICOM --image only); the sidecar is <out>.json, e.g. "
+                   "pred.nii.gz.json (and <out>.dice.csv with --ground-truth); never one of the inputs")
     p.add_argument("--prompts", default=None, metavar="FILE.json",
                    help="correction rounds after the propagation: a JSON list of rounds, each a list of "
                         '{"z": Z, "points": [[x, y, 1 or 0], ...], "box": [x0, y0, x1, y1]} on slice Z of the query '
                         "as stored (x = column, y = row), with \"label\": NAME when several labels are segmented; "
                         "each round re-propagates (the stopping rule is off for corrected labels)")
+    p.add_argument("--max-rounds", type=int, default=100, metavar="N",
+                   help="the most correction rounds --prompts may hold (default 100): each round re-propagates, so "
+                        "thousands are hours of work")
     add_overwrite_arg(p, "an existing --out (and its sidecar and Dice table)")
     # --order, --support-select (default middle), --memory-policy, --stop, --support-views, --plugins: the
     # registries' options, as run and inspect
@@ -139,13 +143,22 @@ def _stop_spec(args: argparse.Namespace) -> str | None:
 
 def cmd_segment(args: argparse.Namespace) -> int:
     """Handler of ``fsm2kit segment``."""
+    import contextlib
+
+    with contextlib.ExitStack() as args.exit_stack:  # --out's lock, taken once --out is checked
+        return _segment(args)
+
+
+def _segment(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ..records.fileio import file_sha256
+    from ..records.fileio import input_record, links_outside
     from ..io.nifti import load_label_nifti
     from ..segment.organs import check_label_map_fits, describe_ids, parse_labels
     from ..records.provenance import RANDOM_NOTE, command_line
-    from ..segment.own_scan import check_request, constant_volume_note, segment_volume, start_from_order
+    from ..segment.own_scan import (check_corrections_off_support, check_request, constant_volume_note, segment_volume,
+                                    start_from_order)
+    from ..model.specs import image_size_for
     from ..segment.segment_result import check_dicom_output, check_output, load_scan, output_files
 
     t0 = time.perf_counter()
@@ -156,6 +169,9 @@ def cmd_segment(args: argparse.Namespace) -> int:
                   {"--image": args.image, "--support-image": args.support_image, "--support-mask": args.support_mask,
                    "--ground-truth": args.ground_truth, "--checkpoint": args.checkpoint, "--prompts": args.prompts})
     check_output(out, overwrite=args.overwrite, cli=True)
+    # a second segment to the same --out is refused; what a kill left of a replacement is repaired
+    args.exit_stack.enter_context(claim_output(out, companions=(side_file, dice_file)))
+    check_output(out, overwrite=args.overwrite, cli=True)  # again, now that no other process writes it
     check_dicom_output(out, args.image)  # .dcm: a DICOM query whose slices a SEG can reference
     if args.support_slice is not None and args.support_slice < 0:
         raise ValueError(f"--support-slice {args.support_slice}: slice indices count from 0 (the most inferior "
@@ -168,6 +184,10 @@ def cmd_segment(args: argparse.Namespace) -> int:
     args.stop = _stop_spec(args)
     strategies = strategies_from_args(args)  # plugins, then every name checked by its registry, in one line
     order = strategies.ordering
+    for flag, folder in (("--image", args.image), ("--support-image", args.support_image)):
+        for link in links_outside(folder):  # followed, and recorded in the sidecar
+            print(f"fsm2kit: note: {flag} {folder}: {link['name']} is a link to {link['target']}, outside the "
+                  "folder (recorded in the sidecar).", file=sys.stderr)
     query = load_scan(args.image, modality=args.modality)
     constant = constant_volume_note(query.array, f"--image {args.image}")
     if constant:  # said once, before the model loads (segment_volume's own warning is silenced below)
@@ -186,16 +206,24 @@ def cmd_segment(args: argparse.Namespace) -> int:
         gt = load_label_nifti(args.ground_truth, like=query, label_map=lm, what="Ground truth")
     labels = None if (args.labels or "").strip().lower() == "all" else args.labels
     organs = parse_labels(labels, label_map=lm, present=present)
-    check_request(organs, mask.array, support_select=strategies.support_selector,
-                  support_slices=args.support_slice, image_size=args.image_size)
+    chosen = check_request(organs, mask.array, support_select=strategies.support_selector,
+                           support_slices=args.support_slice, image_size=image_size_for(args.model, args.image_size))
     start_from_order(order, query.shape[0])  # a start position inside the query, checked before the model
     prompts = None
     if args.prompts:  # read and checked against the query's slices before the model loads
         from ..io.prompts import read_prompts
         from ..run.prompting import label_rounds
 
-        prompts = read_prompts(args.prompts)
-        label_rounds(prompts, organs, query.shape)
+        from ..io.prompts import round_estimate
+
+        if args.max_rounds < 1:
+            raise ValueError(f"--max-rounds must be at least 1, got {args.max_rounds}.")
+        prompts = read_prompts(args.prompts, max_rounds=args.max_rounds)
+        fixes = label_rounds(prompts, organs, query.shape)
+        check_corrections_off_support(query, sup, mask, organs, fixes, chosen=chosen, ct_window=window)
+        n_rounds = len(prompts.rounds)
+        if n_rounds >= 10:  # a long job says what it costs
+            print(f"estimate: {round_estimate(n_rounds, query.shape[0] * len(fixes))}", file=sys.stderr)
     checks_passed(args)
     model = model_from_args(args, meaningless="the masks mean nothing")
     engine = engine_from_args(model, args)
@@ -213,10 +241,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
                      ("support_mask", args.support_mask), ("ground_truth", args.ground_truth)):
         if pth is None:
             continue
-        pp = Path(pth)
-        inputs[key] = {"path": str(pp.absolute()),
-                       "sha256": file_sha256(pp) if pp.is_file() else None,
-                       "dicom_files": len(list(pp.iterdir())) if pp.is_dir() else None}
+        inputs[key] = input_record(pth)
     img_path, side = res.save(out, command=command_line(getattr(args, "argv", None)), details={
         "inputs": inputs,
         "total_seconds": round(time.perf_counter() - t0, 3),

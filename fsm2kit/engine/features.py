@@ -6,8 +6,11 @@ image size: in memory (optionally bounded, least recently used dropped) and opti
 settings, orders, plans, organs or notebook runs use it.
 
 On disk nothing is trusted blindly: each file carries its slice key, the model's feature key,
-the shapes and dtypes of its tensors and a checksum of their values, all checked on read; a
-file that fails a check is recomputed and replaced (with a warning). The weights' hash in the
+the shapes and dtypes of its tensors and a keyed checksum of their values (a MAC: keyed BLAKE2b
+with the cache folder's secret key, :data:`CACHE_KEY_FILE`, created with mode 600), all checked
+on read, and its features must be finite; a file that fails a check (forged without the key,
+copied from another cache, NaN) is recomputed and replaced (with a warning). Cache folders are
+made with mode 755 and files with 644, whatever the umask: no group or world write. The weights' hash in the
 folder name (:meth:`~fsm2kit.model.loading.SAM2Model.weights_feature_key`) is taken **when the
 cache (the engine) is created**: weights changed in memory afterwards need a new engine. A
 cache folder that cannot be written (read-only, disk full) gives one warning, and the run goes
@@ -17,6 +20,7 @@ on without the disk cache (no temporary file is left behind).
 from __future__ import annotations
 
 import hashlib
+import hmac
 import io
 import os
 import warnings
@@ -114,9 +118,67 @@ def content_key(a: np.ndarray, *extra) -> str:
 _FILE_FORMAT = "fsm2kit-slice-features-1"
 
 
-def _checksum(tensors) -> str:
-    """blake2b of the tensors' shapes, dtypes and bytes."""
-    h = hashlib.blake2b(digest_size=16)
+#: The cache folder's secret key (32 random bytes, mode 600): a cache file's checksum is an HMAC
+#: with it, so a file written without the key (forged, or copied from another cache) is refused.
+CACHE_KEY_FILE = ".fsm2kit-cache-key"
+_KEY_BYTES = 32
+
+
+def cache_key(cache_dir: str | os.PathLike, *, create: bool = True) -> bytes | None:
+    """The secret key of a feature cache folder (:data:`CACHE_KEY_FILE`), created with mode 600
+    (whatever the umask) on first use; None when there is none and ``create`` is False.
+
+    Raises
+    ------
+    OSError
+        The key cannot be read or created (then the disk cache is not used).
+    ValueError
+        The key file is not a regular file of 32 bytes, or others may write it.
+    """
+    root = Path(cache_dir)
+    path = root / CACHE_KEY_FILE
+    if not path.exists() and not path.is_symlink():
+        if not create:
+            return None
+        _make_dirs(root)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        except FileExistsError:  # another process made it just now
+            return cache_key(root, create=False)
+        try:
+            os.fchmod(fd, 0o600)
+            os.write(fd, os.urandom(_KEY_BYTES))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    st = path.lstat()
+    import stat as _stat
+
+    if not _stat.S_ISREG(st.st_mode) or st.st_size != _KEY_BYTES:
+        raise ValueError(f"{path} is not an fsm2kit cache key (a file of {_KEY_BYTES} bytes)")
+    if st.st_mode & 0o022:
+        raise ValueError(f"{path} may be written by others (mode {oct(st.st_mode & 0o777)}); fix it with chmod 600")
+    return path.read_bytes()
+
+
+def _make_dirs(path: Path) -> None:
+    """mkdir -p with mode 755 on every folder made (whatever the umask): no group or world write."""
+    missing = []
+    p = path
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir()
+        except FileExistsError:
+            continue
+        os.chmod(d, 0o755)
+
+
+def _checksum(tensors, key: bytes | None = None) -> str:
+    """blake2b of the tensors' shapes, dtypes and bytes; with ``key``, keyed BLAKE2b (a MAC, as HMAC)."""
+    h = hashlib.blake2b(digest_size=16, key=key or b"")
     for x in tensors:
         x = x.detach().to("cpu").contiguous()
         h.update(f"{tuple(x.shape)}{x.dtype}".encode())
@@ -201,6 +263,7 @@ class FeatureCache:
         self.storage_device = torch.device(storage_device) if storage_device is not None else self.device
         # the weights' hash is taken now, when the cache (the engine) is created
         self.feature_key = model.weights_feature_key() if cache_dir is not None else None
+        self.cache_root = Path(cache_dir) if cache_dir is not None else None  # holds the key (CACHE_KEY_FILE)
         self.cache_dir = Path(cache_dir) / self.feature_key if cache_dir is not None else None
         self._features: OrderedDict[str, SliceFeatures] = OrderedDict()
         self._vision_pos: list[torch.Tensor] | None = None
@@ -269,8 +332,12 @@ class FeatureCache:
                 raise ValueError(f"a tensor of shape {tuple(x.shape)} and dtype {x.dtype} for size {h}x{w}")
         if self._level_channels is not None and [int(x.shape[1]) for x in fpn] != self._level_channels:
             raise ValueError(f"channels {[int(x.shape[1]) for x in fpn]}, expected {self._level_channels}")
-        if _checksum(fpn) != obj.get("checksum"):
-            raise ValueError("the checksum of its values does not match")
+        key_bytes = cache_key(self.cache_root, create=False) if self.cache_root is not None else None
+        if key_bytes is None or not hmac.compare_digest(_checksum(fpn, key_bytes), str(obj.get("checksum"))):
+            raise ValueError("its checksum does not match this cache folder's key (a file written without the key: "
+                             "forged, or copied from another cache)")
+        if not all(bool(torch.isfinite(x).all()) for x in fpn):
+            raise ValueError("it holds NaN or inf features")
         return fpn, sizes
 
     def save_disk(self, feats: SliceFeatures) -> None:
@@ -279,18 +346,20 @@ class FeatureCache:
         if path is None:
             return
         fpn = [x.to("cpu").contiguous() for x in feats.backbone_fpn]
-        state = {"format": _FILE_FORMAT, "key": feats.key, "feature_key": self.feature_key,
-                 "backbone_fpn": fpn, "feat_sizes": [list(s) for s in feats.feat_sizes],
-                 "shapes": [list(x.shape) for x in fpn], "dtypes": [str(x.dtype) for x in fpn],
-                 "checksum": _checksum(fpn)}
-        buf = io.BytesIO()
-        torch.save(state, buf)  # in memory: a full disk then fails as an OSError of the writer
         try:
-            atomic_write(path, lambda tmp: _write_bytes(tmp, buf.getbuffer()))
-        except OSError as e:
+            key_bytes = cache_key(self.cache_root)
+            state = {"format": _FILE_FORMAT, "key": feats.key, "feature_key": self.feature_key,
+                     "backbone_fpn": fpn, "feat_sizes": [list(s) for s in feats.feat_sizes],
+                     "shapes": [list(x.shape) for x in fpn], "dtypes": [str(x.dtype) for x in fpn],
+                     "checksum": _checksum(fpn, key_bytes)}
+            buf = io.BytesIO()
+            torch.save(state, buf)  # in memory: a full disk then fails as an OSError of the writer
+            _make_dirs(path.parent)
+            atomic_write(path, lambda tmp: _write_bytes(tmp, buf.getbuffer()), mode=0o644, fsync=False)
+        except (OSError, ValueError) as e:
             warnings.warn(
                 f"fsm2kit: cannot write the feature cache folder {self.cache_dir} ({type(e).__name__}: "
-                f"{e.strerror or e}); continuing without the disk cache.", UserWarning, stacklevel=3)
+                f"{getattr(e, 'strerror', None) or e}); continuing without the disk cache.", UserWarning, stacklevel=3)
             self.cache_dir = None
 
     def encode_batch(self, slices: list[np.ndarray], keys: list[str]) -> list[SliceFeatures]:

@@ -64,6 +64,58 @@ def _check_exists(path: Path, what: str) -> None:
         raise IsADirectoryError(f"{what} is a directory, expected a NIfTI file: {path}.")
 
 
+#: The most bytes one volume may need in memory (16 GiB): a header declaring more is refused before
+#: anything is allocated.
+MAX_VOLUME_BYTES = 16 << 30
+#: deflate's largest expansion (about 1032:1): a .gz file cannot hold more than this times its size.
+_DEFLATE_RATIO = 1032
+
+
+def check_readable_file(path: Path, what: str) -> None:
+    """A regular file: a FIFO, a device (``/dev/zero``) or a socket is named as such, not read."""
+    import stat
+
+    mode = path.stat().st_mode
+    if not stat.S_ISREG(mode):
+        kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a character device" if stat.S_ISCHR(mode)
+                else "a block device" if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
+                else "not a regular file")
+        raise ValueError(f"{what} {path} is {kind}, not a NIfTI file; give the scan's file.")
+
+
+def check_declared_size(img, path: Path, what: str = "Image file") -> int:
+    """Refuse a NIfTI whose header declares more data than its file can hold, before allocating it.
+
+    The data need ``prod(shape) * itemsize`` bytes: an uncompressed file must hold them after its
+    header (``vox_offset``); a ``.gz`` file cannot hold more than deflate's largest expansion
+    (about 1032:1) of its size; and no volume may need more than :data:`MAX_VOLUME_BYTES`.
+
+    Returns
+    -------
+    int
+        The bytes the data need.
+    """
+    shape = tuple(int(n) for n in img.shape)
+    try:
+        itemsize = np.dtype(img.get_data_dtype()).itemsize
+    except TypeError:
+        itemsize = 8
+    need = int(np.prod(shape, dtype=object)) * itemsize if shape else 0
+    size = path.stat().st_size
+    gz = path.name.lower().endswith(".gz")
+    offset = int(getattr(img, "dataobj", None).offset) if hasattr(getattr(img, "dataobj", None), "offset") else 0
+    have = size * _DEFLATE_RATIO if gz else max(size - offset, 0)
+    gib = need / 2 ** 30
+    if need > have:
+        raise ValueError(f"{what} {path}: its header declares a {'x'.join(map(str, shape))} volume "
+                         f"({gib:.2f} GiB), more than the {size}-byte file can hold"
+                         f"{' compressed' if gz else ''}; the file is truncated or its header is wrong.")
+    if need > MAX_VOLUME_BYTES:
+        raise ValueError(f"{what} {path}: its header declares a {'x'.join(map(str, shape))} volume ({gib:.1f} GiB), "
+                         f"more than fsm2kit reads ({MAX_VOLUME_BYTES / 2 ** 30:.0f} GiB); crop or resample it first.")
+    return need
+
+
 def read_image(
     path: str | os.PathLike, what: str = "Image file"
 ) -> tuple[nib.spatialimages.SpatialImage, np.ndarray]:
@@ -89,8 +141,10 @@ def read_image(
     """
     path = Path(path)
     _check_exists(path, what)
+    check_readable_file(path, what)
     try:
         img = nib.load(str(path))
+        check_declared_size(img, path, what)
         data = np.asarray(img.dataobj)
     except _READ_ERRORS as exc:
         raise ValueError(

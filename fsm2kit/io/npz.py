@@ -70,6 +70,13 @@ def _first_channel(a: np.ndarray, what: str, fname: str) -> np.ndarray:
     if a.ndim != 4 or a.shape[0] != 1 or a.shape[1] < 1:
         raise ValueError(f"{fname}: {what} should have shape (1, 3, H, W), got {a.shape}.")
     ch = a[0]
+    if np.issubdtype(ch.dtype, np.floating) and not np.isfinite(ch).all():
+        bad = ~np.isfinite(ch)
+        raise ValueError(
+            f"{fname}: {what} holds {int(bad.sum())} NaN or inf values (first at channel, row, column "
+            f"{tuple(int(i) for i in np.argwhere(bad)[0])}); the FS-MedSAM2 dumps hold finite intensities, so "
+            "the file is damaged or was not written by the dump code: export it again."
+        )
     if not all(np.array_equal(ch[0], ch[c]) for c in range(1, ch.shape[0])):
         raise ValueError(
             f"{fname}: the {ch.shape[0]} channels of {what} differ; the FS-MedSAM2 dumps repeat "

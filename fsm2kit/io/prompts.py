@@ -177,14 +177,57 @@ def _parse_correction(d, where: str) -> Prompt:
     return Prompt(Correction(z, points=pts, box=box), None if case is None else str(case), label)
 
 
-def parse_prompts(data, *, source: str | None = None) -> PromptFile:
-    """Check a prompt file's content (already decoded JSON) and return it typed."""
+#: Prompt files larger than this are refused before they are read (a real one is a few kB).
+MAX_PROMPT_BYTES = 4 << 20
+#: JSON nesting allowed in a prompt file (rounds > corrections > points > [x, y, label] is 4).
+MAX_PROMPT_DEPTH = 6
+#: Correction rounds allowed unless raised (``--max-rounds``, ``max_rounds=``): each round
+#: re-propagates the whole range, so thousands of rounds are hours of work.
+MAX_ROUNDS = 100
+
+
+def _no_duplicate_keys(pairs):
+    keys = [k for k, _ in pairs]
+    dup = sorted({k for k in keys if keys.count(k) > 1})
+    if dup:
+        raise PromptError(f"the key {dup[0]!r} appears twice in one object; JSON keeps only the last, so say it "
+                          "once.")
+    return dict(pairs)
+
+
+def _depth(obj) -> int:
+    """Nesting depth of decoded JSON (iterative: no recursion limit)."""
+    best, stack = 0, [(obj, 1)]
+    while stack:
+        o, d = stack.pop()
+        if isinstance(o, (list, dict)):
+            best = max(best, d)
+            stack.extend((v, d + 1) for v in (o.values() if isinstance(o, dict) else o))
+    return best
+
+
+def round_estimate(n_rounds: int, n_slices: int) -> str:
+    """What correction rounds cost: each re-propagates the range (``n_slices`` tracking steps)."""
+    steps = (n_rounds + 1) * n_slices
+    return (f"{n_rounds} correction round(s) re-propagate {n_slices} slices each: about {steps} tracking steps "
+            f"({n_rounds + 1}x a run without corrections)")
+
+
+def parse_prompts(data, *, source: str | None = None, max_rounds: int | None = MAX_ROUNDS) -> PromptFile:
+    """Check a prompt file's content (already decoded JSON) and return it typed.
+
+    More than ``max_rounds`` rounds (default :data:`MAX_ROUNDS`; None: no cap) are refused.
+    """
     src = Path(source).name if source else "prompts"
     if not isinstance(data, list) or not all(isinstance(r, list) for r in data):
         raise PromptError(f"{src}: expected a JSON list of rounds, each a list of corrections, e.g. "
                           '[[{"z": 16, "points": [[38, 135, 1]]}]].')
     if not data:
         raise PromptError(f"{src}: the file holds no round; give at least one correction.")
+    if max_rounds is not None and len(data) > max_rounds:
+        raise PromptError(f"{src}: {len(data)} correction rounds, more than the cap of {max_rounds}; each round "
+                          "re-propagates the whole range (thousands of rounds are hours of work): pass "
+                          f"--max-rounds {len(data)} (max_rounds={len(data)}) to run them all.")
     rounds = []
     for r, rnd in enumerate(data):
         if not rnd:
@@ -202,17 +245,48 @@ def parse_prompts(data, *, source: str | None = None) -> PromptFile:
     return PromptFile(tuple(rounds), None if source is None else str(source))
 
 
-def read_prompts(path: str | os.PathLike) -> PromptFile:
-    """Read and check a prompt file (see the module docstring for the format)."""
+def read_prompts(path: str | os.PathLike, *, max_rounds: int | None = MAX_ROUNDS) -> PromptFile:
+    """Read and check a prompt file (see the module docstring for the format).
+
+    Bounded before and while reading: a FIFO, a device or a socket is named as such and not
+    read; a file over :data:`MAX_PROMPT_BYTES` is refused unread; nesting deeper than
+    :data:`MAX_PROMPT_DEPTH`, a key given twice in one object and more than ``max_rounds``
+    rounds are refused, each in one line naming the file.
+    """
+    import stat
+
     p = Path(path)
-    if not p.is_file():
-        raise PromptError(f"prompt file {p} not found" + (" (it is a folder)" if p.is_dir() else "") + ".")
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
+        st = p.stat()
+    except OSError:
+        raise PromptError(f"prompt file {p} not found.") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise PromptError(f"prompt file {p} not found (it is a folder).")
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode) else "a device" if stat.S_ISCHR(st.st_mode)
+                or stat.S_ISBLK(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file")
+        raise PromptError(f"prompt file {p} is {kind}, not a file; give a JSON file.")
+    if st.st_size > MAX_PROMPT_BYTES:
+        raise PromptError(f"prompt file {p} is {st.st_size / 2 ** 20:.1f} MB, more than the "
+                          f"{MAX_PROMPT_BYTES >> 20} MB a prompt file may have (a real one is a few kB).")
+    with open(p, "rb") as f:
+        raw = f.read(MAX_PROMPT_BYTES + 1)
+    if len(raw) > MAX_PROMPT_BYTES:
+        raise PromptError(f"prompt file {p} grew past {MAX_PROMPT_BYTES >> 20} MB while being read.")
+    try:
+        data = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise PromptError(f"{p.name}: not valid JSON ({e}); expected a list of rounds like "
                           '[[{"z": 16, "points": [[38, 135, 1]]}]].') from None
-    return parse_prompts(data, source=str(p))
+    except RecursionError:
+        raise PromptError(f"{p.name}: JSON nested too deeply (a prompt file nests {MAX_PROMPT_DEPTH} levels at "
+                          "most: rounds, corrections, points).") from None
+    except PromptError as e:
+        raise PromptError(f"{p.name}: {e}") from None
+    if _depth(data) > MAX_PROMPT_DEPTH:
+        raise PromptError(f"{p.name}: JSON nested {_depth(data)} levels deep, more than the {MAX_PROMPT_DEPTH} "
+                          "of a prompt file (rounds, corrections, points).")
+    return parse_prompts(data, source=str(p), max_rounds=max_rounds)
 
 
 def _prompt_dict(c: Correction, *, case=None, label=None) -> dict:

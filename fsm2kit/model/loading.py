@@ -32,8 +32,12 @@ from .specs import (
     CheckpointError,
     ModelSpec,
     check_image_size,
+    check_precision,
     check_seed,
+    image_size_for,
+    release_file,
     resolve_spec,
+    rope_feat_sizes,
 )
 
 __all__ = [
@@ -43,6 +47,8 @@ __all__ = [
     "resolve_device",
     "download_checkpoint",
     "cache_dir",
+    "checkpoint_architecture",
+    "check_checkpoint",
 ]
 
 
@@ -81,27 +87,32 @@ def cache_dir() -> Path:
     return Path(os.environ.get("FSM2KIT_CACHE", Path.home() / ".cache" / "fsm2kit")) / "checkpoints"
 
 
-def download_checkpoint(spec: ModelSpec, *, progress: bool = True) -> Path:
+def download_checkpoint(spec: ModelSpec, *, progress: bool = True, file: str | None = None) -> Path:
     """Download ``spec``'s checkpoint into :func:`cache_dir` (once) and return its path.
 
     ``$FSM2KIT_CHECKPOINT_URL`` replaces the base URL (a mirror, or a local server).
+    ``file`` is another of the model's released files (:attr:`ModelSpec.releases`, e.g.
+    ``MedSAM2_CTLesion.pt``), from the same place; default :attr:`ModelSpec.checkpoint`.
 
     Raises
     ------
     CheckpointDownloadError
         When the download fails, e.g. on an offline machine.
     """
-    target = cache_dir() / spec.checkpoint
+    file = spec.checkpoint if file is None else file
+    if file not in spec.releases:
+        raise ValueError(f"{file!r} is not a released {spec.name} checkpoint; expected one of {', '.join(spec.releases)}.")
+    target = cache_dir() / file
     if target.is_file():
         return target
     base = os.environ.get("FSM2KIT_CHECKPOINT_URL")
-    url = (base.rstrip("/") + "/" + spec.checkpoint) if base else spec.url
+    url = (base.rstrip("/") + "/" + file) if base else spec.base_url + file
     try:  # the temporary file is removed if the download fails
         atomic_write(target, lambda tmp: torch.hub.download_url_to_file(url, tmp, progress=progress))
     except Exception as e:  # URLError, HTTPError, socket errors, ...
         raise CheckpointDownloadError(
             f"Could not download the {spec.name} checkpoint from {url} ({type(e).__name__}: {e}). "
-            f"This machine may be offline. Download {spec.checkpoint} on a machine with internet "
+            f"This machine may be offline. Download {file} on a machine with internet "
             f"access, copy it here and pass it with --checkpoint FILE (Python: "
             f"load_sam2({spec.name!r}, checkpoint='FILE')), or use --checkpoint random for a "
             "smoke run with random weights."
@@ -131,11 +142,90 @@ def _check_state_dict(model: torch.nn.Module, sd: dict, source: str, spec: Model
         lines.append(f"  {len(shape)} keys with other shapes: {show(details)}")
     hint = (
         "A SAM 2.0 checkpoint (sam2_hiera_*.pt) needs a 'sam2-*' model name and a SAM 2.1 "
-        "checkpoint (sam2.1_hiera_*.pt) a 'sam2.1-*' name; the size (tiny/small/base_plus/large) "
-        "must match too."
+        "checkpoint (sam2.1_hiera_*.pt) a 'sam2.1-*' name (a MedSAM2_*.pt: 'medsam2'); the size "
+        "(tiny/small/base_plus/large) must match too."
     )
     lines.append(hint)
     raise CheckpointError("\n".join(lines))
+
+
+def _read_state_dict(path: Path, spec: ModelSpec, *, mmap: bool = False) -> dict:
+    """The state dict of a checkpoint file (``{"model": state_dict}`` or a bare state dict)."""
+    try:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        except RuntimeError:
+            if not mmap:
+                raise
+            obj = torch.load(path, map_location="cpu", weights_only=True)  # a legacy (non-zip) file
+    except Exception as e:  # torch's own message advises weights_only=False: unsafe, and wrong here
+        raise CheckpointError(
+            f"{str(path)!r} is not a SAM2 checkpoint (not a torch weights file, or damaged: "
+            f"{type(e).__name__}); expected the released {spec.checkpoint} ({{'model': state_dict}}), "
+            "downloaded again if it may be truncated."
+        ) from e
+    sd = obj.get("model", obj) if isinstance(obj, dict) else None
+    sam2_keys = ("image_encoder.", "memory_attention.", "memory_encoder.", "sam_mask_decoder.")
+    if isinstance(obj, dict) and "model" not in obj and not any(str(k).startswith(sam2_keys) for k in obj):
+        # neither {'model': state_dict} nor a bare SAM2 state dict: say what it holds
+        keys = [str(k) for k in obj][:6]
+        nested = [str(k) for k, v in obj.items()
+                  if isinstance(v, dict) and any(torch.is_tensor(t) for t in v.values())]
+        raise CheckpointError(
+            f"Checkpoint {str(path)!r} has no 'model' entry (its top-level keys: {keys}"
+            f"{' ...' if len(obj) > 6 else ''}); SAM2 checkpoints are {{'model': state_dict}}"
+            + (f". Its entry {nested[0]!r} holds weights: save it as {{'model': ...}}" if nested else "")
+            + "."
+        )
+    if not isinstance(sd, dict):
+        raise CheckpointError(
+            f"Checkpoint {str(path)!r} holds {type(obj).__name__}, expected a dict "
+            "{'model': state_dict} as released by SAM2."
+        )
+    return sd
+
+
+_EMBED = {112: "base_plus", 144: "large"}  # Hiera-tiny and -small share 96: told apart by depth
+_DEPTH = {12: "tiny", 16: "small"}
+
+
+def checkpoint_architecture(sd: dict) -> str | None:
+    """The architecture of a SAM2 state dict from a few of its keys and shapes, e.g.
+    ``"SAM 2.1 Hiera-tiny"`` (None: not recognised as SAM2). Cheap: reads no weight values."""
+    w = sd.get("image_encoder.trunk.patch_embed.proj.weight")
+    if not torch.is_tensor(w) or w.ndim != 4:
+        return None
+    blocks = {int(k.split(".")[3]) for k in sd if k.startswith("image_encoder.trunk.blocks.")}
+    depth = max(blocks) + 1 if blocks else 0
+    embed = int(w.shape[0])
+    size = _DEPTH.get(depth) if embed == 96 else _EMBED.get(embed)
+    if size is None:
+        return None
+    version = "2.1" if "no_obj_embed_spatial" in sd else "2.0"
+    return f"SAM {version} Hiera-{size}"
+
+
+def check_checkpoint(name: str, checkpoint: str | os.PathLike) -> None:
+    """Check, before any model is built, that a checkpoint file holds weights of ``name``'s
+    architecture (SAM version and Hiera size, from a few keys; the file is memory-mapped, not
+    read whole). Raises a one-line :class:`CheckpointError` naming the model that fits.
+
+    The strict key-by-key check stays in :func:`load_sam2`.
+    """
+    spec = resolve_spec(name)
+    path = Path(checkpoint).expanduser()
+    sd = _read_state_dict(path, spec, mmap=True)
+    arch = checkpoint_architecture(sd)
+    if arch is None or arch == spec.architecture:
+        return  # unrecognised layouts get the detailed key check of load_sam2
+    from .specs import MODELS
+
+    fits = [m.name for m in MODELS.values() if m.architecture == arch]
+    raise CheckpointError(
+        f"Checkpoint {str(path)!r} holds {arch} weights, not the {spec.architecture} of {spec.name}; "
+        f"pass --model {' or '.join(fits)} (Python: load_sam2({fits[0]!r}, ...)), or a {spec.name} checkpoint "
+        f"({', '.join(spec.releases)})."
+    )
 
 
 def _check_finite(sd: dict, source: str) -> None:
@@ -175,6 +265,11 @@ class SAM2Model:
         Allow TF32 matrix products on CUDA inside :meth:`autocast` (as published on Ampere and
         newer GPUs). Scoped: torch's global flags are set only while the model computes and
         restored afterwards, so loading a model changes no process-wide state.
+    precision : {"fp32", "bf16"} or None
+        The precision policy of :meth:`autocast`: ``"bf16"`` is bfloat16 autocast (on CUDA as
+        published, or on the CPU: the GPU's dtype path, runnable anywhere), ``"fp32"`` none;
+        None: the device's default (bf16 on CUDA, fp32 elsewhere). ``dataclasses.replace(model,
+        precision=...)`` gives the same weights under another policy.
     """
 
     module: torch.nn.Module
@@ -186,6 +281,7 @@ class SAM2Model:
     seed: int | None = None
     extra: dict = field(default_factory=dict)
     tf32: bool = False
+    precision: str | None = None
 
     @property
     def name(self) -> str:
@@ -204,31 +300,42 @@ class SAM2Model:
 
     @property
     def dtype(self) -> torch.dtype:
-        """Compute precision: bfloat16 autocast on CUDA (as published), float32 elsewhere."""
-        return torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        """Compute precision: bfloat16 autocast on CUDA (as published) or with ``precision="bf16"``
+        (on the CPU too), float32 elsewhere or with ``precision="fp32"``."""
+        precision = self.precision or ("bf16" if self.device.type == "cuda" else "fp32")
+        return torch.bfloat16 if precision == "bf16" else torch.float32
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        """The precision policy as a context manager (bf16 autocast, and TF32 when ``tf32``, on
-        CUDA; a no-op elsewhere). Flags it sets are restored on exit."""
-        if self.device.type != "cuda":
+        """The precision policy as a context manager: bf16 autocast on the model's device when
+        :attr:`dtype` is bfloat16 (CUDA by default, the CPU with ``precision="bf16"``), and TF32
+        when ``tf32`` (CUDA); a no-op otherwise. Flags it sets are restored on exit."""
+        bf16 = self.dtype == torch.bfloat16
+        if not bf16 and not self.tf32:
             return contextlib.nullcontext()
         stack = contextlib.ExitStack()
-        stack.enter_context(torch.autocast("cuda", dtype=torch.bfloat16))
+        if bf16:
+            stack.enter_context(torch.autocast(self.device.type, dtype=torch.bfloat16))
         if self.tf32:
             stack.enter_context(_tf32_allowed())
         return stack
 
     @property
     def feature_key(self) -> str:
-        """Names this model's image features: model, image size and a hash of the weights that
+        """Names this model's image features: model, image size, a hash of the weights that
         make them (a hash of the image encoder's weights, and of the decoder's high-resolution
-        convolutions). Computed on first use and kept; :meth:`weights_feature_key` recomputes it
-        (on-disk feature caches call that when an engine is created)."""
+        convolutions) and ``-bf16`` when they are computed in bfloat16. Computed on first use and
+        kept; :meth:`weights_feature_key` recomputes it (on-disk feature caches call that when
+        an engine is created)."""
         cached = self.extra.get("feature_key")
-        return cached if cached else self.weights_feature_key()
+        key = cached if cached else self._weights_key()
+        return key + ("-bf16" if self.dtype == torch.bfloat16 else "")
 
     def weights_feature_key(self) -> str:
         """:attr:`feature_key` recomputed from the weights as they are now (and kept)."""
+        self._weights_key()
+        return self.feature_key
+
+    def _weights_key(self) -> str:
         h = hashlib.blake2b(digest_size=8)
         mod = self.module
         enc = mod.image_encoder
@@ -282,6 +389,9 @@ class SAM2Model:
             "image_size": self.image_size,
             "device": str(self.device),
             "dtype": str(self.dtype).replace("torch.", ""),
+            "precision": "bf16" if self.dtype == torch.bfloat16 else "fp32",
+            "licence": self.spec.licence,
+            "training_data_caveat": self.spec.caveat or None,
             "fsm2kit_version": __version__,
             "sam2_version": getattr(sam2, "__version__", _dist_version("sam2")),
             "torch_version": torch.__version__,
@@ -322,27 +432,32 @@ def load_sam2(
     checkpoint: str | os.PathLike | None = None,
     *,
     seed: int = 0,
-    image_size: int = 1024,
+    image_size: int | None = None,
     device: str | torch.device | None = None,
     progress: bool = True,
     compile_encoder: bool = False,
     tf32: bool | None = None,
+    precision: str | None = None,
 ) -> SAM2Model:
     """Build a SAM2 model as FS-MedSAM2 does and load its weights.
 
     Parameters
     ----------
     name : str
-        ``sam2-tiny|small|base_plus|large`` (SAM 2.0) or ``sam2.1-*`` (SAM 2.1).
+        ``sam2-tiny|small|base_plus|large`` (SAM 2.0), ``sam2.1-*`` (SAM 2.1) or ``medsam2``
+        (MedSAM2: SAM 2.1 tiny fine-tuned on medical scans, at 512 px; licence CC-BY-SA-4.0).
     checkpoint : path, ``"random"`` or None
-        A local checkpoint file (``{"model": state_dict}``, as released); ``"random"`` for a
-        seeded random initialisation (tests and smoke runs only: results mean nothing); None to
-        download the released checkpoint by name (cached; needs internet).
+        A local checkpoint file (``{"model": state_dict}``, as released); one of the model's
+        released file names (e.g. ``"MedSAM2_CTLesion.pt"``), downloaded by name when no such
+        local file exists; ``"random"`` for a seeded random initialisation (tests and smoke runs
+        only: results mean nothing); None to download the model's default checkpoint by name
+        (``sam2_hiera_tiny.pt``, ``MedSAM2_latest.pt``, ...; cached; needs internet).
     seed : int
         Seed of the random initialisation (``checkpoint="random"``).
-    image_size : int
-        Encoder input size. 1024 as published; 512 or 256 for fast tests (the memory
-        attention's RoPE feature sizes follow).
+    image_size : int, optional
+        Encoder input size; None: the model's own (1024 for SAM2 as published, 512 for
+        MedSAM2). 512 or 256 for fast tests. The memory attention's RoPE feature sizes follow
+        (image_size / 16).
     device : str, torch.device or None
         ``"cpu"``, ``"cuda"``, ``"mps"``; None picks CUDA, then MPS, then CPU.
     progress : bool
@@ -352,6 +467,9 @@ def load_sam2(
     tf32 : bool, optional
         Allow TF32 matrix products on CUDA while the model computes (scoped, see
         :attr:`SAM2Model.tf32`); default: on for Ampere and newer GPUs, as published.
+    precision : {"fp32", "bf16"}, optional
+        The precision policy (:attr:`SAM2Model.precision`); None: bf16 autocast on CUDA (as
+        published), fp32 elsewhere. ``"bf16"`` on the CPU runs the GPU's dtype path.
 
     Returns
     -------
@@ -364,18 +482,22 @@ def load_sam2(
     FileNotFoundError
         A checkpoint path that does not exist.
     CheckpointError
-        The checkpoint's keys or shapes do not fit the model (strict check).
+        The checkpoint holds another architecture (one line, before the model is built), or its
+        keys or shapes do not fit the model (strict check).
     CheckpointDownloadError
         A download by name failed (offline): pass ``checkpoint=FILE``.
     """
     spec = resolve_spec(name)
-    image_size = check_image_size(image_size)
+    image_size = image_size_for(spec.name, image_size)
     seed = check_seed(seed)
     dev = resolve_device(device)
+    precision = check_precision(precision, dev.type)
 
     ckpt_path: Path | None = None
     if checkpoint is None:
         ckpt_path = download_checkpoint(spec, progress=progress)
+    elif str(checkpoint) != "random" and not Path(checkpoint).expanduser().exists() and release_file(spec, checkpoint):
+        ckpt_path = download_checkpoint(spec, progress=progress, file=str(checkpoint))
     elif str(checkpoint) != "random":
         ckpt_path = Path(checkpoint).expanduser()
         if ckpt_path.is_dir():
@@ -388,11 +510,13 @@ def load_sam2(
                 f"Checkpoint file {str(ckpt_path)!r} does not exist. Pass the path of "
                 f"{spec.checkpoint} (download: {spec.url}), or 'random' for random weights."
             )
+    if ckpt_path is not None:
+        check_checkpoint(spec.name, ckpt_path)  # another architecture: one line, before the build
 
     import sam2  # noqa: F401  (initialises sam2's hydra config module)
     from sam2.build_sam import build_sam2_video_predictor
 
-    feat = image_size // 16
+    feat, _ = rope_feat_sizes(image_size)
     overrides = [
         f"++model.image_size={image_size}",
         f"++model.memory_attention.layer.self_attention.feat_sizes=[{feat},{feat}]",
@@ -409,31 +533,7 @@ def load_sam2(
             )
     sha = None
     if ckpt_path is not None:
-        try:
-            obj = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        except Exception as e:  # torch's own message advises weights_only=False: unsafe, and wrong here
-            raise CheckpointError(
-                f"{str(ckpt_path)!r} is not a SAM2 checkpoint (not a torch weights file, or damaged: "
-                f"{type(e).__name__}); expected the released {spec.checkpoint} ({{'model': state_dict}}), "
-                "downloaded again if it may be truncated."
-            ) from e
-        sd = obj.get("model", obj) if isinstance(obj, dict) else None
-        if isinstance(obj, dict) and "model" not in obj and not set(obj) & set(module.state_dict()):
-            # neither {'model': state_dict} nor a bare state dict of this model: say what it holds
-            keys = [str(k) for k in obj][:6]
-            nested = [str(k) for k, v in obj.items()
-                      if isinstance(v, dict) and any(torch.is_tensor(t) for t in v.values())]
-            raise CheckpointError(
-                f"Checkpoint {str(ckpt_path)!r} has no 'model' entry (its top-level keys: {keys}"
-                f"{' ...' if len(obj) > 6 else ''}); SAM2 checkpoints are {{'model': state_dict}}"
-                + (f". Its entry {nested[0]!r} holds weights: save it as {{'model': ...}}" if nested else "")
-                + "."
-            )
-        if not isinstance(sd, dict):
-            raise CheckpointError(
-                f"Checkpoint {str(ckpt_path)!r} holds {type(obj).__name__}, expected a dict "
-                "{'model': state_dict} as released by SAM2."
-            )
+        sd = _read_state_dict(ckpt_path, spec)
         _check_state_dict(module, sd, repr(str(ckpt_path)), spec)
         _check_finite(sd, str(ckpt_path))
         module.load_state_dict(sd, strict=True)
@@ -458,6 +558,7 @@ def load_sam2(
         checkpoint_sha256=sha,
         seed=None if ckpt_path is not None else seed,
         tf32=bool(tf32) and dev.type == "cuda",
+        precision=precision,
     )
     return model.compile_encoder() if compile_encoder else model
 

@@ -5,7 +5,9 @@ experiment folder's ``provenance.json`` (``fsm2kit run`` and the notebooks), the
 ``fsm2kit segment`` and the ``inspect.json`` of ``fsm2kit inspect``. It records
 
 * the model(s): :meth:`SAM2Model.provenance() <fsm2kit.model.loading.SAM2Model.provenance>` of each,
-  whose ``weights`` read ``"sha256:<checkpoint hash>"`` or ``"random weights (seed N)"``;
+  whose ``weights`` read ``"sha256:<checkpoint hash>"`` or ``"random weights (seed N)"``, with its
+  image size, precision, the weights' ``licence`` (Apache-2.0 for SAM2, CC-BY-SA-4.0 for MedSAM2)
+  and ``training_data_caveat`` (MedSAM2: its training data may include Synapse/BTCV and CHAOS);
 * the FS-MedSAM2 settings and orders that ran;
 * the strategies used: the support selector and the memory policy (the order is the ordering);
 * the protocol variant(s) of the episodes (none for own scans);

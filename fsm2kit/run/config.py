@@ -4,8 +4,9 @@ A config names the data (an npz episode folder or an SSL-ALPNet preprocessed fol
 folds and classes), the FS-MedSAM2 settings and orders, the models and their checkpoints, the
 image size, the protocol variant, the engine's batching and the Dice average to report. The
 notebooks and ``fsm2kit run`` build one and hand it to :func:`fsm2kit.run.runner.run_experiments`.
-It holds no process-wide options: torch's thread count and precision are set by the caller (the
-CLI's ``--threads``), never by running a config.
+It holds no process-wide options: torch's thread count is set by the caller (the CLI's
+``--threads``), never by running a config; its ``precision`` is the models' policy, a context
+manager around their computations (nothing global).
 """
 
 from __future__ import annotations
@@ -111,6 +112,8 @@ class ExperimentConfig:
         final stage. FQ settings only; checked when the config is made, and against the
         episodes before any model loads. Corrections name ``"case"`` and ``"label"`` when
         the run has several episodes.
+    max_rounds : int
+        The most correction rounds ``prompts`` may hold (default 100; each re-propagates).
     plugins : sequence of str
         Modules (or ``.py`` files) imported before the strategies are looked up: they register a
         user's own strategies (:func:`fsm2kit.strategies.load_plugins`).
@@ -122,10 +125,15 @@ class ExperimentConfig:
         hold the released file names (``sam2_hiera_large.pt`` ...).
     seed : int
         Seed of random weights.
-    image_size : int
-        SAM2 input size (1024 as published; 256 or 512 for smoke runs).
+    image_size : int or None
+        SAM2 input size for every model; None: each model's own (1024 for SAM2 as published,
+        512 for MedSAM2; :meth:`image_size_for`). 256 or 128 for smoke runs.
     device : str or None
         ``"cpu"``, ``"cuda"``, ``"mps"``; None picks the best available.
+    precision : {"fp32", "bf16"} or None
+        The models' precision policy (:attr:`fsm2kit.model.loading.SAM2Model.precision`): None
+        is bf16 autocast on CUDA (as published) and fp32 elsewhere; ``"bf16"`` on the CPU runs
+        the GPU's dtype path. Scoped to the model's computations (no process-wide state).
     variant : {"ALP", "GMRD"}
         Protocol variant (folds, scored slices, chunks) for preprocessed folders.
     metric : {"both", "pooled", "mean_per_volume"}
@@ -160,7 +168,7 @@ class ExperimentConfig:
     models: tuple[str, ...] = ("sam2-tiny",)
     checkpoint: str | None | tuple[tuple[str, str], ...] = None
     seed: int = 0
-    image_size: int = 1024
+    image_size: int | None = None
     device: str | None = None
     variant: str = "ALP"
     metric: str = "both"
@@ -169,6 +177,8 @@ class ExperimentConfig:
     cache_dir: str | None = None
     object_batch_size: int | None = None
     name: str = "experiment"
+    max_rounds: int = 100
+    precision: str | None = None
 
     def __post_init__(self) -> None:
         from ..model.specs import resolve_spec
@@ -207,6 +217,8 @@ class ExperimentConfig:
                                  f"which only 1S1Q and 3S1Q can use, not {'/'.join(fq)} (one memory state for all "
                                  "slices); use 'similar' (per chunk) for the FQ settings.")
         s(self, "memory_policy", _strategy(MEMORY_POLICIES, "memory_policy", self.memory_policy))
+        if isinstance(self.max_rounds, bool) or not isinstance(self.max_rounds, int) or self.max_rounds < 1:
+            raise ValueError(f"ExperimentConfig.max_rounds must be an integer >= 1, got {self.max_rounds!r}.")
         if self.prompts is not None:
             s(self, "prompts", os.fspath(self.prompts))
             one = [x for x in settings if not x.endswith("FQ")]
@@ -239,7 +251,22 @@ class ExperimentConfig:
                 )
         s(self, "checkpoint", ck)
         s(self, "seed", int(self.seed))
-        s(self, "image_size", int(self.image_size))
+        if self.image_size is not None:
+            from ..model.specs import check_image_size
+
+            size = self.image_size
+            if isinstance(size, float) and size.is_integer() or isinstance(size, str) and size.strip().isdigit():
+                size = int(size)  # 256.0 or "256" (a notebook's or a sweep's value)
+            try:
+                s(self, "image_size", check_image_size(size))
+            except ValueError as e:
+                raise ValueError(f"ExperimentConfig.{e}") from None
+        from ..model.specs import check_precision
+
+        try:
+            s(self, "precision", check_precision(self.precision, self.device))
+        except ValueError as e:
+            raise ValueError(f"ExperimentConfig.{e}") from None
         variant = str(self.variant).strip().upper()
         if variant not in PROTOCOL_VARIANTS:
             raise ValueError(f"ExperimentConfig.variant: expected one of {PROTOCOL_VARIANTS}, got {self.variant!r}.")
@@ -334,8 +361,14 @@ class ExperimentConfig:
         if self.prompts is None:
             return None
         if "_prompt_file" not in self.__dict__:  # not a field: asdict, eq and hash ignore it
-            object.__setattr__(self, "_prompt_file", read_prompts(self.prompts))
+            object.__setattr__(self, "_prompt_file", read_prompts(self.prompts, max_rounds=self.max_rounds))
         return self.__dict__["_prompt_file"]
+
+    def image_size_for(self, model: str) -> int:
+        """The image size ``model`` runs at: :attr:`image_size`, or the model's own when None."""
+        from ..model.specs import image_size_for
+
+        return image_size_for(model, self.image_size)
 
     def checkpoint_for(self, model: str) -> str | None:
         """The checkpoint argument of :func:`fsm2kit.load_sam2` for ``model``.
@@ -389,7 +422,8 @@ class ExperimentConfig:
             f"{' folds ' + ','.join(map(str, self.folds)) if self.folds else ''}"
             f"{' classes ' + ','.join(self.classes) if self.classes else ''}; "
             f"{'+'.join(self.settings)} x {orders} x {'+'.join(self.models)}; checkpoint={ck}; "
-            f"{self.image_size}px, {self.variant}, metric={self.metric}, "
+            f"{f'{self.image_size}px' if self.image_size else 'own size'}"
+            f"{f' {self.precision}' if self.precision else ''}, {self.variant}, metric={self.metric}, "
             f"support={strategy_name(self.support_selector)}"
             f"{f' +{self.support_views} views' if self.support_views else ''}, memory={strategy_name(self.memory_policy)}"
             f"{f', prompts={Path(self.prompts).name}' if self.prompts else ''}"

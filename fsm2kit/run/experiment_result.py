@@ -32,7 +32,7 @@ model) run, the models' run statistics and, with ``keep_predictions=True``, the 
     selector, memory policy, protocol variant, versions, command; plus the configs, each
     model's encoder passes and time, and the episodes. Written last: it marks a finished run.
 
-Every file is written to a temporary name and renamed (:func:`fsm2kit.records.fileio.atomic_write`).
+The folder is written all at once (:func:`fsm2kit.records.fileio.save_output_folder`).
 """
 
 from __future__ import annotations
@@ -49,9 +49,9 @@ import pandas as pd
 from ..records.naming import strategy_name
 from ..engine.results import EpisodeResult
 from ..protocol.episodes import Episode
-from ..records.fileio import atomic_write
 from ..engine.plans import normalize_setting
 from ..protocol.metrics import per_volume_dice, slice_dice, summarize_dice
+from ..model.specs import data_caveats
 from .config import METRICS, ExperimentConfig
 from ..records.provenance import RANDOM_NOTE, Provenance
 from ..tables.dice_table import DiceTable, dice_table, results_table
@@ -219,9 +219,16 @@ class ExperimentResult:
         return ms.pop() if len(ms) == 1 else "both"
 
     @property
+    def caveats(self) -> list[str]:
+        """The models' training-data caveats that concern the data sets here (e.g. MedSAM2 on
+        SABS or CHAOS: :func:`fsm2kit.model.specs.data_caveats`)."""
+        return data_caveats(self.slices["model"].astype(str), self.slices["dataset"].astype(str))
+
+    @property
     def note(self) -> str:
-        """A line to print next to every number of this result."""
-        return RANDOM_NOTE if self.random_weights else f"weights: {self.weights}"
+        """A line to print next to every number of this result (and the data caveats)."""
+        line = RANDOM_NOTE if self.random_weights else f"weights: {self.weights}"
+        return "; ".join([line, *(f"NOTE {c}" for c in self.caveats)]) if self.caveats else line
 
     @property
     def encoder_passes(self) -> int:
@@ -391,25 +398,27 @@ class ExperimentResult:
         )
 
     def save(self, folder: str | os.PathLike, *, command: str | None = None,
-             details: dict | None = None) -> dict[str, Path]:
-        """Write the one output format into ``folder`` (see the module docstring).
+             details: dict | None = None, overwrite: bool = True) -> dict[str, Path]:
+        """Write the one output format into ``folder`` (see the module docstring), all at once.
 
         ``logits.npz`` (when predictions were kept), ``slices.csv``, ``volumes.csv``,
-        ``summary.csv``, then ``provenance.json`` (:meth:`provenance` with ``command`` and
-        ``details``). Each file is written to a temporary name and renamed.
+        ``summary.csv`` and ``provenance.json`` (:meth:`provenance` with ``command`` and
+        ``details``) through the one atomic folder save
+        (:func:`fsm2kit.records.fileio.save_output_folder`): built in a hidden temporary
+        sibling, fsynced, swapped in. ``folder`` must be new, empty, or an earlier experiment
+        output (replaced whole, its old logits included, when ``overwrite``; the default, so a
+        notebook can be run again); a folder of other files is refused. The working folder
+        itself (``output_dir="."``) gets the files as a group, provenance last.
 
         Returns
         -------
         dict
             ``{"logits" (if written), "slices", "volumes", "summary", "provenance": path}``.
         """
-        out = Path(folder)
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise OSError(f"Cannot create output folder {str(out)!r}: {e}") from e
-        paths = {k: out / v for k, v in RESULT_FILES.items()}
+        from ..records.fileio import save_output_folder
+
         arrays = self.logits()
+        writes = {}
         if arrays:
             arrays[LOGITS_WEIGHTS_KEY] = np.array(self.weights)  # "random weights (seed N)" travels with the logits
 
@@ -417,15 +426,18 @@ class ExperimentResult:
                 with open(tmp, "wb") as f:
                     np.savez_compressed(f, **arrays)
 
-            atomic_write(paths["logits"], _npz)
-        else:
-            del paths["logits"]
-        atomic_write(paths["slices"], lambda t: self.slices.to_csv(t, index=False))
-        atomic_write(paths["volumes"], lambda t: self.volumes().to_csv(t, index=False))
-        atomic_write(paths["summary"], lambda t: self.summary().to_csv(t, index=False))
+            writes[RESULT_FILES["logits"]] = _npz
+        writes[RESULT_FILES["slices"]] = lambda t: self.slices.to_csv(t, index=False)
+        writes[RESULT_FILES["volumes"]] = lambda t: self.volumes().to_csv(t, index=False)
+        writes[RESULT_FILES["summary"]] = lambda t: self.summary().to_csv(t, index=False)
         text = json.dumps(self.provenance(command=command, details=details).to_dict(), indent=2, default=str)
-        atomic_write(paths["provenance"], lambda t: Path(t).write_text(text))
-        return paths
+        writes[RESULT_FILES["provenance"]] = lambda t: Path(t).write_text(text)
+        try:
+            written = save_output_folder(folder, writes, kind="experiment", record=RESULT_FILES["provenance"],
+                                         overwrite=overwrite, stale=() if arrays else (RESULT_FILES["logits"],))
+        except PermissionError as e:
+            raise PermissionError(f"Cannot write output folder {str(folder)!r}: {e}") from e
+        return {k: written[v] for k, v in RESULT_FILES.items() if v in written}
 
     def __repr__(self) -> str:
         n_ep = self.slices.groupby(["dataset", "case_id", "label"]).ngroups if len(self.slices) else 0
@@ -452,6 +464,7 @@ def format_dice(result: ExperimentResult) -> str:
     if result.random_weights:
         lines += ["!" * 78, f"!! {RANDOM_NOTE}", "!" * 78]
     lines.append(f"Dice ({models}, {result.weights})")
+    lines += [f"NOTE: {c}." for c in result.caveats]
     lines.append(d[cols].to_string(index=False, float_format=lambda x: f"{x:.4f}"))
     return "\n".join(lines)
 

@@ -11,8 +11,8 @@ and 3S1Q) share SAM2 forwards up to the engine's ``object_batch_size`` per forwa
 
 The result (:mod:`fsm2kit.run.experiment_result`) holds the tidy per-slice table, both Dice averages,
 the paper-style tables and the one output format (:meth:`ExperimentResult.save`). Running sets
-no process-wide state: torch's thread count and precision are the caller's (the CLI's
-``--threads``).
+no process-wide state: torch's thread count is the caller's (the CLI's ``--threads``); the
+config's ``precision`` is applied around the model's computations only.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 from tqdm.auto import tqdm
 
@@ -83,7 +83,8 @@ class _StepCounter:
 
 
 def _model_key(config: ExperimentConfig, model: str) -> tuple:
-    return (model, config.checkpoint_for(model), config.seed, config.image_size, config.device)
+    return (model, config.checkpoint_for(model), config.seed, config.image_size_for(model), config.device,
+            config.precision)
 
 
 def run_experiment(config: ExperimentConfig, **kwargs) -> ExperimentResult:
@@ -102,7 +103,7 @@ def run_experiments(
     """Run every (config, model, episode, setting, order) and return tidy tables.
 
     One :class:`~fsm2kit.engine.engine.Engine` per distinct (model, checkpoint, seed, image size,
-    device), shared by all configs, settings and orders, so each distinct slice is encoded once
+    device, precision), shared by all configs, settings and orders, so each distinct slice is encoded once
     per model (and read from the on-disk cache when ``cache_dir`` is set). Its
     ``object_batch_size`` is the largest the configs sharing it ask for (None: the engine's
     default); ``object_batch_size`` episodes run side by side per call.
@@ -171,7 +172,7 @@ def run_experiments(
     given = dict(models or {})
     try:
         for key, uses in plan.items():
-            name, ckpt, seed, size, device = key
+            name, ckpt, seed, size, device, precision = key
             m0 = time.perf_counter()
             model = given.get(name)
             if model is not None:
@@ -180,10 +181,13 @@ def run_experiments(
                         f"models[{name!r}] has image_size {model.image_size} but the config asks for "
                         f"{size}; load it at {size} or change ExperimentConfig.image_size."
                     )
+                if precision is not None and model.precision != precision:
+                    model = replace(model, precision=precision)  # the same weights, another policy
             else:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", UserWarning)
-                    model = load_sam2(name, ckpt, seed=seed, image_size=size, device=device, progress=progress)
+                    model = load_sam2(name, ckpt, seed=seed, image_size=size, device=device, progress=progress,
+                                      precision=precision)
             cache_dirs = sorted({configs[i].cache_dir for i, _ in uses if configs[i].cache_dir})
             batch = [configs[i].object_batch_size for i, _ in uses if configs[i].object_batch_size]
             engine = _engine(model, cache_dirs[0] if cache_dirs else None, max(batch) if batch else None)

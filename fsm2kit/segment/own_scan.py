@@ -69,10 +69,11 @@ from ..strategies.memory_policies import MEMORY_POLICIES
 from ..strategies.stopping import NOSTOP, STOPPING_RULES, stopping_rule
 from ..strategies.support_selectors import SUPPORT_SELECTORS, SupportSelector, VolumeInputs, given_selector
 from .organs import OrganSpec, parse_labels
-from .propagation import propagation_job, relative_start
+from .propagation import echo_slices, propagation_job, relative_start
 from .segment_result import OrganResult, SegmentResult, modes_dice_table
 
-__all__ = ["resolve_overlaps", "check_request", "start_from_order", "segment_volume", "constant_volume_note"]
+__all__ = ["resolve_overlaps", "check_request", "start_from_order", "segment_volume", "check_corrections_off_support",
+           "constant_volume_note"]
 
 
 def constant_volume_note(array: np.ndarray, what: str) -> str | None:
@@ -266,6 +267,27 @@ def check_request(
                 _check_survives(organ, mask3d[z], z, image_size)
         out[organ.name] = [int(z) for z in zs]
     return out
+
+
+def check_corrections_off_support(query, support, mask, organs: Sequence[OrganSpec], fixes: Mapping, *,
+                                  chosen: Mapping[str, Sequence[int] | None], ct_window=None) -> None:
+    """Before the model loads: refuse a correction on a label's support slice when the support
+    image is the query scan (that slice is the annotated support itself, SAM2's conditioning
+    frame, copied into the output). ``fixes`` are :func:`fsm2kit.run.prompting.label_rounds`'s,
+    ``chosen`` :func:`check_request`'s (a selector that needs the model is checked later)."""
+    lab = np.asarray(getattr(mask, "array", mask))
+    qarr = _clip(np.asarray(getattr(query, "array", query)), ct_window)
+    sarr = _clip(np.asarray(getattr(support, "array", support)), ct_window)
+    for organ in organs:
+        rounds, zs = fixes.get(organ.label_id), chosen.get(organ.name)
+        if not rounds or not zs:
+            continue
+        mask3d = _organ_mask(lab, organ)
+        sups = [Support(image=sarr[z], mask=mask3d[z], chunk=0, z=int(z), case_id="") for z in zs]
+        on = sorted({c.z for rnd in rounds for c in rnd} & set(echo_slices(qarr, sups, 0, qarr.shape[0] - 1)))
+        if on:
+            raise ValueError(f"corrections on z={on} ({organ.name}): that slice is the annotated support itself "
+                             "(the support image is this scan); edit the support mask instead.")
 
 
 def _rule_summary(rule) -> str:

@@ -37,6 +37,7 @@ __all__ = [
     "propagation_job",
     "propagate_volume",
     "corrected_propagation_job",
+    "echo_slices",
 ]
 
 #: Logit of slices never run (SAM2's ``NO_OBJ_SCORE``): background for any threshold.
@@ -159,8 +160,9 @@ class Propagation:
         )
 
 
-def _echo_slices(images: np.ndarray, supports: Sequence[Support], lo: int, hi: int) -> dict[int, int]:
-    """{query z: support index} for query slices bit-identical to a support image."""
+def echo_slices(images: np.ndarray, supports: Sequence[Support], lo: int, hi: int) -> dict[int, int]:
+    """{query z: support index} for query slices bit-identical to a support image (in ``lo..hi``):
+    the annotated support slice itself when the support image is the query scan."""
     out: dict[int, int] = {}
     for i, s in enumerate(supports):
         if s.image.shape != images.shape[1:]:
@@ -325,7 +327,7 @@ def corrected_propagation_job(
     imgs, lo, hi = _checked_volume(images, supports, start, z_range)
     if z_range is not None:
         rounds = [r for r in ([c for c in rnd if lo <= c.z <= hi] for rnd in rounds) if r]
-    echo = _echo_slices(imgs, supports, lo, hi)
+    echo = echo_slices(imgs, supports, lo, hi)
     on_echo = sorted({c.z for rnd in rounds for c in rnd} & set(echo))
     if on_echo:
         raise ValueError(f"corrections on z={on_echo}: that slice is the annotated support itself; "
@@ -362,7 +364,7 @@ def _corrected_steps(engine, imgs, supports, echo, episode, plan, checked, memor
 def _propagation_steps(engine, imgs: np.ndarray, supports: Sequence[Support], start: int,
                        rule, lo: int, hi: int, memory_policy: MemoryPolicy | None):
     t0 = time.perf_counter()
-    echo = _echo_slices(imgs, supports, lo, hi)
+    echo = echo_slices(imgs, supports, lo, hi)
     query_z = [z for z in range(lo, hi + 1) if z not in echo]
 
     logits, scores, processed, echo_exact = _echo_outputs(engine, imgs, supports, echo)

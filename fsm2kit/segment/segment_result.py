@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..records.fileio import atomic_write_group, check_can_create, file_sha256
+from ..records.fileio import atomic_write_group, check_can_create, file_sha256, output_lock, recover_group
 from ..io.volumes import Volume, array_axes_in_file
 from .organs import OrganSpec
 from .propagation import Propagation
@@ -34,6 +35,8 @@ __all__ = [
     "modes_dice_table",
     "load_scan",
     "sidecar_path",
+    "legacy_sidecar_path",
+    "read_sidecar",
     "check_output",
     "check_dicom_output",
     "OUTPUT_SUFFIXES",
@@ -254,7 +257,10 @@ class SegmentResult:
         output: it never sits beside an older or a newer sidecar (which also records its
         ``output_sha256``). A failure or an interrupt before the renames leaves every file as
         it was; in the microseconds between the renames the new sidecar may be there without
-        the label volume (no result yet), never a mix.
+        the label volume (no result yet), never a mix; an interrupt there puts the old files back,
+        and after a kill the next save does (:func:`fsm2kit.records.fileio.recover_group`, said in
+        a warning). The save holds the output's lock
+        (:func:`fsm2kit.records.fileio.output_lock`).
 
         Parameters
         ----------
@@ -278,14 +284,22 @@ class SegmentResult:
         ValueError
             ``.dcm`` for a query that is not a DICOM series.
         """
-        import nibabel as nib
-
         path = Path(path)
         side = sidecar_path(path)
         dice_path = dice_csv_path(path)
+        with output_lock(path, what="output"):  # a second writer of this output is refused
+            for note in recover_group(path, (side, dice_path)):  # what a kill left of a replacement
+                warnings.warn(f"fsm2kit: {note}.", UserWarning, stacklevel=2)
+            return self._save(path, side, dice_path, command=command, details=details, overwrite=overwrite)
+
+    def _save(self, path: Path, side: Path, dice_path: Path, *, command, details, overwrite) -> tuple[Path, Path]:
+        import nibabel as nib
+
         check_output(path, overwrite=overwrite)
+        old = read_sidecar(path)
+        legacy = [Path(old["_sidecar"])] if old is not None and old["_sidecar"] != str(side) else []
         dicom = check_dicom_output(path, self.query.path)
-        extra = {"output": str(path)}
+        extra = {"output": str(path), "output_name": path.name}
         if self.dice is not None:
             extra["dice_csv"] = str(dice_path)
         # the file itself says how it was made (random weights first)
@@ -316,7 +330,7 @@ class SegmentResult:
         writes = {path: write_image, side: write_sidecar}
         if self.dice is not None:
             writes[dice_path] = lambda t: self.dice.to_csv(t, index=False)  # type: ignore[attr-defined]
-        atomic_write_group(writes, marker=path, remove=() if self.dice is not None else (dice_path,))
+        atomic_write_group(writes, marker=path, remove=(*legacy, *(() if self.dice is not None else (dice_path,))))
         return path, side
 
     def _dicom_seg(self, img, descrip: str) -> tuple[object, dict]:
@@ -382,13 +396,40 @@ def _json_default(o):
 
 
 def sidecar_path(path: str | os.PathLike) -> Path:
-    """``pred.nii.gz`` (or ``pred.dcm``) -> ``pred.json`` (the provenance sidecar next to a mask)."""
+    """``pred.nii.gz`` -> ``pred.nii.gz.json`` (the provenance sidecar next to a mask), named from the
+    whole output name: ``pred.nii``, ``pred.nii.gz`` and ``pred.dcm`` each have their own."""
+    p = Path(path)
+    if not p.name.endswith(OUTPUT_SUFFIXES):
+        raise ValueError(f"The output must be a NIfTI file ending in .nii.gz or .nii (or .dcm, a DICOM Segmentation "
+                         f"of a DICOM query), got {p.name!r}.")
+    return p.with_name(p.name + ".json")
+
+
+def legacy_sidecar_path(path: str | os.PathLike) -> Path:
+    """The sidecar name of fsm2kit before 0.x (``pred.nii.gz`` -> ``pred.json``), shared by every suffix."""
     p = Path(path)
     for suf in OUTPUT_SUFFIXES:
         if p.name.endswith(suf):
             return p.with_name(p.name[: -len(suf)] + ".json")
-    raise ValueError(f"The output must be a NIfTI file ending in .nii.gz or .nii (or .dcm, a DICOM Segmentation "
-                     f"of a DICOM query), got {p.name!r}.")
+    return sidecar_path(p)  # raises
+
+
+def read_sidecar(path: str | os.PathLike) -> dict | None:
+    """The sidecar that describes the output ``path``: ``<name>.json``, or an older ``pred.json``
+    whose ``output`` names this file; None when there is none (or it is not fsm2kit's)."""
+    p = Path(path)
+    for side in (sidecar_path(p), legacy_sidecar_path(p)):
+        try:
+            if not side.is_file() or side.stat().st_size > (64 << 20):
+                continue
+            d = json.loads(side.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(d, dict) or d.get("tool") != "fsm2kit" or d.get("kind") != "segment":
+            continue
+        if side == sidecar_path(p) or Path(str(d.get("output", ""))).name == p.name:
+            return {**d, "_sidecar": str(side)}
+    return None
 
 
 def check_dicom_output(path: str | os.PathLike, image: str | os.PathLike | None) -> bool:
@@ -417,7 +458,7 @@ def check_dicom_output(path: str | os.PathLike, image: str | os.PathLike | None)
 
 
 def dice_csv_path(path: str | os.PathLike) -> Path:
-    """``pred.nii.gz`` -> ``pred.dice.csv`` (the Dice table next to a mask, with ground truth)."""
+    """``pred.nii.gz`` -> ``pred.nii.gz.dice.csv`` (the Dice table next to a mask, with ground truth)."""
     side = sidecar_path(path)
     return side.with_name(side.name[: -len(".json")] + ".dice.csv")
 
@@ -428,19 +469,43 @@ def output_files(path: str | os.PathLike) -> tuple[Path, Path, Path]:
 
 
 def check_output(path: str | os.PathLike, *, overwrite: bool = False, cli: bool = False) -> None:
-    """Fail early (before any model runs) when ``path`` cannot be written, or would replace an
-    earlier output without ``overwrite`` (``cli``: the message says ``--overwrite``)."""
+    """Fail early (before any model runs) when ``path`` cannot be written, or would replace
+    something: without ``overwrite`` any of its files; with it, anything but an earlier output of
+    fsm2kit segment: a label volume beside its sidecar that records it (name and sha256, so a
+    mask edited since is kept), or the sidecar and Dice table of one (``cli``: messages say
+    ``--overwrite``, not ``overwrite=True``)."""
     path = Path(path)
     files = output_files(path)
     if path.exists() and path.is_dir():
         raise IsADirectoryError(f"Output {path} is a folder; give a file name such as {path / 'pred.nii.gz'}.")
     check_can_create(path)
-    there = [str(f) for f in files if f.exists()]
+    there = [str(f) for f in files if f.exists() or f.is_symlink()]
     if there and not overwrite:
         raise FileExistsError(
             f"Output {there[0]} already exists{' (with ' + ', '.join(there[1:]) + ')' if there[1:] else ''}; "
             f"pass {'--overwrite' if cli else 'overwrite=True'} to replace it, or choose another output."
         )
+    if not there:
+        return
+    side = read_sidecar(path)
+    if path.is_symlink():
+        raise FileExistsError(f"Output {path} is a symbolic link; fsm2kit does not replace it: choose another output.")
+    if path.exists():
+        if side is None:
+            raise FileExistsError(f"Output {path} has no fsm2kit sidecar ({sidecar_path(path).name}): fsm2kit did not "
+                                  "write it and does not replace it, --overwrite included; choose another output.")
+        if side.get("output_sha256") != file_sha256(path):
+            raise FileExistsError(f"Output {path} changed since fsm2kit wrote it (its sha256 differs from its sidecar "
+                                  f"{Path(side['_sidecar']).name}); fsm2kit does not replace it, --overwrite "
+                                  "included: choose another output.")
+        return
+    own = sidecar_path(path)
+    if own.exists() and (side is None or side["_sidecar"] != str(own)):
+        raise FileExistsError(f"{own} is not an fsm2kit segment sidecar; fsm2kit does not replace it: choose "
+                              "another output.")
+    if dice_csv_path(path).exists() and side is None:
+        raise FileExistsError(f"{dice_csv_path(path)} belongs to no fsm2kit output; fsm2kit does not replace it: "
+                              "choose another output.")
 
 
 def modes_dice_table(

@@ -18,6 +18,7 @@ from ..model.loading import load_sam2
 from ..inspector.inspection import Inspection, inspect_episode
 from ..inspector.panels import write_inspection
 from ..io.examples import example_episodes
+from ..records.fileio import atomic_folder, check_can_create, check_replaceable, holds_working_folder
 from ..records.naming import strategy_name
 from ..run.config import ExperimentConfig
 from ..run.sources import load_episodes, subset_episode
@@ -77,6 +78,7 @@ def inspect_run(
     progress: bool = False,
     command: str | None = None,
     check: Callable[[Episode], None] | None = None,
+    overwrite: bool = True,
     **overrides,
 ) -> Inspection:
     """Segment one episode while capturing SAM2's memory attention; optionally write the results.
@@ -105,7 +107,10 @@ def inspect_run(
     output_dir : path, optional
         When given, tables, charts, panels and provenance are written there
         (:func:`fsm2kit.inspector.panels.write_inspection`) with the one provenance record
-        (``command`` recorded in it); the paths are in ``insp.files``.
+        (``command`` recorded in it); the paths are in ``insp.files``. The folder is written
+        all at once (:func:`fsm2kit.records.fileio.atomic_folder`: built beside it, fsynced,
+        swapped in) and must be new, empty, the working folder or an earlier inspection
+        (replaced whole with ``overwrite``); checked before anything runs.
     check : callable, optional
         Called with the episode to inspect (after ``max_slices`` / ``z_range``) before any model
         loads: a caller's own checks in its own words (``fsm2kit inspect`` checks ``--pixel``,
@@ -135,6 +140,9 @@ def inspect_run(
     if config.metric != "both":
         raise ValueError(f"inspect_run: metric={config.metric!r} does not apply (an inspection writes no Dice "
                          "summary); leave it at 'both'.")
+    if output_dir is not None and not holds_working_folder(output_dir):
+        check_replaceable(output_dir, kind="inspect", overwrite=overwrite, what="output_dir")
+        check_can_create(Path(output_dir) / "x")
     setting = config.settings[0]
     # the config keeps names (or the objects it was given): the registries give the strategies
     ordering = ORDERINGS.get(config.orders[0] if config.orders else None)
@@ -167,8 +175,9 @@ def inspect_run(
         model = config.models[0]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            sam2 = load_sam2(model, config.checkpoint_for(model), seed=config.seed, image_size=config.image_size,
-                             device=config.device, progress=progress)
+            sam2 = load_sam2(model, config.checkpoint_for(model), seed=config.seed,
+                             image_size=config.image_size_for(model), device=config.device, progress=progress,
+                             precision=config.precision)
         engine = Engine(sam2, progress=progress, cache_dir=config.cache_dir, object_batch_size=config.object_batch_size)
     elif not isinstance(engine, Engine):
         engine = engine()  # a factory: the model loads only after the episode was found
@@ -183,6 +192,15 @@ def inspect_run(
     if output_dir is not None:
         record = inspection_provenance(insp, command=command if command is not None else command_line())
         record = replace(record, support_selector=strategy_name(selector))
-        insp.files = write_inspection(insp, Path(output_dir), panels=panels, pixel=pixel, formats=tuple(formats),
-                                      presets=presets, provenance=record.to_dict())
+        def write(folder: Path) -> dict:
+            return write_inspection(insp, folder, panels=panels, pixel=pixel, formats=tuple(formats),
+                                    presets=presets, provenance=record.to_dict())
+
+        if holds_working_folder(output_dir):  # cannot be swapped: inspect.json is written last
+            insp.files = write(Path(output_dir))
+        else:
+            made: dict = {}
+            out = atomic_folder(output_dir, lambda tmp: made.update(write(tmp)), overwrite=overwrite, kind="inspect",
+                                keep=("prompts.json",))  # notebook 05's saved corrections stay
+            insp.files = {k: out / Path(v).name for k, v in made.items()}
     return insp

@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..records.fileio import check_output_dir
+
 import numpy as np
 import pandas as pd
 
@@ -103,10 +105,10 @@ def run_strategy_study(
             loaded[key] = load_config_episodes(c, progress=progress)
         eps.append(loaded[key])
     c0 = configs[0]
-    sam2 = load_sam2(c0.models[0], c0.checkpoint, seed=c0.seed, image_size=c0.image_size, device=c0.device,
-                     progress=progress)
+    sam2 = load_sam2(c0.models[0], c0.checkpoint, seed=c0.seed, image_size=c0.image_size_for(model),
+                     device=c0.device, progress=progress, precision=c0.precision)
     out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    check_output_dir(out)  # new, empty, the working folder or an earlier experiment: before the compute
     result = run_experiments(configs, models={model: sam2}, episodes=eps, keep_predictions=True, progress=progress)
     study = StrategyStudy(name, result, out, setting=setting, model=sam2)
     study.save()

@@ -24,6 +24,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..records.fileio import check_output_dir
+
 import pandas as pd
 
 from ..tables.dice_table import TABLE_FORMATS, DiceTable
@@ -77,7 +79,7 @@ def run_study(
     base = ExperimentConfig.given(config, "run_study", name=name, **overrides)
     configs = [base.replace(episodes=path, dataset=dataset) for dataset, path in datasets.items()]
     out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    check_output_dir(out)  # new, empty, the working folder or an earlier experiment: before the compute
     result = run_experiments(configs, keep_predictions=keep_predictions, progress=progress)
     study = Study(name, result, out)
     study.save()
@@ -138,6 +140,79 @@ class Study:
         if file is not None:
             t.save(self._path(file), formats=formats, provenance=self.provenance().to_dict())
         return t
+
+    def image_sizes(self, sizes: Sequence[int] | None = None, *, setting: str = "S1SFQ", order: str | None = None,
+                    model: str | None = None, file: str | None = "image_sizes") -> pd.DataFrame:
+        """One setting at several image sizes: Dice, time and agreement of the masks.
+
+        Runs the study's data once per size (``setting``, ``order``, one ``model``: the same
+        weights, a fresh engine per size so encoding is timed too), through the one run path.
+
+        Parameters
+        ----------
+        sizes : sequence of int, optional
+            Image sizes, the first is the reference of the agreement; default: the model's size
+            in the study's config (:meth:`ExperimentConfig.image_size_for`; 1024 for SAM2,
+            512 for MedSAM2) and half of it (twice it below 256 px).
+        setting : str
+        order : str, optional
+            Default: the config's first order.
+        model : str, optional
+            Default: the config's first model.
+        file : str, optional
+            ``file.csv`` in ``output_dir`` (under a ``#`` line naming the weights).
+
+        Returns
+        -------
+        DataFrame
+            One row per (dataset, label_name, image_size): ``dice_pooled``,
+            ``dice_mean_per_volume``, ``seconds`` (segmenting, encoding included), ``s_per_slice``,
+            ``agreement`` (pooled Dice of the masks against those at the first size; 1 at it),
+            ``n_slices``, ``weights``.
+        """
+        from ..model.specs import check_image_size
+        from ..protocol.metrics import dice_counts, pooled_dice
+        from ..records.naming import strategy_name
+
+        base = self.result.configs
+        model = model or base[0].models[0]
+        own = base[0].image_size_for(model)
+        if sizes is None:
+            sizes = [own, own // 2] if own // 2 >= 128 else [own, own * 2]
+        sizes = [check_image_size(s) for s in sizes]
+        order = order or (strategy_name(base[0].orders[0]) if base[0].orders else "middle")
+        masks: dict[int, dict] = {}
+        rows = []
+        for size in sizes:
+            configs = [c.replace(settings=[setting], orders=[order], models=[model], image_size=size) for c in base]
+            res = run_experiments(configs, keep_predictions=True, progress=False)
+            where = {(str(r.case_id), int(r.label)): str(r.dataset)
+                     for r in res.slices[["case_id", "label", "dataset"]].drop_duplicates().itertuples()}
+            masks[size] = {}
+            secs: dict = {}
+            for p in res.predictions:
+                ds = where[(str(p.result.case_id), int(p.result.label))]
+                key = (ds, p.result.label_name)
+                secs[key] = secs.get(key, 0.0) + p.result.seconds
+                for sl in p.result.slices:
+                    masks[size][(*key, str(p.result.case_id), sl.z)] = sl.prediction
+            wide = res.summary("both").pivot_table(index=["dataset", "label_name"], columns="metric", values="dice",
+                                                   aggfunc="first")
+            for (ds, lab), d in wide.iterrows():
+                keys = [k for k in masks[size] if k[:2] == (ds, lab)]
+                agree = pooled_dice([dice_counts(masks[size][k], masks[sizes[0]][k]) for k in keys], empty=1.0)
+                rows.append({"dataset": ds, "label_name": lab, "model": model, "setting": setting, "order": order,
+                             "image_size": size, "dice_pooled": d.get("pooled"),
+                             "dice_mean_per_volume": d.get("mean_per_volume"), "seconds": secs[(ds, lab)],
+                             "s_per_slice": secs[(ds, lab)] / len(keys), "agreement": agree, "n_slices": len(keys),
+                             "weights": res.weights})
+        table = pd.DataFrame(rows)
+        if file is not None:
+            from ..tables.dice_table import save_table
+
+            save_table(table.set_index(["dataset", "label_name", "image_size"]), self._path(file),
+                       note=f"{self.note}; agreement: pooled Dice of the masks against {sizes[0]} px")
+        return table
 
     # ------------------------------------------------------------------ figures
     def _save_chart(self, chart, file: str, presets: Sequence[str], formats: Sequence[str] | None) -> None:

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from ..records.fileio import atomic_write
+from ..model.specs import data_caveats
 from ..records.provenance import RANDOM_NOTE
 from .paper import (BASELINE_DICE_VARIANT, ORGAN_ORDER, PAPER_CITATION, PAPER_DATASETS, PAPER_DICE_VARIANT,
                     PUBLISHED_BASELINES, paper_order, published_dice)
@@ -524,6 +525,8 @@ def _caption(s: pd.DataFrame, metric: str, paper_table, weights: str, random: bo
         " (no std: pooled over all volumes), n = query volumes"
     parts = [f"Dice (%) on {ds}; protocol variant {join('protocol_variant')}.",
              f"Ours: {OURS_DICE_VARIANTS[metric]}{std}; model {join('model')}; weights: {weights}."]
+    if "model" in s.columns:  # e.g. MedSAM2 on SABS or CHAOS: its training data may hold these scans
+        parts += [f"Note: {c}." for c in data_caveats(s["model"].astype(str), s["dataset"].astype(str))]
     if paper_table is not None:
         pub = f"Published: FS-MedSAM2 {PAPER_DICE_VARIANT}"
         if int(paper_table) == 1:

@@ -6,10 +6,13 @@ Nothing in the library imports this package.
 """
 
 from .tolerance import (
+    BF16_LOGIT_REL_L2,
+    BF16_MASK_MAX_FRACTION,
     LOGIT_REL_L2,
     MASK_LOGIT_ATOL,
     MASK_MAX_FRACTION,
     MaskComparison,
+    assert_bf16_close,
     assert_labels_agree,
     assert_logits_close,
     assert_masks_agree,
@@ -18,10 +21,13 @@ from .tolerance import (
 )
 
 __all__ = [
+    "BF16_LOGIT_REL_L2",
+    "BF16_MASK_MAX_FRACTION",
     "LOGIT_REL_L2",
     "MASK_LOGIT_ATOL",
     "MASK_MAX_FRACTION",
     "MaskComparison",
+    "assert_bf16_close",
     "assert_labels_agree",
     "assert_logits_close",
     "assert_masks_agree",
