@@ -252,7 +252,9 @@ def test_segment_sidecar_records_the_order_and_start_that_ran(tmp_path, capsys):
     import json
 
     assert main(_segment_argv(tmp_path / "p.nii.gz", "--order", "from:0.25")) == 0
-    side = json.loads((tmp_path / "p.json").read_text())
+    from fsm2kit.segment.segment_result import sidecar_path
+
+    side = json.loads(sidecar_path(tmp_path / "p.nii.gz").read_text())
     assert side["orders"] == ["from:0.25"] and side["options"]["order"] == "from:0.25"
     (label,) = side["labels"]
     assert label["start"] == side["options"]["start"] == 7  # 30 slices: floor(0.25 * 29 + 0.5)
