@@ -6,7 +6,11 @@ head shifted so masks are not empty, saved as a checkpoint; 256 px, a few slices
 displayed query slice, the attention panel and the status line change; clicks on the query
 slice and checks that the pixel changes; then, in the correction widget, moves to another slice,
 clicks a positive point, re-propagates and checks that the slice's mask (its predicted pixels),
-the slice image and the attention-mass chart change. Screenshots go to ``tests/artifacts/``.
+the slice image and the attention-mass chart change; while the round runs the widget is busy (a
+spinner and a count of slices, the buttons disabled) and a click made meanwhile is pending after
+it (status, list and drawing agree). The 3D / three-plane NiiVue view (WebGL through SwiftShader)
+is checked by a screenshot: its canvas shows the coloured label overlay over the grey scan.
+Screenshots go to ``tests/artifacts/``.
 
 Skipped where ``/usr/bin/chromium`` or playwright is missing (``scripts/install_browser.sh``
 installs Chromium; never ``playwright install``). CI installs Chromium, so it runs there.
@@ -31,8 +35,8 @@ REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "05_memory_inspector.ipynb"
 ARTIFACTS = REPO / "tests" / "artifacts"
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+CHROMIUM_ARGS = [  # WebGL (NiiVue) through software rendering: SwiftShader, no GPU
+    "--no-sandbox", "--use-angle=swiftshader", "--use-gl=angle", "--enable-unsafe-swiftshader", "--disable-quic", "--no-first-run", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
 ]
 
@@ -234,9 +238,23 @@ def _correct_and_repropagate(page) -> dict:
     pending = page.locator(".fsm2-corr-pending").first.inner_text()
     assert "z=" in pending and "+(" in pending, pending
     page.locator("button.fsm2-corr-repropagate").first.click()
+    # busy: a spinner with a count of slices, the buttons disabled; a click now waits for the next round
+    page.wait_for_selector(".fsm2-corr-busy .fsm2-corr-count", timeout=60_000)
+    assert page.locator("button.fsm2-corr-undo").first.is_disabled()
+    shots["corrector_busy"] = ARTIFACTS / "corrector_busy.png"
+    widget.screenshot(path=str(shots["corrector_busy"]))
+    img.click(position={"x": box["width"] * 0.4, "y": box["height"] * 0.4})
     page.wait_for_function(
         "() => { const s = document.querySelector('.fsm2-corr-status'); return s && s.innerText.includes('2 round(s) done'); }",
         timeout=240_000)
+    page.wait_for_function(  # the click made during the round: pending now, listed and counted
+        "() => { const s = document.querySelector('.fsm2-corr-status'); return s && s.innerText.includes('1 pending'); }",
+        timeout=60_000)
+    assert page.locator(".fsm2-corr-busy").count() == 0 and not page.locator("button.fsm2-corr-undo").first.is_disabled()
+    assert "+(" in page.locator(".fsm2-corr-pending").first.inner_text()
+    text = status.inner_text()
+    page.locator("button.fsm2-corr-clear").first.click()
+    _status_changed(page, ".fsm2-corr-status", text, timeout=60_000)
     page.wait_for_timeout(1000)
     after = dict(text=status.inner_text(), query=_src(page, ".fsm2-corr-query img"),
                  chart=_src(page, "img.fsm2-corr-chart"), areas=_src(page, "img.fsm2-corr-areas"))
@@ -260,6 +278,32 @@ def _correct_and_repropagate(page) -> dict:
         "() => { const s = document.querySelector('.fsm2-corr-pending'); return s && s.innerText.includes('box ('); }",
         timeout=60_000)
     return shots
+
+
+def _volume_view(page) -> Path:
+    """The NiiVue view (notebook 05's 3D / three-plane cell): its canvas draws the label overlay."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    view = page.locator(".fsm2-volume-view").first
+    view.scroll_into_view_if_needed()
+    canvas = view.locator("canvas").first
+    canvas.wait_for(state="visible", timeout=120_000)
+    shot = ARTIFACTS / "volume_view.png"
+    coloured = 0
+    for _ in range(30):  # NiiVue draws once the volumes are loaded
+        page.wait_for_timeout(1000)
+        canvas.screenshot(path=str(shot))
+        rgb = np.asarray(Image.open(io.BytesIO(shot.read_bytes())).convert("RGB")).astype(int)
+        spread = rgb.max(axis=2) - rgb.min(axis=2)
+        orange = (rgb[..., 0] > rgb[..., 2] + 60) & (rgb[..., 1] > rgb[..., 2] + 20)  # the prediction's hue
+        grey = (spread < 12) & (rgb.max(axis=2) > 30)  # the scan
+        coloured = int(orange.sum())
+        if coloured > 30 and grey.sum() > 1000:
+            return shot
+    raise AssertionError(f"the NiiVue view shows no label overlay ({coloured} orange pixels); see {shot}")
 
 
 def test_inspector_in_jupyterlab(lab):
@@ -353,6 +397,7 @@ def test_inspector_in_jupyterlab(lab):
             except Exception as exc:
                 pytest.fail(f"the correction widget did not answer ({type(exc).__name__}: {str(exc)[:200]}); "
                             + _diagnose(page, errors), pytrace=False)
+            shots["volume_view"] = _volume_view(page)
             assert not [e for e in errors if "fsm2" in e.lower()], errors
         finally:
             browser.close()

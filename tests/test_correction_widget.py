@@ -109,7 +109,7 @@ def test_inspect_corrections_final_stage_bookkeeping(engine128, small):
     assert later, [s.layout for s in insp.steps]
     m = insp.masses
     cond = m[(m["entry_z"] == z) & m["is_cond"] & (m["region"] == "all") & (m["entry_kind"] == "query")]
-    assert (cond["mass"] > 0).all() and set(cond["role"]) == {"query (t-0)"}
+    assert (cond["mass"] > 0).all() and set(cond["role"]) == {"query (SAM2 d=0)"}
     # on-demand pixel maps use each step's own bank (re-propagation replaces memories as it goes)
     for j in (0, len(insp.steps) - 1):
         captured = [p for p in insp.steps[j].pixels if p.pixel == (60, 64)][0]
@@ -222,3 +222,91 @@ def test_inspect_corrections_mask_correction_has_no_step(engine128, small):
     with pytest.raises(KeyError, match=f"z={z}"):
         insp.step_of_z(z)
     assert len(insp.result.slices) == small.n_slices
+
+
+@pytest.mark.slow
+def test_session_rounds_cost_one_propagation_and_equal_the_replay(engine128, small):
+    """CorrectionSession keeps the state after each round: a round runs its corrections and one
+    propagation; undo restores the saved state without a SAM2 step; every stage is bit-equal to
+    segment_with_corrections (the replay) of the same rounds."""
+    from fsm2kit.engine import CorrectionSession
+
+    z1, z2 = int(small.z[1]), int(small.z[-1])
+    r1 = [Correction(z1, points=((64, 60, 1), (20, 20, 0)))]
+    r2 = [Correction(z2, box=(30, 30, 90, 90)), Correction(int(small.z[2]), mask=small.labels[2] > 0)]
+    r3 = [Correction(z1, points=((70, 66, 1),))]  # a second round on a corrected slice: refines its logits
+
+    class Count:
+        n = 0
+
+        def before_forward(self, requests, layouts):
+            Count.n += len(requests)
+
+        def after_forward(self, requests, outputs):
+            pass
+
+    with engine128.observe(Count()):
+        s = CorrectionSession(engine128, small, "S1SFQ")
+        n0 = Count.n
+        s.apply(r1)
+        assert Count.n - n0 == small.n_slices - 1 + 1  # the correction, then the others re-tracked
+        s.apply(r2)
+        n1 = Count.n
+        s.apply(r3)
+        undone = s.undo()
+        assert Count.n - n1 == small.n_slices - 2  # r3: 1 correction + the n - 3 uncorrected slices; undo: none
+    ref = segment_with_corrections(engine128, small, "S1SFQ", [r1, r2])
+    assert len(s.stages) == 3 and len(ref.stages) == 3
+    for a, b in zip(s.stages, ref.stages):
+        assert _same(a, b)
+    assert _same(undone, ref.final)
+    s.apply(r3)
+    assert _same(s.final, segment_with_corrections(engine128, small, "S1SFQ", [r1, r2, r3]).final)
+    with pytest.raises(ValueError, match="not a query slice"):
+        s.apply([Correction(999, points=((1, 1, 1),))])
+    assert len(s.rounds) == 3  # a refused round leaves the session as it was
+    while s.rounds:
+        s.undo()
+    with pytest.raises(ValueError, match="no round to undo"):
+        s.undo()
+
+
+@pytest.mark.slow
+def test_widget_busy_state_dice_and_a_click_during_a_round(engine128, small):
+    """While a round runs the widget is busy (buttons disabled, a count of slices); a click that
+    comes meanwhile is not lost and not sent: it is pending after the round, and the status, the
+    pending list and the drawing agree (the '0 pending while a box is drawn' race)."""
+    from fsm2kit.widgets.correction_widget import CorrectionWidget
+
+    w = CorrectionWidget(engine128, small, "S1SFQ", layers=[3], size=128, chart=False)
+    assert "Dice vs ground truth: slice" in w.status.value and w.dice() is not None
+    w.query.click = [0.25, 0.5, 1]
+    seen = {}
+
+    class During:
+        def before_forward(self, requests, layouts):
+            if "click" not in seen:  # the user clicks (and drags a box) while the round runs
+                seen["disabled"] = [b.disabled for b in w.buttons.values()] + [w.slider.disabled]
+                seen["progress"] = w.progress.value
+                w.mode.value = "box"
+                w.query.drag = [0.1, 0.1, 0.3, 0.3, 2]
+                seen["click"] = len(w.pending_corrections())
+
+        def after_forward(self, requests, outputs):
+            seen.setdefault("counts", []).append(w.progress.value)
+
+    with engine128.observe(During()):
+        w.repropagate()
+    assert all(seen["disabled"]) and "re-propagating" in seen["progress"] and "fsm2-spinner" in seen["progress"]
+    n = small.n_slices  # one correction step, then the n - 1 other slices re-tracked
+    assert [f"/{n}</b> slices" in c for c in seen["counts"]] == [True] * n
+    assert any(f"{n - 1}/{n}</b>" in c for c in seen["counts"][1:])  # counted as it goes
+    assert seen["click"] == 1  # the drag did not join the round being run
+    assert len(w.rounds) == 1 and w.rounds[0][0].box is None  # the round: the click only
+    (c,) = w.pending_corrections()  # the drag is pending for the next round ...
+    assert c.box is not None and not c.points
+    assert "1 pending" in w.status.value and "box (" in w.pending_view.value  # ... and says so
+    assert not any(b.disabled for b in w.buttons.values()) and not w.busy and w.progress.value == ""
+    before = w.query.png_b64
+    w.clear_pending()
+    assert w.query.png_b64 != before and "0 pending" in w.status.value  # drawn and counted alike

@@ -98,9 +98,10 @@ def test_long_titles_wrap_at_the_double_width(tmp_path):
     lines = spec["title"]["subtitle"]
     assert isinstance(lines, list) and len(lines) >= 2 and "".join(lines).replace(" ", "").endswith(sha)
     written = save_presets(chart, tmp_path / "auto", presets=("paper",))
+    # a long title no longer pushes a one-chart figure to the double width: wrapped at one column
     assert _svg_width_mm(written["paper.svg"] if "paper.svg" in written else
                          next(p for p in written.values() if str(p).endswith(".svg"))) == pytest.approx(
-        COLUMN_WIDTHS_MM["double"], rel=0.02)
+        COLUMN_WIDTHS_MM["single"], rel=0.02)
 
 
 def test_screen_preset_and_plain(tmp_path):

@@ -45,11 +45,11 @@ def test_key_layout_by_hand():
         ("support", 0, 4), ("query", 3, 1), ("query", 2, 2), ("query", 1, 3)]
     assert [(e.start, e.stop) for e in lay.pointers] == [(24, 28), (28, 32), (32, 36), (36, 40)]
     assert lay.n_tokens == 40 and lay.n_pointer_tokens == 16
-    # one naming scheme: support #k (z=..), query z=.. (t-k), pointers
-    assert [e.role for e in lay] == ["support #2 (z=40)", "query (t-3)", "query (t-2)", "query (t-1)",
+    # one naming scheme: support #k (z=..), query z=.. (SAM2 d=k), pointers
+    assert [e.role for e in lay] == ["support #2 (z=40)", "query (SAM2 d=3)", "query (SAM2 d=2)", "query (SAM2 d=1)",
                                      "pointers", "pointers", "pointers", "pointers"]
-    assert lay[0].label == "support #2 (z=40)" and lay[1].label == "query z=10 (t-3)"
-    assert lay[4].label == "pointers: support #2 (z=40)" and lay[5].label == "pointers: query z=12 (t-1)"
+    assert lay[0].label == "support #2 (z=40)" and lay[1].label == "query z=10 (SAM2 d=3)"
+    assert lay[4].label == "pointers: support #2 (z=40)" and lay[5].label == "pointers: query z=12 (SAM2 d=1)"
     assert [e.z for e in lay.spatial] == [40, 10, 11, 12]
     ids = lay.entry_ids()
     assert np.array_equal(np.bincount(ids), [6, 6, 6, 6, 4, 4, 4, 4])
@@ -375,7 +375,7 @@ def test_charts_and_panels(s1sfq, tmp_path):
     assert np.allclose(cm.groupby("proc_index")["mass"].sum(), 1.0, atol=1e-5)
     roles = set(cm["role"])
     assert "pointers" in roles and "support #1" in roles  # npz supports carry no z; else "support #1 (z=..)"
-    assert roles <= {r for r in roles if r == "pointers" or r.startswith(("support #", "query (t-"))}
+    assert roles <= {r for r in roles if r == "pointers" or r.startswith(("support #", "query (SAM2 d="))}
     assert list(chart_masses(insp, layer=0)["mass"]) != list(cm["mass"])
     for chart in (mass_chart(insp, highlight=3), share_chart(insp), layer_heatmap(insp, step=5)):
         spec = chart.to_dict()

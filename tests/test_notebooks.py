@@ -3,6 +3,8 @@ and each one executes through papermill with smoke parameters and writes its tab
 
 import ast
 import json
+import shutil
+import subprocess
 import os
 import sys
 from pathlib import Path
@@ -244,10 +246,15 @@ def test_05_memory_inspector(tmp_path, kernel_env):
     assert set(pd.read_csv(out / "masses.csv")["weights"]) == {"random weights (seed 0)"}
     assert [p for p in out.glob("panels_*.png") if not p.stem.endswith("_paper")]  # the screen panels too
     panels = sorted(out.glob("panels_*_paper.png"))
-    assert len(panels) == 1
+    assert len(panels) == 3  # first, middle and last slice of the processing order
     from test_export import check_paper_files
 
     check_paper_files(panels[0].with_suffix(""), 183.0)
+    for p in panels:  # vector figures: editable text, no Type 3 fonts
+        assert p.with_suffix(".svg").read_text().count("<text") >= 10
+        if shutil.which("pdffonts"):
+            fonts = subprocess.run(["pdffonts", str(p.with_suffix(".pdf"))], capture_output=True, text=True).stdout
+            assert "Type 3" not in fonts and "TrueType" in fonts
     html, _ = HTMLExporter().from_notebook_node(nb)
     assert "fsm2-static" in html and "static rendering of the widget" in html
     assert "pointers" in html  # the one naming scheme (groups in the shares table)
@@ -267,10 +274,15 @@ def test_06_strategies(tmp_path, kernel_env, alp_folder):
     assert set(slices["order"]) == {"middle", "from:0.25"}
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["random_weights"] and set(prov["memory_policy"]) == {"sam2", "support-only", "recent:1"}
-    text = (out / "strategies_pooled.csv").read_text()
-    assert text.startswith("# pooled Dice") and "RANDOM WEIGHTS" in text
-    t = pd.read_csv(out / "strategies_pooled.csv", comment="#", header=[0, 1], index_col=[0, 1, 2])
-    assert len(t) == 3 * 2 * 2 and list(t.index.names) == ["memory_policy", "support_selector", "order"]
+    # the strategies table through the one table writer: tidy CSV, Markdown, LaTeX and a sidecar
+    side = json.loads((out / "strategies_pooled.json").read_text())
+    assert side["caption"].startswith("pooled Dice") and "RANDOM WEIGHTS" in side["caption"] and side["random_weights"]
+    t = pd.read_csv(out / "strategies_pooled.csv")
+    assert list(t.columns[:3]) == ["memory_policy", "support_selector", "order"]
+    assert len(t[["memory_policy", "support_selector", "order"]].drop_duplicates()) == 3 * 2 * 2
+    tex = (out / "strategies_pooled.tex").read_text()
+    assert "\\toprule" in tex and "\\caption{pooled Dice" in tex and tex.isascii()
+    assert "RANDOM WEIGHTS" in (out / "strategies_pooled.md").read_text()
     # support-only attends to the supports alone; sam2 to more on later slices
     n = slices.groupby("memory_policy")["n_memories"].max()
     assert n["support-only"] < n["sam2"] and n["recent:1"] <= n["support-only"] + 1

@@ -5,7 +5,11 @@
 the run's settings, orders and models), read from each finished run's ``summary.csv``.
 ``index.html`` shows them in a table whose columns sort (click a header) and filter (the boxes
 under the headers: text, or ``>0.8`` / ``<50`` for numbers) with a small inline script, and a
-chart comparing the runs' Dice per organ (inline SVG). The page needs no internet.
+chart comparing the runs' Dice per organ, drawn by the same script from the rows shown: it
+follows the filter and the sort (the runs' bars in the table's order, in the fsm2kit palette).
+Each run shows one thumbnail (its first PNG figure, large enough to read; the others are
+links), and weights as a short sha (the full one in the cell's tooltip and in ``index.csv``).
+The page needs no internet.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from pathlib import Path
 import pandas as pd
 
 from ..records.fileio import atomic_write
+from ..tables.dice_table import short_sha
+from ..viz.style import CATEGORY_COLORS
 from .sweep_runs import read_run_summary
 from .sweep_spec import DONE_MARKER, FAILED_MARKER, Sweep, value_text
 from ..tables.paper import ORGAN_ORDER
@@ -174,8 +180,58 @@ _SCRIPT = """
   Array.prototype.forEach.call(inputs, function (inp) {
     inp.addEventListener('input', function () {
       Array.prototype.forEach.call(body.rows, function (r) { r.style.display = keep(r) ? '' : 'none'; });
+      draw();
     });
   });
+  Array.prototype.forEach.call(heads, function (th) { th.addEventListener('click', draw); });
+  // the chart: the Dice per organ of the runs shown, in the table's order
+  var holder = document.getElementById('runs-chart');
+  var data = holder ? JSON.parse(document.getElementById('runs-chart-data').textContent) : null;
+  function esc(s) { return String(s).replace(/&/g, '&amp;').replace(/</g, '&lt;'); }
+  function draw() {
+    if (!holder) { return; }
+    var runs = [];
+    Array.prototype.forEach.call(body.rows, function (r) {
+      var name = r.getAttribute('data-run');
+      if (r.style.display !== 'none' && data.values[name]) { runs.push(name); }
+    });
+    var organs = data.organs, colors = data.colors;
+    var bw = 12, gap = 14, left = 44, top = 28, h = 150;
+    var groupW = Math.max(runs.length, 1) * bw + gap;
+    var w = left + organs.length * groupW + 10, legendH = 16 * runs.length;
+    var s = ["<svg xmlns='http://www.w3.org/2000/svg' width='" + Math.max(w, 320) + "' height='" +
+             (top + h + 40 + legendH) + "' font-family='DejaVu Sans, sans-serif' font-size='11'>"];
+    s.push("<text x='0' y='14' font-size='13'>" + esc(data.title) + " (" + runs.length + " of " +
+           Object.keys(data.values).length + " runs shown)</text>");
+    [0, 25, 50, 75, 100].forEach(function (t) {
+      var y = top + h - t / 100 * h;
+      s.push("<line x1='" + left + "' x2='" + (w - 6) + "' y1='" + y + "' y2='" + y + "' stroke='#ddd'/>");
+      s.push("<text x='" + (left - 4) + "' y='" + (y + 4) + "' text-anchor='end'>" + t + "</text>");
+    });
+    s.push("<text transform='translate(10," + (top + h / 2) + ") rotate(-90)' text-anchor='middle'>" +
+           esc(data.ytitle) + "</text>");
+    organs.forEach(function (o, j) {
+      var x0 = left + j * groupW + gap / 2;
+      runs.forEach(function (r, i) {
+        var v = data.values[r][o];
+        if (v === null || v === undefined) { return; }
+        var bh = Math.max(0, Math.min(100, v)) / 100 * h;
+        s.push("<rect class='bar' x='" + (x0 + i * bw) + "' y='" + (top + h - bh) + "' width='" + (bw - 1) +
+               "' height='" + bh + "' fill='" + colors[r] + "'><title>" + esc(r) + ", " + esc(o) + ": " +
+               v.toFixed(2) + " %</title></rect>");
+      });
+      s.push("<text x='" + (x0 + runs.length * bw / 2) + "' y='" + (top + h + 14) + "' text-anchor='middle'>" +
+             esc(o) + "</text>");
+    });
+    runs.forEach(function (r, i) {
+      var y = top + h + 32 + 16 * i;
+      s.push("<rect x='" + left + "' y='" + (y - 9) + "' width='10' height='10' fill='" + colors[r] + "'/>");
+      s.push("<text x='" + (left + 14) + "' y='" + y + "'>" + esc(r) + "</text>");
+    });
+    s.push("</svg>");
+    holder.innerHTML = s.join('');
+  }
+  draw();
 })();
 """
 
@@ -192,30 +248,26 @@ def _header(col: str, grid_keys: list[str]) -> str:
     return col
 
 
-def _runs_chart_svg(index: pd.DataFrame) -> str:
-    """The runs' Dice per organ (mean per volume, else pooled) as inline SVG; "" without data or altair."""
+def _runs_chart_data(index: pd.DataFrame) -> dict | None:
+    """What the page's script draws: Dice (%) per run and organ (mean per volume, else pooled),
+    organs in the paper's order, one colour per run (the fsm2kit palette); None without data."""
     cols = _organ_columns(index)
     for m in _METRICS:
         mine = [c for c in cols if c.startswith(f"dice_{m}_")]
-        if mine:
+        if mine and index[mine].notna().any().any():
             break
     else:
-        return ""
-    long = index[["run", *mine]].melt(id_vars="run", var_name="organ", value_name="dice").dropna()
-    if long.empty:
-        return ""
-    long["organ"] = long["organ"].str[len(f"dice_{m}_"):].str.replace("_", " ")
-    if "weights" in index.columns:
-        long = long.merge(index[["run", "weights"]], on="run", how="left")
-    try:
-        import vl_convert as vlc
-
-        from ..viz.dice_charts import runs_dice_chart
-
-        chart = runs_dice_chart(long, metric_title=_METRIC_TEXT[m] + " Dice", title="Dice per organ, by run")
-        return vlc.vegalite_to_svg(chart.to_json())
-    except ImportError:  # charts need the notebooks extra (altair, vl-convert)
-        return ""
+        return None
+    organs = [c[len(f"dice_{m}_"):].replace("_", " ") for c in mine]
+    values = {}
+    for _, r in index.iterrows():
+        vals = {o: (None if pd.isna(r[c]) else round(100 * float(r[c]), 4)) for o, c in zip(organs, mine)}
+        if any(v is not None for v in vals.values()):
+            values[str(r["run"])] = vals
+    runs = list(values)
+    colors = {run: CATEGORY_COLORS[k % len(CATEGORY_COLORS)] for k, run in enumerate(runs)}
+    return {"organs": organs, "values": values, "colors": colors, "title": "Dice per organ, by run",
+            "ytitle": f"Dice % ({_METRIC_TEXT[m]})"}
 
 
 def _index_html(sweep: Sweep, index: pd.DataFrame) -> str:
@@ -230,7 +282,7 @@ def _index_html(sweep: Sweep, index: pd.DataFrame) -> str:
         "thead input{width:100%;box-sizing:border-box;font-size:11px}"
         ".done{color:#1a7f37}.failed{color:#cf222e;font-weight:bold}"
         ".pending{color:#777}.banner{background:#fff3cd;border:1px solid #d39e00;padding:8px;margin:8px 0}"
-        "img{max-height:90px;margin-right:4px}</style></head><body>",
+        "img.thumb{max-height:220px;max-width:360px;margin-top:4px}</style></head><body>",
         f"<h1>Sweep {html.escape(sweep.name)}</h1>",
         f"<p>Notebook <code>{html.escape(sweep.notebook.name)}</code>; "
         + ", ".join(f"{v} {html.escape(str(k))}" for k, v in sorted(counts.items()))
@@ -246,9 +298,10 @@ def _index_html(sweep: Sweep, index: pd.DataFrame) -> str:
         head.append(f"<p>Fixed parameters: <code>{html.escape(fixed)}</code></p>")
     if sweep.plugins:
         head.append(f"<p>Plugins: <code>{html.escape(' '.join(sweep.plugins))}</code></p>")
-    svg = _runs_chart_svg(index)
-    if svg:
-        head.append(f"<div class='chart'>{svg}</div>")
+    chart = _runs_chart_data(index)
+    if chart:  # drawn by the page's script from the rows shown (follows filter and sort)
+        head.append("<div class='chart' id='runs-chart'></div><script type='application/json' id='runs-chart-data'>"
+                    + json.dumps(chart).replace("</", "<\\/") + "</script>")
     grid_keys = [k for k, _ in sweep.grid]
     cols = ["run", "status", *grid_keys, "seconds", *_organ_columns(index), "dice_mean_per_volume", "dice_pooled",
             "weights", "error", "links"]
@@ -265,10 +318,15 @@ def _index_html(sweep: Sweep, index: pd.DataFrame) -> str:
                 links = [_link(r.get("html"), "html"), _link(r.get("notebook"), "ipynb"),
                          _link(r.get("folder"), "folder")]
                 links += [_link(t, Path(t).name) for t in _text(r.get("tables")).split()]
-                imgs = [f"<a href='{html.escape(f, quote=True)}'><img src='{html.escape(f, quote=True)}' "
-                        f"alt='{html.escape(Path(f).name, quote=True)}'></a>"
-                        for f in _text(r.get("figures")).split() if f.endswith(".png")]
+                pngs = [f for f in _text(r.get("figures")).split() if f.endswith(".png")]
+                imgs = [f"<a href='{html.escape(f, quote=True)}'><img class='thumb' src='{html.escape(f, quote=True)}' "
+                        f"alt='{html.escape(Path(f).name, quote=True)}'></a>" for f in pngs[:1]]  # one, legible
+                links += [_link(f, Path(f).name) for f in pngs[1:]]
                 cells.append("<td>" + " ".join(x for x in links if x) + "<br>" + "".join(imgs) + "</td>")
+                continue
+            if c == "weights" and _text(r.get(c)):
+                full = _text(r.get(c))
+                cells.append(f"<td title='{html.escape(full, quote=True)}'>{html.escape(short_sha(full))}</td>")
                 continue
             v = r.get(c)
             if v is None or (isinstance(v, float) and pd.isna(v)):
@@ -280,7 +338,7 @@ def _index_html(sweep: Sweep, index: pd.DataFrame) -> str:
             text = f"{v:.1f}" if isinstance(v, float) else str(v)
             cls = f" class='{html.escape(text)}'" if c == "status" else ""
             cells.append(f"<td{cls}>{html.escape(text)}</td>")
-        out.append("<tr>" + "".join(cells) + "</tr>")
+        out.append(f"<tr data-run='{html.escape(str(r['run']), quote=True)}'>" + "".join(cells) + "</tr>")
     out.append("</tbody></table>")
     foot = ("<p>Dice in %. Per-organ columns: the mean over each run's summary.csv rows of that organ "
             "(settings x orders x models); 'all organs': the mean over all its rows. Notebook HTML pages load "

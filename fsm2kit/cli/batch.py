@@ -68,7 +68,10 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     for name, where in res.kept.items():
         print(f"moved the folder in the place of run {name} aside, kept (not deleted): {where}")
     cols = ["run", "status", "seconds", "dice_pooled", "dice_mean_per_volume", "weights", "error"]
-    print(res.index[cols].to_string(index=False, na_rep="", float_format=lambda x: f"{x:.4f}"))
+    from ..tables.dice_table import short_sha
+
+    shown = res.index[cols].assign(weights=[short_sha(w) if isinstance(w, str) else w for w in res.index["weights"]])
+    print(shown.to_string(index=False, na_rep="", float_format=lambda x: f"{x:.4f}"))  # full sha in index.csv
     if res.index["weights"].astype(str).str.contains("random weights").any():
         print("NOTE: runs with 'random weights' are smoke runs: their Dice numbers mean nothing.")
     print(repr(res))

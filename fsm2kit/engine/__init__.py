@@ -14,7 +14,8 @@ Public names load lazily (PEP 562): importing this package imports no submodule.
 from ..lazy import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
-    ".corrections": ["Correction", "CorrectionRun", "check_rounds", "corrections_job", "segment_with_corrections"],
+    ".corrections": ["Correction", "CorrectionRun", "CorrectionSession", "check_rounds", "corrections_job",
+                     "segment_with_corrections"],
     ".engine": ["Engine"],
     ".features": ["prompt_mask"],
     ".memory": ["MemoryBank", "MemoryEntry", "MemoryPolicy", "MemorySelection", "MemorySettings", "PointerRef", "SpatialRef", "TokenLayout", "sam2_memory_policy", "select_memories", "token_layout"],

@@ -14,7 +14,7 @@ from ..lazy import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     ".capture": ["MemoryInspector"],
-    ".corrected": ["correction_stages", "inspect_corrections"],
+    ".corrected": ["InspectedCorrections", "correction_stages", "inspect_corrections"],
     ".inspection": ["Inspection", "inspect_episode"],
-    ".panels": ["attention_panels", "chart_png", "clicked_pixel", "inspection_charts", "layer_heatmap", "mass_chart", "memory_panels", "panel_orientation", "query_image", "share_chart", "write_inspection"],
+    ".panels": ["attention_figure", "attention_panels", "chart_png", "clicked_pixel", "inspection_charts", "layer_heatmap", "mass_chart", "memory_panels", "panel_orientation", "query_image", "share_chart", "write_inspection"],
 })

@@ -90,30 +90,37 @@ class KeyEntry:
 
     @property
     def role(self) -> str:
-        """A name stable across steps (charts): ``support #1 (z=17)``, ``query (t-2)``, ``pointers``.
+        """A name stable across steps (charts): ``support #1 (z=17)``, ``query (SAM2 d=2)``, ``pointers``.
 
-        One naming scheme for memory entries in tables, charts and the widget (:attr:`label`
-        adds the query slice's z, which changes from step to step).
+        One naming scheme for memory entries in tables, charts and the widget. ``d`` is SAM2's
+        frame distance (:attr:`distance`): frames between the memory and the query frame in
+        SAM2's frame order, where the support frames count too, so it is not "slices back" (with
+        one support before a middle-out run, z=12's memories have d = 1, 2, 4, 5, 6). Charts need
+        a name that is the same at every step, so they use d; :attr:`label` names the memory by
+        its slice z (and d).
         """
         if self.kind == "pointer":
             return "pointers"
         if self.source == "support":
             return self._support_name
-        return f"query (t-{self.distance})"
+        return f"query (SAM2 d={self.distance})"
 
     @property
     def _support_name(self) -> str:
-        base = f"support #{self.index}" + (f" (z={self.z})" if self.z is not None else "")
-        return base if self.t_pos == 0 or self.kind == "pointer" else f"{base} (t-{self.distance})"
+        where = [f"z={self.z}"] if self.z is not None else []
+        if not (self.t_pos == 0 or self.kind == "pointer"):
+            where.append(f"SAM2 d={self.distance}")
+        return f"support #{self.index}" + (f" ({', '.join(where)})" if where else "")
 
     @property
     def label(self) -> str:
-        """This very entry: ``support #1 (z=17)``, ``query z=22 (t-1)``, ``pointers: query z=22 (t-1)``."""
+        """This very entry, by its slice: ``support #1 (z=17)``, ``query z=22 (SAM2 d=1)``,
+        ``pointers: query z=22 (SAM2 d=1)``."""
         if self.source == "support":
             frame = self._support_name
         else:
             d = self.t_pos if self.kind == "pointer" else self.distance
-            frame = (f"query z={self.z}" if self.z is not None else f"query #{self.index}") + f" (t-{d})"
+            frame = (f"query z={self.z}" if self.z is not None else f"query #{self.index}") + f" (SAM2 d={d})"
         return f"pointers: {frame}" if self.kind == "pointer" else frame
 
     def __repr__(self) -> str:

@@ -12,7 +12,10 @@ Panels (PIL images; saved by the same :func:`fsm2kit.viz.export.save_figure`):
 * :func:`query_panel`: the query slice with its prediction (and ground truth) and the pixel;
 * :func:`memory_panels`: every spatial memory frame's image with the chosen pixel's attention
   map over it (upsampled onto that image), its mask, and the entry's mass;
-* :func:`attention_panels`: both, with a provenance footer.
+* :func:`attention_panels`: both, with a provenance footer;
+* :func:`attention_figure`: the paper version, a matplotlib figure for any chosen slices (one row
+  each): the slices raster at their native resolution, contours, markers, text and the colour
+  bar vector (TrueType fonts in PDF, ``<text>`` in SVG; :func:`fsm2kit.viz.export.save_figure`).
 
 Every chart title and panel footer names the weights ("random weights (seed N)" for a random
 model: then the content is meaningless).
@@ -32,6 +35,7 @@ import numpy as np
 
 from ..viz.display import COLORS, MEMORY_GROUP_COLORS, OKABE_ITO, display_orientation, episode_axcodes
 from ..records.fileio import atomic_write
+from ..tables.dice_table import short_sha
 from ..viz.export import save_figure, save_presets
 from ..viz.drawing import (
     captioned,
@@ -59,6 +63,7 @@ __all__ = [
     "query_panel",
     "memory_panels",
     "attention_panels",
+    "attention_figure",
     "write_inspection",
     "inspection_charts",
     "GROUP_COLORS",
@@ -119,12 +124,15 @@ def chart_masses(insp: Inspection, *, layer: int | None = None, region: str = "a
 
 
 def _role_order(roles) -> list[str]:
-    """Supports, then query memories nearest first (``query (t-1)``, ``(t-2)``...), then pointers."""
+    """Supports, then query memories nearest first (``query (SAM2 d=1)``, ``d=2``...), then pointers."""
+    import re
+
     def key(r: str):
         if r.startswith("support"):
             return (0, 0, r)
-        if r.startswith("query (t-"):
-            return (1, int(r.rsplit("-", 1)[-1].rstrip(")")), r)
+        m = re.match(r"query \(SAM2 d=(\d+)\)", r)
+        if m:
+            return (1, int(m.group(1)), r)
         return (2, 0, r)
 
     return sorted(set(roles), key=key)
@@ -136,14 +144,20 @@ _QUERY_SHADES = (OKABE_ITO["orange"], OKABE_ITO["vermillion"], OKABE_ITO["yellow
 
 
 def role_colors(roles) -> dict[str, str]:
-    """Colours of memory entries (roles): supports in blues, query memories in the other
-    Okabe-Ito hues (nearest first), pointers grey: the groups' colours of :data:`GROUP_COLORS`."""
-    out, ns, nq = {}, 0, 0
+    """Colours of memory entries (roles), fixed by meaning, never by position: support ``#i`` the
+    i-th support shade (blues), a query memory at SAM2 frame distance ``k`` the k-th query shade
+    (the other Okabe-Ito hues), pointers grey (the groups' colours of :data:`GROUP_COLORS`). The
+    same role has the same colour in every chart, the inspector's and the corrector's alike."""
+    import re
+
+    out = {}
     for r in _role_order(roles):
+        num = re.search(r"(?:#|d=)(\d+)", r)
+        k = int(num.group(1)) if num else 1
         if r.startswith("support"):
-            out[r], ns = _SUPPORT_SHADES[ns % len(_SUPPORT_SHADES)], ns + 1
+            out[r] = _SUPPORT_SHADES[(k - 1) % len(_SUPPORT_SHADES)]
         elif r.startswith("query"):
-            out[r], nq = _QUERY_SHADES[nq % len(_QUERY_SHADES)], nq + 1
+            out[r] = _QUERY_SHADES[max(k - 1, 0) % len(_QUERY_SHADES)] if k else OKABE_ITO["black"]
         else:
             out[r] = GROUP_COLORS["pointers"]
     return out
@@ -154,7 +168,7 @@ def _title(insp: Inspection, what: str, layer: int | None, region: str) -> dict:
     order = f"-{r.order}" if r.order else ""
     sub = (f"{r.case_id}/{r.label_name}, {r.setting}{order}, {_layer_text(insp, layer)}, "
            f"{'all query tokens' if region == 'all' else 'predicted foreground'}; "
-           f"{r.provenance.get('model')}, {insp.weights}")
+           f"{r.provenance.get('model')}, {short_sha(insp.weights)}")
     if insp.random_weights:
         sub += " (RANDOM WEIGHTS: content meaningless)"
     return {"text": what, "subtitle": sub, "anchor": "start"}
@@ -236,7 +250,7 @@ def layer_heatmap(insp: Inspection, *, step: int | None = None, region: str = "a
     """Layer x memory entry heatmap of the mean attention mass (over steps, or one step).
 
     The mean is over the query slices, each slice's mass the mean of its heads; an entry a slice
-    does not attend to (``query (t-6)`` before six slices are done) counts as 0 for that slice, so
+    does not attend to (``query (SAM2 d=6)`` before six memories exist) counts as 0 for that slice, so
     each layer's row sums to 1. The title says so.
     """
     import altair as alt
@@ -413,10 +427,120 @@ def attention_panels(insp: Inspection, step: int, pixel: tuple[int, int] | None 
     return framed
 
 
+def _pick_steps(insp: Inspection, steps) -> list[int]:
+    """Processing indices of ``steps`` (ints, or ``"z=<z>"`` strings naming a slice by z)."""
+    n = len(insp.steps)
+    if isinstance(steps, (int, np.integer, str)):
+        steps = [steps]
+    out = []
+    for s in steps:
+        if isinstance(s, str) and s.startswith("z="):
+            z = int(s[2:])
+            hit = [k for k, st in enumerate(insp.steps) if st.z == z]
+            if not hit:
+                raise ValueError(f"no processed slice has z={z}; processed z: {[st.z for st in insp.steps]}.")
+            out.append(hit[0])
+        else:
+            k = int(s)
+            if not 0 <= k < n:
+                raise ValueError(f"step {k} outside 0..{n - 1} (the processing order).")
+            out.append(k)
+    return out
+
+
+def attention_figure(insp: Inspection, steps, pixel: tuple[int, int] | None = None, *,
+                     layer: int | None = None, head: int = 0, max_memories: int = 6,
+                     normalize: Literal["shared", "each"] = "shared", size: float = 1.25,
+                     title: str | None = "auto"):
+    """The attention panels of chosen slices as a vector matplotlib figure (paper-ready).
+
+    One row per step: the query slice (prediction filled, ground truth as a contour, the pixel as
+    a marker), then each spatial memory frame with the pixel's attention map over it (raster at
+    the frame's native resolution) and its mask as a contour; captions name each memory by its z
+    (and SAM2 frame distance) with its attention mass. Text, contours, markers and the shared
+    colour bar are vector; the figure is built in the one style (:mod:`fsm2kit.viz.style`).
+
+    Parameters
+    ----------
+    insp : Inspection
+    steps : int, "z=<z>" or a sequence of them
+        Processing indices (or slices by z) to show, e.g. ``[0, len(insp.steps) // 2, -1]``.
+    pixel : (y, x), optional
+        Stored pixel (default: each step's :meth:`~Inspection.default_pixel`).
+    max_memories : int
+        Memory columns per row (the nearest memories when a step has more).
+    normalize : {"shared", "each"}
+        One scale for every map (the colour bar's), or each map by its own maximum.
+    size : float
+        Inches per tile.
+    title : str or None
+        ``"auto"``: run, layer, model and weights; ``""`` or None: none (random weights are
+        still said in a footer).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    from ..viz.figures import attention_colorbar, image_axes, mask_legend, panel_figure, styled
+
+    if normalize not in ("shared", "each"):
+        raise ValueError(f"normalize must be 'shared' or 'each', got {normalize!r}.")
+    picks = _pick_steps(insp, [s if isinstance(s, str) or s >= 0 else len(insp.steps) + int(s)
+                               for s in ([steps] if isinstance(steps, (int, np.integer, str)) else steps)])
+    o = panel_orientation(insp)
+    rows = []
+    for k in picks:
+        px = insp.default_pixel(k) if pixel is None else tuple(int(v) for v in pixel)
+        pa = insp.pixel_attention(k, px, layer=layer, head=head)
+        spatial = sorted(pa.layout.spatial, key=lambda e: (e.source != "support", e.distance))[:max_memories]
+        rows.append((k, px, pa, spatial))
+    vmax = max([float(pa.grid(e).max()) for _, _, pa, sp in rows for e in sp] or [1.0])
+    ncols = 1 + max(len(sp) for *_, sp in rows)
+
+    @styled
+    def build():
+        fig, axes = panel_figure(len(rows), ncols, size=size, extra_height=2.0)  # captions, colour bar, legend
+        for row_axes, (k, px, pa, spatial) in zip(axes, rows):
+            s = insp.steps[k]
+            gt = insp.episode.labels[s.position] if insp.episode is not None and insp.episode.labels is not None \
+                else None
+            image_axes(row_axes[0], s.image, o, fill=s.prediction, fill_color=COLORS["prediction"],
+                       contours=[(gt, COLORS["ground_truth"])], markers=[(px[0], px[1], COLORS["pixel"])],
+                       empty_note="no prediction", title=f"query z={s.z}\npixel y={px[0]} x={px[1]}")
+            mass = pa.mass()
+            for ax, e in zip(row_axes[1:], spatial):
+                image, mask = insp.entry_image(e)
+                up = pa.upsampled(e, np.shape(image)[-2:])
+                top = float(up.max()) if normalize == "each" else vmax
+                heat = up / top if top > 0 else up
+                color = COLORS["support"] if e.source == "support" else COLORS["prediction"]
+                image_axes(ax, image, o, heat=heat, contours=[(mask, color)],
+                           title=_entry_caption(e).replace(" (", "\n(", 1) + f"\nmass {mass[e.position]:.3f}")
+            for ax in row_axes[1 + len(spatial):]:
+                ax.set_axis_off()
+        label = "attention weight (shared scale)" if normalize == "shared" else "attention / map's maximum"
+        attention_colorbar(fig, axes[:, 1:].ravel().tolist() if ncols > 1 else axes[:, 0].ravel().tolist(),
+                           vmax=vmax if normalize == "shared" else 1.0, label=label)
+        r = insp.result
+        lay = rows[0][2].layer
+        auto = (f"{r.case_id}/{r.label_name} {r.setting}{'-' + r.order if r.order else ''}, layer {lay}, head {head}; "
+                f"{r.provenance.get('model')}, {short_sha(insp.weights)}")
+        text = auto if title == "auto" else title
+        if insp.random_weights:
+            text = (text + "\n" if text else "") + "RANDOM WEIGHTS: the attention content is meaningless (smoke run)"
+        # the provenance as the legend's title, a footer (a suptitle collides with the tiles' captions)
+        mask_legend(fig, [("prediction", COLORS["prediction"], "fill"), ("ground truth", COLORS["ground_truth"], "line"),
+                          ("support mask", COLORS["support"], "line"), ("earlier prediction", COLORS["prediction"], "line"),
+                          ("pixel", COLORS["pixel"], "marker")], ncols=5, title=text)
+        return fig
+
+    return build()
+
+
 # ----------------------------------------------------------------------------- command line
 def write_inspection(insp: Inspection, out: str | os.PathLike, *, panels: int = 3,
                      pixel: tuple[int, int] | None = None, formats=("png",), presets=None,
-                     provenance: Mapping | None = None) -> dict[str, Path]:
+                     provenance: Mapping | None = None, steps=None) -> dict[str, Path]:
     """Write an inspection's tables, charts and attention panels to a folder.
 
     Files: ``masses.csv``, ``shares.csv``, ``layouts.csv``, ``inspect.json`` (provenance),
@@ -424,8 +548,10 @@ def write_inspection(insp: Inspection, out: str | os.PathLike, *, panels: int = 
     ``panels`` slices spread over the processing order. With ``presets`` (e.g. ``("screen",
     "paper")``) the charts are written in those presets instead of ``formats``
     (:func:`fsm2kit.viz.export.save_presets`: ``mass.png/.svg/.html``, ``mass_paper.png/.pdf/.svg``
-    at 183 mm) and the ``paper`` panels as ``panels_<k>_z<z>_paper.png/.pdf/.svg`` (rendered with
-    112 px tiles, 3 per row, so their text prints at >= 7 pt).
+    at 183 mm) and the ``paper`` panels as ``panels_<k>_z<z>_paper.png/.pdf/.svg``: the vector
+    :func:`attention_figure` of that slice (slices raster at native resolution, text, contours,
+    markers and colour bar vector, TrueType fonts). ``steps`` (processing indices or ``"z=<z>"``)
+    chooses the slices instead of ``panels`` spread over the processing order.
 
     ``provenance`` is what ``inspect.json`` holds (``fsm2kit inspect`` passes the one
     provenance record of :mod:`fsm2kit.records.provenance`, with the capture settings of
@@ -452,13 +578,16 @@ def write_inspection(insp: Inspection, out: str | os.PathLike, *, panels: int = 
         for fmt, p in save_figure(chart, out / name, formats=tuple(formats)).items():
             paths[f"{name}.{fmt}"] = p
     n = len(insp.steps)
-    picks = sorted({int(round(i)) for i in np.linspace(0, n - 1, num=max(0, min(panels, n)))}) if panels > 0 else []
+    if steps is not None:
+        picks = sorted(set(_pick_steps(insp, steps)))
+    else:
+        picks = sorted({int(round(i)) for i in np.linspace(0, n - 1, num=max(0, min(panels, n)))}) if panels > 0 else []
     for k in picks:
         stem = f"panels_{k:02d}_z{insp.steps[k].z}"
         p = save_figure(attention_panels(insp, k, pixel), out / f"{stem}.png")["png"]
         paths[p.stem] = p
         if presets and "paper" in presets:
-            for fmt, f in save_figure(attention_panels(insp, k, pixel, size=112, columns=3), out / f"{stem}_paper",
+            for fmt, f in save_figure(attention_figure(insp, [k], pixel), out / f"{stem}_paper",
                                       preset="paper").items():
                 paths[f"{stem}_paper.{fmt}"] = f
     text = json.dumps(dict(insp.provenance if provenance is None else provenance), indent=2, default=str)

@@ -73,6 +73,7 @@ def inspect_run(
     output_dir: str | os.PathLike | None = None,
     panels: int = 3,
     pixel: tuple[int, int] | None = None,
+    panel_steps: Sequence | None = None,
     formats: Sequence[str] = ("png",),
     presets: Sequence[str] | None = None,
     progress: bool = False,
@@ -116,6 +117,10 @@ def inspect_run(
         loads: a caller's own checks in its own words (``fsm2kit inspect`` checks ``--pixel``,
         ``--order at:Z`` and ``--layers`` there). ``pixel``, an ``at:Z`` ordering and ``layers``
         are checked here too, before the model, whatever ``check`` does.
+    panels, panel_steps
+        How many attention panels (spread over the processing order), or which slices
+        (processing indices or ``"z=<z>"``); the ``paper`` ones are vector figures
+        (:func:`fsm2kit.inspector.panels.attention_figure`).
     presets : sequence of {"screen", "paper"}, optional
         Write the charts and panels in these export presets instead of ``formats``
         (:func:`fsm2kit.viz.export.save_presets`).
@@ -194,7 +199,7 @@ def inspect_run(
         record = replace(record, support_selector=strategy_name(selector))
         def write(folder: Path) -> dict:
             return write_inspection(insp, folder, panels=panels, pixel=pixel, formats=tuple(formats),
-                                    presets=presets, provenance=record.to_dict())
+                                    presets=presets, provenance=record.to_dict(), steps=panel_steps)
 
         if holds_working_folder(output_dir):  # cannot be swapped: inspect.json is written last
             insp.files = write(Path(output_dir))

@@ -144,8 +144,9 @@ class StrategyStudy:
         """A paper-style table, Dice in %: organs as columns, one row per (memory policy, support selector, order).
 
         ``metric`` is the Dice variant: ``"pooled"`` (what the published code prints) or
-        ``"mean_per_volume"``; the CSV (default ``strategies_<metric>.csv``; ``file``: another stem,
-        ``.csv`` added) says which, and the weights, in its first line (:func:`~fsm2kit.tables.dice_table.save_table`).
+        ``"mean_per_volume"``. The one table writer (:func:`~fsm2kit.tables.dice_table.save_table`)
+        saves it as ``strategies_<metric>.csv`` (tidy), ``.md``, ``.tex`` (compiles with pdflatex)
+        and a ``.json`` sidecar whose caption says which Dice and which weights (``file``: another stem).
         """
         t = (self.result.table(metric, rows=STRATEGY_ROWS) * 100).round(1)
         t.columns = pd.MultiIndex.from_tuples([(d, o) for d, o in t.columns], names=["dataset", f"{metric} Dice (%)"])
@@ -182,18 +183,25 @@ class StrategyStudy:
 
         from ..viz.export import save_presets
 
+        from ..viz.dice_charts import organ_text
+
         m = self.memories()
-        m = m[m["metric"] == metric]
+        m = m[m["metric"] == metric].copy()
+        m["dice_pct"] = 100 * m["dice"].astype(float)  # Dice in %, as every other chart and table
+        m["organ"] = [organ_text(o) for o in m["label_name"]]
         chart = alt.Chart(m).mark_point(filled=True, size=80).encode(
-            x=alt.X("memories:Q", title="spatial memories attended per step (mean)", scale=alt.Scale(zero=False)),
-            y=alt.Y("dice:Q", title=_METRIC_TITLE[metric], scale=alt.Scale(domain=[0, 1])),
+            x=alt.X("memories:Q", title="memories per step (mean)", scale=alt.Scale(zero=False)),
+            y=alt.Y("dice_pct:Q", title=f"Dice (%), {metric.replace('_', ' ')}", scale=alt.Scale(domain=[0, 100])),
             color=alt.Color("memory_policy:N", title="memory policy", sort=list(dict.fromkeys(m["memory_policy"]))),
             shape=alt.Shape("order:N", title="order"),
-            column=alt.Column("label_name:N", title="class"),
-            tooltip=[*STRATEGY_ROWS, "label_name", alt.Tooltip("dice:Q", format=".3f"),
+            column=alt.Column("organ:N", title=None, header=alt.Header(labelFontWeight="bold")),
+            tooltip=[*STRATEGY_ROWS, alt.Tooltip("organ:N", title="organ"),
+                     alt.Tooltip("dice_pct:Q", title="Dice (%)", format=".1f"),
                      alt.Tooltip("memories:Q", format=".2f"), alt.Tooltip("pointers:Q", format=".2f")],
-        ).properties(width=220, height=200, title={"text": f"{self.setting}: Dice against attended memories",
-                                                   "subtitle": self.result.note})
+        ).properties(width=200, height=200, title={
+            "text": f"{self.setting}: Dice against attended memories",
+            "subtitle": [f"{_METRIC_TITLE[metric]}; x: spatial memories a query slice attended to (mean, supports "
+                         "included)", self.result.note]})
         if file is not None:
             save_presets(chart, self.output_dir / file, presets=presets)
         return chart
@@ -259,17 +267,22 @@ class StrategyStudy:
 
         from ..viz.export import save_presets
 
+        from ..viz.display import MEMORY_GROUP_COLORS
+
         t = self.attention_table(z, **kwargs)
+        groups = list(MEMORY_GROUP_COLORS)  # colours by meaning: support blue, query orange, pointers grey
         chart = alt.Chart(t).mark_bar().encode(
-            x=alt.X("mass:Q", title="share of attention (mean over heads and layers)", scale=alt.Scale(domain=[0, 1])),
+            x=alt.X("mass:Q", title="attention share", scale=alt.Scale(domain=[0, 1])),
             y=alt.Y("entry:N", title="memory entry", sort=None),
-            color=alt.Color("group:N", title="entry"),
-            column=alt.Column("memory_policy:N", title="memory policy", sort=list(dict.fromkeys(t["memory_policy"]))),
+            color=alt.Color("group:N", title="memory", sort=groups,
+                            scale=alt.Scale(domain=groups, range=[MEMORY_GROUP_COLORS[g] for g in groups])),
+            column=alt.Column("memory_policy:N", title=None, sort=list(dict.fromkeys(t["memory_policy"])),
+                              header=alt.Header(labelFontWeight="bold", labelExpr="'policy: ' + datum.label")),
             tooltip=["memory_policy", "entry", alt.Tooltip("mass:Q", format=".3f")],
-        ).properties(width=180, title={
+        ).properties(width=170, title={
             "text": f"Attention of slice z={int(t['z'].iloc[0])} ({t['case_id'].iloc[0]}/{t['label_name'].iloc[0]}, "
                     f"{self.setting} {t['order'].iloc[0]}) per memory entry",
-            "subtitle": self.result.note})
+            "subtitle": ["share of the query tokens' attention, mean over heads and layers", self.result.note]})
         if file is not None:
             save_presets(chart, self.output_dir / file, presets=presets)
         return chart

@@ -45,9 +45,11 @@ PAPER_DATASETS = {"Synapse-CT": "SABS", "CHAOS-MRI": "CHAOST2"}
 #: The paper's organ names -> fsm2kit's table columns (``Mean``: the paper's Mean column).
 PAPER_ORGANS = {"left_kidney": "LK", "right_kidney": "RK", "spleen": "SPLEEN", "liver": "LIVER", "mean": "Mean"}
 
-#: Organ columns of the paper-style tables, in this order, Mean last. The four evaluated organs
-#: of both data sets (SSL-ALPNet ``pa_all``); pass ``organs=`` to lay a table out differently.
-ORGAN_ORDER = ("LK", "RK", "SPLEEN", "LIVER")
+
+def _printed_organ_order() -> tuple[str, ...]:
+    """The organ columns in the order the paper prints them (the bundled CSV's, row by row)."""
+    return tuple(o for o in dict.fromkeys(_read()["organ"].map(PAPER_ORGANS)) if o != "Mean")
+
 #: Orders as the paper lists them (``n/a``: the 1Q settings, which have none).
 ORDER_ORDER = ("n/a", "top", "middle")
 
@@ -69,6 +71,13 @@ def _read() -> pd.DataFrame:
     with path.open("r", encoding="utf-8") as f:
         df = pd.read_csv(f, keep_default_na=False, na_values=[""], dtype={"setting": str, "order": str})
     return df
+
+
+#: Organ columns of the paper-style tables, in the paper's printed order (Spleen, Liver, LK, RK;
+#: read from the bundled CSV, whose cells follow the printed columns), Mean last. The four
+#: evaluated organs of both data sets (SSL-ALPNet ``pa_all``); pass ``organs=`` to lay a table
+#: out differently.
+ORGAN_ORDER: tuple[str, ...] = _printed_organ_order()
 
 
 def paper_numbers() -> pd.DataFrame:

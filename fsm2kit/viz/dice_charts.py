@@ -8,7 +8,8 @@
 
 Settings, orders, models and organs sort as in the paper (:func:`~fsm2kit.tables.paper.paper_order`)
 through explicit sort orders, never alphabetically; no raw column name is shown. Charts made
-from random weights say so in their subtitles. Save them with :func:`fsm2kit.viz.export.save_figure`.
+from random weights say so in their subtitles. ``title="auto"`` (the default) titles a chart,
+``title=""`` or None leaves the title out (the random-weights subtitle stays). Save them with :func:`fsm2kit.viz.export.save_figure`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import pandas as pd
 from .figures import weights_label
 from ..tables.paper import paper_order
 
-__all__ = ["AXIS_TITLES", "sort_order", "dice_bars", "slice_dice_curves", "relative_position_dice", "relative_position_chart",
+__all__ = ["AXIS_TITLES", "sort_order", "organ_text", "dataset_text", "dice_bars", "slice_dice_curves", "relative_position_dice", "relative_position_chart",
            "runs_dice_chart"]
 
 #: Human titles of the columns charts encode.
@@ -37,6 +38,35 @@ def _alt():
     import altair as alt
 
     return alt
+
+
+#: Organ and dataset names as the tables print them (``LIVER`` -> ``Liver``, ``CHAOST2`` -> ``CHAOS-MRI``).
+_ORGAN_NAMES = {"LK": "LK", "RK": "RK", "SPLEEN": "Spleen", "LIVER": "Liver", "MEAN": "Mean"}
+
+
+def organ_text(name) -> str:
+    """An organ as the tables print it: ``LIVER`` -> ``Liver``, ``LK`` stays ``LK``."""
+    s = str(name)
+    return _ORGAN_NAMES.get(s.upper(), s.replace("_", " ").capitalize() if s.isupper() else s)
+
+
+def dataset_text(name) -> str:
+    """A dataset as the tables print it: ``CHAOST2`` -> ``CHAOS-MRI``, ``SABS`` -> ``Synapse-CT``."""
+    from ..tables.paper import PAPER_DATASETS
+
+    return {v: k for k, v in PAPER_DATASETS.items()}.get(str(name), str(name))
+
+
+_SHOWN = {"label_name": organ_text, "organ": organ_text, "dataset": dataset_text}
+
+
+def _shown(d: pd.DataFrame) -> pd.DataFrame:
+    """Organ and dataset columns as the tables print them (the paper's sort orders follow)."""
+    d = d.copy()
+    for c, f in _SHOWN.items():
+        if c in d.columns:
+            d[c] = [f(v) for v in d[c]]
+    return d
 
 
 def _title(col: str) -> str:
@@ -60,9 +90,12 @@ def _run_order() -> list[str]:
 
 
 def sort_order(column: str, values) -> list[str]:
-    """``values`` of ``column`` in the paper's order (unknown values last, sorted)."""
+    """``values`` of ``column`` in the paper's order (unknown values last, sorted); organ and
+    dataset names as stored or as the tables print them (``Liver``, ``CHAOS-MRI``)."""
     po = paper_order()
     vocab = _run_order() if column == "run" else po.get(column, [])
+    if column in _SHOWN:
+        vocab = [x for v in vocab for x in dict.fromkeys((v, _SHOWN[column](v)))]
     present = list(dict.fromkeys(str(v) for v in values))
     return [v for v in vocab if v in present] + sorted(v for v in present if v not in vocab)
 
@@ -71,9 +104,16 @@ def _subtitle(df: pd.DataFrame) -> str | None:
     return (weights_label(df["weights"]) or None) if "weights" in df.columns else None
 
 
-def _titled(chart, text: str, subtitle: str | None):
+def _titled(chart, text: str | None, subtitle: str | None):
+    """The chart with its title (``""``/None: none; a random-weights subtitle is always kept)."""
     alt = _alt()
-    return chart.properties(title=alt.TitleParams(text, subtitle=subtitle) if subtitle else alt.TitleParams(text))
+    if not text and not subtitle:
+        return chart
+    return chart.properties(title=alt.TitleParams(text or "", subtitle=subtitle) if subtitle else alt.TitleParams(text))
+
+
+def _auto(title: str | None, default: str) -> str | None:
+    return default if title == "auto" else title
 
 
 def _facets(alt, d: pd.DataFrame, row: str | None, column: str | None) -> dict:
@@ -86,7 +126,7 @@ def _facets(alt, d: pd.DataFrame, row: str | None, column: str | None) -> dict:
 
 
 def dice_bars(summary: pd.DataFrame, *, metric: str = "mean_per_volume", color: str = "run",
-              column: str | None = "model", title: str | None = None, width: int = 260, height: int = 200):
+              column: str | None = "model", title: str | None = "auto", width: int = 260, height: int = 200):
     """Grouped Dice bars (%): organs on x, one bar per run (setting-order), ± std over volumes.
 
     Parameters
@@ -122,7 +162,7 @@ def dice_bars(summary: pd.DataFrame, *, metric: str = "mean_per_volume", color: 
     d["hi"] = (d["dice_pct"] + 100 * std).clip(upper=100)
     keep = ["label_name", "run", "dice_pct", "lo", "hi", "setting", "order"] + [
         c for c in (column, color, "dataset", "n_volumes") if c and c in d.columns]
-    d = d[list(dict.fromkeys(keep))]
+    d = _shown(d[list(dict.fromkeys(keep))])
     x = alt.X("label_name:N", title="Organ", sort=sort_order("label_name", d["label_name"]),
               axis=alt.Axis(labelAngle=0))
     off = alt.XOffset(f"{color}:N", sort=sort_order(color, d[color]))
@@ -140,11 +180,11 @@ def dice_bars(summary: pd.DataFrame, *, metric: str = "mean_per_volume", color: 
     if facets:
         chart = chart.facet(**facets)
     err = "; error bars: ± std over volumes" if metric == "mean_per_volume" else ""
-    return _titled(chart, title or f"Dice per organ ({_METRIC_TITLES.get(metric, metric)}{err})", _subtitle(summary))
+    return _titled(chart, _auto(title, f"Dice per organ ({_METRIC_TITLES.get(metric, metric)}{err})"), _subtitle(summary))
 
 
 def slice_dice_curves(slices: pd.DataFrame, *, color: str = "order", row: str | None = "setting",
-                      column: str | None = "model", title: str | None = None, width: int = 300,
+                      column: str | None = "model", title: str | None = "auto", width: int = 300,
                       height: int = 150):
     """Per-slice Dice (%) along z, one line per case, class and ``color`` value, faceted.
 
@@ -170,8 +210,9 @@ def slice_dice_curves(slices: pd.DataFrame, *, color: str = "order", row: str | 
     d["case_id"] = d["case_id"].astype(str)
     d["dice"] = 100 * d["dice"].astype(float)
     d["series"] = d["case_id"] + "/" + d["label_name"].astype(str) + "/" + d[color].astype(str)
+    d = _shown(d)
     base = alt.Chart(d).mark_line(point=len(d) <= 400).encode(
-        x=alt.X("z:Q", title="Slice z"),
+        x=alt.X("z:Q", title="Slice z", axis=alt.Axis(format="d", tickMinStep=1)),  # slices: integer ticks
         y=alt.Y("dice:Q", title="Slice Dice (%)", scale=alt.Scale(domain=[0, 100])),
         color=alt.Color(f"{color}:N", title=_title(color), sort=sort_order(color, d[color])),
         detail="series:N",
@@ -179,7 +220,7 @@ def slice_dice_curves(slices: pd.DataFrame, *, color: str = "order", row: str | 
     ).properties(width=width, height=height)
     facets = _facets(alt, d, row, column)
     chart = base.facet(**facets) if facets else base
-    return _titled(chart, title or "Per-slice Dice along z", _subtitle(slices))
+    return _titled(chart, _auto(title, "Per-slice Dice along z"), _subtitle(slices))
 
 
 def relative_position_dice(slices: pd.DataFrame, *, by: Sequence[str] = ("setting", "order", "model"),
@@ -236,21 +277,24 @@ def relative_position_dice(slices: pd.DataFrame, *, by: Sequence[str] = ("settin
 
 
 def relative_position_chart(slices: pd.DataFrame, *, color: str = "order", row: str | None = "setting",
-                            column: str | None = "model", bins: int = 10, title: str | None = None,
+                            column: str | None = "model", bins: int = 10, title: str | None = "auto",
                             width: int = 300, height: int = 160):
     """Per-slice Dice by relative position in the organ (:func:`relative_position_dice`): the mean
     across volumes as a line with its 95 % band, one colour per ``color`` value, faceted."""
     alt = _alt()
     by = list(dict.fromkeys(c for c in (color, row, column) if c))
-    d = relative_position_dice(slices, by=by, bins=bins)
+    d = _shown(relative_position_dice(slices, by=by, bins=bins))
     enc_color = alt.Color(f"{color}:N", title=_title(color), sort=sort_order(color, d[color]))
     x = alt.X("position:Q", title="Relative position in the organ (0 = first slice, 1 = last)",
               scale=alt.Scale(domain=[0, 1]))
     band = alt.Chart().mark_area(opacity=0.25).encode(
         x=x, y=alt.Y("dice_lo:Q", title="Slice Dice (%)", scale=alt.Scale(domain=[0, 100])), y2="dice_hi:Q",
-        color=alt.Color(f"{color}:N", title=_title(color), sort=sort_order(color, d[color]), legend=None))
+        color=alt.Color(f"{color}:N", title=_title(color), sort=sort_order(color, d[color]),
+                        legend=alt.Legend(symbolOpacity=1)))  # one legend, shared, in full colour
     line = alt.Chart().mark_line(point=True).encode(
-        x=x, y=alt.Y("dice_mean:Q", title="Slice Dice (%)"), color=enc_color,
+        x=x, y=alt.Y("dice_mean:Q", title="Slice Dice (%)"),
+        color=alt.Color(f"{color}:N", title=_title(color), sort=sort_order(color, d[color]),
+                        legend=alt.Legend(symbolOpacity=1)),
         tooltip=[alt.Tooltip("position:Q", title="Relative position", format=".2f"),
                  alt.Tooltip("dice_mean:Q", title="Mean Dice (%)", format=".1f"),
                  alt.Tooltip("dice_lo:Q", title="95 % band, low", format=".1f"),
@@ -260,11 +304,11 @@ def relative_position_chart(slices: pd.DataFrame, *, color: str = "order", row: 
     facets = _facets(alt, d, row, column)
     if facets:
         chart = chart.facet(**facets)
-    return _titled(chart, title or "Per-slice Dice by relative position in the organ (mean and 95 % band across "
-                   "volumes)", _subtitle(slices))
+    return _titled(chart, _auto(title, "Per-slice Dice by relative position in the organ (mean and 95 % band "
+                                      "across volumes)"), _subtitle(slices))
 
 
-def runs_dice_chart(dice: pd.DataFrame, *, metric_title: str = "mean of per-volume Dice", title: str | None = None,
+def runs_dice_chart(dice: pd.DataFrame, *, metric_title: str = "mean of per-volume Dice", title: str | None = "auto",
                     width: int = 320, height: int = 200):
     """Dice per organ of several runs side by side: organs on x, one bar per run.
 
@@ -278,7 +322,7 @@ def runs_dice_chart(dice: pd.DataFrame, *, metric_title: str = "mean of per-volu
     missing = sorted({"run", "organ", "dice"} - set(dice.columns))
     if missing:
         raise ValueError(f"runs_dice_chart needs columns run, organ, dice; missing {missing}.")
-    d = dice[["run", "organ", "dice"]].dropna().copy()
+    d = _shown(dice[["run", "organ", "dice"]].dropna())
     d["dice_pct"] = 100 * d["dice"].astype(float)
     runs = list(dict.fromkeys(d["run"].astype(str)))
     chart = alt.Chart(d).mark_bar().encode(
@@ -289,4 +333,4 @@ def runs_dice_chart(dice: pd.DataFrame, *, metric_title: str = "mean of per-volu
         tooltip=[alt.Tooltip("run:N", title="Run"), alt.Tooltip("organ:N", title="Organ"),
                  alt.Tooltip("dice_pct:Q", title="Dice (%)", format=".2f")],
     ).properties(width=width, height=height)
-    return _titled(chart, title or "Dice per organ and run", _subtitle(dice))
+    return _titled(chart, _auto(title, "Dice per organ and run"), _subtitle(dice))

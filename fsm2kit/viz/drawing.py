@@ -95,20 +95,21 @@ def paint_outline(rgb: np.ndarray, mask: np.ndarray | None, color: str) -> np.nd
     return rgb
 
 
-def paint_fill(rgb: np.ndarray, mask: np.ndarray | None, color: str, *, alpha: float = 0.4) -> np.ndarray:
-    """``rgb`` with the mask filled (semi-transparent) and outlined in ``color``."""
+def paint_fill(rgb: np.ndarray, mask: np.ndarray | None, color: str, *, alpha: float = 0.4,
+               outlined: bool = True) -> np.ndarray:
+    """``rgb`` with the mask filled (semi-transparent) and (``outlined``) outlined in ``color``."""
     if mask is None or not np.any(mask):
         return rgb
     m = np.asarray(mask, dtype=bool)
     out = rgb.copy()
     out[m] = (1 - alpha) * out[m] + alpha * np.asarray(hex_rgb(color))
-    return paint_outline(out, m, color)
+    return paint_outline(out, m, color) if outlined else out
 
 
 def render_slice(image: np.ndarray, orientation=None, *, fill: np.ndarray | None = None,
                  fill_color: str = COLORS["prediction"],
                  outlines: Sequence[tuple[np.ndarray | None, str]] = (), heat: np.ndarray | None = None,
-                 window: tuple[float, float] | None = None) -> DisplaySlice:
+                 window: tuple[float, float] | None = None, vector: bool = False) -> DisplaySlice:
     """A slice with its masks as displayed: the one renderer of panels, widgets and figures.
 
     Parameters
@@ -127,6 +128,9 @@ def render_slice(image: np.ndarray, orientation=None, *, fill: np.ndarray | None
         An attention map blended over the slice (:data:`~fsm2kit.viz.display.ATTENTION_CMAP`).
     window : (low, high) percentiles, optional
         Grey window (default: min-max).
+    vector : bool
+        Leave the outlines out of the raster (the fill stays): a vector figure draws them as
+        contours (:func:`fsm2kit.viz.figures.image_axes`).
 
     Returns
     -------
@@ -136,8 +140,8 @@ def render_slice(image: np.ndarray, orientation=None, *, fill: np.ndarray | None
     """
     o = orientation if orientation is None or isinstance(orientation, DisplayOrientation) \
         else display_orientation(orientation)
-    rgb = paint_fill(heat_overlay(gray01(image, window), heat), fill, fill_color)
-    for mask, color in outlines:
+    rgb = paint_fill(heat_overlay(gray01(image, window), heat), fill, fill_color, outlined=not vector)
+    for mask, color in () if vector else outlines:
         rgb = paint_outline(rgb, mask, color)
     return DisplaySlice(oriented(rgb, o), None if o is None else o.letters, o)
 
@@ -171,9 +175,10 @@ def draw_marker(img, pixel: tuple[float, float], shape: tuple[int, int], color: 
     d = ImageDraw.Draw(img)
     r = max(4, img.size[0] // 32)
     rgb = tuple(int(v * 255) for v in hex_rgb(color))
-    for w, c in ((4, (255, 255, 255)), (2, rgb)):
+    for w, c in ((6, (0, 0, 0)), (4, (255, 255, 255)), (2, rgb)):  # black and white halos: seen on any fill
         d.line([(cx - r, cy), (cx + r, cy)], fill=c, width=w)
         d.line([(cx, cy - r), (cx, cy + r)], fill=c, width=w)
+    d.ellipse([cx - r - 1, cy - r - 1, cx + r + 1, cy + r + 1], outline=(0, 0, 0), width=1)
     d.ellipse([cx - r, cy - r, cx + r, cy + r], outline=rgb, width=2)
     return img
 

@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from .display import OKABE_ITO
 from .drawing import PANEL_MIN_FONT_PX
+from .style import CATEGORY_COLORS, THEME_NAME, chart_config, mpl_style, register_fonts, register_theme
 from ..records.fileio import atomic_write
 
 __all__ = ["CHART_FORMATS", "COLUMN_WIDTHS_MM", "ExportPreset", "PRESETS", "paper_config", "save_figure",
@@ -122,21 +122,16 @@ def _base(path: str | os.PathLike, known: Sequence[str]) -> Path:
 def paper_config(*, font_pt: float = 7.0, title_pt: float = 8.0) -> dict:
     """Vega-Lite ``config`` of the paper preset: every font >= ``font_pt`` (1 px = 1 pt at print)."""
     f, t = float(font_pt), float(max(title_pt, font_pt))
-    return {
-        "font": "Helvetica, Arial, sans-serif",
+    return _merge(chart_config(), {
         "axis": {"labelFontSize": f, "titleFontSize": f, "titleFontWeight": "normal"},
         "legend": {"labelFontSize": f, "titleFontSize": f, "symbolSize": 40},
         "header": {"labelFontSize": f, "titleFontSize": f},
         "title": {"fontSize": t, "subtitleFontSize": f},
         "text": {"fontSize": f},
         "mark": {"fontSize": f},
-        "range": {"category": _CATEGORY},
-    }
+    })
 
 
-#: Categorical colours of charts in a preset (Okabe-Ito, colour-blind safe; explicit scales win).
-_CATEGORY = [OKABE_ITO[k] for k in ("blue", "orange", "bluish green", "vermillion", "sky blue", "reddish purple",
-                                    "yellow", "black", "grey")]
 
 
 def _font_sizes(obj) -> list[float]:
@@ -245,15 +240,13 @@ def _wrap_titles(spec, max_chars: int):
 def _fit_paper(chart, target_pt: float, font_pt: float) -> tuple[dict, str, tuple[float, float]]:
     """(Vega-Lite spec with the paper config fitted to ``target_pt``, its SVG, its natural size).
 
-    At the double-column width (the widest there is) titles and subtitles too long for it (e.g.
-    a checkpoint's sha256) are wrapped into lines; at a single column they are kept, so that a
-    chart with a long title goes to the double width.
+    Titles and subtitles too long for the column (e.g. a checkpoint's sha256) are wrapped into
+    lines, so a long title never pushes a one-organ chart to the double width.
     """
     import vl_convert as vlc
 
     spec = _paper_spec(chart.to_dict(), font_pt)
-    if target_pt >= COLUMN_WIDTHS_MM["double"] * _PT_PER_MM - 1:
-        spec = _wrap_titles(spec, max(20, int(target_pt / (0.62 * 1.3 * max(font_pt, 7.0)))))
+    spec = _wrap_titles(spec, max(20, int(target_pt / (0.62 * 1.3 * max(font_pt, 7.0)))))
     best = None
     for _ in range(5):  # views shrink (or grow) until the chart is 92-100 % of the column
         svg = vlc.vegalite_to_svg(spec, vl_version=_vl_version())
@@ -376,9 +369,18 @@ def _chart_writers(chart, fmts: Sequence[str], p: ExportPreset | None, width: st
                    scale: float) -> dict[str, _Writer]:
     import json
 
-    if p is None:  # altair's own writer; html with the libraries inlined
+    register_fonts()
+    if p is None:  # altair's own writer, in the fsm2kit theme; html with the libraries inlined
+        import altair as alt
+
+        register_theme()
         kwargs = {"html": {"inline": True}, "png": {"scale_factor": scale}}
-        return {fmt: (lambda tmp, f=fmt: chart.save(tmp, format=f, **kwargs.get(f, {}))) for fmt in fmts}
+
+        def save(tmp, f):
+            with alt.theme.enable(THEME_NAME) if hasattr(alt, "theme") else alt.themes.enable(THEME_NAME):
+                chart.save(tmp, format=f, **kwargs.get(f, {}))
+
+        return {fmt: (lambda tmp, f=fmt: save(tmp, f)) for fmt in fmts}
     import vl_convert as vlc
 
     vl = _vl_version()
@@ -402,7 +404,7 @@ def _chart_writers(chart, fmts: Sequence[str], p: ExportPreset | None, width: st
                 out[fmt] = json.dumps(spec, indent=2)
         return out
     spec = chart.to_dict()  # screen: the preset's colours, PNG at the preset's dpi
-    spec["config"] = _merge({"range": {"category": _CATEGORY}}, spec.get("config", {}))
+    spec["config"] = _merge(chart_config(), spec.get("config", {}))
     for fmt in fmts:
         if fmt == "png":
             out[fmt] = vlc.vegalite_to_png(spec, vl_version=vl, scale=1.0, ppi=p.dpi)
@@ -440,9 +442,11 @@ def _print_size(fig, p: ExportPreset | None, width: str | float):
 
 
 def _figure_writers(fig, fmts: Sequence[str], dpi: int) -> dict[str, _Writer]:
-    return {fmt: (lambda tmp, f=fmt: fig.savefig(tmp, format=f, dpi=dpi,
-                                                 metadata={"Software": "fsm2kit"} if f == "png" else None))
-            for fmt in fmts}
+    def save(tmp, f):
+        with mpl_style():  # TrueType fonts in PDF, editable SVG text
+            fig.savefig(tmp, format=f, dpi=dpi, metadata={"Software": "fsm2kit"} if f == "png" else None)
+
+    return {fmt: (lambda tmp, f=fmt: save(tmp, f)) for fmt in fmts}
 
 
 # ---------------------------------------------------------------------------- image panels (PIL)

@@ -15,6 +15,13 @@ inspector's panels are): radiological (anterior up, patient's right on the left,
 support blue, prediction orange, ground truth a bluish-green contour over the prediction); matplotlib
 only lays them out, titles them, adds a legend and saves.
 Charts and figures made from random weights say so in their titles.
+
+Figures are vector where it matters: each slice is one raster image at its native resolution
+(``imshow``, nearest), while contours, markers, text and colour bars are vector; they are built
+and saved in the one style (:func:`fsm2kit.viz.style.mpl_style`: TrueType fonts, editable SVG
+text). :func:`image_axes`, :func:`panel_figure`, :func:`attention_colorbar` and :func:`mask_legend`
+are the pieces other packages' figures use (the inspector's vector attention figure).
+``title=""`` (or None where a default exists and ``title=""``) removes a figure's title.
 """
 
 from __future__ import annotations
@@ -24,14 +31,22 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+import functools
+
 from ..protocol.metrics import dice
 from .display import COLORS, episode_axcodes
-from .drawing import render_slice
+from .drawing import oriented, render_slice
+from .style import mpl_style
 
 __all__ = [
     "weights_label",
     "slice_overlays",
     "class_panels",
+    "styled",
+    "panel_figure",
+    "image_axes",
+    "attention_colorbar",
+    "mask_legend",
 ]
 
 #: Grey window of the figures' slices (percentiles): an outlier does not wash out the rest.
@@ -58,13 +73,125 @@ def weights_label(weights: str | Sequence[str] | pd.Series | None) -> str:
 
 
 # ============================================================================ matplotlib panels
-def _figure(nrows: int, ncols: int, size: float):
+def styled(fn):
+    """Build a figure inside :func:`fsm2kit.viz.style.mpl_style` (its texts take the style's font)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with mpl_style():
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def panel_figure(nrows: int, ncols: int, *, size: float = 2.4, extra_height: float = 0.8):
+    """A constrained-layout figure of ``nrows`` x ``ncols`` image axes (not kept by pyplot).
+
+    Call inside :func:`fsm2kit.viz.style.mpl_style` (or a :func:`styled` function).
+    """
     import matplotlib.pyplot as plt  # in Jupyter this activates the inline display of figures
 
-    fig = plt.figure(figsize=(size * ncols, size * nrows + 0.8), layout="constrained")
+    fig = plt.figure(figsize=(size * ncols, size * nrows + extra_height), layout="constrained")
     plt.close(fig)  # not kept by pyplot: shown once when returned as a cell's value, never twice
     axes = np.asarray(fig.subplots(nrows, ncols, squeeze=False))
     return fig, axes
+
+
+
+def _figure(nrows: int, ncols: int, size: float):
+    return panel_figure(nrows, ncols, size=size)
+
+
+def image_axes(ax, image, orientation=None, *, fill=None, fill_color: str = COLORS["prediction"],
+               contours=(), heat=None, markers=(), title: str | None = "", empty_note: str | None = None,
+               window: tuple[float, float] | None = None, linewidth: float = 1.0):
+    """A slice on ``ax``: the image raster at its native resolution, everything else vector.
+
+    Parameters
+    ----------
+    ax : matplotlib Axes
+    image : ndarray (H, W)
+        As stored; masks and markers in the same (stored) layout.
+    orientation : DisplayOrientation, axis codes, affine or None
+        Radiological display with edge letters (:func:`fsm2kit.viz.display.display_orientation`).
+    fill : mask, optional
+        Filled (in the raster, semi-transparent) and outlined (vector) in ``fill_color``.
+    contours : sequence of (mask or None, colour)
+        Vector outlines over the fill (the ground truth, a memory frame's mask).
+    heat : ndarray in [0, 1], optional
+        Attention map blended into the raster (:data:`~fsm2kit.viz.display.ATTENTION_CMAP`).
+    markers : sequence of (y, x, colour[, marker])
+        Stored pixel positions, drawn as vector markers with a black edge.
+    title : str or None
+        Axes title ("" or None: none).
+    empty_note : str, optional
+        Shown when ``fill`` is given and empty ("no prediction").
+
+    Returns
+    -------
+    DisplaySlice
+        What :func:`fsm2kit.viz.drawing.render_slice` returned (``orientation`` for more drawing).
+    """
+    view = render_slice(image, orientation, fill=fill, fill_color=fill_color, heat=heat, window=window,
+                        vector=True)
+    o = view.orientation
+    ax.imshow(view.array, interpolation="none")  # PDF/SVG embed the slice at its native resolution
+    for mask, color in [(fill, fill_color), *contours]:
+        if mask is None or not np.any(mask):
+            continue
+        m = np.asarray(oriented(np.asarray(mask, dtype=float), o))
+        ax.contour(m, levels=[0.5], colors=[color], linewidths=linewidth)
+    shape = np.shape(image)[-2:]
+    for mk in markers:
+        y, x, color = mk[:3]
+        marker = mk[3] if len(mk) > 3 else "o"
+        yy, xx = o.point(y, x, shape) if o is not None else (y, x)
+        ax.plot([xx], [yy], marker=marker, markersize=6, markerfacecolor=color, markeredgecolor="black",
+                markeredgewidth=0.8, linestyle="none")
+    if fill is not None and not np.any(fill) and empty_note:  # low, not over the centre (a marker's place)
+        ax.text(0.5, 0.16, empty_note, transform=ax.transAxes, ha="center", va="center", fontsize=8,
+                color="white", bbox=dict(boxstyle="round,pad=0.25", fc=COLORS["empty"], ec="none", alpha=0.9))
+    _letters(ax, view.letters)
+    if title:
+        ax.set_title(title, fontsize=8)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return view
+
+
+def attention_colorbar(fig, axes, *, vmax: float, label: str):
+    """A vector colour bar of the attention colour map (0 .. ``vmax``) beside ``axes``."""
+    import matplotlib as mpl
+
+    from .display import ATTENTION_CMAP
+
+    sm = mpl.cm.ScalarMappable(norm=mpl.colors.Normalize(0.0, vmax), cmap=ATTENTION_CMAP)
+    cb = fig.colorbar(sm, ax=axes, orientation="horizontal", fraction=0.04, pad=0.02, aspect=40)
+    if cb.solids is not None:
+        cb.solids.set_rasterized(False)  # matplotlib rasterizes long colour bars; this one stays vector
+    cb.set_label(label, fontsize=7)
+    cb.ax.tick_params(labelsize=7)
+    return cb
+
+
+def mask_legend(fig, items, *, ncols: int | None = None, title: str | None = None) -> None:
+    """A legend below the figure: ``items`` of (label, colour, kind), kind ``fill``, ``line`` or
+    ``marker``; ``title`` (e.g. a provenance footer) above its entries."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    handles = []
+    for label, color, kind in items:
+        if kind == "fill":
+            handles.append(Patch(facecolor=color, edgecolor=color, alpha=0.6, label=label))
+        elif kind == "marker":
+            handles.append(Line2D([], [], marker="o", markerfacecolor=color, markeredgecolor="black",
+                                  linestyle="none", label=label))
+        else:
+            handles.append(Line2D([], [], color=color, linewidth=1.5, label=label))
+    leg = fig.legend(handles=handles, loc="outside lower center", ncols=ncols or len(handles), fontsize=8,
+                     frameon=False, title=title or None, title_fontsize=8)
+    if title:
+        leg.get_title().set_multialignment("center")
 
 
 def _letters(ax, letters: dict | None) -> None:
@@ -85,16 +212,8 @@ def _show(ax, image, *, orientation=None, fill=None, fill_color=COLORS["predicti
           empty_note: str | None = None):
     """A slice rendered by :func:`render_slice` (``fill``: a mask, filled; ``contour``: the ground
     truth, outlined on top), its edge letters, a note when ``fill`` is empty, and a title."""
-    view = render_slice(image, orientation, fill=fill, fill_color=fill_color,
-                        outlines=[(contour, COLORS["ground_truth"])], window=_WINDOW)
-    ax.imshow(view.array, interpolation="nearest")
-    if fill is not None and not np.any(fill) and empty_note:
-        ax.text(0.5, 0.5, empty_note, transform=ax.transAxes, ha="center", va="center", fontsize=8,
-                color="white", bbox=dict(boxstyle="round,pad=0.25", fc=COLORS["empty"], ec="none", alpha=0.9))
-    _letters(ax, view.letters)
-    ax.set_title(title, fontsize=8)
-    ax.set_xticks([])
-    ax.set_yticks([])
+    image_axes(ax, image, orientation, fill=fill, fill_color=fill_color,
+               contours=[(contour, COLORS["ground_truth"])], title=title, empty_note=empty_note, window=_WINDOW)
 
 
 def _blank(ax, text: str = "") -> None:
@@ -104,13 +223,8 @@ def _blank(ax, text: str = "") -> None:
 
 
 def _legend(fig) -> None:
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Patch
-
-    handles = [Patch(facecolor=COLORS["support"], edgecolor=COLORS["support"], alpha=0.6, label="support mask"),
-               Patch(facecolor=COLORS["prediction"], edgecolor=COLORS["prediction"], alpha=0.6, label="prediction"),
-               Line2D([], [], color=COLORS["ground_truth"], linewidth=1.5, label="ground truth (contour)")]
-    fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=8, frameon=False)
+    mask_legend(fig, [("support mask", COLORS["support"], "fill"), ("prediction", COLORS["prediction"], "fill"),
+                      ("ground truth (contour)", COLORS["ground_truth"], "line")])
 
 
 def _slice_dice(pred: np.ndarray, gt: np.ndarray | None) -> str:
@@ -151,8 +265,9 @@ def _support_title(sup) -> str:
     return f"support #{sup.chunk}" + (f" ({where})" if where else "")
 
 
+@styled
 def slice_overlays(episode, result, *, n: int = 4, positions: Sequence[int] | None = None,
-                   size: float = 2.4, title: str | None = None, orientation=None):
+                   size: float = 2.4, title: str | None = "auto", orientation=None):
     """Overlays of a few query slices: the supports they used (once each), then each slice's
     prediction (filled) with the ground truth as a contour over it.
 
@@ -169,7 +284,7 @@ def slice_overlays(episode, result, *, n: int = 4, positions: Sequence[int] | No
     size : float
         Inches per panel.
     title : str, optional
-        Figure title (default: case, class, setting, model, weights).
+        Figure title (``"auto"``: case, class, setting, model, weights; ``""`` or None: no title).
     orientation : axis codes or affine, optional
         In-plane orientation of the slices (default :func:`fsm2kit.viz.display.episode_axcodes`);
         panels are shown radiologically (anterior up, patient's right on the left) with edge letters.
@@ -209,14 +324,17 @@ def slice_overlays(episode, result, *, n: int = 4, positions: Sequence[int] | No
               title=f"query z={int(episode.z[p])}{chunk}{_slice_dice(pred, gt)}")
     _legend(fig)
     order = f"-{result.order}" if result.order else ""
-    fig.suptitle(title or (
-        f"case {result.case_id} {result.label_name}, {result.setting}{order}, "
-        f"{result.provenance.get('model')} — {weights_label(result.provenance.get('weights'))}"), fontsize=9)
+    if title == "auto":
+        title = (f"case {result.case_id} {result.label_name}, {result.setting}{order}, "
+                 f"{result.provenance.get('model')} — {weights_label(result.provenance.get('weights'))}")
+    if title:
+        fig.suptitle(title, fontsize=9)
     return fig
 
 
+@styled
 def class_panels(predictions: Sequence, *, position: str | int = "largest", size: float = 2.4,
-                 title: str | None = None, orientation=None):
+                 title: str | None = "auto", orientation=None):
     """FS-MedSAM2 Figure 3/4 style panels: one row per class (or run).
 
     Parameters
@@ -274,7 +392,10 @@ def class_panels(predictions: Sequence, *, position: str | int = "largest", size
               title=f"{res.provenance.get('model')}, {res.setting}{order}{_slice_dice(pred, gt)}")
         weights.append(res.provenance.get("weights"))
     _legend(fig)
-    fig.suptitle(title or f"support / query / prediction with ground truth — {weights_label(weights)}", fontsize=9)
+    if title == "auto":
+        title = f"support / query / prediction with ground truth — {weights_label(weights)}"
+    if title:
+        fig.suptitle(title, fontsize=9)
     return fig
 
 

@@ -10,18 +10,25 @@
   stored pixel coordinates the prompts use (:func:`~fsm2kit.inspector.panels.clicked_pixel`);
 * the pending corrections of the round (one :class:`~fsm2kit.engine.corrections.Correction` per
   slice: points and box on one slice merge);
-* "re-propagate" ends the round: every round is replayed from the start
-  (:func:`~fsm2kit.inspector.corrected.inspect_corrections`); "undo" drops the last round and
-  replays; "clear pending"; "save prompts" writes the rounds as a prompt file
+* "re-propagate" ends the round: one propagation from the state the last round left
+  (:class:`~fsm2kit.inspector.corrected.InspectedCorrections`, bit-equal to replaying every
+  round); "undo" restores the state saved before the last round at once; while a round runs the
+  widget is busy (a spinner, a count of the slices propagated, buttons disabled; clicks made
+  meanwhile wait and join the pending prompts after it); "clear pending"; "save prompts" writes
+  the rounds as a prompt file
   (:func:`fsm2kit.io.prompts.write_prompts`) that ``fsm2kit run/segment --prompts`` replays;
+* the Dice against the ground truth (when the episode has one: the slice shown and the whole
+  volume, by :func:`fsm2kit.protocol.metrics.dice`);
 * the predicted area along z before and after the last round, and the attention-mass chart of
-  the last propagation (the corrected slices' conditioning memories are ``query (t-0)``).
+  the last propagation (the corrected slices' conditioning memories are ``query (SAM2 d=0)``).
+  Prompts are drawn with black and white halos and a sign, visible on any fill.
 """
 
 from __future__ import annotations
 
 import html
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
 
@@ -33,7 +40,9 @@ from ..viz.display import COLORS, OKABE_ITO
 from ..engine.engine import Engine
 from ..protocol.episodes import Episode
 from ..io.prompts import read_prompts, write_prompts
-from ..inspector.corrected import correction_stages, inspect_corrections
+from ..inspector.corrected import InspectedCorrections, correction_stages
+from ..protocol.metrics import dice
+from ..tables.dice_table import short_sha
 from ..viz.drawing import draw_marker, hex_rgb, png_bytes, png_img_tag
 from ..inspector.inspection import Inspection
 from ..inspector.panels import chart_png, clicked_pixel, mass_chart, panel_orientation, query_image
@@ -96,6 +105,10 @@ class CorrectionWidget(W.VBox):
         self.pending: dict[int, dict] = {}  # z -> {"points": [(x, y, label)], "box": (x0, y0, x1, y1) | None}
         self._anchor: tuple[int, int] | None = None  # first corner of a two-click box (stored y, x)
         self.seconds: float | None = None
+        self.busy = False
+        self._deferred: list = []  # prompt events that came while a round ran, applied after it
+        self.progress = W.HTML()
+        self.progress.add_class("fsm2-corr-progress")
         zs = [int(z) for z in episode.z]
         self.slider = W.SelectionSlider(options=[(f"z={z}", z) for z in zs], value=zs[len(zs) // 2],
                                         description="slice", continuous_update=False, layout=W.Layout(width="420px"))
@@ -126,11 +139,16 @@ class CorrectionWidget(W.VBox):
         self.chart = W.Image(format="png")
         self.chart.add_class("fsm2-corr-chart")
         self.head = W.HTML()
-        self._replay()
+        t0 = time.perf_counter()
+        self._state = InspectedCorrections(engine, episode, setting, self.rounds, order=order, layers=self.layers,
+                                           memory_policy=memory_policy)
+        self.rounds = self._state.rounds  # one list: the session's
+        self._after_round(time.perf_counter() - t0)
         buttons = W.HBox([self.buttons[k] for k in ("repropagate", "undo", "clear")])
         save = W.HBox([self.path, self.overwrite, self.buttons["save"]])
         left = W.VBox([self.query, self.pending_view])
-        super().__init__([self.head, W.HBox([self.slider]), self.mode, buttons, save, self.status, self.message,
+        super().__init__([self.head, W.HBox([self.slider]), self.mode, buttons, save, self.progress, self.status,
+                          self.message,
                           W.HBox([left, self.areas]), self.chart])
         self.add_class("fsm2-corrector")
         if self.rounds:
@@ -189,6 +207,9 @@ class CorrectionWidget(W.VBox):
         v = change["new"]
         if not v or len(v) < 2:
             return
+        if self.busy:  # a click while a round runs: applied after it, to the next round
+            self._deferred.append((self._on_click, change))
+            return
         y, x = clicked_pixel((v[0], v[1]), self._shape(self.z), panel_orientation(self.inspection))
         if self.mode.value == "box":
             if self._anchor is None:
@@ -205,6 +226,9 @@ class CorrectionWidget(W.VBox):
         v = change["new"]
         if not v or len(v) < 4:
             return
+        if self.busy:
+            self._deferred.append((self._on_drag, change))
+            return
         o, shape = panel_orientation(self.inspection), self._shape(self.z)
         y0, x0 = clicked_pixel((v[0], v[1]), shape, o)
         y1, x1 = clicked_pixel((v[2], v[3]), shape, o)
@@ -216,33 +240,74 @@ class CorrectionWidget(W.VBox):
 
     # ------------------------------------------------------------------ actions
     def repropagate(self) -> None:
-        """End the round: the pending corrections become a round; replay every round."""
+        """End the round: the pending corrections become a round, propagated once from the state
+        the last round left (busy meanwhile)."""
+        if self.busy:
+            return
         rnd = self.pending_corrections()
         if not rnd:
             self.message.value = "nothing pending: click on the slice to add prompts first"
             return
-        self.rounds.append(tuple(rnd))
-        self.pending.clear()
-        self._anchor = None
-        try:
-            self._replay()
-        except ValueError as e:
-            self.rounds.pop()
-            self.message.value = f"<span style='color:#b00'>{html.escape(str(e))}</span>"
-            self._replay()
-        else:
-            self.message.value = f"round {len(self.rounds)}: {len(rnd)} correction(s), re-propagated in {self.seconds:.1f} s"
+        t0 = time.perf_counter()
+        corrected = set(self.inspection.options.get("corrected_z", [])) | {c.z for c in rnd}
+        total = len(self.episode.z) - len(corrected) + sum(c.mask is None for c in rnd)  # SAM2 steps of the round
+        with self._busy(f"round {len(self.rounds) + 1}: {len(rnd)} correction(s), re-propagating", total=total):
+            try:
+                self._state.apply(rnd)
+            except ValueError as e:  # the round is refused; the session and the pending prompts are kept
+                self.message.value = f"<span style='color:#b00'>{html.escape(str(e))}</span>"
+                ok = False
+            else:
+                ok = True
+                done = {c.z for c in rnd}
+                for z in done:  # what was sent is no longer pending (prompts added meanwhile stay)
+                    self.pending.pop(z, None)
+                self._anchor = None
+        if ok:
+            self._after_round(time.perf_counter() - t0)
+            self.message.value = (f"round {len(self.rounds)}: {len(rnd)} correction(s), re-propagated in "
+                                  f"{self.seconds:.1f} s (one propagation)")
+        self._flush_deferred()
         self.refresh()
 
     def undo(self) -> None:
-        """Drop the last round and replay the others (pending prompts are kept)."""
+        """Drop the last round: the state saved before it, at once (pending prompts are kept)."""
+        if self.busy:
+            return
         if not self.rounds:
             self.message.value = "nothing to undo"
             return
-        self.rounds.pop()
-        self._replay()
-        self.message.value = f"undone: {len(self.rounds)} round(s) left"
+        t0 = time.perf_counter()
+        self._state.undo()
+        self._after_round(time.perf_counter() - t0)
+        self.message.value = f"undone: {len(self.rounds)} round(s) left ({self.seconds:.2f} s, no re-propagation)"
         self.refresh()
+
+    @contextmanager
+    def _busy(self, what: str, *, total: int):
+        """Busy state: buttons, mode and slider disabled, a spinner and a count of the slices done."""
+        controls = [*self.buttons.values(), self.mode, self.slider]
+        before = [c.disabled for c in controls]
+        self.busy = True
+        for c in controls:
+            c.disabled = True
+        count = _ProgressCount(self.progress, what, total)
+        count.show()
+        self.add_class("fsm2-busy")
+        try:
+            with self.engine.observe(count):
+                yield
+        finally:
+            for c, d in zip(controls, before):
+                c.disabled = d
+            self.busy = False
+            self.remove_class("fsm2-busy")
+            self.progress.value = ""
+
+    def _flush_deferred(self) -> None:
+        events, self._deferred = self._deferred, []
+        for handler, change in events:
+            handler(change)
 
     def clear_pending(self) -> None:
         self.pending.clear()
@@ -267,16 +332,15 @@ class CorrectionWidget(W.VBox):
         self.message.value = f"saved {len(self.rounds)} round(s) to {html.escape(str(out))}{extra}"
         return out
 
-    def _replay(self) -> None:
-        t0 = time.perf_counter()
-        self.inspection = inspect_corrections(self.engine, self.episode, self.setting, self.rounds, order=self.order,
-                                              layers=self.layers, memory_policy=self.memory_policy)
-        self.seconds = time.perf_counter() - t0
+    def _after_round(self, seconds: float) -> None:
+        self.inspection = self._state.inspection
+        self.seconds = seconds
         warn = ("<div style='color:#b00;font-weight:bold'>RANDOM WEIGHTS: a smoke run; predictions and "
                 "attention are meaningless.</div>") if self.inspection.random_weights else ""
         self.head.value = (f"<b>Correct and re-propagate</b>: {html.escape(self.episode.case_id)}/"
                            f"{html.escape(str(self.episode.label_name))}, {html.escape(self.setting)}-"
-                           f"{html.escape(self.order)}; {html.escape(self.inspection.weights)}" + warn + _legend_html())
+                           f"{html.escape(self.order)}; {html.escape(short_sha(self.inspection.weights))}" + warn
+                           + _legend_html())
 
     # ------------------------------------------------------------------ drawing
     def query_png(self) -> bytes:
@@ -302,8 +366,9 @@ class CorrectionWidget(W.VBox):
             x0, y0, x1, y1 = (int(round(v)) for v in b)
             a, c = show(y0, x0), show(max(y0, y1 - 1), max(x0, x1 - 1))
             ys, xs = sorted((a[0], c[0])), sorted((a[1], c[1]))
-            draw.rectangle([xs[0] * sx, ys[0] * sy, (xs[1] + 1) * sx - 1, (ys[1] + 1) * sy - 1],
-                           outline=rgb("box"), width=width)
+            rect = [xs[0] * sx, ys[0] * sy, (xs[1] + 1) * sx - 1, (ys[1] + 1) * sy - 1]
+            draw.rectangle(rect, outline=(0, 0, 0), width=width + 2)  # a black halo: seen on the orange fill
+            draw.rectangle(rect, outline=rgb("box"), width=width)
 
         r = max(3, img.size[0] // 64)
         for c in (c for rnd in self.rounds for c in rnd if c.z == z and c.mask is None):
@@ -312,8 +377,13 @@ class CorrectionWidget(W.VBox):
             for x, y, lab in c.points:
                 dy, dx = show(y, x)
                 cy, cx = (dy + 0.5) * sy, (dx + 0.5) * sx
+                draw.ellipse([cx - r - 2, cy - r - 2, cx + r + 2, cy + r + 2], fill=(0, 0, 0))  # black halo
                 draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=rgb("positive_point" if lab else "negative_point"),
                              outline=(255, 255, 255), width=1)
+                k = max(1, r - 2)  # the sign, so that the two kinds differ by shape too
+                draw.line([(cx - k, cy), (cx + k, cy)], fill=(0, 0, 0), width=2)
+                if lab:
+                    draw.line([(cx, cy - k), (cx, cy + k)], fill=(0, 0, 0), width=2)
         p = self.pending.get(z, {"points": [], "box": None})
         if p["box"] is not None:
             box(p["box"], 3)
@@ -349,7 +419,7 @@ class CorrectionWidget(W.VBox):
             layers.append(alt.Chart(pd.DataFrame({"z": last})).mark_rule(color=COLORS["positive_point"],
                                                                         strokeWidth=2).encode(x="z:Q"))
         layers.append(alt.Chart(pd.DataFrame({"z": [self.z]})).mark_rule(color="black", strokeDash=[4, 2]).encode(x="z:Q"))
-        sub = f"{self.inspection.weights}" + (" (RANDOM WEIGHTS: content meaningless)" if self.inspection.random_weights else "")
+        sub = f"{short_sha(self.inspection.weights)}" + (" (RANDOM WEIGHTS: content meaningless)" if self.inspection.random_weights else "")
         return alt.layer(*layers).properties(width=300, height=160, title={
             "text": "Masks along z", "subtitle": [sub, "rules: slices corrected in the last round; dashed: shown"],
             "anchor": "start"})
@@ -372,12 +442,31 @@ class CorrectionWidget(W.VBox):
             self.chart.value = chart_png(mass_chart(insp, highlight=insp.step_of_z(self.z), width=480, height=180))
         s = insp.steps[insp.step_of_z(self.z)]
         n_pending = len(self.pending_corrections())
+        gt = self._dice_text()
         corrected = ", ".join(map(str, insp.options.get("corrected_z", []))) or "none"
         warn = " <b style='color:#b00'>RANDOM WEIGHTS</b>" if insp.random_weights else ""
         self.status.value = (
             f"<span class='fsm2-corr-status-text'>{len(self.rounds)} round(s) done; {n_pending} pending "
-            f"correction(s); last re-propagation {self.seconds:.1f} s; slice <b>z={self.z}</b> predicted "
-            f"{s.fg_pixels} px; corrected z: {corrected}{warn}</span>")
+            f"correction(s){' and a box corner' if self._anchor is not None else ''}; last re-propagation {self.seconds:.1f} s; slice <b>z={self.z}</b> predicted "
+            f"{s.fg_pixels} px{gt}; corrected z: {corrected}{warn}</span>")
+
+    def dice(self) -> tuple[float, float] | None:
+        """Dice against the ground truth (the one Dice): (the slice shown, the whole volume,
+        pooled over the query slices); None without a ground truth."""
+        if self.episode.labels is None:
+            return None
+        pos = [int(v) for v in self.episode.z].index(self.z)
+        preds = {int(s.position): np.asarray(s.prediction, bool) for s in self.inspection.result.slices}
+        gt = np.asarray(self.episode.labels) > 0
+        vol = np.stack([preds[i] for i in range(len(gt))])
+        return float(dice(preds[pos], gt[pos])), float(dice(vol, gt))
+
+    def _dice_text(self) -> str:
+        d = self.dice()
+        if d is None:
+            return ""
+        f = lambda v: "n/a" if not np.isfinite(v) else f"{100 * v:.1f} %"  # noqa: E731
+        return f"; Dice vs ground truth: slice <b class='fsm2-corr-dice'>{f(d[0])}</b>, volume {f(d[1])}"
 
     # ------------------------------------------------------------------ static rendering
     def static_html(self) -> str:
@@ -404,6 +493,26 @@ class CorrectionWidget(W.VBox):
     def __repr__(self) -> str:
         return (f"CorrectionWidget({self.episode.case_id}/{self.episode.label_name}, {self.setting}-{self.order}, "
                 f"{len(self.rounds)} rounds, {len(self.pending_corrections())} pending, {self.inspection.weights})")
+
+
+class _ProgressCount:
+    """An engine observer: the busy line, with a spinner and the count of slices tracked so far."""
+
+    def __init__(self, view, what: str, total: int) -> None:
+        self.view, self.what, self.total, self.done = view, what, int(total), 0
+
+    def show(self) -> None:
+        self.view.value = (f"<span class='fsm2-corr-busy'><span class='fsm2-spinner' style='display:inline-block;"
+                           f"animation:fsm2spin 1s linear infinite'>&#9696;</span> {html.escape(self.what)}: "
+                           f"<b class='fsm2-corr-count'>{self.done}/{self.total}</b> slices</span>"
+                           "<style>@keyframes fsm2spin{to{transform:rotate(360deg)}}</style>")
+
+    def before_forward(self, requests, layouts) -> None:
+        pass
+
+    def after_forward(self, requests, outputs) -> None:
+        self.done += len(requests)
+        self.show()
 
 
 def _legend_html() -> str:
