@@ -16,7 +16,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
 EXPECTED = ["00_quickstart", "01_table1_settings", "02_support_memory", "03_inference_order", "04_figures",
-            "06_strategies"]
+            "06_strategies", "07_uncertainty"]
 PNG = b"\x89PNG\r\n\x1a\n"
 
 #: Smoke parameters: random tiny model at 256 px on 3 slices of the bundled CHAOS case.
@@ -27,6 +27,7 @@ EXTRA = {
     "03_inference_order": dict(models=["sam2-tiny"]),
     "06_strategies": dict(orders=["middle", "from:0.25"], memory_policies=["sam2", "support-only", "recent:1"],
                           support_selectors=["protocol", "largest"]),
+    "07_uncertainty": dict(ensemble={"order": ["top", "middle"]}, refinement="revsam2", n_panels=1),
 }
 SLICE_COLUMNS = {"dataset", "case_id", "label", "label_name", "model", "setting", "order", "z", "tp", "fp", "fn",
                  "dice", "weights", "checkpoint_sha256", "sam2_version", "fsm2kit_version", "protocol_variant"}
@@ -287,4 +288,27 @@ def test_06_strategies(tmp_path, kernel_env, alp_folder):
     n = slices.groupby("memory_policy")["n_memories"].max()
     assert n["support-only"] < n["sam2"] and n["recent:1"] <= n["support-only"] + 1
     _check_presets(out, ["dice_vs_memories", "attention_by_policy"], width_mm=None)
+    assert _has_image_output(nb, "image/svg+xml")
+
+
+@pytest.mark.slow
+def test_07_uncertainty(tmp_path, kernel_env):
+    """Plain, a 2-member ensemble and a second pass at smoke size on the bundled case: each part's run
+    folder (the ensemble's with uncertainty.npz and fused + member rows), the Dice table naming its
+    variant, the uncertainty panels (PNG) and both charts."""
+    out, nb = _execute("07_uncertainty", tmp_path)
+    for part in ("plain", "ensemble", "refined"):
+        assert (out / part / "provenance.json").is_file()
+    assert (out / "ensemble" / "uncertainty.npz").is_file()
+    s = pd.read_csv(out / "ensemble" / "slices.csv", keep_default_na=False)
+    assert set(s["member"]) == {"fused", "order=top", "order=middle"}
+    r = pd.read_csv(out / "refined" / "slices.csv")
+    assert set(r["refinement"]) == {"revsam2:top=3"} and "promoted" in r.columns
+    side = json.loads((out / "uncertainty_pooled.json").read_text())  # the one table writer's sidecar
+    assert side["caption"].startswith("pooled Dice") and "RANDOM WEIGHTS" in side["caption"] and side["random_weights"]
+    t = pd.read_csv(out / "uncertainty_pooled.csv")
+    assert {"plain", "ensemble: fused", "refined"} <= set(t["run"])
+    _png(out / "uncertainty_panels.png")
+    for stem in ("error_vs_disagreement", "refinement_changes"):
+        assert (out / f"{stem}.svg").is_file()
     assert _has_image_output(nb, "image/svg+xml")

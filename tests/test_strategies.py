@@ -175,24 +175,26 @@ def test_one_list_of_families_and_one_vocabulary_of_orders():
     assert strategy_flags() == {"ordering": ("--order", "order"),
                                 "support selector": ("--support-select", "support_select"),
                                 "memory policy": ("--memory-policy", "memory_policy"),
-                                "stopping rule": ("--stop", "stop")}
+                                "stopping rule": ("--stop", "stop"),
+                                "refinement": ("--refine", "refine"),
+                                "ensemble": ("--ensemble", "ensemble")}
     assert tuple(e.name for e in ORDERINGS.entries(plugins=False) if isinstance(e.target, PlanOrder)) == ORDERS
     # a family added later (a plugin's, here) gets its option on the commands that ask for it
-    extra = Registry("refinement pass", description="a pass after propagation", default="off", option="--refine")
-    extra.register("off", lambda x: x, summary="no refinement")
+    extra = Registry("polish pass", description="a pass after propagation", default="off", option="--polish")
+    extra.register("off", lambda x: x, summary="no polishing")
     try:
-        assert strategy_flags()["refinement pass"] == ("--refine", "refine")
+        assert strategy_flags()["polish pass"] == ("--polish", "polish")
         p = argparse.ArgumentParser()
-        add_strategy_args(p, ("refinement pass",))
-        s = strategies_from_args(p.parse_args(["--refine", "off"]))
-        assert s.get("refinement pass").strategy_name == "off" and s.names() == {"refine": "off"}
+        add_strategy_args(p, ("polish pass",))
+        s = strategies_from_args(p.parse_args(["--polish", "off"]))
+        assert s.get("polish pass").strategy_name == "off" and s.names() == {"polish": "off"}
         from fsm2kit.cli.strategies import format_strategies
 
-        assert "refinement pass (--refine, default off): a pass after propagation" in format_strategies()
+        assert "polish pass (--polish, default off): a pass after propagation" in format_strategies()
     finally:
         from fsm2kit.strategies import registry
 
-        registry._ALL.pop("refinement pass", None)
+        registry._ALL.pop("polish pass", None)
 
 
 # ============================================================================ orderings

@@ -248,7 +248,7 @@ def engine_from_args(model, args: argparse.Namespace):
 
 # ----------------------------------------------------------------------------- strategies
 #: The families of the commands that run episodes (``run``, ``inspect``); ``segment`` adds the stopping rule.
-EPISODE_FAMILIES = ("ordering", "support selector", "memory policy")
+EPISODE_FAMILIES = ("ordering", "support selector", "memory policy", "refinement")
 
 
 def strategy_flags() -> dict[str, tuple[str, str]]:
@@ -279,6 +279,7 @@ class Strategies:
     ordering = property(lambda self: self.get("ordering"))
     support_selector = property(lambda self: self.get("support selector"))
     memory_policy = property(lambda self: self.get("memory policy"))
+    refinement = property(lambda self: self.get("refinement"))
     stopping = property(lambda self: self.get("stopping rule"))
 
     def names(self) -> dict[str, str]:

@@ -75,7 +75,7 @@ def register_cli(sub) -> argparse.ArgumentParser:
                    help="the most correction rounds --prompts may hold (default 100): each round re-propagates, so "
                         "thousands are hours of work")
     # --order (FQ), --support-select, --memory-policy, --support-views, --plugins: as segment and inspect
-    add_strategy_args(run, EPISODE_FAMILIES, views=True, defaults={"ordering": None},
+    add_strategy_args(run, (*EPISODE_FAMILIES, "ensemble"), views=True, defaults={"ordering": None},
                       notes={"ordering": "default middle; S1SFQ and 3SFQ only"})
     add_model_args(run)
     run.set_defaults(func=_cmd_run)
@@ -110,6 +110,8 @@ def config_from_args(args: argparse.Namespace):
         support_selector=args.support_select,
         support_views=strategies.support_views or 0,
         memory_policy=args.memory_policy,
+        refinement=args.refine,
+        ensemble=args.ensemble,
         prompts=os.path.abspath(args.prompts) if getattr(args, "prompts", None) else None,
         plugins=tuple(getattr(args, "plugins", None) or ()),
         models=(args.model,),
@@ -182,7 +184,9 @@ def _run(args: argparse.Namespace) -> int:
     print(f"{len(episodes)} episode(s), {n} query slices; {args.setting}"
           f"{'-' + config.orders[0] if args.setting.endswith('FQ') else ''}; support {args.support_select}"
           f"{f' +{config.support_views} views' if config.support_views else ''}, "
-          f"memory {args.memory_policy}; {model!r}", file=sys.stderr)
+          f"memory {args.memory_policy}{'' if args.refine == 'none' else '; refine ' + args.refine}"
+          f"{'' if args.ensemble == 'none' else '; ensemble ' + args.ensemble}; {model!r}",
+          file=sys.stderr)
     result = run_experiments(config, models={model.name: model}, episodes=[episodes], keep_predictions=True,
                              progress=not args.no_progress)
     names = result.save(args.out, command=command_line(getattr(args, "argv", None)), overwrite=args.overwrite,

@@ -103,7 +103,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPar
     # --order, --support-select (default middle), --memory-policy, --stop, --support-views, --plugins: the
     # registries' options, as run and inspect
     add_strategy_args(
-        p, (*EPISODE_FAMILIES, "stopping rule"), views=True,
+        p, (*EPISODE_FAMILIES, "stopping rule", "ensemble"), views=True,
         defaults={"ordering": None, "support selector": "middle", "stopping rule": None},
         notes={"ordering": "where propagation starts: at:Z slice Z, from:P relative position P, top slice 0, "
                            "middle the middle slice; default the support's relative position"})
@@ -183,6 +183,9 @@ def _segment(args: argparse.Namespace) -> int:
     args.order = _order_spec(args)
     args.stop = _stop_spec(args)
     strategies = strategies_from_args(args)  # plugins, then every name checked by its registry, in one line
+    ens = strategies.get("ensemble")
+    if ens is not None and any(k == "model" for k, _ in getattr(ens, "axes", ())):
+        raise ValueError(f"--ensemble {args.ensemble}: segment runs one model; members over models run in fsm2kit run.")
     order = strategies.ordering
     for flag, folder in (("--image", args.image), ("--support-image", args.support_image)):
         for link in links_outside(folder):  # followed, and recorded in the sidecar
@@ -235,6 +238,7 @@ def _segment(args: argparse.Namespace) -> int:
             memory_policy=strategies.memory_policy,
             support_views=strategies.support_views or 0, stop=strategies.stopping, ct_window=window, ground_truth=gt,
             corrections=prompts, progress=not args.no_progress,
+            refinement=strategies.refinement, ensemble=strategies.get("ensemble"),
         )
     inputs = {}
     for key, pth in (("image", args.image), ("support_image", args.support_image),

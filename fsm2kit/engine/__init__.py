@@ -7,6 +7,7 @@
 - ``engine``: the :class:`Engine` (support memories, ``drive``, plans and episodes).
 - ``results``: what the engine returns.
 - ``corrections``: correction rounds (prompts, then re-propagation).
+- ``passes``: refinement passes (slice scores, promoted conditioning memories, propagation again).
 
 Public names load lazily (PEP 562): importing this package imports no submodule.
 """
@@ -17,6 +18,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     ".corrections": ["Correction", "CorrectionRun", "CorrectionSession", "check_rounds", "corrections_job",
                      "segment_with_corrections"],
     ".engine": ["Engine"],
+    ".passes": ["Refinement", "SliceScores"],
     ".features": ["prompt_mask"],
     ".memory": ["MemoryBank", "MemoryEntry", "MemoryPolicy", "MemorySelection", "MemorySettings", "PointerRef", "SpatialRef", "TokenLayout", "sam2_memory_policy", "select_memories", "token_layout"],
     ".plans": ["Frame", "ORDERS", "Plan", "SETTINGS", "Step", "build_plans", "custom_plan", "fq_plan", "normalize_setting", "split_plan"],

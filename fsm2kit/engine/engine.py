@@ -43,10 +43,12 @@ from .memory import (
     check_selection,
     policy_or_sam2,
     sam2_memory_policy,
+    with_step_memories,
 )
 from ..records.naming import strategy_name
 from ..model.loading import SAM2Model
 from ..model.sam2_adapter import encode_memory, use_mask_as_output
+from .passes import refine_job, refinement_passes
 from .plans import Plan, build_plans, normalize_setting
 from .results import EngineStats, EpisodeResult, SliceResult
 from .tracking import TrackJob, TrackObserver, TrackOutput, TrackRequest, Tracker, batch_groups, request_signature
@@ -319,6 +321,9 @@ class Engine:
         z: Sequence[int] | None = None,
         plan_index: int = 0,
         memory_policy: MemoryPolicy | None = None,
+        refinement=None,
+        chunks: Sequence[int] | None = None,
+        step_supports=None,
     ) -> TrackJob:
         """One plan as a tracking job for :meth:`drive` (returns (results, bank) when done).
 
@@ -327,7 +332,22 @@ class Engine:
         ``fsm2kit.strategies.MEMORY_POLICIES.get("recent:3")``, see :mod:`fsm2kit.strategies.memory_policies`);
         any other policy's choice is checked (:func:`~fsm2kit.engine.memory.check_selection`). Steps of
         jobs whose selections have equal sizes share forwards in :meth:`drive`.
+
+        ``refinement`` (a :class:`~fsm2kit.engine.passes.Refinement`, e.g.
+        ``fsm2kit.strategies.REFINEMENTS.get("revsam2:top=3")``) adds refinement passes
+        (:func:`~fsm2kit.engine.passes.refine_job`; ``chunks``: each query's chunk, for support
+        consistency); None, or a rule of one pass, runs the plan once.
+
+        ``step_supports`` (``{query position: [Support, ...]}``, e.g. from the support selector
+        ``swap:K``) adds per-slice supports: at that query's step they join as conditioning
+        memories (:func:`~fsm2kit.engine.memory.with_step_memories`; each support's memory encoded
+        once, cached), and they are gone at the next step.
         """
+        if step_supports and refinement_passes(refinement) > 1:
+            raise ValueError("per-slice supports (swap) and refinement passes do not combine; choose one.")
+        if refinement_passes(refinement) > 1:
+            return (yield from refine_job(self, plan, queries, supports, refinement=refinement, z=z, chunks=chunks,
+                                          plan_index=plan_index, memory_policy=memory_policy))
         policy = policy_or_sam2(memory_policy)
         bank = MemoryBank(plan.num_frames)
         for frame_idx, s in plan.support_frames:
@@ -339,7 +359,12 @@ class Engine:
             sel = policy(bank, step.frame_idx, reverse=step.reverse, settings=self.settings)
             if policy is not sam2_memory_policy:
                 check_selection(sel, bank, self.settings)
-            out = yield TrackRequest(queries[q], sel, bank, plan.store_predictions, q, zq)
+            extra = step_supports.get(q) if step_supports else None
+            step_bank = bank
+            if extra:
+                entries = [self.support_memory(sp, index=int(sp.chunk)).entry for sp in extra]
+                sel, step_bank = with_step_memories(bank, sel, entries, self.settings)
+            out = yield TrackRequest(queries[q], sel, step_bank, plan.store_predictions, q, zq)
             if out.memory is not None:
                 bank.add(step.frame_idx, out.memory)
             results.append(SliceResult(q, zq, out.logits, out.object_score, out.iou, plan_index, k, sel))
@@ -372,6 +397,8 @@ class Engine:
         plans: Sequence[Plan] | None = None,
         keep_banks: bool = False,
         memory_policy: MemoryPolicy | None = None,
+        refinement=None,
+        step_supports=None,
     ) -> EpisodeResult:
         """Segment an episode's query slices under a setting (and order, for the FQ settings).
 
@@ -387,9 +414,14 @@ class Engine:
             Keep each plan's final memory bank in the result (for inspection).
         memory_policy : MemoryPolicy, optional
             Which memories each step attends to (default: SAM2's rule); recorded in the result.
+        refinement : Refinement, optional
+            Refinement passes of the FQ settings (:mod:`fsm2kit.engine.passes`); recorded in the result.
+        step_supports : mapping, optional
+            ``{query position: [Support, ...]}``: per-slice supports for that step only (:meth:`plan_job`).
         """
         return self.segment_many([episode], setting, order=order, plans=None if plans is None else [plans],
-                                 keep_banks=keep_banks, memory_policy=memory_policy)[0]
+                                 keep_banks=keep_banks, memory_policy=memory_policy, refinement=refinement,
+                                 step_supports=None if step_supports is None else [step_supports])[0]
 
     def segment_many(
         self,
@@ -401,6 +433,8 @@ class Engine:
         keep_banks: bool = False,
         memory_policy: MemoryPolicy | None = None,
         supports: Sequence[Sequence[Support]] | None = None,
+        refinement=None,
+        step_supports=None,
     ) -> list[EpisodeResult]:
         """Segment several episodes (e.g. the organs of one scan) side by side.
 
@@ -419,6 +453,9 @@ class Engine:
         supports : sequence of sequences of Support, optional
             Per episode, the supports its (custom) plans' support frames index, instead of
             ``episode.supports`` (augmented views, a support per query slice); needs ``plans``.
+        step_supports : sequence of mappings, optional
+            Per episode, ``{query position: [Support, ...]}``: per-slice supports joining that
+            query's step only (see :meth:`plan_job`).
 
         Returns
         -------
@@ -428,6 +465,9 @@ class Engine:
         """
         setting = normalize_setting(setting)
         fq = setting.endswith("FQ")
+        if refinement_passes(refinement) > 1 and not fq:
+            raise ValueError(f"refinement {strategy_name(refinement)!r} needs a propagation (S1SFQ, 3SFQ); "
+                             f"{setting} segments each slice alone.")
         episodes = list(episodes)
         if plans is not None and len(plans) != len(episodes):
             raise ValueError(f"plans: expected one sequence of plans per episode ({len(episodes)}), got {len(plans)}.")
@@ -463,7 +503,8 @@ class Engine:
         for e, (ep, ps) in enumerate(zip(episodes, all_plans)):
             for i, plan in enumerate(ps):
                 jobs.append(self.plan_job(plan, ep.images, sups[e], z=ep.z, plan_index=i,
-                                          memory_policy=memory_policy))
+                                          memory_policy=memory_policy, refinement=refinement, chunks=ep.chunks,
+                                          step_supports=None if step_supports is None else step_supports[e]))
                 owner.append(e)
         total = sum(len(p.steps) for ps in all_plans for p in ps)
         done = self.drive(jobs, total=total, desc=setting if len(episodes) == 1 else f"{setting} x{len(episodes)}")
@@ -486,5 +527,6 @@ class Engine:
                 plans=all_plans[e],
                 banks=[bank for _, bank in mine] if keep_banks else None,
                 memory_policy=strategy_name(policy_or_sam2(memory_policy)),
+                refinement="none" if refinement is None else strategy_name(refinement),
             ))
         return out

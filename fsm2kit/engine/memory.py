@@ -37,6 +37,7 @@ __all__ = [
     "MemorySelection",
     "select_closest_cond_frames",
     "select_memories",
+    "with_step_memories",
 ]
 
 
@@ -105,6 +106,7 @@ class MemoryEntry:
     z: int | None = None
     iou: float | None = None
     reverse: bool | None = None
+    promoted: bool = False
 
     @property
     def direction(self) -> str | None:
@@ -115,6 +117,7 @@ class MemoryEntry:
         shape = "x".join(str(s) for s in self.maskmem_features.shape)
         iou = "" if self.iou is None else f", iou={self.iou:.2f}"
         way = "" if self.reverse is None else f", {self.direction}"
+        way += ", promoted" if self.promoted else ""
         return (
             f"MemoryEntry({self.kind} #{self.index}, z={self.z}, "
             f"{'cond' if self.is_cond else 'non-cond'}, maskmem {shape} "
@@ -302,6 +305,35 @@ def select_memories(
             elif t in unselected_set:
                 pointers.append(PointerRef(t, t_diff, True))
     return MemorySelection(frame_idx, reverse, tuple(spatial), tuple(pointers), max_ptrs)
+
+
+def with_step_memories(bank: "MemoryBank", selection: MemorySelection, entries: Sequence["MemoryEntry"],
+                       settings: MemorySettings = MemorySettings()) -> tuple[MemorySelection, "MemoryBank"]:
+    """A step's selection and bank with ``entries`` added as conditioning memories for that step only.
+
+    The entries sit at frames ``bank.num_frames, bank.num_frames + 1, ...`` of a step bank (a
+    shallow copy: ``bank`` itself is unchanged, so they are gone at the next step); each is a
+    spatial memory at temporal slot 0 (as every conditioning memory) listed after the selection's
+    conditioning memories, and its object pointer follows the conditioning pointers with
+    ``t_diff = 0`` (a per-slice support stands for the query slice's own position).
+    """
+    if not entries:
+        return selection, bank
+    n = bank.num_frames
+    step = MemoryBank(n + len(entries), cond=dict(bank.cond), non_cond=dict(bank.non_cond))
+    extra_spatial, extra_ptrs = [], []
+    for j, e in enumerate(entries):
+        if not e.is_cond:
+            raise ValueError("per-step memories must be conditioning memories (supports)")
+        step.cond[n + j] = e
+        extra_spatial.append(SpatialRef(n + j, 0, settings.num_maskmem - 1, True))
+        extra_ptrs.append(PointerRef(n + j, 0, True))
+    k = sum(1 for r in selection.spatial if r.t_pos == 0)
+    spatial = selection.spatial[:k] + tuple(extra_spatial) + selection.spatial[k:]
+    kp = sum(1 for p in selection.pointers if p.is_cond and p.frame_idx in bank.cond)
+    pointers = (selection.pointers[:kp] + tuple(extra_ptrs) + selection.pointers[kp:]) if settings.use_obj_ptrs \
+        else selection.pointers
+    return MemorySelection(selection.frame_idx, selection.reverse, spatial, pointers, selection.max_obj_ptrs), step
 
 
 # ----------------------------------------------------------------------------- memory policies

@@ -18,6 +18,8 @@ class SliceResult:
 
     ``logits`` are at the slice's input resolution; the prediction is ``logits > 0``.
     ``step`` is the processing position within its plan, ``selection`` the memories it used.
+    With refinement passes (:mod:`fsm2kit.engine.passes`): ``scores`` (the scores that decided
+    the last promotion), ``promoted`` and ``refine_pass`` (the pass that produced the output).
     """
 
     position: int
@@ -28,6 +30,9 @@ class SliceResult:
     plan_index: int
     step: int
     selection: MemorySelection
+    scores: object = None  # SliceScores (fsm2kit.engine.passes) when refinement scored the slice
+    promoted: bool = False
+    refine_pass: int = 1
 
     @property
     def prediction(self) -> np.ndarray:
@@ -57,6 +62,7 @@ class EpisodeResult:
     plans: list[Plan] = field(repr=False, default_factory=list)
     banks: list[MemoryBank] | None = field(repr=False, default=None)
     memory_policy: str = "sam2"
+    refinement: str = "none"
 
     @property
     def z(self) -> np.ndarray:
@@ -82,6 +88,7 @@ class EpisodeResult:
                 "setting": self.setting,
                 "order": self.order if self.order else "n/a",
                 "memory_policy": self.memory_policy,
+                "refinement": self.refinement,
                 "z": s.z,
                 "step": s.step,
                 "plan": s.plan_index,
@@ -91,6 +98,13 @@ class EpisodeResult:
                 "n_pointers": len(s.selection.pointers),
                 "pred_px": int(s.prediction.sum()),
             }
+            if self.refinement != "none":  # refinement passes: the scores and what was promoted
+                sc = s.scores
+                row.update(score_object=np.nan if sc is None else sc.object_score,
+                           score_iou=np.nan if sc is None else sc.iou,
+                           score_consistency=np.nan if sc is None else sc.consistency,
+                           score=np.nan if sc is None else sc.score,
+                           promoted=bool(s.promoted), refine_pass=int(s.refine_pass))
             if labels is not None:
                 p, t = s.prediction, np.asarray(labels[i]).astype(bool)
                 row.update(

@@ -64,6 +64,9 @@ class TrackRequest:
     #: the slice's previous low-resolution mask logits fed with the points (SAM2's
     #: ``prev_sam_mask_logits``, clamped to +-32), or None
     mask_logits: torch.Tensor | None = None
+    #: why the step runs: ``"query"`` (a query slice of a plan), ``"consistency"`` (a refinement
+    #: pass predicting a support from a query slice's mask, :mod:`fsm2kit.engine.passes`)
+    role: str = "query"
 
 
 #: A tracking job: a generator that yields :class:`TrackRequest` s, receives each one's

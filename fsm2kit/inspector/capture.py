@@ -197,8 +197,9 @@ class MemoryInspector:
     def after_forward(self, requests, outputs) -> None:
         """Engine hook: the forward ran; one record per step, in batch order."""
         ctxs, self._ctx = self._ctx, None
-        for ctx, out in zip(ctxs or (), outputs):
-            self.records.append(self._finish(ctx, out))
+        for ctx, out, req in zip(ctxs or (), outputs, requests):
+            if getattr(req, "role", "query") == "query":  # not a refinement pass's consistency step
+                self.records.append(self._finish(ctx, out))
 
     # ------------------------------------------------------------------ per step
     def _begin(self, request, token_layout_: TokenLayout) -> _StepContext:
@@ -313,6 +314,10 @@ class MemoryInspector:
         """
         recs = list(self.records if records is None else records)
         slices = sorted(result.slices, key=lambda s: (s.plan_index, s.step))
+        if getattr(result, "refinement", "none") != "none" and len(recs) != len(slices):
+            # refinement passes: each slice's output comes from the last step that tracked it
+            last = {(r.position, r.selection): r for r in recs}
+            recs = [last.get((s.position, s.selection), recs[0]) for s in slices]
         if len(recs) != len(slices):
             raise ValueError(
                 f"{len(recs)} captured tracking steps but the result has {len(slices)} query slices; "

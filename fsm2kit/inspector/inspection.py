@@ -300,6 +300,8 @@ def inspect_episode(
     pixels: Sequence[tuple[int, int]] | None = None,
     verify: bool = False,
     memory_policy=None,
+    refinement=None,
+    step_supports=None,
 ) -> Inspection:
     """Segment an episode under a setting while capturing its memory attention.
 
@@ -316,6 +318,11 @@ def inspect_episode(
         See :meth:`MemoryInspector.capture`.
     memory_policy : MemoryPolicy, optional
         Which memories each step attends to (default SAM2's rule; see :meth:`Engine.segment`).
+    refinement : Refinement, optional
+        Refinement passes (FQ settings; see :meth:`Engine.segment`): each slice's step is the last
+        that tracked it; promoted slices appear in the key layout as ``promoted z=...``.
+    step_supports : mapping, optional
+        Per-slice supports (``swap:K``; see :meth:`Engine.plan_job`), in the layout of their step only.
 
     Returns
     -------
@@ -326,5 +333,5 @@ def inspect_episode(
     insp = MemoryInspector()
     with insp.capture(engine, layers=layers, heads=heads, pixels=pixels, verify=verify):
         result = engine.segment(episode, setting, order=order, plans=plans, keep_banks=True,
-                                memory_policy=memory_policy)
+                                memory_policy=memory_policy, refinement=refinement, step_supports=step_supports)
     return insp.inspection(result, episode, engine=engine)

@@ -67,6 +67,7 @@ class KeyEntry:
     stop: int
     grid: tuple[int, int] | None = None
     num_maskmem: int = 7
+    promoted: bool = False
 
     @property
     def n_tokens(self) -> int:
@@ -103,6 +104,8 @@ class KeyEntry:
             return "pointers"
         if self.source == "support":
             return self._support_name
+        if self.promoted:
+            return "promoted"
         return f"query (SAM2 d={self.distance})"
 
     @property
@@ -118,6 +121,8 @@ class KeyEntry:
         ``pointers: query z=22 (SAM2 d=1)``."""
         if self.source == "support":
             frame = self._support_name
+        elif self.promoted:  # a refinement pass promoted this query slice to a conditioning memory
+            frame = f"promoted z={self.z}" if self.z is not None else f"promoted #{self.index}"
         else:
             d = self.t_pos if self.kind == "pointer" else self.distance
             frame = (f"query z={self.z}" if self.z is not None else f"query #{self.index}") + f" (SAM2 d={d})"
@@ -238,11 +243,12 @@ def layout_entries(layout: TokenLayout, bank: MemoryBank, *, num_maskmem: int = 
         e = bank[ref.frame_idx]
         if span.is_pointer:
             entries.append(KeyEntry(len(entries), "pointer", e.kind, ref.frame_idx, e.index, e.z, ref.is_cond,
-                                    ref.t_diff, span.start, span.stop, None, num_maskmem))
+                                    ref.t_diff, span.start, span.stop, None, num_maskmem,
+                                    bool(getattr(e, "promoted", False))))
         else:
             entries.append(KeyEntry(len(entries), "support" if e.kind == "support" else "query", e.kind,
                                     ref.frame_idx, e.index, e.z, ref.is_cond, ref.t_pos, span.start, span.stop,
-                                    span.grid, num_maskmem))
+                                    span.grid, num_maskmem, bool(getattr(e, "promoted", False))))
     return KeyLayout(tuple(entries), layout.n_tokens, layout.tokens_per_pointer)
 
 

@@ -6,6 +6,7 @@
 - ``prompting``: correction prompts in a run and in own-scan segmentation.
 - ``runner``: :func:`run_experiments`, the one runner.
 - ``experiment_result``: :class:`ExperimentResult` and the one output format.
+- ``ensemble_runs``: ensembles: members through the runner, fused, with uncertainty maps and QC flags.
 
 Public names load lazily (PEP 562): importing this package imports no submodule.
 """
@@ -14,6 +15,7 @@ from ..lazy import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     ".config": ["ExperimentConfig"],
+    ".ensemble_runs": ["EnsembleRun", "fuse_results"],
     ".experiment_result": ["ExperimentResult", "format_dice", "read_results"],
     ".prompting": ["corrections_record", "episode_rounds", "label_rounds"],
     ".runner": ["run_experiment", "run_experiments"],

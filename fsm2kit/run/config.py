@@ -22,7 +22,9 @@ from ..records.naming import strategy_name
 from ..engine.plans import normalize_setting
 from ..strategies.memory_policies import MEMORY_POLICIES
 from ..strategies.orderings import ORDERINGS
+from ..strategies.ensembles import ENSEMBLES
 from ..strategies.plugins import load_plugins
+from ..strategies.refinement import REFINEMENTS
 from ..strategies.support_selectors import SUPPORT_SELECTORS
 from ..strategies.views import check_views
 
@@ -146,6 +148,16 @@ class ExperimentConfig:
         Keep query slices with ``lo <= z <= hi`` (before ``max_slices``).
     cache_dir : str or None
         On-disk image-feature cache of the engine (``Engine(cache_dir=)``), reused across runs.
+    refinement : str or Refinement
+        Refinement passes of the FQ settings (default ``"none"``; ``"revsam2:top=K"``,
+        ``"revsam2:score=T"``, ``,passes=P``): :mod:`fsm2kit.strategies.refinement`. Refused with
+        a 1Q setting.
+    ensemble : str or Ensemble
+        Several runs fused (default ``"none"``): ``"mean:order=top,middle;support-select=random:0,random:1"``
+        (members: the cartesian product of strategy overrides; keys order, support-select,
+        memory-policy, views, refine, model; ``;qc=T`` the QC threshold), or ``"vote:..."``
+        (:mod:`fsm2kit.strategies.ensembles`). Every member config is checked when the config is made
+        (:meth:`members`).
     object_batch_size : int or None
         Tracking steps of independent runs (episodes, organs, per-query plans) that share one
         SAM2 forward (``Engine(object_batch_size=)``); None: the engine's default (16 on CUDA,
@@ -176,6 +188,8 @@ class ExperimentConfig:
     z_range: tuple[int, int] | None = None
     cache_dir: str | None = None
     object_batch_size: int | None = None
+    refinement: object = "none"
+    ensemble: object = "none"
     name: str = "experiment"
     max_rounds: int = 100
     precision: str | None = None
@@ -217,6 +231,20 @@ class ExperimentConfig:
                                  f"which only 1S1Q and 3S1Q can use, not {'/'.join(fq)} (one memory state for all "
                                  "slices); use 'similar' (per chunk) for the FQ settings.")
         s(self, "memory_policy", _strategy(MEMORY_POLICIES, "memory_policy", self.memory_policy))
+        s(self, "refinement", _strategy(REFINEMENTS, "refinement", self.refinement))
+        if int(getattr(REFINEMENTS.get(self.refinement), "passes", 1)) > 1:
+            one = [x for x in settings if not x.endswith("FQ")]
+            if one:
+                raise ValueError(f"ExperimentConfig.refinement {strategy_name(self.refinement)!r} promotes slices to "
+                                 f"memories of a propagation, but {'/'.join(one)} segment each slice alone; use "
+                                 "S1SFQ or 3SFQ (or refinement='none').")
+        swap = getattr(SUPPORT_SELECTORS.get(self.support_selector), "swap", 0)
+        if swap and (self.prompts is not None or int(getattr(REFINEMENTS.get(self.refinement), "passes", 1)) > 1):
+            raise ValueError(f"ExperimentConfig.support_selector 'swap:{swap}' (per-slice supports) does not combine "
+                             "with correction prompts or refinement passes yet; choose one.")
+        s(self, "ensemble", _strategy(ENSEMBLES, "ensemble", self.ensemble))
+        if getattr(ENSEMBLES.get(self.ensemble), "active", False):
+            self.members()  # every member is a valid config, checked now
         if isinstance(self.max_rounds, bool) or not isinstance(self.max_rounds, int) or self.max_rounds < 1:
             raise ValueError(f"ExperimentConfig.max_rounds must be an integer >= 1, got {self.max_rounds!r}.")
         if self.prompts is not None:
@@ -364,6 +392,19 @@ class ExperimentConfig:
             object.__setattr__(self, "_prompt_file", read_prompts(self.prompts, max_rounds=self.max_rounds))
         return self.__dict__["_prompt_file"]
 
+    def members(self) -> list[tuple[str, "ExperimentConfig"]]:
+        """The ensemble's members: ``[(label, config)]``, each this config with the member's overrides
+        and no ensemble (:meth:`fsm2kit.strategies.ensembles.Ensemble.members`); ``[]`` without one."""
+        ens = ENSEMBLES.get(self.ensemble)
+        if not getattr(ens, "active", False):
+            return []
+        out = []
+        for label, over in ens.members():
+            try:
+                out.append((label, replace(self, ensemble="none", **over)))
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"ExperimentConfig.ensemble member '{label}': {e}") from None
+        return out
     def image_size_for(self, model: str) -> int:
         """The image size ``model`` runs at: :attr:`image_size`, or the model's own when None."""
         from ..model.specs import image_size_for
@@ -403,6 +444,8 @@ class ExperimentConfig:
         d["orders"] = [strategy_name(o) for o in self.orders]
         d["support_selector"] = strategy_name(self.support_selector)
         d["memory_policy"] = strategy_name(self.memory_policy)
+        d["refinement"] = strategy_name(self.refinement)
+        d["ensemble"] = strategy_name(self.ensemble)
         if isinstance(self.checkpoint, tuple):
             d["checkpoint"] = dict(self.checkpoint)
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
@@ -426,6 +469,8 @@ class ExperimentConfig:
             f"{f' {self.precision}' if self.precision else ''}, {self.variant}, metric={self.metric}, "
             f"support={strategy_name(self.support_selector)}"
             f"{f' +{self.support_views} views' if self.support_views else ''}, memory={strategy_name(self.memory_policy)}"
+            f"{f', refine={strategy_name(self.refinement)}' if strategy_name(self.refinement) != 'none' else ''}"
+            f"{f', ensemble={strategy_name(self.ensemble)}' if strategy_name(self.ensemble) != 'none' else ''}"
             f"{f', prompts={Path(self.prompts).name}' if self.prompts else ''}"
             f"{'; ' + ', '.join(sub) if sub else ''})"
         )

@@ -26,6 +26,10 @@ model) run, the models' run statistics and, with ``keep_predictions=True``, the 
     ``corrected_volumes``, and the provenance columns.
 ``volumes.csv``
     3D Dice of every query volume (the per-scan numbers behind ``mean_per_volume``).
+``uncertainty.npz``
+    Ensembles only (``ExperimentConfig.ensemble``): per episode the fused probability, entropy,
+    members' variance, per-slice disagreement and QC flag (:func:`fsm2kit.run.ensemble_runs.uncertainty_arrays`);
+    ``slices.csv`` then has a ``member`` column (``fused`` and each member's label).
 ``provenance.json``
     The one provenance record (:class:`~fsm2kit.records.provenance.Provenance`): models and
     weights (``"random weights (seed N)"`` or ``"sha256:..."``), settings, orders, support
@@ -72,7 +76,7 @@ __all__ = [
 
 #: Columns that identify one group of the summaries (one row per group and metric).
 GROUP_KEYS = ("dataset", "model", "image_size", "setting", "order", "memory_policy", "support_selector", "label",
-              "label_name")
+              "label_name", "refinement", "member")
 
 #: Provenance columns every table carries (from :meth:`fsm2kit.SAM2Model.provenance`).
 PROVENANCE_COLUMNS = (
@@ -88,13 +92,14 @@ PROVENANCE_COLUMNS = (
 )
 
 #: The files of the one output format (:meth:`ExperimentResult.save`, :func:`read_results`);
-#: ``logits.npz`` only when predictions were kept.
+#: ``logits.npz`` only when predictions were kept, ``uncertainty.npz`` only for ensembles.
 RESULT_FILES = {
     "logits": "logits.npz",
     "slices": "slices.csv",
     "volumes": "volumes.csv",
     "summary": "summary.csv",
     "provenance": "provenance.json",
+    "uncertainty": "uncertainty.npz",
 }
 
 _RANDOM = "random weights"
@@ -153,6 +158,7 @@ class Prediction:
     model: str
     episode: Episode
     result: EpisodeResult
+    experiment: str = ""
 
     @property
     def setting(self) -> str:
@@ -201,6 +207,7 @@ class ExperimentResult:
     seconds: float
     predictions: list[Prediction] = field(default_factory=list, repr=False)
     prompts: tuple = field(default=(), repr=False)
+    ensembles: list = field(default_factory=list, repr=False)  # EnsembleRun s (fsm2kit.run.ensemble_runs)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -296,6 +303,8 @@ class ExperimentResult:
             "memory_policy": list(dict.fromkeys(strategy_name(c.memory_policy) for c in self.configs)),
             "support_selector": list(dict.fromkeys(strategy_name(c.support_selector) for c in self.configs)),
         }
+        if "member" in self.slices.columns and "member" not in rows:  # an ensemble: fused and each member
+            rows = (*rows, "member")
         summary = self.summary("both")
         if settings is not None:
             keep = [normalize_setting(s) for s in ([settings] if isinstance(settings, str) else settings)]
@@ -391,8 +400,11 @@ class ExperimentResult:
                 "encoder_passes": self.encoder_passes,
                 "rows": int(len(s)),
                 "seconds": round(self.seconds, 3),
-                "support_views": sorted({int(v) for v in s["support_views"]}) if "support_views" in s.columns else [0],
+                "support_views": sorted({int(v) for v in s["support_views"] if int(v) >= 0}) if "support_views" in s.columns else [0],
                 **({"prompts": list(self.prompts)} if self.prompts else {}),
+                **({"refinement": list(dict.fromkeys(s["refinement"]))} if "refinement" in s.columns else {}),
+                **({"ensemble": list(dict.fromkeys(s["ensemble"])),
+                    "members": sorted(set(s["member"]) - {"", "fused"})} if "ensemble" in s.columns else {}),
                 **(details or {}),
             },
         )
@@ -430,11 +442,23 @@ class ExperimentResult:
         writes[RESULT_FILES["slices"]] = lambda t: self.slices.to_csv(t, index=False)
         writes[RESULT_FILES["volumes"]] = lambda t: self.volumes().to_csv(t, index=False)
         writes[RESULT_FILES["summary"]] = lambda t: self.summary().to_csv(t, index=False)
+        if self.ensembles:  # the ensembles' uncertainty (fsm2kit.run.ensemble_runs.uncertainty_arrays)
+            from .ensemble_runs import uncertainty_arrays
+
+            unc = uncertainty_arrays(self.ensembles)
+
+            def _unc(tmp):
+                with open(tmp, "wb") as f:
+                    np.savez_compressed(f, **unc)
+
+            writes[RESULT_FILES["uncertainty"]] = _unc
         text = json.dumps(self.provenance(command=command, details=details).to_dict(), indent=2, default=str)
         writes[RESULT_FILES["provenance"]] = lambda t: Path(t).write_text(text)
         try:
             written = save_output_folder(folder, writes, kind="experiment", record=RESULT_FILES["provenance"],
-                                         overwrite=overwrite, stale=() if arrays else (RESULT_FILES["logits"],))
+                                         overwrite=overwrite,
+                                         stale=(() if arrays else (RESULT_FILES["logits"],))
+                                         + (() if self.ensembles else (RESULT_FILES["uncertainty"],)))
         except PermissionError as e:
             raise PermissionError(f"Cannot write output folder {str(folder)!r}: {e}") from e
         return {k: written[v] for k, v in RESULT_FILES.items() if v in written}
@@ -479,7 +503,7 @@ def read_results(folder: str | os.PathLike) -> dict[str, pd.DataFrame | dict | n
     for key, name in RESULT_FILES.items():
         p = folder / name
         if not p.is_file():
-            if key == "logits":
+            if key in ("logits", "uncertainty"):
                 continue
             raise FileNotFoundError(f"{str(p)!r} not found; expected the files {list(RESULT_FILES.values())} "
                                     "written by ExperimentResult.save().")

@@ -28,6 +28,7 @@ from ..engine.engine import Engine
 from ..protocol.episodes import Episode
 from ..records.naming import strategy_name
 from ..strategies.memory_policies import MEMORY_POLICIES
+from ..strategies.refinement import REFINEMENTS
 from .config import ExperimentConfig
 from .prompting import episode_rounds, prompt_record, segment_corrected
 from .sources import bars_off, load_config_episodes
@@ -57,8 +58,9 @@ def _segment(engine: Engine, episodes: Sequence[Episode], setting: str, order, p
     done: list = [None] * len(inputs.episodes)
     if plain:
         kwargs = {k: (v if k == "order" else [v[i] for i in plain]) for k, v in inputs.kwargs.items()}
+        refine = REFINEMENTS.get(config.refinement) if setting.endswith("FQ") else None
         for i, r in zip(plain, engine.segment_many([inputs.episodes[i] for i in plain], setting,
-                                                   memory_policy=policy, **kwargs)):
+                                                   memory_policy=policy, refinement=refine, **kwargs)):
             done[i] = r
             if "plans" in kwargs:
                 r.order = inputs.order
@@ -134,6 +136,11 @@ def run_experiments(
     configs = tuple(configs)
     if not configs or not all(isinstance(c, ExperimentConfig) for c in configs):
         raise TypeError("run_experiments expects a non-empty sequence of ExperimentConfig.")
+    if any(c.members() for c in configs):  # ensembles: members run here, then fused (fsm2kit.run.ensemble_runs)
+        from .ensemble_runs import run_ensembles
+
+        return run_ensembles(configs, models=models, episodes=episodes, keep_predictions=keep_predictions,
+                             progress=progress)
     t0 = time.perf_counter()
     if episodes is None:
         episodes = [load_config_episodes(c, progress=progress) for c in configs]
@@ -220,6 +227,7 @@ def run_experiments(
                                 df["protocol_variant"] = ep.variant
                                 df["support_selector"] = strategy_name(c.support_selector)
                                 df["memory_policy"] = strategy_name(c.memory_policy)
+                                df["refinement"] = strategy_name(c.refinement) if setting.endswith("FQ") else "none"
                                 df["support_views"] = c.support_views
                                 # correction rounds applied to this episode (0: not corrected)
                                 df["corrected"] = len(rounds[e - k]) if rounds and rounds[e - k] else 0
@@ -233,7 +241,7 @@ def run_experiments(
                                         df[col] = prov[col]
                                 frames.append((rank, df))
                                 if keep_predictions:
-                                    kept.append((rank, Prediction(name, ep, r)))
+                                    kept.append((rank, Prediction(name, ep, r, c.name)))
             d = {k: v - stats0[k] for k, v in asdict(engine.stats).items()}
             model_runs.append(ModelRun(
                 model=name, provenance=prov, encoder_passes=d["encoder_passes"], disk_hits=d["disk_hits"],

@@ -172,7 +172,7 @@ def load_episodes(
     selector = SUPPORT_SELECTORS.get(support_selector)
     p = Path(path)
     if episode_folder_kind(p) == "npz":
-        if strategy_name(selector) != "protocol":
+        if strategy_name(selector) != "protocol" and not getattr(selector, "swap", 0):  # swap: the views
             raise ValueError(f"support selector {strategy_name(selector)!r}: {str(p)!r} holds npz episode dumps, whose "
                              "support slices are fixed by the files; use an SSL-ALPNet folder to choose supports.")
         return npz_episodes_matching(load_npz_episodes(p, dataset=dataset or "CHAOST2"), p, dataset=dataset,
@@ -187,7 +187,8 @@ def load_episodes(
     split = fold_split(dataset, int(fold), variant=variant, scan_ids=ds.scan_ids)
     sup = ds.load(split.support_id)
     later = bool(getattr(selector, "needs_model", False))
-    scan = SupportScan(sup.array, sup.labels.array, lab, str(split.support_id)) if later else None
+    keep = later or bool(getattr(selector, "swap", 0))  # swap:K draws per-slice supports from the scan
+    scan = SupportScan(sup.array, sup.labels.array, lab, str(split.support_id)) if keep else None
     episodes = []
     for qid in tqdm(split.query_ids, desc="load scans", leave=False, disable=bars_off(progress)):
         q = ds.load(qid)
@@ -197,7 +198,7 @@ def load_episodes(
             fold=int(fold), variant=variant, npart=npart,
             support_selector=None if later or strategy_name(selector) == "protocol" else selector,
         )
-        episodes.append(attach_support_scan(ep, scan) if later else ep)
+        episodes.append(attach_support_scan(ep, scan) if keep else ep)
     return episodes
 
 

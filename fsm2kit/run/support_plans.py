@@ -21,6 +21,13 @@ Two things need more, and happen here, inside the run with the model's engine
     :data:`~fsm2kit.strategies.views.VIEW_SEQUENCE` as further conditioning frames, right after
     its own frame (:func:`~fsm2kit.strategies.views.plan_with_views`).
 
+``swap:K`` (per-slice supports, every setting)
+    the episode keeps the protocol's supports, and every query slice gets the K candidates most
+    similar to it (:func:`swap_supports`: SAM2 embeddings, each candidate encoded once) as
+    conditioning memories for its own step only (the engine's ``step_supports``). Candidates are
+    the support scan's organ slices (SSL-ALPNet folders; the episode's own support slices left
+    out), or, for npz dumps, the support views of :data:`~fsm2kit.strategies.views.VIEW_SEQUENCE`.
+
 With neither (the default), :func:`prepare_runs` hands the engine what it always got: the
 built-in order's name, or a user ordering's plans, and the episodes' own supports.
 """
@@ -36,10 +43,10 @@ from ..protocol.episodes import Episode, Support
 from ..records.naming import strategy_name
 from ..engine.plans import Frame, Plan, Step, build_plans, normalize_setting
 from ..strategies.orderings import ORDERINGS, engine_arguments
-from ..strategies.support_selectors import SUPPORT_SELECTORS, SimilarityChoice
+from ..strategies.support_selectors import SIMILARITY_DECIMALS, SUPPORT_SELECTORS, SimilarityChoice, similarity_matrix
 from ..strategies.views import check_views, plan_with_views, support_views
 
-__all__ = ["SupportScan", "attach_support_scan", "similar_per_chunk", "similar_per_query", "with_views",
+__all__ = ["SupportScan", "attach_support_scan", "similar_per_chunk", "similar_per_query", "with_views", "swap_supports",
            "RunInputs", "prepare_runs"]
 
 
@@ -139,6 +146,30 @@ def with_views(supports: Sequence[Support], plans: Sequence[Plan], n: int) -> tu
     return out, [plan_with_views(p, views) for p in plans]
 
 
+def swap_supports(engine, episode: Episode, k: int) -> dict[int, list[Support]]:
+    """``{query position: [Support, ...]}``: the ``k`` candidates most similar to each query slice.
+
+    Candidates (see the module docstring) are compared by cosine similarity of SAM2 embeddings
+    (:func:`~fsm2kit.strategies.support_selectors.similarity_matrix`, rounded to
+    ``SIMILARITY_DECIMALS``; ties to the earlier candidate); each is returned with the query's chunk.
+    """
+    scan = episode.meta.get("support_scan")
+    if isinstance(scan, SupportScan):
+        organ = np.flatnonzero((np.asarray(scan.label) == scan.label_id).any(axis=(1, 2)))
+        own = {s.z for s in episode.supports}
+        cands = [scan.support(int(z), 0) for z in organ if int(z) not in own]
+    else:
+        cands = [v for sup in episode.supports for v in support_views(sup, 5)]
+    if not cands:
+        return {}
+    sim = np.round(similarity_matrix(engine, list(episode.images), [c.image for c in cands]), SIMILARITY_DECIMALS)
+    out = {}
+    for q in range(sim.shape[0]):
+        best = np.argsort(-sim[q], kind="stable")[:k]
+        out[q] = [replace(cands[int(i)], chunk=int(episode.chunks[q])) for i in best]
+    return out
+
+
 @dataclass(frozen=True, eq=False)
 class RunInputs:
     """What :meth:`Engine.segment_many` gets for one (setting, ordering) over episodes.
@@ -204,14 +235,15 @@ def prepare_runs(engine, episodes: Sequence[Episode], setting: str, ordering=Non
         eps = [similar_per_chunk(engine, ep) for ep in eps]
     ordering = ORDERINGS.get(ordering) if fq else None
     name = strategy_name(ordering) if fq else None
+    swap = {"step_supports": [swap_supports(engine, ep, sel.swap) for ep in eps]} if getattr(sel, "swap", 0) else {}
     if mode != "query" and n == 0:
         sups = [list(ep.supports) for ep in eps]
         if not fq:
-            return RunInputs(eps, {}, None, sups)
+            return RunInputs(eps, {**swap}, None, sups)
         args = [engine_arguments(ordering, setting, ep) for ep in eps]
         if "order" in args[0]:
-            return RunInputs(eps, {"order": args[0]["order"]}, name, sups)
-        return RunInputs(eps, {"plans": [a["plans"] for a in args]}, name, sups)
+            return RunInputs(eps, {"order": args[0]["order"], **swap}, name, sups)
+        return RunInputs(eps, {"plans": [a["plans"] for a in args], **swap}, name, sups)
     plans, sups = [], []
     for ep in eps:
         if mode == "query":
@@ -221,4 +253,4 @@ def prepare_runs(engine, episodes: Sequence[Episode], setting: str, ordering=Non
         s, p = with_views(s, p, n)
         plans.append(p)
         sups.append(s)
-    return RunInputs(eps, {"plans": plans, "supports": sups}, name, sups)
+    return RunInputs(eps, {"plans": plans, "supports": sups, **swap}, name, sups)

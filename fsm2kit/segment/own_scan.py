@@ -65,11 +65,13 @@ from ..engine.memory import MemoryPolicy
 from ..io.volumes import LabelVolume, Volume, label_dtype
 from ..protocol.labels import LabelMap
 from ..records.naming import strategy_name
+from ..strategies.ensembles import ENSEMBLES
 from ..strategies.memory_policies import MEMORY_POLICIES
+from ..strategies.refinement import REFINEMENTS
 from ..strategies.stopping import NOSTOP, STOPPING_RULES, stopping_rule
 from ..strategies.support_selectors import SUPPORT_SELECTORS, SupportSelector, VolumeInputs, given_selector
 from .organs import OrganSpec, parse_labels
-from .propagation import echo_slices, propagation_job, relative_start
+from .propagation import echo_slices, propagation_job, refined_propagation_job, relative_start
 from .segment_result import OrganResult, SegmentResult, modes_dice_table
 
 __all__ = ["resolve_overlaps", "check_request", "start_from_order", "segment_volume", "check_corrections_off_support",
@@ -330,7 +332,8 @@ def _check_survives(organ: OrganSpec, mask2d: np.ndarray, z: int, image_size: in
         )
 
 
-def _from_config(config, *, support_select, order, start, support_views, memory_policy) -> tuple:
+def _from_config(config, *, support_select, order, start, support_views, memory_policy, refinement=None,
+                 ensemble=None) -> tuple:
     """The strategies of ``config`` for :func:`segment_volume`, under its explicit keywords."""
     from ..run.config import ExperimentConfig
 
@@ -345,7 +348,9 @@ def _from_config(config, *, support_select, order, start, support_views, memory_
         order = config.orders[0]
     return (config.support_selector if support_select is None else support_select, order,
             config.support_views if support_views is None else support_views,
-            config.memory_policy if memory_policy is None else memory_policy)
+            config.memory_policy if memory_policy is None else memory_policy,
+            config.refinement if refinement is None else refinement,
+            config.ensemble if ensemble is None else ensemble)
 
 
 def segment_volume(
@@ -370,6 +375,8 @@ def segment_volume(
     memory_policy: MemoryPolicy | None = None,
     corrections=None,
     progress: bool | None = None,
+    refinement: object = None,
+    ensemble: object = None,
 ) -> SegmentResult:
     """Segment labels of a query scan from annotated support slices, through the whole volume.
 
@@ -443,6 +450,17 @@ def segment_volume(
         A corrected label runs without the stopping rule (every slice, as SAM2's predictor); in
         the oracle-range mode its corrections inside the range apply.
     progress : bool, optional, keyword-only
+    refinement : str or Refinement, optional, keyword-only
+        Refinement passes (``"revsam2:top=K"``, ...; :mod:`fsm2kit.strategies.refinement`): each
+        label's propagation runs, its best slices are promoted to conditioning memories, and it
+        runs again; as corrections, without the stopping rule (every slice). Not with corrections.
+    ensemble : str or Ensemble, optional, keyword-only
+        Several segmentations fused (:mod:`fsm2kit.strategies.ensembles`: member axes ``order``,
+        ``support-select``, ``memory-policy``, ``views``, ``refine``; not ``model``: one engine):
+        each member is this call with its overrides (every slice encoded once, the engine's
+        cache), the labels come from the fused probability, and the result carries the
+        uncertainty (:attr:`SegmentResult.uncertainty`; ``save`` writes the entropy and variance
+        volumes beside the label volume).
 
     Returns
     -------
@@ -453,9 +471,19 @@ def segment_volume(
 
     t0 = time.perf_counter()
     if config is not None:
-        support_select, order, support_views, memory_policy = _from_config(
+        support_select, order, support_views, memory_policy, refinement, ensemble = _from_config(
             config, support_select=support_select, order=order, start=start, support_views=support_views,
-            memory_policy=memory_policy)
+            memory_policy=memory_policy, refinement=refinement, ensemble=ensemble)
+    ens = ENSEMBLES.get(ensemble)
+    if getattr(ens, "active", False):
+        return _segment_ensemble(ens, dict(
+            query=query, support_image=support_image, support_mask=support_mask, engine=engine, labels=labels,
+            label_map=label_map, support_select=support_select, support_slices=support_slices, start=start,
+            order=order, support_views=support_views, stop=stop, patience=patience, ct_window=ct_window,
+            ground_truth=ground_truth, npart=npart, memory_policy=memory_policy, corrections=corrections,
+            progress=progress, refinement=refinement), t0)
+    refinement = REFINEMENTS.get(refinement)
+    refine = int(getattr(refinement, "passes", 1)) > 1
     support_select = "middle" if support_select is None else support_select
     support_views = 0 if support_views is None else support_views
     if memory_policy is not None:  # a registered name (a config's) or a policy object
@@ -515,9 +543,14 @@ def segment_volume(
         s0 = int(start) if start is not None else relative_start(sorted(zs)[len(zs) // 2], zs_n, zq)
         fix = fixes.get(organ.label_id)
         who = dict(case_id=qvol.case_id or "query", label=organ.label_id, label_name=organ.name)
+        if fix and refine:
+            raise ValueError(f"label {organ.name}: corrections and refinement passes do not combine; choose one.")
         if fix:
             jobs.append(corrected_propagation_job(engine, qarr, supports, fix, start=s0, memory_policy=memory_policy,
                                                   **who))
+        elif refine:
+            jobs.append(refined_propagation_job(engine, qarr, supports, refinement, start=s0,
+                                                memory_policy=memory_policy))
         else:
             jobs.append(propagation_job(engine, qarr, supports, start=s0, stop=rule, memory_policy=memory_policy))
         made.append((organ, "whole_volume", tuple(zs), how, sim))
@@ -528,6 +561,8 @@ def segment_volume(
                 s1 = min(max(s0, lo), hi)
                 jobs.append(corrected_propagation_job(engine, qarr, supports, fix, start=s1, z_range=(lo, hi),
                                                       memory_policy=memory_policy, **who) if fix else
+                            refined_propagation_job(engine, qarr, supports, refinement, start=s1, z_range=(lo, hi),
+                                                    memory_policy=memory_policy) if refine else
                             propagation_job(engine, qarr, supports, start=s1, stop=NOSTOP,
                                             z_range=(lo, hi), memory_policy=memory_policy))
                 made.append((organ, "oracle_range", tuple(zs), how, sim))
@@ -537,18 +572,8 @@ def segment_volume(
     for (organ, mode, zs, how, sim), prop in zip(made, props):
         (results if mode == "whole_volume" else oracle).append(OrganResult(organ, mode, zs, how, prop, sim))
 
-    def combine(group: list[OrganResult]) -> np.ndarray:
-        if not group:
-            return np.zeros(qvol.shape, dtype=label_dtype(max(o.label_id for o in organs)))
-        out = resolve_overlaps([o.logits for o in group], [o.label_id for o in group])
-        out = out.astype(label_dtype(max(o.label_id for o in organs)))
-        for o in group:  # the user's annotation wins on its own slice
-            for z in o.propagation.echo_z:
-                out[z][o.propagation.logits[z] > 0] = o.label_id
-        return out
-
-    label_vol = combine(results)
-    oracle_vol = combine(oracle) if gt is not None else None
+    label_vol = _combine(results, organs, qvol.shape)
+    oracle_vol = _combine(oracle, organs, qvol.shape) if gt is not None else None
     prov = dict(engine.model.provenance())
     options = {
         "support_select": method,
@@ -557,7 +582,9 @@ def segment_volume(
         "order": strategy_name(order) if order is not None else None,
         "support_views": n_views,
         "memory_policy": strategy_name(memory_policy) if memory_policy is not None else "sam2",
-        "stop": strategy_name(rule),
+        "stop": strategy_name(NOSTOP) if refine else strategy_name(rule),
+        "refinement": strategy_name(refinement),
+        "promoted_z": {o.name: list(o.propagation.promoted_z) for o in results} if refine else None,
         "corrections": None if not fixes else {
             "rounds": {o.name: len(fixes[o.label_id]) for o in organs if o.label_id in fixes},
             "prompts": corrections_record(corrections, {o.name: fixes[o.label_id] for o in organs if o.label_id in fixes}),
@@ -590,3 +617,79 @@ def segment_volume(
     return res
 
 
+
+
+def _combine(group: list[OrganResult], organs, shape) -> np.ndarray:
+    """The label volume of labels' results: overlaps resolved by logit, the annotation wins on its own slice."""
+    if not group:
+        return np.zeros(shape, dtype=label_dtype(max(o.label_id for o in organs)))
+    out = resolve_overlaps([o.logits for o in group], [o.label_id for o in group])
+    out = out.astype(label_dtype(max(o.label_id for o in organs)))
+    for o in group:  # the user's annotation wins on its own slice
+        for z in o.propagation.echo_z:
+            out[z][o.propagation.logits[z] > 0] = o.label_id
+    return out
+
+
+#: segment_volume's keyword of each ensemble member's config field.
+_MEMBER_KW = {"orders": "order", "support_selector": "support_select", "memory_policy": "memory_policy",
+              "support_views": "support_views", "refinement": "refinement"}
+
+
+def _segment_ensemble(ens, kw: dict, t0: float) -> SegmentResult:
+    """segment_volume of every member of ``ens``, fused (see ``segment_volume(ensemble=)``)."""
+    import dataclasses
+
+    from ..strategies.ensembles import disagreement, entropy, fused_logits, mean_fusion, probabilities, variance, \
+        vote_fusion
+
+    if any(k == "model" for k, _ in ens.axes):
+        raise ValueError(f"ensemble {strategy_name(ens)!r}: segment runs one engine (one model); members over "
+                         "models run in fsm2kit run (or call segment_volume per model).")
+    members = []
+    for label, over in ens.members():
+        mk = dict(kw)
+        for field_name, value in over.items():
+            key = _MEMBER_KW[field_name]
+            mk[key] = value[0] if field_name == "orders" else value
+            if key == "order":
+                mk["start"] = None
+        members.append((label, segment_volume(**mk)))
+    first = members[0][1]
+    rule = vote_fusion if ens.fusion == "vote" else mean_fusion
+
+    def fuse(groups):
+        fused, unc = [], {}
+        for parts in zip(*groups):
+            logits = np.stack([o.logits for o in parts])
+            probs = probabilities(logits)
+            p = rule(probs)
+            o0 = parts[0]
+            fl = parts[0].logits if len(parts) == 1 else fused_logits(p)
+            fused.append(dataclasses.replace(o0, propagation=dataclasses.replace(
+                o0.propagation, logits=fl, processed=np.any([o.propagation.processed for o in parts], axis=0))))
+            d = disagreement(logits > 0)
+            unc[o0.name] = {"entropy": entropy(probs.mean(axis=0)), "variance": variance(probs),
+                            "disagreement": d, "qc": d > ens.qc}
+        return fused, unc
+
+    organs = [o.organ for o in first.organs]
+    results, unc = fuse([m.organs for _, m in members])
+    oracle = None
+    if first.oracle is not None:
+        oracle, _ = fuse([m.oracle for _, m in members])
+    label_vol = _combine(results, organs, first.labels.shape)
+    oracle_vol = _combine(oracle, organs, first.labels.shape) if oracle is not None else None
+    options = {**first.options, "ensemble": strategy_name(ens), "members": [label for label, _ in members],
+               "qc_threshold": ens.qc}
+    res = SegmentResult(labels=label_vol, organs=tuple(results), query=first.query,
+                        model_provenance=first.model_provenance, seconds=time.perf_counter() - t0,
+                        encoder_passes=sum(m.encoder_passes for _, m in members), oracle=None if oracle is None
+                        else tuple(oracle), oracle_labels=oracle_vol, options=options, uncertainty=unc)
+    gt = kw.get("ground_truth")
+    if gt is not None:
+        gt_arr = gt.array if isinstance(gt, LabelVolume) else np.asarray(gt)
+        res.dice = modes_dice_table({"whole_volume": label_vol, "oracle_range": oracle_vol}, gt_arr, organs,
+                                    exclude_z={o.label_id: o.propagation.echo_z for o in results},
+                                    case_id=first.query.case_id, provenance=first.model_provenance)
+    return res

@@ -37,6 +37,7 @@ __all__ = [
     "propagation_job",
     "propagate_volume",
     "corrected_propagation_job",
+    "refined_propagation_job",
     "echo_slices",
 ]
 
@@ -116,6 +117,10 @@ class Propagation:
     seconds : float
     memory_policy : str
         Name of the memory policy the steps used (``"sam2"``: SAM2's rule).
+    refinement : str
+        Refinement passes that ran (``"none"``; :func:`refined_propagation_job`).
+    promoted_z : tuple of int
+        Slices a refinement pass promoted to conditioning memories.
     """
 
     logits: np.ndarray
@@ -133,6 +138,8 @@ class Propagation:
     plan: Plan = field(repr=False)
     seconds: float = 0.0
     memory_policy: str = "sam2"
+    refinement: str = "none"
+    promoted_z: tuple[int, ...] = ()
 
     @property
     def prediction(self) -> np.ndarray:
@@ -276,6 +283,44 @@ def propagation_job(
     imgs, lo, hi = _checked_volume(images, supports, start, z_range)
     rule = stopping_rule(stop, patience)
     return _propagation_steps(engine, imgs, supports, int(start), rule, lo, hi, memory_policy)
+
+
+def refined_propagation_job(engine, images: np.ndarray, supports: Sequence[Support], refinement, *, start: int,
+                            z_range: tuple[int, int] | None = None, memory_policy: MemoryPolicy | None = None):
+    """A whole-volume propagation with refinement passes (:mod:`fsm2kit.engine.passes`), a job for ``Engine.drive``.
+
+    The layout is :func:`propagation_plan` 's; as corrections, it runs without a stopping rule
+    (every pass tracks every slice of the range). Support consistency predicts every support (and
+    view) from a slice's mask. Returns the last pass's :class:`Propagation` (``promoted_z``: the
+    slices promoted to conditioning memories). Arguments are checked at once.
+    """
+    t0 = time.perf_counter()
+    imgs, lo, hi = _checked_volume(images, supports, start, z_range)
+    return _refined_steps(engine, imgs, supports, refinement, int(start), lo, hi, memory_policy, t0)
+
+
+def _refined_steps(engine, imgs, supports, refinement, start, lo, hi, memory_policy, t0):
+    echo = echo_slices(imgs, supports, lo, hi)
+    query_z = [z for z in range(lo, hi + 1) if z not in echo]
+    logits, scores, processed, echo_exact = _echo_outputs(engine, imgs, supports, echo)
+    results = []
+    if query_z:
+        plan = propagation_plan(query_z, start, len(supports))
+        results, _ = yield from engine.plan_job(plan, [imgs[z] for z in query_z], supports, z=query_z,
+                                                memory_policy=memory_policy, refinement=refinement)
+    else:
+        plan = Plan((Frame("support", 0),), (), True)
+    final = sorted(results, key=lambda r: r.step)
+    for r in final:
+        logits[r.z] = r.logits
+        scores[r.z] = r.object_score
+        processed[r.z] = True
+    return Propagation(
+        logits=logits, object_scores=scores, processed=processed, order=tuple(r.z for r in final), start=start,
+        z_range=(lo, hi), echo_z=tuple(sorted(echo)), echo_exact=tuple(echo_exact), stop_forward=None,
+        stop_backward=None, stop=strategy_name(NOSTOP), support_z=tuple(s.z for s in supports), plan=plan,
+        seconds=time.perf_counter() - t0, memory_policy=strategy_name(policy_or_sam2(memory_policy)),
+        refinement=strategy_name(refinement), promoted_z=tuple(sorted(r.z for r in final if r.promoted)))
 
 
 def _echo_outputs(engine, imgs: np.ndarray, supports: Sequence[Support], echo: dict[int, int]):

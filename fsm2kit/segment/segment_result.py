@@ -43,6 +43,7 @@ __all__ = [
     "dice_csv_path",
     "output_files",
     "SUPPORT_FROM_QUERY",
+    "uncertainty_paths",
 ]
 
 #: The label volume's file types: NIfTI, or a DICOM Segmentation (of a DICOM query only).
@@ -125,6 +126,10 @@ class SegmentResult:
     options : dict
         The options of the call (support selection, start, stopping rule ``stop``, window, labels,
         shapes).
+    uncertainty : dict or None
+        An ensemble's (``segment_volume(ensemble=)``): per label name, ``entropy`` and ``variance``
+        (Z, H, W) float32 and per slice ``disagreement`` and ``qc``; :meth:`save` writes the
+        volumes beside the label volume (:func:`uncertainty_paths`).
     """
 
     labels: np.ndarray
@@ -137,6 +142,14 @@ class SegmentResult:
     oracle_labels: np.ndarray | None = None
     dice: object | None = None
     options: dict = field(default_factory=dict)
+    uncertainty: dict | None = field(default=None, repr=False)
+
+    def uncertainty_volumes(self) -> dict[str, np.ndarray]:
+        """``{"entropy", "variance"}``: (Z, H, W) float32, each the maximum over the labels (empty without an ensemble)."""
+        if not self.uncertainty:
+            return {}
+        return {k: np.max(np.stack([u[k] for u in self.uncertainty.values()]), axis=0).astype(np.float32)
+                for k in ("entropy", "variance")}
 
     @property
     def random_weights(self) -> bool:
@@ -321,6 +334,13 @@ class SegmentResult:
                 nib.save(img, tmp)
                 tmp_image.append(tmp)
 
+        if self.uncertainty:
+            extra["uncertainty"] = {
+                "files": {k: str(v) for k, v in uncertainty_paths(path).items()},
+                "meaning": "per voxel, max over labels: entropy (bits) of the members' mean probability; their variance",
+                "labels": {name: {"disagreement": [round(float(x), 5) for x in u["disagreement"]],
+                                  "qc_z": [int(z) for z in np.flatnonzero(u["qc"])]}
+                           for name, u in self.uncertainty.items()}}
         meta = self.sidecar(command=command, details={**extra, **(details or {})})
 
         def write_sidecar(tmp: str) -> None:
@@ -328,6 +348,11 @@ class SegmentResult:
             Path(tmp).write_text(json.dumps(_finite(meta), indent=2, default=_json_default, allow_nan=False))
 
         writes = {path: write_image, side: write_sidecar}
+        for kind, upath in uncertainty_paths(path).items():  # an ensemble's maps, in the query's grid
+            vol = self.uncertainty_volumes().get(kind)
+            if vol is not None:
+                uimg = self.query.mask_to_nifti(vol, dtype=np.float32)
+                writes[upath] = (lambda im: lambda t: nib.save(im, t))(uimg)
         if self.dice is not None:
             writes[dice_path] = lambda t: self.dice.to_csv(t, index=False)  # type: ignore[attr-defined]
         atomic_write_group(writes, marker=path, remove=(*legacy, *(() if self.dice is not None else (dice_path,))))
@@ -461,6 +486,13 @@ def dice_csv_path(path: str | os.PathLike) -> Path:
     """``pred.nii.gz`` -> ``pred.nii.gz.dice.csv`` (the Dice table next to a mask, with ground truth)."""
     side = sidecar_path(path)
     return side.with_name(side.name[: -len(".json")] + ".dice.csv")
+
+
+def uncertainty_paths(path: str | os.PathLike) -> dict[str, Path]:
+    """``pred.nii.gz`` -> ``{"entropy": pred.entropy.nii.gz, "variance": pred.variance.nii.gz}`` (an ensemble's maps)."""
+    side = sidecar_path(path)
+    stem = side.name[: -len(".json")]
+    return {k: side.with_name(f"{stem}.{k}.nii.gz") for k in ("entropy", "variance")}
 
 
 def output_files(path: str | os.PathLike) -> tuple[Path, Path, Path]:

@@ -43,6 +43,8 @@ FAMILY_MODULES: dict[str, str] = {
     "support selector": "fsm2kit.strategies.support_selectors",
     "memory policy": "fsm2kit.strategies.memory_policies",
     "stopping rule": "fsm2kit.strategies.stopping",
+    "refinement": "fsm2kit.strategies.refinement",
+    "ensemble": "fsm2kit.strategies.ensembles",
 }
 
 _ALL: dict[str, "Registry"] = {}

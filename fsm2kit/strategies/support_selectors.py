@@ -401,6 +401,10 @@ class SupportSelector:
     ----------
     name : str
         The spec it is recorded under (``"given:12,20,31"``).
+    swap : int
+        Per-slice supports (``swap:K``): for each query step the K support slices most similar to
+        it join as conditioning memories for that step only (:func:`fsm2kit.run.support_plans.swap_supports`);
+        0 for the others.
     choose : callable or None
         The per-chunk rule ``(support_label_zhw, label_id, npart) -> one z per chunk``; None for
         a selector that needs the model (``similar``).
@@ -414,6 +418,7 @@ class SupportSelector:
     choose: Callable[..., Sequence[int]] | None
     summary: str = ""
     volume: Callable[..., Sequence[int]] | None = None
+    swap: int = 0
 
     @property
     def strategy_name(self) -> str:
@@ -436,6 +441,9 @@ class SupportSelector:
         if use == "episodes" and self.needs_model:
             return ("compares SAM2 embeddings of query and support slices: it needs a model: run_experiment and "
                     "fsm2kit segment choose it with theirs, build_episode cannot")
+        if use == "segment" and self.swap:
+            return ("adds per-slice supports to the steps of fsm2kit run and inspect; segment's whole-volume "
+                    "propagation does not take them: use 'similar' or 'protocol'")
         if use == "segment" and self.similarity == "query":
             return ("chooses a support per query slice, which only 1S1Q and 3S1Q can use; a whole-volume "
                     "propagation conditions every slice on the same supports (as the FQ settings do): use 'similar'")
@@ -615,6 +623,25 @@ SUPPORT_SELECTORS.register(
     details="needs the model; MODE chunk (experiments, segment) or query (experiments: 1S1Q/3S1Q)",
     summary="the support slice whose SAM2 image embedding is most similar to the query slices: per chunk "
             "(default; segment: to the query slice it starts from), or per query slice (similar:query)")
+
+
+def _swap(k: int) -> SupportSelector:
+    return SupportSelector(f"swap:{k}", protocol_chunk_slices,
+                           f"protocol supports + {k} most similar per query step", swap=k)
+
+
+def _parse_swap(text: str) -> int:
+    k = parse_index(text, "K is the number of per-slice supports, an integer in 1..8")
+    if not 1 <= k <= 8:
+        raise ValueError(f"K is the number of per-slice supports, an integer in 1..8, got {k}")
+    return k
+
+
+SUPPORT_SELECTORS.register(
+    "swap", _swap, arg="K", default="3", parse=_parse_swap, origin="fsm2kit",
+    details="needs the model; run, inspect (npz dumps: candidates are the support views)",
+    summary="per-slice supports (FATE-SAM): the protocol's supports, plus for each query step the K support-scan "
+            "organ slices most similar to it (SAM2 embeddings) as conditioning memories for that step only")
 
 
 def register_support_selector(name: str, selector: Callable | str | None = None, *, summary: str | None = None,

@@ -26,6 +26,7 @@ from ..run.support_plans import prepare_runs
 from ..records.provenance import command_line, inspection_provenance
 from ..strategies.memory_policies import MEMORY_POLICIES
 from ..strategies.orderings import ORDERINGS
+from ..strategies.refinement import REFINEMENTS
 from ..strategies.support_selectors import SUPPORT_SELECTORS
 
 __all__ = ["inspect_run", "check_inspection"]
@@ -157,7 +158,7 @@ def inspect_run(
                          "inspection runs the episode with one support per chunk: use 'similar' (or fsm2kit run "
                          "for 1S1Q/3S1Q)")
     if config.episodes is None:
-        if strategy_name(selector) != "protocol":
+        if strategy_name(selector) != "protocol" and not getattr(selector, "swap", 0):
             raise ValueError(f"support selector {strategy_name(selector)!r}: the bundled case is an npz episode dump "
                              "whose support slices are fixed; give an SSL-ALPNet folder (--episodes) to choose them")
         all_eps = example_episodes()
@@ -191,12 +192,15 @@ def inspect_run(
     episode = inputs.episodes[0]
     plans = inputs.kwargs["plans"][0] if "plans" in inputs.kwargs else None
     insp = inspect_episode(engine, episode, setting, order=inputs.kwargs.get("order", "middle"), plans=plans,
-                           layers=layers, verify=verify, memory_policy=policy)
+                           layers=layers, verify=verify, memory_policy=policy,
+                           refinement=REFINEMENTS.get(config.refinement) if setting.endswith("FQ") else None,
+                           step_supports=inputs.kwargs["step_supports"][0] if "step_supports" in inputs.kwargs else None)
     if plans is not None:
         insp.result.order = inputs.order  # the ordering's name, not "custom"
     if output_dir is not None:
         record = inspection_provenance(insp, command=command if command is not None else command_line())
-        record = replace(record, support_selector=strategy_name(selector))
+        record = replace(record, support_selector=strategy_name(selector),
+                         details={**record.details, "refinement": insp.result.refinement})
         def write(folder: Path) -> dict:
             return write_inspection(insp, folder, panels=panels, pixel=pixel, formats=tuple(formats),
                                     presets=presets, provenance=record.to_dict(), steps=panel_steps)

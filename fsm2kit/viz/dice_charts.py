@@ -5,6 +5,8 @@
 * :func:`relative_position_dice` and :func:`relative_position_chart`: per-slice Dice by relative
   position in the organ (0 = its first slice, 1 = its last), mean and 95 % band across volumes.
 * :func:`runs_dice_chart`: Dice per organ of several runs side by side (the sweep index).
+* :func:`uncertainty_error_chart`: per-slice error against an ensemble's disagreement, with correlations.
+* :func:`promotion_chart`: what a refinement pass changed per slice, promoted slices marked.
 
 Settings, orders, models and organs sort as in the paper (:func:`~fsm2kit.tables.paper.paper_order`)
 through explicit sort orders, never alphabetically; no raw column name is shown. Charts made
@@ -23,7 +25,7 @@ from .figures import weights_label
 from ..tables.paper import paper_order
 
 __all__ = ["AXIS_TITLES", "sort_order", "organ_text", "dataset_text", "dice_bars", "slice_dice_curves", "relative_position_dice", "relative_position_chart",
-           "runs_dice_chart"]
+           "runs_dice_chart", "uncertainty_error_chart", "promotion_chart"]
 
 #: Human titles of the columns charts encode.
 AXIS_TITLES = {
@@ -334,3 +336,50 @@ def runs_dice_chart(dice: pd.DataFrame, *, metric_title: str = "mean of per-volu
                  alt.Tooltip("dice_pct:Q", title="Dice (%)", format=".2f")],
     ).properties(width=width, height=height)
     return _titled(chart, _auto(title, "Dice per organ and run"), _subtitle(dice))
+
+
+def uncertainty_error_chart(slices: pd.DataFrame, *, x: str = "disagreement", qc: float | None = None,
+                            title: str | None = None, width: int = 300, height: int = 220):
+    """Per-slice error (1 - Dice) against an uncertainty score, one point per slice, QC-flagged
+    slices marked; the title gives the Pearson and Spearman correlations (over slices with a Dice).
+
+    ``slices``: tidy rows with ``dice`` and ``x`` (e.g. an ensemble's fused rows: ``disagreement``,
+    ``qc_flag``); ``qc``: the threshold, drawn as a rule.
+    """
+    alt = _alt()
+    d = slices[slices["dice"].notna()].copy()
+    d["error"] = 1.0 - d["dice"]
+    d["QC flag"] = d["qc_flag"].map({True: "flagged", False: "ok"}) if "qc_flag" in d.columns else "ok"
+    r = d[[x, "error"]].corr(method="pearson").iloc[0, 1] if len(d) > 2 else float("nan")
+    rho = d[[x, "error"]].corr(method="spearman").iloc[0, 1] if len(d) > 2 else float("nan")
+    points = alt.Chart(d).mark_circle(size=40, opacity=0.8).encode(
+        x=alt.X(f"{x}:Q", title=_title(x)), y=alt.Y("error:Q", title="error (1 - slice Dice)"),
+        color=alt.Color("QC flag:N", scale=alt.Scale(domain=["ok", "flagged"], range=["#0072B2", "#D55E00"])),
+        tooltip=[c for c in ("case_id", "label_name", "z", x, "error") if c in d.columns],
+    ).properties(width=width, height=height)
+    layers = [points]
+    if qc is not None:
+        layers.append(alt.Chart(pd.DataFrame({x: [qc]})).mark_rule(strokeDash=[4, 3], color="#999999").encode(
+            x=f"{x}:Q"))
+    text = title or f"Does uncertainty find the bad slices? Pearson r = {r:.2f}, Spearman ρ = {rho:.2f} ({len(d)} slices)"
+    return _titled(alt.layer(*layers), text, _subtitle(d))
+
+
+def promotion_chart(changes: pd.DataFrame, *, title: str | None = None, width: int = 360, height: int = 200):
+    """What a refinement pass changed: per slice (z), Dice after minus Dice before, promoted slices marked.
+
+    ``changes``: ``z``, ``dice_change`` and ``promoted`` (and ``case_id`` / ``label_name`` facets
+    by row when several), e.g. :meth:`fsm2kit.studies.uncertainty_study.UncertaintyStudy.refinement_table`.
+    """
+    alt = _alt()
+    d = changes.copy()
+    d["slice"] = d["promoted"].map({True: "promoted", False: "re-tracked"})
+    chart = alt.Chart(d).mark_bar().encode(
+        x=alt.X("z:O", title=_title("z")), y=alt.Y("dice_change:Q", title="Dice change (refined - plain)"),
+        color=alt.Color("slice:N", scale=alt.Scale(domain=["promoted", "re-tracked"], range=["#D55E00", "#56B4E9"]),
+                        title="Slice"),
+        tooltip=[c for c in ("case_id", "z", "dice_plain", "dice_refined", "score", "promoted") if c in d.columns],
+    ).properties(width=width, height=height)
+    if "case_id" in d.columns and d["case_id"].nunique() > 1:
+        chart = chart.facet(row=alt.Row("case_id:N", title=_title("case_id")))
+    return _titled(chart, title or "Second pass: Dice change per slice (promoted slices in vermillion)", _subtitle(d))

@@ -5,6 +5,7 @@
   mask), the prediction and the ground truth (the quickstart figure).
 * :func:`class_panels`: FS-MedSAM2 Figure 3/4 style, one row per class: support image with its
   mask, the query prediction and the ground truth on one query slice.
+* :func:`uncertainty_panels`: an ensemble's fused prediction, entropy and variance maps per slice.
 * :func:`fsm2kit.viz.export.save_figure` writes charts, figures and panels
   offline in the ``paper`` (300 dpi PNG, PDF, SVG at 89 / 183 mm, fonts >= 7 pt) or
   ``screen`` preset; :func:`fsm2kit.viz.export.save_presets` writes both in one call.
@@ -42,6 +43,7 @@ __all__ = [
     "weights_label",
     "slice_overlays",
     "class_panels",
+    "uncertainty_panels",
     "styled",
     "panel_figure",
     "image_axes",
@@ -399,3 +401,58 @@ def class_panels(predictions: Sequence, *, position: str | int = "largest", size
     return fig
 
 
+
+
+def uncertainty_panels(episode, probability: np.ndarray, entropy: np.ndarray, variance: np.ndarray, *,
+                       z: Sequence[int] | None = None, disagreement: Sequence[float] | None = None, n: int = 3,
+                       positions: Sequence[int] | None = None, size: float = 2.4, weights: str | None = None):
+    """An ensemble's uncertainty over the image: one row per query slice, three panels each.
+
+    The fused prediction (``probability > 0.5``, filled) with the ground truth (contour); the
+    per-voxel entropy of the mean probability (bits, 0..1) and the members' variance (scaled to
+    its maximum 0.25) as heat maps over the slice (:data:`~fsm2kit.viz.display.ATTENTION_CMAP`).
+    Radiological orientation, as every panel (:func:`~fsm2kit.viz.drawing.render_slice`).
+
+    Parameters
+    ----------
+    episode : Episode
+        The query slices (``images``, ``labels``, ``z``) and their orientation.
+    probability, entropy, variance : ndarray, (M, H, W)
+        Of :class:`fsm2kit.run.ensemble_runs.EnsembleRun` (``z`` its slices; default the episode's).
+    disagreement : sequence of float, optional
+        Per slice, shown in the row's title.
+    n, positions
+        How many slices (evenly spaced, the slices of highest disagreement first when given), or which.
+    """
+    zs = list(episode.z) if z is None else [int(v) for v in z]
+    pos_of = {int(v): i for i, v in enumerate(episode.z)}
+    m = len(zs)
+    if positions is None:
+        if disagreement is not None:
+            positions = sorted(np.argsort(-np.asarray(disagreement), kind="stable")[:n].tolist())
+        else:
+            positions = sorted({int(round(x)) for x in np.linspace(0, m - 1, min(n, m))})
+    fig, axes = _figure(len(positions), 3, size)
+    orientation = episode_axcodes(episode)
+    for row, k in enumerate(positions):
+        q = pos_of[zs[k]]
+        img = episode.images[q]
+        gt = None if episode.labels is None else episode.labels[q]
+        pred = probability[k] > 0.5
+        extra = "" if disagreement is None else f", disagreement {float(disagreement[k]):.2f}"
+        _show(axes[row, 0], img, orientation=orientation, fill=pred, contour=gt,
+              title=f"z={zs[k]}: fused{extra}{_slice_dice(pred, gt)}", empty_note="no prediction")
+        for col, (heat, name) in enumerate(((np.clip(entropy[k], 0, 1), "entropy (bits)"),
+                                            (np.clip(variance[k] / 0.25, 0, 1), "members' variance / 0.25")),
+                                           start=1):
+            view = render_slice(img, orientation, heat=heat, outlines=[(gt, COLORS["ground_truth"])], window=_WINDOW)
+            ax = axes[row, col]
+            ax.imshow(view.array, interpolation="nearest")
+            _letters(ax, view.letters)
+            ax.set_title(f"{name}, max {float(heat.max()):.2f}", fontsize=8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    label = weights_label(weights)
+    fig.suptitle("Ensemble uncertainty" + (f" — {label}" if label else ""), fontsize=9)
+    _legend(fig)
+    return fig
