@@ -86,6 +86,24 @@ def test_duplicate_run_names_are_refused(tmp_path, light):
         load_sweep(tmp_path / "nope.yaml")
 
 
+def test_run_kernels_talk_over_ipc_not_tcp(tmp_path):
+    """Issue 25: kernels of fsm2kit batch use Unix domain sockets (no "Kernel is running over TCP
+    without encryption" warning; nothing on the network), absolute paths in a private folder."""
+    import os
+
+    from fsm2kit.batch.sweep_runs import kernel_manager_class
+
+    if os.name != "posix":
+        pytest.skip("IPC transport: POSIX only (Windows keeps TCP on 127.0.0.1)")
+    km = kernel_manager_class({}, cwd=tmp_path)()
+    assert km.transport == "ipc" and os.path.isabs(km.ip) and len(km.ip) < 80
+    assert os.path.isdir(os.path.dirname(km.ip))
+    import asyncio
+
+    asyncio.run(km._async_cleanup_resources())
+    assert not os.path.exists(os.path.dirname(km.ip))
+
+
 # ----------------------------------------------------------------------------- failing runs
 @pytest.mark.slow
 def test_failed_run_is_reported_with_its_cell_and_retried(tmp_path, light):

@@ -15,7 +15,8 @@ pytestmark = pytest.mark.slow
 
 
 def _run(out, setting, checkpoint="random", order="middle", extra=()):
-    argv = ["run", "--episodes", str(EXAMPLE_NPZ), "--setting", setting, "--order", order,
+    argv = ["run", "--episodes", str(EXAMPLE_NPZ), "--setting", setting,
+            *(["--order", order] if setting.endswith("FQ") else []),  # 1S1Q/3S1Q refuse --order (no order)
             "--model", "sam2-tiny", "--checkpoint", str(checkpoint), "--image-size", "128",
             "--device", "cpu", "--no-progress", "--out", str(out), *extra]
     return main(argv)
@@ -35,8 +36,9 @@ def test_run_all_settings_random_and_from_file(tmp_path, ckpt, setting, capsys):
 
     a = np.load(tmp_path / "random" / "logits.npz")
     run = f"{setting}-middle" if setting.endswith("FQ") else setting
-    assert sorted(a.files) == sorted(f"sam2-tiny_{run}_case1_label1_z{z}" for z in range(12, 36))
-    for k in a.files:
+    assert sorted(a.files) == sorted([*(f"sam2-tiny_{run}_case1_label1_z{z}" for z in range(12, 36)), "weights"])
+    assert str(a["weights"]) == "random weights (seed 0)"  # the random-weights marker travels with the logits
+    for k in set(a.files) - {"weights"}:
         assert a[k].dtype == np.float32 and a[k].shape == (256, 256)  # the slices' own size (model at 128 px)
     if setting in ("3S1Q", "3SFQ"):  # the saved checkpoint gives the same logits (one per-query and one FQ setting)
         assert _run(tmp_path / "file", setting, checkpoint=ckpt) == 0

@@ -298,7 +298,8 @@ def test_save_and_read_back_with_provenance(smoke_result, tmp_path):
     assert prov["configs"][0]["settings"] == ["1S1Q", "S1SFQ", "3SFQ"] and prov["settings"] == ["1S1Q", "S1SFQ", "3SFQ"]
     assert prov["orders"] == ["n/a", "top", "middle"] and prov["command"] is None
     # the logits of every kept slice, under one key per (model, setting, order, case, class, z)
-    assert len(back["logits"].files) == len(smoke_result.slices) == 20
+    assert len(back["logits"].files) == len(smoke_result.slices) + 1 == 21  # + "weights"
+    assert str(back["logits"]["weights"]) == "random weights (seed 0)"
     p = smoke_result.prediction(setting="S1SFQ", order="top")
     s = p.result.slices[1]
     key = logits_key("sam2-tiny", "S1SFQ", "top", p.result.case_id, p.result.label, s.z)

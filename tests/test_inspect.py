@@ -111,6 +111,32 @@ def test_attention_recompute_matches_rope_attention():
     assert float((re - out).norm() / out.norm()) < 1e-5
 
 
+def test_mean_shares_count_an_absent_group_as_zero_and_sum_to_one():
+    """Issue 25: groups appear (query memory from the second slice) and disappear (a memory policy
+    that drops the pointers): the mean over slices counts an absent group as 0 and sums to 1."""
+    from fsm2kit.inspector.inspection import MEAN_SHARE_NOTE, mean_shares
+
+    rows = []
+    per_slice = [  # proc_index -> {group: mass} (each layer and head: the groups sum to 1)
+        {"support memory": 0.9, "pointers": 0.1},                              # no query memory yet
+        {"support memory": 0.3, "query memory": 0.6, "pointers": 0.1},
+        {"support memory": 0.2, "query memory": 0.8},                          # no pointers
+    ]
+    for k, groups in enumerate(per_slice):
+        for layer in (0, 1):
+            for head in (0, 1):
+                for g, v in groups.items():
+                    rows.append(dict(proc_index=k, layer=layer, head=head, group=g, mass=v))
+    sh = mean_shares(pd.DataFrame(rows))
+    assert sh.sum() == pytest.approx(1.0)
+    assert sh["query memory"] == pytest.approx((0 + 0.6 + 0.8) / 3)
+    assert sh["pointers"] == pytest.approx(0.2 / 3) and sh["support memory"] == pytest.approx(1.4 / 3)
+    # the conditional mean (the old print) would give query memory 0.7 and a sum above 1
+    old = pd.DataFrame(rows).groupby("group")["mass"].mean()
+    assert old.sum() > 1.05
+    assert sh.attrs["n_slices"] == 3 and "counts as 0" in MEAN_SHARE_NOTE.format(n=3)
+
+
 def test_episode_subset(example_episode):
     sub = subset_episode(example_episode, positions=slice(8, 12))
     assert list(sub.z) == list(example_episode.z[8:12]) and sub.images.shape[0] == 4
@@ -182,6 +208,9 @@ def test_mass_table_is_tidy(s1sfq):
     assert set(first["entry_kind"]) == {"support", "pointer"}  # the first step sees the support only
     sh = insp.shares()
     assert np.allclose(sh.groupby(["proc_index", "layer", "head"])["mass"].sum(), 1.0, atol=1e-5)
+    # the printed mean over slices (query memory absent from the first): sums to 1
+    assert insp.mean_shares().sum() == pytest.approx(1.0, abs=1e-5)
+    assert insp.mean_shares().attrs["n_slices"] == len(insp.steps)
     lay = insp.layouts()
     assert (lay.groupby("proc_index")["n_tokens"].sum().values
             == np.array([s.layout.n_tokens for s in insp.steps])).all()
@@ -351,6 +380,9 @@ def test_charts_and_panels(s1sfq, tmp_path):
     for chart in (mass_chart(insp, highlight=3), share_chart(insp), layer_heatmap(insp, step=5)):
         spec = chart.to_dict()
         assert "random weights" in str(spec["title"]).lower()
+    heat = layer_heatmap(insp)  # issue 25: mean over slices, an absent entry counted as 0: rows sum to 1
+    assert np.allclose(heat.data.groupby("layer")["mass"].sum(), 1.0, atol=1e-5)
+    assert "absent from a slice counts as 0" in heat.to_dict()["title"]["text"]
     written = save_figure(mass_chart(insp), tmp_path / "mass.png")
     assert written["png"].stat().st_size > 5000
     with pytest.raises(ValueError, match="layer 9"):
@@ -434,6 +466,11 @@ def test_cli_inspect_writes_tables_charts_and_panels(tmp_path, capsys):
     printed = capsys.readouterr()
     assert "RANDOM WEIGHTS" in printed.err and "random weights (seed 0)" in printed.out
     assert "capture check" in printed.out
+    # issue 25: the printed mean says what it averages over and its shares sum to 1
+    (line,) = [ln for ln in printed.out.splitlines() if ln.startswith("mean attention share")]
+    assert "mean over 3 query slice(s)" in line and "counts as 0" in line
+    import re
+    assert sum(float(v) for v in re.findall(r"(?:pointers|memory) ([0-9.]+)", line)) == pytest.approx(1.0, abs=2e-3)
     for name in ("masses.csv", "shares.csv", "layouts.csv", "mass.png", "share.png", "layers.png", "inspect.json"):
         assert (out / name).stat().st_size > 0, name
     assert len(list(out.glob("panels_*.png"))) == 1

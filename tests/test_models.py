@@ -144,7 +144,7 @@ def test_device_policy():
     assert resolve_device("cpu").type == "cpu"
     assert resolve_device(None).type in ("cpu", "cuda", "mps")
     if not torch.cuda.is_available():
-        with pytest.raises(RuntimeError, match="--device cpu"):
+        with pytest.raises(RuntimeError, match="device=.cpu."):
             resolve_device("cuda")
 
 

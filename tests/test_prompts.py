@@ -132,7 +132,7 @@ BAD_RUN = {  # the example episode: z 12..35, slices 256 x 256
     "label other than 0/1": ([[{"z": 16, "points": [[30, 10, -1]]}]], "S1SFQ", "expected 1 (positive) or 0"),
     "inverted box": ([[{"z": 16, "box": [50, 50, 10, 60]}]], "S1SFQ", "inverted or empty"),
     "empty box": ([[{"z": 16, "box": [50, 50, 60, 50]}]], "S1SFQ", "inverted or empty"),
-    "setting without propagation": (EXAMPLE, "1S1Q", "segment each slice alone; use S1SFQ or 3SFQ"),
+    "setting without propagation": (EXAMPLE, "1S1Q", "segments each query slice on its own; use --setting S1SFQ or 3SFQ"),
     "a case the run lacks": ([[{"z": 16, "points": [[1, 1, 1]], "case": "9"}]], "S1SFQ", "names no episode"),
 }
 
@@ -203,7 +203,13 @@ def test_run_prompts_equal_the_python_api(tmp_path, present128, example_episode,
     rounds = read_prompts(tmp_path / "p.json").rounds_for()
     run = segment_with_corrections(Engine(present128, progress=False), example_episode, "S1SFQ", rounds,
                                    order="middle")
-    assert len(saved.files) == len(run.final.slices) == 24
+    assert len(saved.files) == len(run.final.slices) + 1 == 25  # + the weights entry
+    assert str(saved["weights"]) == "random weights (seed 0)"
+    # issue 25: the corrected run says so in slices.csv and summary.csv (rounds)
+    import pandas as pd
+    assert set(pd.read_csv(out / "slices.csv")["corrected"]) == {1}
+    summary = pd.read_csv(out / "summary.csv")
+    assert set(summary["corrected"]) == {1} and set(summary["corrected_volumes"]) == {1}
     for s in run.final.slices:
         np.testing.assert_array_equal(saved[f"sam2-tiny_S1SFQ-middle_case1_label1_z{s.z}"], s.logits)
     before = {s.z: s.logits for s in run.stages[0].slices}

@@ -59,7 +59,9 @@ def test_run_and_write(chaos_folder, tiny256, tmp_path):
     paths = run.save(tmp_path / "out")
     assert sorted(paths) == ["logits", "provenance", "slices", "summary", "volumes"]
     keys = np.load(paths["logits"]).files
-    assert len(keys) == 12 and keys[0].startswith("sam2-tiny_1S1Q_case1_label2_z")
+    assert len(keys) == 13 and keys[0].startswith("sam2-tiny_1S1Q_case1_label2_z") and "weights" in keys
+    assert set(run.slices["corrected"]) == {0} and set(run.summary()["corrected"]) == {0}
+    assert (run.slices["start_z"] == run.slices["z"]).all()  # 1S1Q: each slice its own plan
     meta = json.loads(paths["provenance"].read_text())
     assert meta["random_weights"] and [e["case_id"] for e in meta["episodes"]] == ["1", "2", "3", "5"]
     assert meta["settings"] == ["1S1Q"] and meta["orders"] == ["n/a"] and meta["protocol_variant"] == ["ALP"]

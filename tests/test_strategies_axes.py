@@ -205,6 +205,7 @@ def test_experiment_records_selectors_orders_and_views(alp_folder, tiny128):
     res2, _ = _run(_config(alp_folder, settings=["S1SFQ"], orders=[f"at:{z}"]), tiny128)
     first = res2.slices.sort_values("step").iloc[0]
     assert int(first["z"]) == z and set(res2.slices["order"]) == {f"at:{z}"}
+    assert set(res2.slices["start_z"]) == {z}  # issue 25: the start slice is recorded on every row
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import socket
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -116,6 +117,10 @@ def kernel_manager_class(env: dict[str, str], cwd: str | os.PathLike | None = No
     Giving the kernel its environment and working directory this way leaves the calling
     process's ``os.environ`` and working directory alone (a Dask worker runs many runs, and other
     threads); papermill's own ``cwd=`` would ``chdir`` the whole process while a notebook runs.
+
+    On POSIX the kernel talks over IPC (Unix domain sockets, readable only by this user) instead
+    of TCP on localhost: nothing of a run travels over the network, and ipykernel's "Kernel is
+    running over TCP without encryption" warning does not apply (Windows keeps TCP on 127.0.0.1).
     """
     from jupyter_client.manager import AsyncKernelManager
 
@@ -123,6 +128,19 @@ def kernel_manager_class(env: dict[str, str], cwd: str | os.PathLike | None = No
     kernel_cwd = None if cwd is None else str(cwd)
 
     class RunKernelManager(AsyncKernelManager):
+        def __init__(self, **kw):
+            self._ipc_dir = None
+            if os.name == "posix" and "transport" not in kw:
+                # absolute socket paths (the kernel starts in another folder), short (Unix sockets: ~100 chars)
+                self._ipc_dir = tempfile.mkdtemp(prefix="fsm2kit-kernel-")
+                kw.update(transport="ipc", ip=os.path.join(self._ipc_dir, "k"))
+            super().__init__(**kw)
+
+        async def _async_cleanup_resources(self, restart: bool = False) -> None:
+            await super()._async_cleanup_resources(restart=restart)
+            if self._ipc_dir is not None and not restart:
+                shutil.rmtree(self._ipc_dir, ignore_errors=True)
+
         async def start_kernel(self, **kw):
             kw.setdefault("env", dict(kernel_env))
             if kernel_cwd is not None:

@@ -316,8 +316,8 @@ def require_module(module: str):
         return importlib.import_module(module)
     except ImportError as e:
         raise RuntimeError(
-            f"fsm2kit batch needs {module} ({e}); install the notebook extras: "
-            "pip install 'fsm2kit[notebooks]' (papermill, nbconvert, ipykernel, dask[distributed])."
+            f"fsm2kit batch needs {module} ({e}); install the sweeps extra: bash scripts/install.sh VENV sweeps, "
+            "or pip install 'fsm2kit[sweeps]' (papermill, nbconvert, ipykernel, dask[distributed], cryptography)."
         ) from None
 
 

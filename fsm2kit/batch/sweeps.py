@@ -164,7 +164,7 @@ def _dask_client(workers: int, scheduler: str | None, security=None):
         import cryptography  # noqa: F401  (Dask's temporary TLS credentials need it)
     except ImportError:
         raise RuntimeError("fsm2kit batch needs the cryptography package for the local cluster's TLS: "
-                           "pip install cryptography (it is in fsm2kit[notebooks]).") from None
+                           "pip install cryptography (it is in fsm2kit[sweeps]).") from None
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                            security=True, dashboard_address=None, silence_logs=logging.ERROR,
                            # Dask opens an HTTP port even without a dashboard (8787 by default): a random

@@ -12,7 +12,8 @@ from pathlib import Path
 
 __all__ = ["add_model_args", "check_model_args", "model_from_args", "engine_from_args", "EPISODE_FAMILIES",
            "strategy_flags", "Strategies", "add_plugins_arg", "add_strategy_args", "strategies_from_args",
-           "add_overwrite_arg", "check_outputs", "check_output_folder", "checks_passed", "claim_output"]
+           "add_overwrite_arg", "check_outputs", "check_output_folder", "checks_passed", "claim_output",
+           "check_device_arg", "check_order_applies"]
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -28,10 +29,11 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         "or 'random' for random weights (smoke runs); omitted: download the model's released checkpoint "
         "by name (needs internet; cached)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of random weights (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="seed of random weights, 0 to 2**63 - 1 (default 0)")
     p.add_argument("--image-size", type=int, default=None,
-                   help="SAM2 input size: a multiple of 64 from 128 (default: the model's own, 1024 for SAM2 as "
-                        "published, 512 for medsam2; the memory attention's RoPE sizes follow)")
+                   help="SAM2 input size: a multiple of 64 from 128 to 2048 (default: the model's own, 1024 for "
+                        "SAM2 as published, 512 for medsam2; 256 for a fast smoke run; the memory attention's RoPE "
+                        "sizes follow)")
     p.add_argument("--precision", default=None, choices=PRECISIONS,
                    help="fp32, or bf16 autocast (default: bf16 on CUDA as published, fp32 elsewhere; bf16 on the "
                         "CPU runs the GPU's dtype path)")
@@ -52,16 +54,23 @@ def check_model_args(args: argparse.Namespace) -> None:
     precision, threads, object batch size, that a ``--checkpoint`` file exists and holds the
     model's architecture (a few keys read, no model built), or is a released file name of the model.
     """
-    from ..model.specs import check_model_image_size, check_precision, release_file, resolve_spec
+    from ..model.specs import (MAX_IMAGE_SIZE, check_model_image_size, check_precision, check_seed, release_file,
+                               resolve_spec)
 
     spec = resolve_spec(args.model)
     try:
         note = check_model_image_size(spec.name, args.image_size)
     except ValueError:
-        raise ValueError(f"--image-size {args.image_size}: valid sizes are multiples of 64 from 128 "
-                         "(128, 192, 256, ...; 1024 as published, 256 or 512 for fast smoke runs).") from None
+        raise ValueError(f"--image-size {args.image_size}: valid sizes are multiples of 64 from 128 to "
+                         f"{MAX_IMAGE_SIZE} (128, 192, 256, ...; 1024 as published, 256 or 512 for fast smoke "
+                         "runs).") from None
     if note:
         print(f"NOTE: {note}.", file=sys.stderr)
+    try:
+        check_seed(args.seed)
+    except ValueError:
+        raise ValueError(f"--seed {args.seed}: a seed is an integer from 0 to 2**63 - 1.") from None
+    check_device_arg(getattr(args, "device", None))
     try:
         check_precision(getattr(args, "precision", None), getattr(args, "device", None))
     except ValueError as e:
@@ -84,6 +93,38 @@ def check_model_args(args: argparse.Namespace) -> None:
         from ..model.loading import check_checkpoint
 
         check_checkpoint(spec.name, path)  # another architecture: one line, before any model is built
+
+
+def check_device_arg(device: str | None) -> None:
+    """``--device cuda`` / ``mps`` only where torch sees one (imports torch; loads no model)."""
+    if device not in ("cuda", "mps"):
+        return
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: torch sees no CUDA GPU on this machine (or this torch is a CPU build); "
+                         "use --device cpu, or leave --device out to take the best one available.")
+    mps = getattr(torch.backends, "mps", None)
+    if device == "mps" and not (mps is not None and mps.is_available()):
+        raise ValueError("--device mps: Apple's MPS is not available on this machine; use --device cpu, or leave "
+                         "--device out to take the best one available.")
+
+
+def check_order_applies(setting: str, order: str | None, *, prompts: str | None = None,
+                        support_select: str | None = None) -> None:
+    """Options that do not apply to ``setting`` are refused in the command line's words (never
+    dropped): ``--order`` or ``--prompts`` with 1S1Q / 3S1Q (each query slice segmented alone: no
+    order, no propagation to correct), ``--support-select similar:query`` with S1SFQ / 3SFQ."""
+    fq = str(setting).upper().endswith("FQ")
+    if order is not None and not fq:
+        raise ValueError(f"--order {order} does not apply to {setting}: it segments each query slice on its own, "
+                         "so there is no processing order; leave --order out (it applies to S1SFQ and 3SFQ).")
+    if prompts is not None and not fq:
+        raise ValueError(f"--prompts {prompts}: corrections need a propagation to correct, but {setting} segments "
+                         "each query slice on its own; use --setting S1SFQ or 3SFQ.")
+    if support_select is not None and fq and str(support_select).strip().lower().replace(" ", "") == "similar:query":
+        raise ValueError(f"--support-select similar:query chooses a support per query slice, which only 1S1Q and "
+                         f"3S1Q can use; {setting} runs every slice in one memory state: use --support-select similar.")
 
 
 def checks_passed(args: argparse.Namespace) -> None:
@@ -337,5 +378,8 @@ def strategies_from_args(args: argparse.Namespace) -> Strategies:
     if hasattr(args, "support_views"):
         from ..strategies.views import check_views
 
-        views = check_views(args.support_views)
+        try:
+            views = check_views(args.support_views)
+        except ValueError as e:
+            raise ValueError(f"--support-views {args.support_views}: {e}") from None
     return Strategies(chosen, plugins=tuple(loaded), support_views=views)

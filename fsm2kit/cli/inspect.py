@@ -12,6 +12,7 @@ from .common import (
     add_overwrite_arg,
     add_strategy_args,
     check_model_args,
+    check_order_applies,
     check_output_folder,
     check_outputs,
     checks_passed,
@@ -43,7 +44,8 @@ def register_cli(subparsers) -> None:
     p.add_argument("--label", default=None, help="class name or id (dataset folders)")
     p.add_argument("--setting", required=True, choices=SETTINGS, type=str.upper)
     p.add_argument("--layers", type=int, nargs="+", default=None, help="memory-attention layers (default all)")
-    p.add_argument("--max-slices", type=int, default=None, help="only the middle N query slices")
+    p.add_argument("--max-slices", type=int, default=None,
+                   help="only N query slices, evenly spaced over the query range (first and last included)")
     p.add_argument("--pixel", type=int, nargs=2, metavar=("Y", "X"), default=None,
                    help="query pixel of the attention panels (default: centre of the predicted foreground)")
     p.add_argument("--panels", type=int, default=3, help="slices with attention panels (default 3)")
@@ -52,7 +54,8 @@ def register_cli(subparsers) -> None:
     p.add_argument("--out", required=True, help="output folder (built beside it, then renamed into place)")
     add_overwrite_arg(p, "an existing --out folder")
     # --order (FQ), --support-select, --memory-policy, --plugins: the registries' options, as run and segment
-    add_strategy_args(p, EPISODE_FAMILIES)
+    add_strategy_args(p, EPISODE_FAMILIES, defaults={"ordering": None},
+                      notes={"ordering": "default middle; S1SFQ and 3SFQ only"})
     add_model_args(p)
     p.set_defaults(func=_cmd_inspect)
 
@@ -79,6 +82,17 @@ def _inspect(args) -> int:
     check_output_folder(args.out, overwrite=args.overwrite, kind="inspect")
     args.exit_stack.enter_context(claim_output(args.out))
     strategies = strategies_from_args(args)  # plugins first; bad names fail here, in one line, before any model
+    check_order_applies(args.setting, args.order)  # 1S1Q/3S1Q have no order: refused, never dropped
+    if str(args.support_select or "").strip().lower() == "similar:query":
+        raise ValueError("--support-select similar:query chooses a support per query slice; an inspection runs the "
+                         "episode with one support per chunk: use --support-select similar (or fsm2kit run for "
+                         "1S1Q/3S1Q).")
+
+    def check(episode):  # called by inspect_run once the episode is loaded, before the model
+        from ..studies.run_inspection import check_inspection
+
+        check_inspection(episode, args.setting, ordering=strategies.ordering, pixel=args.pixel, layers=args.layers,
+                         model=args.model, names={"pixel": "--pixel", "order": "--order", "layers": "--layers"})
 
     def engine():  # called by inspect_run once the episode is loaded (bad input fails before)
         checks_passed(args)
@@ -91,14 +105,17 @@ def _inspect(args) -> int:
         dataset=args.dataset, fold=args.fold, label=args.label, engine=engine,
         max_slices=args.max_slices, layers=args.layers, verify=not args.no_verify, output_dir=args.out,
         panels=args.panels, pixel=tuple(args.pixel) if args.pixel else None,
-        command=command_line(getattr(args, "argv", None)), overwrite=args.overwrite,
+        command=command_line(getattr(args, "argv", None)), overwrite=args.overwrite, check=check,
     )  # the folder is built beside --out and swapped in when complete
     print(insp)
     if insp.max_rel_error is not None:
         print(f"capture check: max relative error of the recomputed layer outputs {insp.max_rel_error:.1e}")
-    share = insp.shares().groupby("group")["mass"].mean()
-    print("mean attention share (all query tokens, all layers): "
-          + ", ".join(f"{g} {v:.3f}" for g, v in share.items()) + f"  [{insp.weights}]")
+    from ..inspector.inspection import MEAN_SHARE_NOTE
+
+    share = insp.mean_shares()
+    print("mean attention share (all query tokens): "
+          + ", ".join(f"{g} {v:.3f}" for g, v in share.items())
+          + f"; {MEAN_SHARE_NOTE.format(n=share.attrs['n_slices'])}  [{insp.weights}]")
     print("Outputs:")
     for p in insp.files.values():
         print(f"  {p}")

@@ -30,8 +30,10 @@ def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPar
 
 def cmd_prepare(args: argparse.Namespace) -> int:
     """Handler of ``fsm2kit prepare``."""
-    from ..io.preparation import prepare_chaos, prepare_synapse
+    from ..io.preparation import check_prepare_output, prepare_chaos, prepare_synapse
 
+    # RAW_DIR is never written to (OUT_DIR not inside it, as run, segment and inspect), before any scan is read
+    check_prepare_output(args.raw_dir, args.out_dir, overwrite=args.overwrite, cli=True)
     fn = prepare_synapse if args.dataset == "synapse" else prepare_chaos
     rep = fn(args.raw_dir, args.out_dir, overwrite=args.overwrite, progress=not args.no_progress)
     print(f"{rep.dataset}: {len(rep.scans)} scans prepared in {rep.seconds:.1f} s -> {rep.out_dir}")

@@ -29,6 +29,7 @@ from .common import (
     add_overwrite_arg,
     add_strategy_args,
     check_model_args,
+    check_order_applies,
     check_output_folder,
     check_outputs,
     checks_passed,
@@ -89,7 +90,8 @@ def register_cli(sub) -> argparse.ArgumentParser:
                    help="the most correction rounds --prompts may hold (default 100): each round re-propagates, so "
                         "thousands are hours of work")
     # --order (FQ), --support-select, --memory-policy, --support-views, --plugins: as segment and inspect
-    add_strategy_args(run, (*EPISODE_FAMILIES, "ensemble"), views=True)
+    add_strategy_args(run, (*EPISODE_FAMILIES, "ensemble"), views=True, defaults={"ordering": None},
+                      notes={"ordering": "default middle; S1SFQ and 3SFQ only"})
     add_model_args(run)
     run.set_defaults(func=_cmd_run)
     return run
@@ -107,6 +109,8 @@ def config_from_args(args: argparse.Namespace):
     from ..run.sources import episode_folder_kind, require_folder_options
 
     strategies = strategies_from_args(args)  # plugins first; bad names fail here, in one line, before any model
+    # options that do not apply to the setting: refused in CLI words, never dropped
+    check_order_applies(args.setting, args.order, prompts=args.prompts, support_select=args.support_select)
 
     dataset_folder = episode_folder_kind(args.episodes) == "dataset"
     if dataset_folder:
@@ -117,7 +121,7 @@ def config_from_args(args: argparse.Namespace):
         folds=(args.fold,) if args.fold is not None else (),
         classes=(args.label,) if args.label is not None else (),
         settings=(args.setting,),
-        orders=(args.order,),
+        orders=(args.order or "middle",),
         support_selector=args.support_select,
         support_views=strategies.support_views or 0,
         memory_policy=args.memory_policy,
@@ -160,6 +164,7 @@ def _run(args: argparse.Namespace) -> int:
     from ..run.runner import run_experiments
     from ..records.provenance import command_line
     from ..run.experiment_result import format_dice
+    from ..strategies.orderings import check_start
 
     t0 = time.perf_counter()
     check_model_args(args)
@@ -174,6 +179,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"fsm2kit: note: --episodes {args.episodes}: {link['name']} is a link to {link['target']}, outside "
               "the folder (recorded in provenance.json).", file=sys.stderr)
     episodes = load_config_episodes(config, progress=not args.no_progress)  # --fold/--label checked here
+    check_start(config.orders[0], args.setting, episodes, option="--order")  # at:Z: a query slice of every episode
     if episode_folder_kind(args.episodes) == "npz":
         classes = ", ".join(dict.fromkeys(f"{e.label} {e.label_name}" for e in episodes))
         print(f"npz episode dumps record scan and class ids only: classes {classes} named as "
@@ -195,7 +201,7 @@ def _run(args: argparse.Namespace) -> int:
     model = model_from_args(args)
     n = sum(e.n_slices for e in episodes)
     print(f"{len(episodes)} episode(s), {n} query slices; {args.setting}"
-          f"{'-' + args.order if args.setting.endswith('FQ') else ''}; support {args.support_select}"
+          f"{'-' + config.orders[0] if args.setting.endswith('FQ') else ''}; support {args.support_select}"
           f"{f' +{config.support_views} views' if config.support_views else ''}, "
           f"memory {args.memory_policy}{'' if args.refine == 'none' else '; refine ' + args.refine}"
           f"{'' if args.ensemble == 'none' else '; ensemble ' + args.ensemble}; {model!r}",

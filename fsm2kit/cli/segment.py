@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from pathlib import Path
 
 
@@ -155,7 +156,8 @@ def _segment(args: argparse.Namespace) -> int:
     from ..io.nifti import load_label_nifti
     from ..segment.organs import check_label_map_fits, describe_ids, parse_labels
     from ..records.provenance import RANDOM_NOTE, command_line
-    from ..segment.own_scan import check_corrections_off_support, check_request, segment_volume, start_from_order
+    from ..segment.own_scan import (check_corrections_off_support, check_request, constant_volume_note, segment_volume,
+                                    start_from_order)
     from ..model.specs import image_size_for
     from ..segment.segment_result import check_dicom_output, check_output, load_scan, output_files
 
@@ -166,10 +168,10 @@ def _segment(args: argparse.Namespace) -> int:
     check_outputs({"--out": img_file, "its sidecar": side_file, "its Dice table": dice_file},
                   {"--image": args.image, "--support-image": args.support_image, "--support-mask": args.support_mask,
                    "--ground-truth": args.ground_truth, "--checkpoint": args.checkpoint, "--prompts": args.prompts})
-    check_output(out, overwrite=args.overwrite)
+    check_output(out, overwrite=args.overwrite, cli=True)
     # a second segment to the same --out is refused; what a kill left of a replacement is repaired
     args.exit_stack.enter_context(claim_output(out, companions=(side_file, dice_file)))
-    check_output(out, overwrite=args.overwrite)  # again, now that no other process writes it
+    check_output(out, overwrite=args.overwrite, cli=True)  # again, now that no other process writes it
     check_dicom_output(out, args.image)  # .dcm: a DICOM query whose slices a SEG can reference
     if args.support_slice is not None and args.support_slice < 0:
         raise ValueError(f"--support-slice {args.support_slice}: slice indices count from 0 (the most inferior "
@@ -190,6 +192,9 @@ def _segment(args: argparse.Namespace) -> int:
             print(f"fsm2kit: note: {flag} {folder}: {link['name']} is a link to {link['target']}, outside the "
                   "folder (recorded in the sidecar).", file=sys.stderr)
     query = load_scan(args.image, modality=args.modality)
+    constant = constant_volume_note(query.array, f"--image {args.image}")
+    if constant:  # said once, before the model loads (segment_volume's own warning is silenced below)
+        print(f"WARNING: {constant}", file=sys.stderr)
     sup = load_scan(args.support_image, modality=args.modality)
     mask = load_label_nifti(args.support_mask, like=sup, what="Support mask")
     present = np.unique(mask.array).tolist()
@@ -225,14 +230,16 @@ def _segment(args: argparse.Namespace) -> int:
     checks_passed(args)
     model = model_from_args(args, meaningless="the masks mean nothing")
     engine = engine_from_args(model, args)
-    res = segment_volume(
-        query, sup, mask, engine=engine, labels=list(organs), label_map=lm,
-        support_select=strategies.support_selector, support_slices=args.support_slice, order=order,
-        memory_policy=strategies.memory_policy,
-        support_views=strategies.support_views or 0, stop=strategies.stopping, ct_window=window, ground_truth=gt,
-        corrections=prompts, progress=not args.no_progress,
-        refinement=strategies.refinement, ensemble=strategies.get("ensemble"),
-    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".* is constant \\(every voxel")  # printed above
+        res = segment_volume(
+            query, sup, mask, engine=engine, labels=list(organs), label_map=lm,
+            support_select=strategies.support_selector, support_slices=args.support_slice, order=order,
+            memory_policy=strategies.memory_policy,
+            support_views=strategies.support_views or 0, stop=strategies.stopping, ct_window=window, ground_truth=gt,
+            corrections=prompts, progress=not args.no_progress,
+            refinement=strategies.refinement, ensemble=strategies.get("ensemble"),
+        )
     inputs = {}
     for key, pth in (("image", args.image), ("support_image", args.support_image),
                      ("support_mask", args.support_mask), ("ground_truth", args.ground_truth)):

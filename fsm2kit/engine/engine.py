@@ -337,7 +337,7 @@ class Engine:
         for i in range(len(jobs)):
             advance(i, None)
         show = self.progress if progress is None else progress
-        bar = tqdm(total=total, desc=desc, disable=not show or not pending, leave=False)
+        bar = tqdm(total=total, desc=desc, disable=not show or not pending, leave=False, unit="slice")
         while pending:
             ids = list(pending)
             for group in batch_groups([request_signature(pending[i]) for i in ids], self.object_batch_size):

@@ -416,7 +416,7 @@ class FeatureCache:
                 todo[k] = a
         bs = self.encode_batch_size
         items = list(todo.items())
-        bar = tqdm(total=len(items), desc=desc, disable=not self.progress or not items, leave=False)
+        bar = tqdm(total=len(items), desc=desc, disable=not self.progress or not items, leave=False, unit="slice")
         for i in range(0, len(items), bs):
             chunk = items[i:i + bs]
             self.encode_batch([a for _, a in chunk], [k for k, _ in chunk])

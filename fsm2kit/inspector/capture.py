@@ -32,7 +32,7 @@ Inspection never changes results: the hooks return nothing and only read their i
 Examples
 --------
 >>> insp = inspect_episode(engine, episode, "S1SFQ", order="middle")      # doctest: +SKIP
->>> insp.masses.query("region == 'all'").groupby("group").mass.mean()      # doctest: +SKIP
+>>> insp.mean_shares()        # mean share per memory group over the slices   # doctest: +SKIP
 >>> pa = insp.pixel_attention(step=3, pixel=(128, 120), layer=0)           # doctest: +SKIP
 >>> pa.upsampled(0, (256, 256))          # attention over memory entry 0, on its image
 """

@@ -14,7 +14,7 @@ from .attention import PixelAttention, StepAttention
 from .capture import MemoryInspector
 from .layout import KeyEntry, query_token
 
-__all__ = ["Inspection", "inspect_episode", "MASS_COLUMNS"]
+__all__ = ["Inspection", "inspect_episode", "MASS_COLUMNS", "mean_shares", "MEAN_SHARE_NOTE"]
 
 #: Columns of :attr:`Inspection.masses`, in order.
 MASS_COLUMNS = (
@@ -157,6 +157,11 @@ class Inspection:
         out["model"], out["weights"] = self.result.provenance.get("model"), self.weights
         return out
 
+    def mean_shares(self, *, region: str = "all"):
+        """The mean attention share of each group over the query slices (:func:`mean_shares`):
+        a group absent from a slice's memory counts as 0 there, so the shares sum to 1."""
+        return mean_shares(self.shares(region=region))
+
     def layouts(self):
         """Tidy table of every step's key layout (which key tokens belong to which entry)."""
         import pandas as pd
@@ -247,6 +252,42 @@ class Inspection:
 
 
 # ----------------------------------------------------------------------------- plain functions
+#: What :func:`mean_shares` averages over, for every printed or plotted mean.
+MEAN_SHARE_NOTE = ("mean over {n} query slice(s) of each slice's share (mean of layers and heads); a memory "
+                   "group absent from a slice's memory counts as 0 there")
+
+
+def mean_shares(shares):
+    """Mean attention share per memory group over the query slices.
+
+    Parameters
+    ----------
+    shares : pandas.DataFrame
+        :meth:`Inspection.shares`: mass per ``proc_index``, ``layer``, ``head`` and ``group``.
+
+    Returns
+    -------
+    pandas.Series
+        group -> mean share. Each slice's share is the mean over its layers and heads; a group a
+        slice does not attend to (no query memory on the first slice) counts as 0 for that slice,
+        so the means sum to 1 (averaging only over the slices where a group exists would not).
+        ``Series.attrs["n_slices"]`` holds the number of slices averaged over.
+    """
+    import pandas as pd
+
+    if shares.empty:
+        out = pd.Series(dtype=float, name="mass")
+        out.attrs["n_slices"] = 0
+        return out
+    wide = shares.pivot_table(index=["proc_index", "layer", "head"], columns="group", values="mass",
+                              aggfunc="sum", fill_value=0.0)
+    per_slice = wide.groupby(level="proc_index").mean()
+    out = per_slice.mean(axis=0).rename("mass")
+    out.index.name = "group"
+    out.attrs["n_slices"] = int(len(per_slice))
+    return out
+
+
 def inspect_episode(
     engine: Engine,
     episode: Episode,

@@ -247,7 +247,12 @@ def share_chart(insp: Inspection, *, layer: int | None = None, region: str = "al
 
 def layer_heatmap(insp: Inspection, *, step: int | None = None, region: str = "all",
                   width: int = 420, height: int = 140):
-    """Layer x memory entry heatmap of the mean attention mass (over steps, or one step)."""
+    """Layer x memory entry heatmap of the mean attention mass (over steps, or one step).
+
+    The mean is over the query slices, each slice's mass the mean of its heads; an entry a slice
+    does not attend to (``query (SAM2 d=6)`` before six memories exist) counts as 0 for that slice, so
+    each layer's row sums to 1. The title says so.
+    """
     import altair as alt
 
     m = insp.masses
@@ -257,13 +262,18 @@ def layer_heatmap(insp: Inspection, *, step: int | None = None, region: str = "a
             raise ValueError(f"step {step} outside 0..{len(insp.steps) - 1}")
         m = m[m["proc_index"] == step]
     m["role"] = np.where(m["entry_kind"] == "pointer", "pointers", m["role"])
-    per = m.groupby(["proc_index", "layer", "head", "role"], as_index=False)["mass"].sum()
-    df = per.groupby(["layer", "role"], as_index=False)["mass"].mean()
+    # an entry absent from a slice's memory counts as 0 for that slice: each layer's row sums to 1
+    wide = m.pivot_table(index=["proc_index", "layer", "head"], columns="role", values="mass",
+                         aggfunc="sum", fill_value=0.0)
+    n = wide.index.get_level_values("proc_index").nunique()
+    df = wide.groupby(level="layer").mean().reset_index().melt(id_vars="layer", var_name="role", value_name="mass")
     df["weights"] = insp.weights
     roles = _role_order(df["role"])
     what = "Mean attention mass, layer x memory entry"
     if step is not None:
         what += f" (step {step}, z={insp.steps[step].z})"
+    else:
+        what += f" (mean over {n} query slice(s); an entry absent from a slice counts as 0)"
     title = _title(insp, what, None, region)
     return alt.Chart(df).mark_rect().encode(
         x=alt.X("role:N", sort=roles, title="memory entry"),

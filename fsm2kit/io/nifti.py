@@ -163,6 +163,12 @@ def squeeze_to_3d(data: np.ndarray, path: str | os.PathLike) -> np.ndarray:
         return data
     if data.ndim > 3 and data.shape[:3] and all(n == 1 for n in data.shape[3:]):
         return data.reshape(data.shape[:3])
+    if data.ndim < 3:
+        raise ValueError(
+            f"{path}: a {data.ndim}D image of shape {data.shape}, not a volume: expected a 3D volume (x, y, z). "
+            "Give the whole scan (a single slice saved as 2D can be made a one-slice volume with "
+            "data[..., None] in nibabel, keeping its affine)."
+        )
     raise ValueError(
         f"{path}: expected a 3D volume, got data of shape {data.shape}. For 4D files select one "
         "volume first (e.g. nibabel.funcs.four_to_three)."

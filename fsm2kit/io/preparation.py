@@ -57,7 +57,7 @@ import nibabel as nib
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..records.fileio import atomic_write, file_sha256
+from ..records.fileio import atomic_write, check_can_create, file_sha256
 from ..protocol.preprocessing import (
     CHAOST2_CLASSMAP_NAMES,
     CHAOS_GRAY_VALUES,
@@ -85,6 +85,7 @@ __all__ = [
     "PrepareReport",
     "prepare_synapse",
     "prepare_chaos",
+    "check_prepare_output",
 ]
 
 
@@ -155,9 +156,39 @@ def _save_nifti(img: nib.Nifti1Image, path: Path) -> None:
 _OUTPUT_FILE = re.compile(r"^(image|label)_\d+\.nii\.gz$")  # the scans prepare writes
 
 
-def _prepare_out(out_dir: Path, overwrite: bool) -> Path:
+def check_prepare_output(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, *, overwrite: bool = False,
+                         cli: bool = False) -> None:
+    """What :func:`prepare_synapse` / :func:`prepare_chaos` check before reading a scan: ``out_dir``
+    is not ``raw_dir``, not inside it and does not contain it (the raw download is never written
+    to), is a writable folder, and holds no prepared scans unless ``overwrite``. ``cli`` words the
+    errors for ``fsm2kit prepare`` (``RAW_DIR``, ``--overwrite``) instead of Python's."""
+    raw, out = Path(raw_dir), Path(out_dir)
+    names = ("RAW_DIR", "OUT_DIR", "--overwrite") if cli else ("raw_dir", "out_dir", "overwrite=True")
+    r, o = Path(os.path.realpath(raw)), Path(os.path.realpath(out))
+    if o == r or r in o.parents:
+        raise ValueError(f"{names[1]} {out} {'is' if o == r else 'lies inside'} the raw download {names[0]} {raw}: "
+                         "fsm2kit never writes into its inputs; choose an output folder outside it.")
+    if o in r.parents:
+        raise ValueError(f"{names[1]} {out} contains the raw download {names[0]} {raw}; choose an output folder "
+                         "that does not hold the input.")
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{names[1]} {out} is a file; give a folder.")
+    check_can_create(out / "x")  # nothing created yet
+    _refuse_existing(out, overwrite, names)
+
+
+def _refuse_existing(out_dir: Path, overwrite: bool, names) -> None:
+    existing = sorted(p.name for p in out_dir.iterdir() if _OUTPUT_FILE.match(p.name)) if out_dir.is_dir() else []
+    if existing and not overwrite:
+        raise FileExistsError(
+            f"{names[1]} {out_dir} already holds prepared files ({existing[:4]}{' ...' if len(existing) > 4 else ''}); "
+            f"pass {names[2]} to replace them, or choose an empty folder."
+        )
+
+
+def _prepare_out(out_dir: Path, overwrite: bool, *, names=("raw_dir", "out_dir", "overwrite=True")) -> Path:
     if out_dir.exists() and not out_dir.is_dir():
-        raise NotADirectoryError(f"OUT_DIR {out_dir} is a file; give a folder.")
+        raise NotADirectoryError(f"{names[1]} {out_dir} is a file; give a folder.")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".fsm2kit-write-test.", dir=out_dir)
@@ -165,14 +196,9 @@ def _prepare_out(out_dir: Path, overwrite: bool) -> Path:
         os.unlink(probe)
     except OSError as exc:
         raise PermissionError(
-            f"Cannot write to OUT_DIR {out_dir} ({type(exc).__name__}: {exc}); choose a writable folder."
+            f"Cannot write to {names[1]} {out_dir} ({type(exc).__name__}: {exc}); choose a writable folder."
         ) from exc
-    existing = sorted(p.name for p in out_dir.iterdir() if _OUTPUT_FILE.match(p.name))
-    if existing and not overwrite:
-        raise FileExistsError(
-            f"OUT_DIR {out_dir} already holds prepared files ({existing[:4]}{' ...' if len(existing) > 4 else ''}); "
-            "pass --overwrite (overwrite=True) to replace them, or choose an empty folder."
-        )
+    _refuse_existing(out_dir, overwrite, names)
     return out_dir
 
 
@@ -290,6 +316,7 @@ def prepare_synapse(
     """
     t0 = time.perf_counter()
     raw = Path(raw_dir)
+    check_prepare_output(raw_dir, out_dir, overwrite=overwrite)  # the download is never written to
     scans = find_synapse_scans(raw)
     out = _prepare_out(Path(out_dir), overwrite)
     b = SABS_BORDER
@@ -422,6 +449,7 @@ def prepare_chaos(
 
     t0 = time.perf_counter()
     raw = Path(raw_dir)
+    check_prepare_output(raw_dir, out_dir, overwrite=overwrite)  # the download is never written to
     scans = find_chaos_scans(raw)
     out = _prepare_out(Path(out_dir), overwrite)
     notes = [

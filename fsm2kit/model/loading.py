@@ -31,7 +31,9 @@ from .specs import (
     CheckpointDownloadError,
     CheckpointError,
     ModelSpec,
+    check_image_size,
     check_precision,
+    check_seed,
     image_size_for,
     release_file,
     resolve_spec,
@@ -72,11 +74,11 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
         return torch.device("cpu")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device='cuda' was requested but torch sees no CUDA GPU; use --device cpu.")
+        raise RuntimeError("device='cuda' was requested but torch sees no CUDA GPU; use device='cpu'.")
     if dev.type == "mps" and not (
         getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
     ):
-        raise RuntimeError("device='mps' was requested but MPS is not available; use --device cpu.")
+        raise RuntimeError("device='mps' was requested but MPS is not available; use device='cpu'.")
     return dev
 
 
@@ -163,6 +165,18 @@ def _read_state_dict(path: Path, spec: ModelSpec, *, mmap: bool = False) -> dict
             "downloaded again if it may be truncated."
         ) from e
     sd = obj.get("model", obj) if isinstance(obj, dict) else None
+    sam2_keys = ("image_encoder.", "memory_attention.", "memory_encoder.", "sam_mask_decoder.")
+    if isinstance(obj, dict) and "model" not in obj and not any(str(k).startswith(sam2_keys) for k in obj):
+        # neither {'model': state_dict} nor a bare SAM2 state dict: say what it holds
+        keys = [str(k) for k in obj][:6]
+        nested = [str(k) for k, v in obj.items()
+                  if isinstance(v, dict) and any(torch.is_tensor(t) for t in v.values())]
+        raise CheckpointError(
+            f"Checkpoint {str(path)!r} has no 'model' entry (its top-level keys: {keys}"
+            f"{' ...' if len(obj) > 6 else ''}); SAM2 checkpoints are {{'model': state_dict}}"
+            + (f". Its entry {nested[0]!r} holds weights: save it as {{'model': ...}}" if nested else "")
+            + "."
+        )
     if not isinstance(sd, dict):
         raise CheckpointError(
             f"Checkpoint {str(path)!r} holds {type(obj).__name__}, expected a dict "
@@ -475,6 +489,7 @@ def load_sam2(
     """
     spec = resolve_spec(name)
     image_size = image_size_for(spec.name, image_size)
+    seed = check_seed(seed)
     dev = resolve_device(device)
     precision = check_precision(precision, dev.type)
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 __all__ = ["MODELS", "ModelSpec", "RANDOM_WEIGHTS", "PUBLISHED_OVERRIDES", "CheckpointError",
            "CheckpointDownloadError", "resolve_spec", "check_image_size", "check_model_image_size",
            "image_size_for", "rope_feat_sizes", "release_file", "data_caveats", "MEDSAM2_CAVEAT",
-           "PRECISIONS", "check_precision"]
+           "PRECISIONS", "check_precision", "MAX_IMAGE_SIZE", "check_seed", "memory_attention_layers"]
 
 
 RANDOM_WEIGHTS = "random weights"
@@ -147,6 +147,9 @@ def resolve_spec(name: str) -> ModelSpec:
     )
 
 
+#: The largest SAM2 input size fsm2kit accepts: twice the published 1024. Memory attention grows with
+#: the 4th power of the size (a 4096 px run would need hundreds of GB for one attention matrix).
+MAX_IMAGE_SIZE = 2048
 def image_size_for(name: str, image_size: int | None = None) -> int:
     """The image size a model runs at: ``image_size`` when given, else the model's own
     (:attr:`ModelSpec.image_size`: 1024 for SAM2, 512 for MedSAM2)."""
@@ -241,11 +244,35 @@ def data_caveats(models, datasets) -> list[str]:
 
 
 def check_image_size(image_size: int) -> int:
-    """The SAM2 input size as an int: a multiple of 64, at least 128 (else one-line ValueError)."""
+    """The SAM2 input size as an int: a multiple of 64 (the backbone's coarsest stride is 32, the
+    memory grid 1/16 of the size), from 128 to :data:`MAX_IMAGE_SIZE` (else one-line ValueError)."""
     if (isinstance(image_size, bool) or not hasattr(image_size, "__index__")
-            or int(image_size) < 128 or int(image_size) % 64):
+            or not 128 <= int(image_size) <= MAX_IMAGE_SIZE or int(image_size) % 64):
         raise ValueError(
-            f"image_size must be a multiple of 64 and at least 128 (1024 as published; "
+            f"image_size must be a multiple of 64 from 128 to {MAX_IMAGE_SIZE} (1024 as published; "
             f"256 or 512 for fast tests), got {image_size!r}."
         )
     return int(image_size)
+
+
+def check_seed(seed: int) -> int:
+    """A seed of random weights as an int in ``0 .. 2**63 - 1`` (what torch's generator takes), else ValueError."""
+    if isinstance(seed, bool) or not hasattr(seed, "__index__") or not 0 <= int(seed) < 2 ** 63:
+        raise ValueError(f"seed must be an integer from 0 to 2**63 - 1 = {2 ** 63 - 1}, got {seed!r}.")
+    return int(seed)
+
+
+def memory_attention_layers(spec: ModelSpec | str) -> int:
+    """The number of memory-attention layers of a model, read from its sam2 config file (no torch,
+    no weights; every released SAM2 config has 4)."""
+    import importlib.util
+    from pathlib import Path
+
+    import yaml
+
+    spec = resolve_spec(spec) if isinstance(spec, str) else spec
+    found = importlib.util.find_spec("sam2")
+    if found is None or not found.submodule_search_locations:
+        raise ModuleNotFoundError("sam2 is not installed; run scripts/install.sh (see the README).")
+    cfg = yaml.safe_load((Path(list(found.submodule_search_locations)[0]) / spec.config).read_text())
+    return int(cfg["model"]["memory_attention"]["num_layers"])

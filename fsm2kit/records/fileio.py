@@ -11,6 +11,7 @@ crash between the two renames of a replacement and removes stale temporaries of 
 
 from __future__ import annotations
 
+import errno
 import contextlib
 import hashlib
 import json
@@ -26,11 +27,34 @@ from typing import Callable, Mapping, Sequence
 __all__ = ["atomic_write", "atomic_write_group", "atomic_folder", "check_can_create", "file_sha256",
            "file_sha256_cached", "folder_digest", "fsync_tree", "RECORD_FILES", "output_kind", "check_replaceable",
            "recover_output", "output_lock", "save_output_folder", "holds_working_folder", "check_output_dir",
-           "folder_sha256", "links_outside", "recover_group", "input_record"]
+           "folder_sha256", "links_outside", "recover_group", "input_record", "explain_write_error"]
 
 #: The record files that mark a folder as an fsm2kit output, and its kind (their ``"kind"`` field).
 RECORD_FILES = ("provenance.json", "inspect.json")
 _MAX_RECORD_BYTES = 64 << 20
+
+_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+_DENIED = {errno.EACCES, errno.EPERM, errno.EROFS}
+
+
+def explain_write_error(e: BaseException, path: str | os.PathLike) -> BaseException:
+    """A disk-full or permission error while writing ``path``, as one that names it and the fix
+    (the same OSError type and errno); any other exception unchanged."""
+    if not isinstance(e, OSError) or e.errno not in _FULL | _DENIED or getattr(e, "fsm2kit_explained", False):
+        return e
+    where = Path(path)
+    if e.errno in _FULL:
+        msg = (f"No space left on the disk of {where} ({e.strerror or 'disk full'}) while writing it; nothing was "
+               f"left half-written there. Free space on that disk (df -h {where.parent}) or write to another "
+               "folder.")
+    else:
+        msg = (f"Cannot write {where}: {e.strerror or 'permission denied'}"
+               f"{f' ({e.filename})' if e.filename and str(e.filename) != str(where) else ''}. Write to a folder "
+               "you can write to, or fix the permissions of that one.")
+    new = type(e)(msg)
+    new.errno = e.errno
+    new.fsm2kit_explained = True
+    return new
 
 
 def _fsync_file(path: str | os.PathLike) -> None:
@@ -78,18 +102,24 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None], *, keep_
     them, e.g. ``.nii.gz``).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = ".tmp" + ("".join(path.suffixes) if keep_suffix else "")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        suffix = ".tmp" + ("".join(path.suffixes) if keep_suffix else "")
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+        os.close(fd)
+    except OSError as e:
+        raise explain_write_error(e, path) from e
     try:
         write(tmp)
         os.chmod(tmp, _umask_mode(0o666) if mode is None else mode)
         if fsync:
             _fsync_file(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        err = explain_write_error(e, path)
+        if err is not e:
+            raise err from e
         raise
     if fsync:
         _fsync_dir(path.parent)
@@ -152,11 +182,14 @@ def atomic_write_group(
                 _fsync_dir(path.parent)  # the companions are in place before the marker says so
             _rename_in(tmp, path)
         _fsync_dir(marker.parent)
-    except BaseException:
+    except BaseException as e:
         for tmp, _ in tmps:
             Path(tmp).unlink(missing_ok=True)
         if olds and not marker.exists():  # stopped between the renames: the old group back
             recover_group(marker, [p for p, _ in items if p != marker] + [Path(r) for r in remove])
+        err = explain_write_error(e, tmps[-1][1] if tmps else marker)
+        if err is not e:
+            raise err from e
         raise
     for o in olds:
         o.unlink(missing_ok=True)
@@ -421,8 +454,11 @@ def atomic_folder(path: str | os.PathLike, build: Callable[[Path], None], *, ove
             if kind is None:
                 raise FileExistsError(f"{path} already exists and is not empty; choose another folder.")
             check_replaceable(path, kind=kind, overwrite=overwrite, what="output folder")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        except OSError as e:
+            raise explain_write_error(e, path) from e
         old = None
         try:
             os.chmod(tmp, _umask_mode(0o777))
@@ -440,10 +476,13 @@ def atomic_folder(path: str | os.PathLike, build: Callable[[Path], None], *, ove
                     path.rmdir()
             _swap_in(tmp, path)
             _fsync_dir(path.parent)
-        except BaseException:
+        except BaseException as e:
             shutil.rmtree(tmp, ignore_errors=True)
             if old is not None and not path.exists():
                 os.replace(old, path)  # put the old folder back
+            err = explain_write_error(e, path)  # the folder's name, not the hidden temporary one
+            if err is not e:
+                raise err from e
             raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)

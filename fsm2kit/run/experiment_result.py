@@ -7,18 +7,23 @@ model) run, the models' run statistics and, with ``keep_predictions=True``, the 
 ``logits.npz``
     float32 logits (H, W) of every query slice, prediction = logits > 0; one array per slice
     named by :func:`logits_key` (``<model>_<setting>[-<order>]_case<id>_label<id>_z<z>``).
-    Written when the predictions were kept (``fsm2kit run`` always keeps them).
+    Written when the predictions were kept (``fsm2kit run`` always keeps them). One more entry,
+    ``weights`` (:data:`LOGITS_WEIGHTS_KEY`), names the weights: ``"random weights (seed N)"`` or
+    ``"sha256:..."``.
 ``slices.csv``
     One row per (experiment, dataset, fold, case, class, model, setting, order, slice): TP, FP,
     FN, ground-truth and predicted pixels, the slice's Dice (:func:`~fsm2kit.protocol.metrics.slice_dice`), SAM2's object
-    score, the memories attended to, the memory policy, and the provenance columns
+    score, the memories attended to, the memory policy, ``start_z`` (the query slice its plan
+    started from: ``from:P`` / ``at:Z`` orders), ``corrected`` (the correction rounds
+    applied to the slice's episode, 0: none), and the provenance columns
     (:data:`PROVENANCE_COLUMNS`: weights, checkpoint sha256, versions, protocol variant).
 ``summary.csv``
     The Dice table: per (dataset, model, image size, setting, order, class) both averages,
     ``metric = pooled`` (2ΣTP/(2ΣTP+ΣFP+ΣFN) over all scored slices and scans, what the
     published FS-MedSAM2 code prints) and ``metric = mean_per_volume`` (mean of per-scan 3D
-    Dice, what the baselines report), with ``std_per_volume``, ``n_volumes``, ``n_slices`` and
-    the provenance columns.
+    Dice, what the baselines report), with ``std_per_volume``, ``n_volumes``, ``n_slices``,
+    ``corrected`` (the most correction rounds of a volume of the row; 0: uncorrected) and
+    ``corrected_volumes``, and the provenance columns.
 ``volumes.csv``
     3D Dice of every query volume (the per-scan numbers behind ``mean_per_volume``), and the
     metrics beyond Dice (:mod:`fsm2kit.protocol.metrics`): ``hd95_mm``, ``nsd`` (at
@@ -76,6 +81,7 @@ __all__ = [
     "logits_key",
     "format_dice",
     "read_results",
+    "LOGITS_WEIGHTS_KEY",
 ]
 
 #: Columns that identify one group of the summaries (one row per group and metric).
@@ -107,6 +113,10 @@ RESULT_FILES = {
 }
 
 _RANDOM = "random weights"
+
+#: The entry of ``logits.npz`` that names the weights (a string: ``"random weights (seed N)"`` or
+#: ``"sha256:..."``), so the logits never travel without it; every other entry is one slice's logits.
+LOGITS_WEIGHTS_KEY = "weights"
 
 
 # ============================================================================ per-slice table
@@ -255,9 +265,25 @@ class ExperimentResult:
         """:data:`GROUP_KEYS` present in the slices (tables read from older runs lack the strategies)."""
         return [k for k in GROUP_KEYS if k in self.slices.columns]
 
+    def _with_corrected(self, table: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+        """``table`` (rows keyed by ``by``) with ``corrected``: the most correction rounds any of its
+        volumes had (0: none corrected), and ``corrected_volumes`` (how many were) when not per volume."""
+        if "corrected" not in self.slices.columns or not len(table):
+            return table
+        per_vol = self.slices.groupby([*by, "case_id"] if "case_id" not in by else by, as_index=False,
+                                      dropna=False)["corrected"].max()
+        agg = per_vol.groupby(by, as_index=False, dropna=False).agg(
+            corrected=("corrected", "max"), corrected_volumes=("corrected", lambda c: int((c > 0).sum())))
+        if "case_id" in by:
+            agg = agg.drop(columns="corrected_volumes")
+        return table.merge(agg, on=by, how="left")
+
     def volumes(self) -> pd.DataFrame:
-        """3D Dice per query volume (``case_id`` x class x setting x order x model), with provenance."""
-        v = per_volume_dice(self.slices, by=self._group_keys(), volume_key="case_id")
+        """3D Dice per query volume (``case_id`` x class x setting x order x model), with provenance
+        and ``corrected`` (the correction rounds applied to it; 0: none)."""
+        keys = self._group_keys()
+        v = per_volume_dice(self.slices, by=keys, volume_key="case_id")
+        v = self._with_corrected(v, [*keys, "case_id"])
         vm = self.volume_metrics
         if vm is not None and len(vm):
             on = [k for k in v.columns if k in vm.columns]
@@ -326,6 +352,7 @@ class ExperimentResult:
         if metric not in METRICS:
             raise ValueError(f"metric: expected one of {METRICS}, got {metric!r}.")
         s = summarize_dice(self.slices, by=self._group_keys(), volume_key="case_id")
+        s = self._with_corrected(s, self._group_keys())  # corrected runs never look like uncorrected ones
         if metric != "both":
             s = s[s["metric"] == metric].reset_index(drop=True)
         return s.merge(self._provenance_frame(), on=["model", "image_size"], how="left")
@@ -481,6 +508,8 @@ class ExperimentResult:
         arrays = self.logits()
         writes = {}
         if arrays:
+            arrays[LOGITS_WEIGHTS_KEY] = np.array(self.weights)  # "random weights (seed N)" travels with the logits
+
             def _npz(tmp):
                 with open(tmp, "wb") as f:
                     np.savez_compressed(f, **arrays)
@@ -538,6 +567,8 @@ def format_dice(result: ExperimentResult) -> str:
     d = result.summary("both")
     cols = [c for c in ("dataset", "model") if d[c].nunique() > 1]
     cols += ["setting", "order", "label_name", "metric", "dice", "std_per_volume", "n_volumes", "n_slices"]
+    if "corrected" in d.columns and (d["corrected"] > 0).any():
+        cols.append("corrected")  # correction rounds: a corrected row never reads as an uncorrected one
     models = ", ".join(dict.fromkeys(r.model for r in result.model_runs))
     lines = []
     if result.random_weights:

@@ -82,6 +82,21 @@ def _segment(engine: Engine, episodes: Sequence[Episode], setting: str, order, p
             done[i] = segment_corrected(engine, inputs, i, setting, rounds[i], memory_policy=policy)
     return inputs, done
 
+class _StepCounter:
+    """An engine observer that moves a progress bar by the query slices of every tracking forward."""
+
+    def __init__(self, bar):
+        self.bar = bar
+
+    def before_forward(self, requests, layouts) -> None:
+        pass
+
+    def after_forward(self, requests, outputs) -> None:
+        if self.bar.total is not None and self.bar.n + len(requests) > self.bar.total:
+            self.bar.total = self.bar.n + len(requests)  # correction rounds: more steps than slices
+        self.bar.update(len(requests))
+
+
 def _model_key(config: ExperimentConfig, model: str) -> tuple:
     return (model, config.checkpoint_for(model), config.seed, config.image_size_for(model), config.device,
             config.precision)
@@ -166,8 +181,10 @@ def run_experiments(
         c = configs[i]
         return [(s, o) for s in c.settings for o in (c.orders if s.endswith("FQ") else ("n/a",))]
 
-    total = sum(len(episodes[i]) * len(runs(i)) for uses in plan.values() for i, _ in uses)
-    bar = tqdm(total=total, desc="experiment", disable=bars_off(progress))
+    # one bar in query slices (tracking steps; correction rounds add theirs), moved by every forward
+    total = sum(sum(e.n_slices for e in episodes[i]) * len(runs(i)) for uses in plan.values() for i, _ in uses)
+    bar = tqdm(total=total, desc="run", unit="slice", disable=bars_off(progress))
+    steps = _StepCounter(bar)
     # rows and kept predictions in (model, config, episode, setting, order) order, whatever the batching
     frames: list[tuple[tuple, object]] = []
     kept: list[tuple[tuple, Prediction]] = []
@@ -196,52 +213,60 @@ def run_experiments(
             cache_dirs = sorted({configs[i].cache_dir for i, _ in uses if configs[i].cache_dir})
             batch = [configs[i].object_batch_size for i, _ in uses if configs[i].object_batch_size]
             engine = _engine(model, cache_dirs[0] if cache_dirs else None, max(batch) if batch else None)
+            # encoding comes first (each slice once): its own bar below the run's, so nothing sits at 0 %
+            engine.features.progress = not bars_off(progress)
             prov = model.provenance()
             stats0 = asdict(engine.stats)
             calls = 0
-            for i, _ in uses:
-                c, eps = configs[i], episodes[i]
-                policy = MEMORY_POLICIES.get(c.memory_policy)
-                for u, (setting, order) in enumerate(runs(i)):
-                    for k in range(0, len(eps), engine.object_batch_size):
-                        chunk = eps[k:k + engine.object_batch_size]
-                        bar.set_postfix_str(f"{name} {setting}{'' if order == 'n/a' else '-' + strategy_name(order)} "
-                                            f"{chunk[0].case_id}/{chunk[0].label_name}"
-                                            f"{f' +{len(chunk) - 1}' if len(chunk) > 1 else ''}", refresh=False)
-                        rounds = None if rounds_of[i] is None else rounds_of[i][k:k + len(chunk)]
-                        ran_clicks: list = []
-                        with engine.postprocessing(c.postprocess) as pp:  # holes, stability, union
-                            inputs, done = _segment(engine, chunk, setting, order, policy, c, rounds, ran_clicks)
-                        calls += len(chunk)
-                        for e, (ep, r) in enumerate(zip(inputs.episodes, done), start=k):
-                            rank = (len(model_runs), i, e, u)
-                            masks = largest_component_3d(r.prediction()) if pp.lcc else None
-                            df = r.to_frame(ep.labels, masks=masks)
-                            df["postprocess"] = str(pp)
-                            df["scored_masks"] = pp.scored_masks
-                            df["experiment"] = c.name
-                            df["dataset"] = ep.dataset or (c.dataset or "")
-                            df["fold"] = ep.fold if ep.fold is not None else -1
-                            df["image_size"] = size
-                            df["protocol_variant"] = ep.variant
-                            df["support_selector"] = strategy_name(c.support_selector)
-                            df["memory_policy"] = strategy_name(c.memory_policy)
-                            df["refinement"] = strategy_name(c.refinement) if setting.endswith("FQ") else "none"
-                            df["support_views"] = c.support_views
-                            zs = [inputs.support_z(e - k, r.plans[sl.plan_index]) for sl in r.slices]
-                            df["support_z"] = zs
-                            for col in PROVENANCE_COLUMNS:
-                                if col in prov:
-                                    df[col] = prov[col]
-                            extra = _beyond_dice(ep, r.prediction() if masks is None else masks, df,
-                                                 c.nsd_tolerance)
-                            frames.append((rank, df))
-                            volume_rows.append((rank, extra))
-                            if keep_predictions:
-                                kept.append((rank, Prediction(name, ep, r, c.name)))
-                        for e, ce in enumerate(ran_clicks, start=k):
-                            click_runs.append(((len(model_runs), i, e, u), name, c, ce))
-                        bar.update(len(chunk))
+            with engine.observe(steps):  # the bar moves with every forward
+                for i, _ in uses:
+                    c, eps = configs[i], episodes[i]
+                    policy = MEMORY_POLICIES.get(c.memory_policy)
+                    for u, (setting, order) in enumerate(runs(i)):
+                        for k in range(0, len(eps), engine.object_batch_size):
+                            chunk = eps[k:k + engine.object_batch_size]
+                            run_name = setting if order == "n/a" else f"{setting}-{strategy_name(order)}"
+                            bar.set_postfix_str(f"{name} {run_name} "
+                                                f"{chunk[0].case_id}/{chunk[0].label_name}"
+                                                f"{f' +{len(chunk) - 1}' if len(chunk) > 1 else ''}", refresh=False)
+                            rounds = None if rounds_of[i] is None else rounds_of[i][k:k + len(chunk)]
+                            ran_clicks: list = []
+                            with engine.postprocessing(c.postprocess) as pp:  # holes, stability, union
+                                inputs, done = _segment(engine, chunk, setting, order, policy, c, rounds, ran_clicks)
+                            calls += len(chunk)
+                            for e, (ep, r) in enumerate(zip(inputs.episodes, done), start=k):
+                                rank = (len(model_runs), i, e, u)
+                                masks = largest_component_3d(r.prediction()) if pp.lcc else None
+                                df = r.to_frame(ep.labels, masks=masks)
+                                df["postprocess"] = str(pp)
+                                df["scored_masks"] = pp.scored_masks
+                                df["experiment"] = c.name
+                                df["dataset"] = ep.dataset or (c.dataset or "")
+                                df["fold"] = ep.fold if ep.fold is not None else -1
+                                df["image_size"] = size
+                                df["protocol_variant"] = ep.variant
+                                df["support_selector"] = strategy_name(c.support_selector)
+                                df["memory_policy"] = strategy_name(c.memory_policy)
+                                df["refinement"] = strategy_name(c.refinement) if setting.endswith("FQ") else "none"
+                                df["support_views"] = c.support_views
+                                # correction rounds applied to this episode (0: not corrected)
+                                df["corrected"] = len(rounds[e - k]) if rounds and rounds[e - k] else 0
+                                zs = [inputs.support_z(e - k, r.plans[sl.plan_index]) for sl in r.slices]
+                                df["support_z"] = zs
+                                # where the slice's plan started (from:P / at:Z say it; 1S1Q/3S1Q: the slice)
+                                first = {sl.plan_index: sl.z for sl in sorted(r.slices, key=lambda s: -s.step)}
+                                df["start_z"] = [int(first[sl.plan_index]) for sl in r.slices]
+                                for col in PROVENANCE_COLUMNS:
+                                    if col in prov:
+                                        df[col] = prov[col]
+                                extra = _beyond_dice(ep, r.prediction() if masks is None else masks, df,
+                                                     c.nsd_tolerance)
+                                frames.append((rank, df))
+                                volume_rows.append((rank, extra))
+                                if keep_predictions:
+                                    kept.append((rank, Prediction(name, ep, r, c.name)))
+                            for e, ce in enumerate(ran_clicks, start=k):
+                                click_runs.append(((len(model_runs), i, e, u), name, c, ce))
             d = {k: v - stats0[k] for k, v in asdict(engine.stats).items()}
             model_runs.append(ModelRun(
                 model=name, provenance=prov, encoder_passes=d["encoder_passes"], disk_hits=d["disk_hits"],

@@ -54,6 +54,7 @@ window only changes contrast (e.g. soft tissue instead of bone-to-air).
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Mapping
 from typing import Sequence
 
@@ -73,7 +74,18 @@ from .organs import OrganSpec, parse_labels
 from .propagation import echo_slices, propagation_job, refined_propagation_job, relative_start
 from .segment_result import OrganResult, SegmentResult, modes_dice_table
 
-__all__ = ["resolve_overlaps", "check_request", "start_from_order", "segment_volume", "check_corrections_off_support"]
+__all__ = ["resolve_overlaps", "check_request", "start_from_order", "segment_volume", "check_corrections_off_support",
+           "constant_volume_note"]
+
+
+def constant_volume_note(array: np.ndarray, what: str) -> str | None:
+    """A warning when every voxel of ``array`` has one value (an all-zero export, a blank series):
+    nothing can be segmented there. None otherwise."""
+    a = np.asarray(array)
+    if a.size and np.ptp(a) == 0:
+        return (f"{what} is constant (every voxel {a.flat[0]:g}): there is no image to segment, so the masks will "
+                "be empty or meaningless; check that the right file was exported.")
+    return None
 
 
 def start_from_order(order, n_slices: int) -> int | None:
@@ -480,6 +492,9 @@ def segment_volume(
         engine = Engine(engine, progress=True if progress is None else progress)
     qvol = _as_volume(query, "query")
     svol = _as_volume(support_image, "support image")
+    note = constant_volume_note(qvol.array, "the query")
+    if note:
+        warnings.warn(note, UserWarning, stacklevel=2)
     if support_mask is None:
         if svol.labels is None:
             raise ValueError("No support mask: pass support_mask=... (or a support Volume with labels).")

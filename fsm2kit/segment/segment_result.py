@@ -500,11 +500,12 @@ def output_files(path: str | os.PathLike) -> tuple[Path, Path, Path]:
     return Path(path), sidecar_path(path), dice_csv_path(path)
 
 
-def check_output(path: str | os.PathLike, *, overwrite: bool = False) -> None:
+def check_output(path: str | os.PathLike, *, overwrite: bool = False, cli: bool = False) -> None:
     """Fail early (before any model runs) when ``path`` cannot be written, or would replace
     something: without ``overwrite`` any of its files; with it, anything but an earlier output of
     fsm2kit segment: a label volume beside its sidecar that records it (name and sha256, so a
-    mask edited since is kept), or the sidecar and Dice table of one."""
+    mask edited since is kept), or the sidecar and Dice table of one (``cli``: messages say
+    ``--overwrite``, not ``overwrite=True``)."""
     path = Path(path)
     files = output_files(path)
     if path.exists() and path.is_dir():
@@ -514,7 +515,7 @@ def check_output(path: str | os.PathLike, *, overwrite: bool = False) -> None:
     if there and not overwrite:
         raise FileExistsError(
             f"Output {there[0]} already exists{' (with ' + ', '.join(there[1:]) + ')' if there[1:] else ''}; "
-            "pass --overwrite (overwrite=True) to replace it, or choose another output."
+            f"pass {'--overwrite' if cli else 'overwrite=True'} to replace it, or choose another output."
         )
     if not there:
         return

@@ -50,7 +50,8 @@ if TYPE_CHECKING:  # no numpy at import: the CLI lists orderings while it builds
     from ..protocol.episodes import Episode
     from ..engine.plans import Plan
 
-__all__ = ["Ordering", "PlanOrder", "StartOrder", "ORDERINGS", "register_ordering", "get_ordering", "engine_arguments"]
+__all__ = ["Ordering", "PlanOrder", "StartOrder", "ORDERINGS", "register_ordering", "get_ordering", "engine_arguments",
+           "check_start"]
 
 
 @runtime_checkable
@@ -108,15 +109,16 @@ class StartOrder:
     def strategy_name(self) -> str:
         return f"{self.kind}:{self.value:g}" if self.kind == "from" else f"at:{int(self.value)}"
 
-    def start_position(self, z: Sequence[int], *, case: str = "") -> int:
-        """The position (0 .. M-1) of the start slice among the query slices ``z`` (ascending)."""
+    def start_position(self, z: Sequence[int], *, case: str = "", option: str = "order") -> int:
+        """The position (0 .. M-1) of the start slice among the query slices ``z`` (ascending);
+        ``option`` names it in the error (``--order`` on the command line)."""
         zs = [int(v) for v in z]
         if not zs:
             raise ValueError("no query slice to start from")
         if self.kind == "from":
             return int(math.floor(float(self.value) * (len(zs) - 1) + 0.5))
         if int(self.value) not in zs:
-            raise ValueError(f"order {self.strategy_name}: z={int(self.value)} is not a query slice"
+            raise ValueError(f"{option} {self.strategy_name}: z={int(self.value)} is not a query slice"
                              f"{' of ' + case if case else ''}; its query slices are z {zs[0]}..{zs[-1]} "
                              f"({len(zs)} slices: {zs[:12]}{' ...' if len(zs) > 12 else ''})")
         return zs.index(int(self.value))
@@ -188,6 +190,23 @@ def register_ordering(name: str, ordering: Callable | str | None = None, *, summ
 def get_ordering(spec: object = None) -> Ordering:
     """The ordering for a name (``None``: ``middle``); an ordering object is returned unchanged."""
     return ORDERINGS.get(spec)
+
+
+def check_start(ordering: object, setting: str, episodes: Sequence["Episode"], *, option: str = "order") -> None:
+    """``at:Z``: Z must be a query slice of every episode (FQ settings; checked before any model loads).
+
+    Raises
+    ------
+    ValueError
+        One line naming ``option`` (``"--order"`` for the command line), Z and the query's z range.
+    """
+    from ..engine.plans import normalize_setting
+
+    o = ORDERINGS.get(ordering)
+    if not isinstance(o, StartOrder) or not normalize_setting(setting).endswith("FQ"):
+        return
+    for ep in episodes:
+        o.start_position(ep.z, case=f"{ep.case_id}/{ep.label_name}", option=option)
 
 
 def engine_arguments(ordering: object, setting: str, episode: "Episode") -> dict:

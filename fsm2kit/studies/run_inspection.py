@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 from dataclasses import replace
 
 from ..engine.engine import Engine
+from ..protocol.episodes import Episode
 from ..model.loading import load_sam2
 from ..inspector.inspection import Inspection, inspect_episode
 from ..inspector.panels import write_inspection
@@ -28,7 +29,39 @@ from ..strategies.orderings import ORDERINGS
 from ..strategies.refinement import REFINEMENTS
 from ..strategies.support_selectors import SUPPORT_SELECTORS
 
-__all__ = ["inspect_run"]
+__all__ = ["inspect_run", "check_inspection"]
+
+
+def check_inspection(episode: Episode, setting: str, *, ordering=None, pixel: tuple[int, int] | None = None,
+                     layers: Sequence[int] | None = None, model: str | None = None,
+                     names: dict[str, str] | None = None) -> None:
+    """What :func:`inspect_run` can check before a model loads: ``pixel`` inside the query slices,
+    an ``at:Z`` ordering's Z among them, ``layers`` among ``model``'s memory-attention layers (read
+    from its config). ``names`` maps ``pixel`` / ``order`` / ``layers`` to the caller's words
+    (``{"pixel": "--pixel"}``: the command line's).
+
+    Raises
+    ------
+    ValueError
+        One line naming the argument, what it got and what fits.
+    """
+    from ..model.specs import memory_attention_layers
+    from ..strategies.orderings import check_start
+
+    names = {"pixel": "pixel=(y, x)", "order": "order", "layers": "layers=", **(names or {})}
+    check_start(ordering, setting, [episode], option=names["order"])
+    if pixel is not None:
+        h, w = (int(v) for v in episode.images.shape[-2:])
+        y, x = (int(v) for v in pixel)
+        if not (0 <= y < h and 0 <= x < w):
+            raise ValueError(f"{names['pixel']} {y} {x}: outside the query slices, which are {h} x {w} "
+                             f"(y 0..{h - 1}, x 0..{w - 1}, in stored pixels of the episode).")
+    if layers is not None and model is not None:
+        n = memory_attention_layers(model)
+        bad = [int(v) for v in layers if not -n <= int(v) < n]
+        if bad:
+            raise ValueError(f"{names['layers']} {' '.join(map(str, layers))}: {model}'s memory attention has {n} "
+                             f"layers, 0..{n - 1}.")
 
 
 def inspect_run(
@@ -46,6 +79,7 @@ def inspect_run(
     presets: Sequence[str] | None = None,
     progress: bool = False,
     command: str | None = None,
+    check: Callable[[Episode], None] | None = None,
     overwrite: bool = True,
     **overrides,
 ) -> Inspection:
@@ -79,6 +113,11 @@ def inspect_run(
         all at once (:func:`fsm2kit.records.fileio.atomic_folder`: built beside it, fsynced,
         swapped in) and must be new, empty, the working folder or an earlier inspection
         (replaced whole with ``overwrite``); checked before anything runs.
+    check : callable, optional
+        Called with the episode to inspect (after ``max_slices`` / ``z_range``) before any model
+        loads: a caller's own checks in its own words (``fsm2kit inspect`` checks ``--pixel``,
+        ``--order at:Z`` and ``--layers`` there). ``pixel``, an ``at:Z`` ordering and ``layers``
+        are checked here too, before the model, whatever ``check`` does.
     panels, panel_steps
         How many attention panels (spread over the processing order), or which slices
         (processing indices or ``"z=<z>"``); the ``paper`` ones are vector figures
@@ -134,6 +173,10 @@ def inspect_run(
     episode = all_eps[episode_index]
     if config.max_slices is not None or config.z_range is not None:
         episode = subset_episode(episode, max_slices=config.max_slices, z_range=config.z_range)
+    if check is not None:
+        check(episode)
+    check_inspection(episode, setting, ordering=ordering, pixel=pixel, layers=layers,
+                     model=config.models[0] if engine is None else None)  # an engine (factory) brings its own model
     if engine is None:
         model = config.models[0]
         with warnings.catch_warnings():
