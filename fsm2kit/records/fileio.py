@@ -585,11 +585,12 @@ _HASHES: dict[tuple, str] = {}
 
 
 def file_sha256_cached(path: str | os.PathLike) -> str:
-    """:func:`file_sha256`, remembered in this process by (real path, size, mtime): a 150 MB
-    checkpoint is hashed once per process, not once per run that names it."""
+    """:func:`file_sha256`, remembered in this process by (real path, inode, size, mtime, ctime):
+    a 150 MB checkpoint is hashed once per process, not once per run that names it. The ctime
+    changes with every write and cannot be set back (``os.utime`` sets the mtime only)."""
     p = os.path.realpath(os.fspath(path))
     st = os.stat(p)
-    key = (p, st.st_size, st.st_mtime_ns)
+    key = (p, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
     if key not in _HASHES:
         _HASHES[key] = file_sha256(p)
     return _HASHES[key]
