@@ -172,7 +172,9 @@ def test_smoke_2x2_killed_half_way_then_resumed(tmp_path, capsys):
     register_cli(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["batch", str(sweep_file), "--reports", str(reports), "--workers", "2", "--no-progress"])
     assert args.func(args) == 0
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
+    assert "ERROR" not in out + captured.err, "a successful batch prints no ERROR line"
     assert f"this call ran {4 - len(finished)}, skipped {len(finished)} finished" in out
     assert "random weights" in out
 

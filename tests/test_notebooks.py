@@ -153,6 +153,10 @@ def test_00_quickstart(tmp_path, kernel_env):
     _png(out / "overlays.png")
     _check_presets(out, ["overlays"])  # screen + paper (183 mm figure)
     assert _has_image_output(nb, "image/png")
+    # every cell but the parameters (and papermill's injected ones) shows something: no empty cells
+    silent = [c.source[:60] for c in nb.cells if c.cell_type == "code" and not c.outputs
+              and not {"parameters", "injected-parameters"} & set(c.metadata.get("tags", []))]
+    assert not silent, f"code cells without output: {silent}"
 
 
 @pytest.mark.slow
