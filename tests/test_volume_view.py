@@ -25,6 +25,7 @@ def test_volume_viewer_layers_and_colours(tmp_path):
     img, lab = _volumes()
     nv = volume_viewer(img, lab, ground_truth=lab * 3, uncertainty=np.random.rand(6, 32, 32), axcodes=("S", "P", "L"))
     assert nv.layers == ("scan", "prediction", "ground truth", "uncertainty")
+    assert nv.opts.is_radiological_convention  # patient right on screen left, as every fsm2kit view
     pred, gt = nv.volumes[1].colormap_label.lut, nv.volumes[2].colormap_label.lut
     assert pred[:4] == [0, 0, 0, 0] and pred[4:7] == [round(255 * v) for v in hex_rgb(COLORS["prediction"])]
     assert gt[4:7] == [round(255 * v) for v in hex_rgb(COLORS["ground_truth"])]

@@ -138,7 +138,9 @@ def volume_viewer(image, labels=None, *, ground_truth=None, uncertainty=None, af
         vols.append(_volume(arr, aff, "uncertainty", np.float32, colormap=_UNCERTAINTY_CMAP, opacity=0.6,
                             cal_min=1e-6))
         names.append("uncertainty")
-    nv = NiiVue(height=int(height), multiplanar_show_render=ShowRender.ALWAYS, is_colorbar=uncertainty is not None)
+    # radiological convention (patient right on screen left), as every other fsm2kit view
+    nv = NiiVue(height=int(height), multiplanar_show_render=ShowRender.ALWAYS, is_colorbar=uncertainty is not None,
+                is_radiological_convention=True)
     nv.load_volumes(vols)
     nv.set_slice_type(SliceType.MULTIPLANAR)
     nv.add_class("fsm2-volume-view")
