@@ -25,12 +25,13 @@ SMOKE_SWEEP = REPO / "sweeps" / "smoke_2x2.yaml"
 
 @pytest.fixture()
 def light(tmp_path):
-    """A light notebook (no SAM2): sleeps, fails for x == fail_x while a flag file exists, writes a summary."""
+    """A light notebook (no SAM2): sleeps, fails for x == fail_x while the file ``flag + ".on"`` exists
+    (the parameter itself names no file, so it is not one of the run's hashed file inputs), writes a summary."""
     return write_notebook(
         tmp_path / "nb" / "light.ipynb",
         'x = 1\nfail_x = 0\nflag = ""\nsleep = 0.0\noutput_dir = "."',
         "import os\nimport time\nfrom pathlib import Path\n\nimport pandas as pd\n\ntime.sleep(sleep)",
-        'if x == fail_x and os.path.exists(flag):\n    raise ValueError(f"boom x={x}")',
+        'if x == fail_x and os.path.exists(flag + ".on"):\n    raise ValueError(f"boom x={x}")',
         'pd.DataFrame({"metric": ["pooled", "mean_per_volume"], "dice": [x / 10, x / 20],\n'
         '              "weights": "random weights (seed 0)"}).to_csv(Path(output_dir) / "summary.csv", index=False)\n'
         '(Path(output_dir) / "chart.svg").write_text("<svg/>")',
@@ -108,7 +109,7 @@ def test_run_kernels_talk_over_ipc_not_tcp(tmp_path):
 @pytest.mark.slow
 def test_failed_run_is_reported_with_its_cell_and_retried(tmp_path, light):
     flag = tmp_path / "flag"
-    flag.write_text("fail")
+    (tmp_path / "flag.on").write_text("fail")
     p = _sweep(tmp_path, f"name: f\nnotebook: light.ipynb\ngrid: {{x: [1, 2, 3]}}\n"
                          f"parameters: {{fail_x: 2, flag: {flag}}}\n")
     reports = tmp_path / "reports"
@@ -129,7 +130,7 @@ def test_failed_run_is_reported_with_its_cell_and_retried(tmp_path, light):
     assert len(res.executed) == 3 and not res.ok
 
     done_before = {r: (reports / "f" / r / DONE_MARKER).stat().st_mtime_ns for r in ("x=1", "x=3")}
-    flag.unlink()  # the cause is fixed: a rerun retries only the failed run
+    (tmp_path / "flag.on").unlink()  # the cause is fixed: a rerun retries only the failed run
     again = run_sweep(p, reports=reports, workers=2, progress=False)
     assert [o.name for o in again.executed] == ["x=2"] and sorted(again.skipped) == ["x=1", "x=3"]
     assert again.ok and not failed.exists()
