@@ -471,7 +471,8 @@ class ExperimentResult:
                 "support_views": sorted({int(v) for v in s["support_views"] if int(v) >= 0}) if "support_views" in s.columns else [0],
                 **({"prompts": list(self.prompts)} if self.prompts else {}),
                 "postprocess": sorted({str(c.postprocess) for c in self.configs}),
-                "scored_masks": sorted(set(s["scored_masks"])) if "scored_masks" in s.columns else ["logits > 0"],
+                "scored_masks": sorted({str(x) for x in s["scored_masks"].dropna()}) if "scored_masks" in s.columns
+        else ["logits > 0"],
                 "nsd_tolerance_mm": sorted({float(c.nsd_tolerance) for c in self.configs}),
                 **({"clicks": {"files": sorted(self.click_prompts()), "episodes": len(self.clicks),
                                "noc": [{"case_id": str(ce.result.case_id), "label": ce.result.label_name,
