@@ -275,7 +275,9 @@ def test_summaries_pooled_and_per_volume_hand_checked(smoke_result):
         assert row.loc["mean_per_volume", "dice"] == pytest.approx(expect)  # one volume: equal
         assert row.loc["pooled", "n_slices"] == 4
     vols = smoke_result.volumes()
-    assert len(vols) == 5 and set(GROUP_KEYS) <= set(vols.columns) and "torch_version" in vols.columns
+    # every group key but "member", which only an ensemble's tables carry (fused and each member)
+    assert len(vols) == 5 and set(GROUP_KEYS) - {"member"} <= set(vols.columns) and "torch_version" in vols.columns
+    assert "member" not in vols.columns
     only = smoke_result.summary("pooled")
     assert set(only["metric"]) == {"pooled"}
     t = smoke_result.table("pooled")
